@@ -1,0 +1,170 @@
+"""A tiny threaded HTTP/1.1 server on loopback that both emulators are built on.
+
+Standard library only, so the emulators add no dependency to the product. It
+owns the wire: parsing requests, writing JSON with exact headers, and the
+faults that live below the application (latency, dropped connections).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    """One parsed HTTP request."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else None
+
+    def json(self) -> Any:
+        """The body as JSON; raises ValueError when it is not."""
+        if not self.body:
+            raise ValueError("empty body")
+        return json.loads(self.body)
+
+
+@dataclass
+class Response:
+    """What a handler returns. `body` is JSON-encoded unless `raw` is given."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+
+
+class Drop(Exception):
+    """Raised by a handler to close the connection without answering."""
+
+
+Handler = Callable[[Request], Response]
+
+
+class LoopbackServer:
+    """Serves `handler` on 127.0.0.1 in a background thread until `stop()`."""
+
+    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._handler = handler
+        self.latency = 0.0  # seconds added before every answer
+        self.requests_served = 0
+        self._lock = threading.Lock()
+        self._server = _Server((host, port), _make_handler_class(self))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def _dispatch(self, request: Request) -> Response:
+        with self._lock:
+            self.requests_served += 1
+        if self.latency > 0:
+            time.sleep(self.latency)
+        return self._handler(request)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+def _make_handler_class(owner: LoopbackServer) -> type[BaseHTTPRequestHandler]:
+    class _RequestHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "sandbox"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            # Request lines can carry ids; the tests' output stays quiet and clean.
+            return
+
+        def _handle(self) -> None:
+            split = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            request = Request(
+                method=self.command,
+                path=split.path,
+                query=parse_qs(split.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+            try:
+                response = owner._dispatch(request)
+            except Drop:
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            if response.raw is not None:
+                payload = response.raw
+            elif response.body is None:
+                payload = b""
+            else:
+                payload = json.dumps(response.body).encode()
+            self.send_response(response.status)
+            if payload or response.status not in (204, 304):
+                self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if payload and self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+        def do_LIST(self) -> None:  # Vault's LIST verb
+            self._handle()
+
+    return _RequestHandler
