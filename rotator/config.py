@@ -1,21 +1,275 @@
 """Settings: one frozen, grouped tree, loaded from TOML + environment + secret files.
 
+This module owns the configuration contract: which keys exist, where their
+values come from and in what order, and every rule a value must satisfy.
+
+Sources, lowest to highest precedence:
+
+1. defaults (the field defaults below);
+2. the TOML file (`--config PATH`, else `$ROTATOR_CONFIG`, else none);
+3. Vault's own variables: `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_NAMESPACE`, `VAULT_CACERT`;
+4. `ROTATOR_<GROUP>__<KEY>` variables (case-insensitive), e.g. `ROTATOR_MONITE__CLIENT_ID`.
+
+Secrets can also come from files (`monite.client_secret_file`,
+`monite.client_id_file`, `vault.token_file`), from systemd credentials in
+`$CREDENTIALS_DIRECTORY` (`monite_client_secret`, `monite_client_id`,
+`vault_token`) and, for the Vault token only, from `~/.vault-token`.
+
 Validation happens here and only here; every failure is a ConfigError whose
-one-line message names the key and says how to fix it.
+one-line message names the key, the problem and the fix, and never a value
+that could be a secret.
 """
-# STUB: field names fixed, loading to be written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import timedelta
+import dataclasses
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from rotator.model import Secret
-from rotator.policy import Policy
+from rotator.errors import ConfigError
+from rotator.model import Secret, format_duration, parse_duration
+from rotator.policy import Policy, Rule
+
+ENV_PREFIX = "ROTATOR_"
+CONFIG_ENV = "ROTATOR_CONFIG"
+# ROTATOR_* variables that are not settings keys, so the typo check lets them through.
+RESERVED_ENV = frozenset({CONFIG_ENV})
+
+VAULT_ENV: Mapping[str, str] = {
+    "VAULT_ADDR": "address",
+    "VAULT_TOKEN": "token",
+    "VAULT_NAMESPACE": "namespace",
+    "VAULT_CACERT": "ca_cert",
+}
+
+# Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
+# A copy, not a lookup: config validation must not depend on test data at run time.
+WEBHOOK_OBJECT_TYPES: tuple[str, ...] = (
+    "account",
+    "accounting_connection",
+    "approval",
+    "approval_request",
+    "approval_policy",
+    "approval_policy_process",
+    "batch_payment",
+    "comment",
+    "counterpart",
+    "counterpart_address",
+    "counterpart_bank_account",
+    "counterpart_contact_person",
+    "counterpart_partner_metadata",
+    "counterpart_tax_id",
+    "entity",
+    "entity_bank_account",
+    "entity_settings",
+    "entity_user",
+    "export",
+    "overdue_reminder",
+    "partner_settings",
+    "payable",
+    "payables_credit_note",
+    "payables_purchase_order",
+    "payable.line_item",
+    "payment",
+    "payment_intent",
+    "payment_link",
+    "payment_reminder",
+    "product",
+    "project",
+    "receivable",
+    "recurrence",
+    "role",
+    "tag",
+    "todo_task",
+    "workflow",
+    "workflow_pipeline",
+    "ocr_task",
+    "delivery_note",
+    "receipt",
+    "transaction",
+)
+
+DEFAULT_POLICY = Policy(max_age=timedelta(days=30))
+
+# Validation context set by load_settings. Checks that only make sense for
+# operator input (client id is a UUID, a token exists, the CA file exists) run
+# only under it, so code and tests can build settings for emulators directly.
+_LOADING: Mapping[str, bool] = {"loading": True}
+
+_DURATION_FORMAT = (
+    'a number and a unit (ms, s, m, h, d, w) in quotes, like "90s", "15m", "12h" or "30d"'
+)
+
+
+class _Problem(ValueError):
+    """A failure found by a model-level check, carrying the key it is about.
+
+    Pydantic reports model-level errors at the model's location; `loc` lets the
+    message still name the exact key.
+    """
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+# ---------------------------------------------------------------------------
+# Field types
+# ---------------------------------------------------------------------------
+
+
+def _to_duration(value: object) -> object:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise ValueError(f"is not a duration; write {_DURATION_FORMAT}") from None
+    if isinstance(value, int | float):
+        # Pydantic turns only ValueError into a validation error, hence not TypeError.
+        raise ValueError(f"must be a duration string with a unit; write {_DURATION_FORMAT}")  # noqa: TRY004
+    raise ValueError(f"must be a duration; write {_DURATION_FORMAT}")
+
+
+def _to_optional_duration(value: object) -> object:
+    return None if value is None else _to_duration(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError('must be greater than zero, like "90s"')
+    return value
+
+
+def _optional_positive(value: timedelta | None) -> timedelta | None:
+    return None if value is None else _positive(value)
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError('must not be negative; use "0s" for none')
+    return value
+
+
+def _no_bool(value: object) -> object:
+    # bool is an int subclass: `concurrency = true` must not quietly mean 1.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true/false")  # noqa: TRY004
+    return value
+
+
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+def _to_secret(value: object) -> object:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("must not be empty")
+        return Secret(value)
+    raise ValueError("must be a string")
+
+
+def _to_optional_secret(value: object) -> object:
+    return None if value is None else _to_secret(value)
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _http_url(example: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f'must be an http(s) URL, like "{example}"')
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials; configure them in their own keys")
+        if "?" in value or "#" in value or any(c.isspace() for c in value):
+            raise ValueError(
+                f'must be a plain URL without query, fragment or spaces, like "{example}"'
+            )
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked
+        except ValueError:
+            raise ValueError(f'has an invalid port; write it like "{example}"') from None
+        return value.rstrip("/")
+
+    return check
+
+
+def _api_version(value: str) -> str:
+    problem = 'must be a date like "2024-05-25" (YYYY-MM-DD)'
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is None:
+        raise ValueError(problem)
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    return value
+
+
+def _kv_path(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if value.startswith("/") or value.endswith("/"):
+        raise ValueError('must not start or end with "/"; write it like "monite/webhooks"')
+    if "//" in value or any(c.isspace() for c in value):
+        raise ValueError('must be "/"-separated names without empty parts or spaces')
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(_to_duration), AfterValidator(_positive)]
+NonNegativeDuration = Annotated[
+    timedelta, BeforeValidator(_to_duration), AfterValidator(_not_negative)
+]
+
+
+Retries = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(0, 10))]
+PageSize = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 100))]
+PageLimit = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 1_000_000))]
+Concurrency = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 256))]
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def _loading(info: ValidationInfo) -> bool:
+    return isinstance(info.context, Mapping) and bool(info.context.get("loading"))
+
+
+# ---------------------------------------------------------------------------
+# Settings groups
+# ---------------------------------------------------------------------------
 
 
 class _Group(BaseModel):
@@ -23,54 +277,726 @@ class _Group(BaseModel):
 
 
 class MoniteSettings(_Group):
-    base_url: str = "https://api.sandbox.monite.com/v1"
-    api_version: str = "2024-05-25"
+    base_url: Annotated[str, AfterValidator(_http_url("https://api.sandbox.monite.com/v1"))] = (
+        "https://api.sandbox.monite.com/v1"
+    )
+    api_version: Annotated[str, AfterValidator(_api_version)] = "2024-05-25"
     client_id: str
-    client_secret: Secret
-    timeout: timedelta = timedelta(seconds=10)  # per request
-    max_retries: int = 4  # retries after the first attempt, per request
-    page_size: int = 100
-    max_pages: int = 1000
+    client_secret: Annotated[Secret, BeforeValidator(_to_secret)]
+    timeout: PositiveDuration = timedelta(seconds=10)  # per request
+    max_retries: Retries = 4  # retries after the first attempt, per request
+    page_size: PageSize = 100
+    max_pages: PageLimit = 1000
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        # Emulators and tests use readable ids; real Monite client ids are UUIDs.
+        if _loading(info) and _UUID.fullmatch(value) is None:
+            raise ValueError(
+                "must be a UUID (the API client id from the Monite partner portal), "
+                "like 3fa85f64-5717-4562-b3fc-2c963f66afa6"
+            )
+        return value
 
 
 class VaultSettings(_Group):
-    address: str
-    token: Secret | None = None
+    address: Annotated[str, AfterValidator(_http_url("https://vault.example:8200"))]
+    token: Annotated[Secret | None, BeforeValidator(_to_optional_secret)] = None
     auth_method: Literal["token"] = "token"
     namespace: str | None = None
     ca_cert: Path | None = None
-    mount: str = "secret"
-    path_prefix: str = "monite/webhooks"
-    timeout: timedelta = timedelta(seconds=10)
-    max_retries: int = 4
+    mount: Annotated[str, AfterValidator(_kv_path)] = "secret"
+    path_prefix: Annotated[str, AfterValidator(_kv_path)] = "monite/webhooks"
+    timeout: PositiveDuration = timedelta(seconds=10)
+    max_retries: Retries = 4
+
+    @field_validator("auth_method", mode="before")
+    @classmethod
+    def _auth_method(cls, value: object) -> object:
+        if value != "token":
+            raise ValueError(
+                'must be "token"; approle and kubernetes login are not supported yet, '
+                "so give a token (VAULT_TOKEN or vault.token_file)"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("ca_cert")
+    @classmethod
+    def _ca_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and _loading(info) and not value.is_file():
+            raise ValueError(f"file {value} does not exist; give the path of a PEM CA bundle")
+        return value
+
+    @model_validator(mode="after")
+    def _token_present(self, info: ValidationInfo) -> Self:
+        if _loading(info) and self.auth_method == "token" and self.token is None:
+            raise _Problem(
+                ("token",),
+                "required when auth_method is token; set VAULT_TOKEN, vault.token_file, "
+                "a systemd credential named vault_token, or run `vault login` for ~/.vault-token",
+            )
+        return self
 
 
 class ScheduleSettings(_Group):
-    interval: timedelta | None = timedelta(minutes=15)
+    interval: Annotated[
+        timedelta | None,
+        BeforeValidator(_to_optional_duration),
+        AfterValidator(_optional_positive),
+    ] = timedelta(minutes=15)
     cron: str | None = None
-    jitter: timedelta = timedelta(0)
+    jitter: NonNegativeDuration = timedelta(0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_trigger(cls, data: Any) -> Any:
+        # The interval has a default, so choosing cron must clear it; only an
+        # interval the user wrote alongside a cron is a conflict.
+        if isinstance(data, Mapping) and data.get("cron") is not None:
+            if data.get("interval") is not None:
+                raise _Problem(
+                    ("cron",), "set schedule.interval or schedule.cron, not both; remove one"
+                )
+            return {**data, "interval": None}
+        return data
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            CronTrigger.from_crontab(value, timezone=UTC)
+        except (ValueError, TypeError) as exc:
+            reason = " ".join(str(exc).split())
+            raise ValueError(
+                f'is not a valid cron expression ({reason}); write 5 fields, "minute hour '
+                'day month weekday", like "*/15 * * * *"'
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_trigger(self) -> Self:
+        if self.interval is None and self.cron is None:
+            raise _Problem(("interval",), 'set schedule.interval (like "15m") or schedule.cron')
+        return self
 
 
 class RotationSettings(_Group):
-    claim_ttl: timedelta = timedelta(minutes=2)
-    concurrency: int = 8
+    claim_ttl: PositiveDuration = timedelta(minutes=2)
+    concurrency: Concurrency = 8
     owner: str = ""  # who claims; default "<hostname>:<pid>"
-    commit_retry_for: timedelta = timedelta(minutes=10)  # how long a commit is retried
+    commit_retry_for: PositiveDuration = timedelta(minutes=10)  # how long a commit is retried
+    # How long SIGTERM waits for in-flight rotations: below Kubernetes' default 30s grace.
+    shutdown_timeout: PositiveDuration = timedelta(seconds=25)
 
 
 class LogSettings(_Group):
-    format: Literal["json", "console"] = "json"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Annotated[Literal["json", "console"], BeforeValidator(_lower)] = "json"
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
 
 
 class Settings(_Group):
     monite: MoniteSettings
     vault: VaultSettings
-    policy: Policy
+    policy: Policy = DEFAULT_POLICY
     schedule: ScheduleSettings = ScheduleSettings()
     rotation: RotationSettings = RotationSettings()
     log: LogSettings = LogSettings()
 
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy(cls, value: object) -> object:
+        # Pydantic would coerce a dict into the dataclass with its own duration
+        # rules (30 -> 30 seconds); the [policy] table goes through load_settings.
+        if not isinstance(value, Policy):
+            raise ValueError("must be a rotator.policy.Policy")  # noqa: TRY004
+        return value
+
+    @model_validator(mode="after")
+    def _claim_outlives_requests(self) -> Self:
+        minimum = self.monite.timeout * 4
+        if self.rotation.claim_ttl < minimum:
+            raise _Problem(
+                ("rotation", "claim_ttl"),
+                f"must be at least 4 × monite.timeout ({format_duration(minimum)}), because a "
+                "rotation never starts a regenerate unless its claim has 2 × the request "
+                "timeout left; raise rotation.claim_ttl or lower monite.timeout",
+            )
+        return self
+
+    def redacted_dict(self) -> dict[str, Any]:
+        """A JSON-able view for `rotator check` and debugging: secrets show as "<secret>"."""
+        return {name: _plain(getattr(self, name)) for name in type(self).model_fields}
+
+
+def _plain(value: object) -> Any:
+    if isinstance(value, Secret):
+        return "<secret>"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list | frozenset | set):
+        return [_plain(item) for item in value]
+    return value
+
+
+# ---------------------------------------------------------------------------
+# [policy]: parsed into the pure rotator.policy dataclasses
+# ---------------------------------------------------------------------------
+
+
+class _RuleInput(_Group):
+    object_type: str | None = None
+    subscription_id: str | None = None
+    url: str | None = None
+    max_age: Annotated[
+        timedelta | None,
+        BeforeValidator(_to_optional_duration),
+        AfterValidator(_optional_positive),
+    ] = None
+    skip: bool = False
+
+    @field_validator("object_type")
+    @classmethod
+    def _object_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in WEBHOOK_OBJECT_TYPES:
+            hint = _suggest(value, WEBHOOK_OBJECT_TYPES) or "; see Monite's WebhookObjectType"
+            raise ValueError(f"{value!r} is not a Monite webhook object type{hint}")
+        return value
+
+    @field_validator("subscription_id", "url")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.object_type is None and self.subscription_id is None and self.url is None:
+            raise _Problem(
+                (), "needs at least one matcher: object_type, subscription_id or url (a glob)"
+            )
+        if self.max_age is not None and self.skip:
+            raise _Problem((), "sets both max_age and skip = true; a rule has exactly one effect")
+        if self.max_age is None and not self.skip:
+            raise _Problem((), 'needs one effect: max_age (like "7d") or skip = true')
+        return self
+
+    def to_rule(self) -> Rule:
+        return Rule(
+            object_type=self.object_type,
+            subscription_id=self.subscription_id,
+            url=self.url,
+            max_age=self.max_age,
+            skip=self.skip,
+        )
+
+
+def _rules_from_env(value: object) -> object:
+    # The environment can only carry strings: rules come as one JSON array.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError(
+                'must be a JSON array of rule tables, like [{"object_type": "payable", '
+                '"max_age": "7d"}]'
+            ) from None
+    return value
+
+
+class _PolicyInput(_Group):
+    max_age: PositiveDuration = DEFAULT_POLICY.max_age
+    unmanaged: Literal["rotate", "skip"] = "rotate"
+    include_disabled: bool = False
+    rules: Annotated[list[_RuleInput], BeforeValidator(_rules_from_env)] = []
+
+    def to_policy(self) -> Policy:
+        return Policy(
+            max_age=self.max_age,
+            unmanaged=self.unmanaged,
+            include_disabled=self.include_disabled,
+            rules=tuple(rule.to_rule() for rule in self.rules),
+        )
+
+
+# ---------------------------------------------------------------------------
+# Key catalogue: what may appear in the file and the environment
+# ---------------------------------------------------------------------------
+
+_GROUP_MODELS: Mapping[str, type[BaseModel]] = {
+    "monite": MoniteSettings,
+    "vault": VaultSettings,
+    "policy": _PolicyInput,
+    "schedule": ScheduleSettings,
+    "rotation": RotationSettings,
+    "log": LogSettings,
+}
+GROUPS: tuple[str, ...] = tuple(_GROUP_MODELS)
+
+# (group, value key, file key, systemd credential name)
+_SECRET_SOURCES: tuple[tuple[str, str, str, str], ...] = (
+    ("monite", "client_secret", "client_secret_file", "monite_client_secret"),
+    ("monite", "client_id", "client_id_file", "monite_client_id"),
+    ("vault", "token", "token_file", "vault_token"),
+)
+
+# Keys that say the same thing two ways: a higher source setting one replaces
+# both from lower sources; one source setting both is a conflict.
+_ALTERNATIVE_PAIRS: tuple[tuple[str, str, str], ...] = (
+    *((group, key, file_key) for group, key, file_key, _ in _SECRET_SOURCES),
+    ("schedule", "interval", "cron"),
+)
+_ALTERNATIVES: Mapping[tuple[str, str], str] = {
+    **{(group, a): b for group, a, b in _ALTERNATIVE_PAIRS},
+    **{(group, b): a for group, a, b in _ALTERNATIVE_PAIRS},
+}
+
+_PATH_KEYS = frozenset({"ca_cert", *(file_key for _, _, file_key, _ in _SECRET_SOURCES)})
+
+
+def group_keys(group: str) -> tuple[str, ...]:
+    """Every key allowed in `[group]`, including the `*_file` forms of secrets."""
+    keys = list(_GROUP_MODELS[group].model_fields)
+    keys += [file_key for g, _, file_key, _ in _SECRET_SOURCES if g == group]
+    return tuple(keys)
+
+
+_RULE_KEYS: tuple[str, ...] = tuple(_RuleInput.model_fields)
+
+
+def _suggest(word: str, choices: Iterable[str], fmt: str = "'{}'") -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {fmt.format(close[0])}?" if close else ""
+
+
+def _unknown_key(key: str, where: str, allowed: Iterable[str]) -> ConfigError:
+    allowed = tuple(allowed)
+    hint = _suggest(key, allowed) or f"; valid keys: {', '.join(allowed)}"
+    return ConfigError(f"unknown key {key!r} in {where}{hint}")
+
+
+# ---------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------
+
+Raw = dict[str, dict[str, Any]]
+Origins = dict[tuple[str, str], str]  # (group, key) -> where it came from, for messages
+
+
+@dataclasses.dataclass
+class _Layer:
+    name: str  # "config file X", "environment"
+    data: Raw
+    origins: Origins  # only for sources worth naming in a message (not the file)
+
+
+def resolve_config_path(path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The config file to read: `path`, else `$ROTATOR_CONFIG`, else None (environment only)."""
+    if path is not None:
+        return path
+    from_env = environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    fix = "pass --config PATH or set ROTATOR_CONFIG"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; {fix}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; {fix} to a file") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        text = " ".join(str(exc).split())
+        where = re.search(r"\(at line (\d+), column (\d+)\)$", text)
+        if where:
+            text = f"line {where[1]}, column {where[2]}: {text[: where.start()].rstrip()}"
+        raise ConfigError(f"config file {path} is not valid TOML: {text}") from None
+
+
+def _file_layer(path: Path) -> _Layer:
+    doc = _read_toml(path)
+    data: Raw = {}
+    for top, value in doc.items():
+        if top not in _GROUP_MODELS:
+            if isinstance(value, dict):
+                hint = _suggest(top, GROUPS, "[{}]") or "; valid tables: " + ", ".join(
+                    f"[{g}]" for g in GROUPS
+                )
+                raise ConfigError(f"unknown table [{top}] in {path}{hint}")
+            owners = [g for g in GROUPS if top in group_keys(g)]
+            if owners:
+                raise ConfigError(
+                    f"key {top!r} in {path} is outside any table; put it under [{owners[0]}]"
+                )
+            raise ConfigError(
+                f"unknown key {top!r} at the top of {path}; keys belong in a table: "
+                + ", ".join(f"[{g}]" for g in GROUPS)
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(f"{top} in {path} must be a table: write [{top}] on its own line")
+        for key in value:
+            if key not in group_keys(top):
+                raise _unknown_key(key, f"[{top}]", group_keys(top))
+        table = dict(value)
+        # A relative path in the file means relative to the file, wherever the
+        # daemon was started from (systemd and Kubernetes start it from /).
+        for key in _PATH_KEYS & table.keys():
+            if isinstance(table[key], str) and table[key] and not Path(table[key]).is_absolute():
+                table[key] = str(path.parent / table[key])
+        data[top] = table
+    _check_rule_keys(data.get("policy", {}).get("rules"))
+    return _Layer(name=f"config file {path}", data=data, origins={})
+
+
+def _check_rule_keys(rules: object) -> None:
+    if not isinstance(rules, list):
+        return  # a wrong type is reported by validation, with its key
+    for number, rule in enumerate(rules, start=1):
+        if not isinstance(rule, dict):
+            raise ConfigError(
+                f"[[policy.rules]] #{number} must be a table, like "
+                '{ object_type = "payable", max_age = "7d" }'
+            )
+        for key in rule:
+            if key not in _RULE_KEYS:
+                raise _unknown_key(key, f"[[policy.rules]] #{number}", _RULE_KEYS)
+
+
+def _vault_layer(environ: Mapping[str, str]) -> _Layer:
+    table: dict[str, Any] = {}
+    origins: Origins = {}
+    for name, key in VAULT_ENV.items():
+        value = environ.get(name)
+        if value:  # the vault CLI treats an empty variable as unset, so do we
+            table[key] = value
+            origins[("vault", key)] = name
+    return _Layer(name="Vault's environment variables", data={"vault": table}, origins=origins)
+
+
+class _EnvShape(BaseSettings):
+    """The shape pydantic-settings explodes `ROTATOR_<GROUP>__<KEY>` into: raw strings per group.
+
+    Typing happens later, once, for every source alike; this only routes names.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
+    )
+
+    monite: dict[str, str] = {}
+    vault: dict[str, str] = {}
+    policy: dict[str, str] = {}
+    schedule: dict[str, str] = {}
+    rotation: dict[str, str] = {}
+    log: dict[str, str] = {}
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars during super().__init__
+        super().__init__(
+            _EnvShape, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter="__"
+        )
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            name.lower(): value
+            for name, value in self._environ.items()
+            if name.upper().startswith(ENV_PREFIX)
+        }
+
+
+def _env_names(environ: Mapping[str, str]) -> Origins:
+    """Map every ROTATOR_* variable to its key, rejecting any that names no key."""
+    names: Origins = {}
+    shape = "write ROTATOR_<GROUP>__<KEY>, like ROTATOR_MONITE__CLIENT_ID"
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV:
+            continue
+        parts = upper[len(ENV_PREFIX) :].split("__")
+        if len(parts) != 2 or not all(parts):
+            hint = (
+                "; set rules as one JSON array in ROTATOR_POLICY__RULES"
+                if upper.startswith("ROTATOR_POLICY__RULES__")
+                else ""
+            )
+            raise ConfigError(f"environment variable {name} is not a setting; {shape}{hint}")
+        group, key = parts[0].lower(), parts[1].lower()
+        if group not in _GROUP_MODELS:
+            close = difflib.get_close_matches(group, GROUPS, n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {ENV_PREFIX}{close[0].upper()}__{key.upper()}?"
+                if close
+                else "groups are " + ", ".join(g.upper() for g in GROUPS)
+            )
+            raise ConfigError(f"unknown environment variable {name}: no group {group!r}; {hint}")
+        if key not in group_keys(group):
+            close = difflib.get_close_matches(key, group_keys(group), n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {ENV_PREFIX}{group.upper()}__{close[0].upper()}?"
+                if close
+                else "valid keys: " + ", ".join(group_keys(group))
+            )
+            raise ConfigError(
+                f"unknown environment variable {name}: [{group}] has no key {key!r}; {hint}"
+            )
+        if (group, key) in names:
+            raise ConfigError(f"{names[(group, key)]} and {name} both set {group}.{key}; keep one")
+        names[(group, key)] = name
+    return names
+
+
+def _env_layer(environ: Mapping[str, str]) -> _Layer:
+    origins = _env_names(environ)
+    data: Raw = {group: {} for group in GROUPS}
+    if origins:
+        exploded = _MappingEnvSource(environ)()
+        for group, table in exploded.items():
+            if isinstance(table, Mapping):
+                data[group] = {key: table[key] for key in table if (group, key) in origins}
+    return _Layer(name="the environment", data=data, origins=origins)
+
+
+def _merge(layers: Iterable[_Layer]) -> tuple[Raw, Origins]:
+    raw: Raw = {group: {} for group in GROUPS}
+    origins: Origins = {}
+    for layer in layers:
+        for group, table in layer.data.items():
+            target = raw.setdefault(group, {})
+            for key, value in table.items():
+                other = _ALTERNATIVES.get((group, key))
+                if other is not None:
+                    if other in table:
+                        first, second = sorted((key, other))
+                        where = _named(layer, group, first, second)
+                        raise ConfigError(
+                            f"{group}.{first} and {group}.{second} are both set{where}; keep one"
+                        )
+                    target.pop(other, None)
+                    origins.pop((group, other), None)
+                target[key] = value
+                origins.pop((group, key), None)
+                if (group, key) in layer.origins:
+                    origins[(group, key)] = layer.origins[(group, key)]
+    return raw, origins
+
+
+def _named(layer: _Layer, group: str, *keys: str) -> str:
+    names = [layer.origins[(group, k)] for k in keys if (group, k) in layer.origins]
+    return f" (by {' and '.join(names)})" if names else f" in {layer.name}"
+
+
+# ---------------------------------------------------------------------------
+# Secrets from files
+# ---------------------------------------------------------------------------
+
+
+def _read_secret(path: Path, key: str, origin: str | None) -> str:
+    where = f"{key}{f' (from {origin})' if origin else ''}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: file {path} does not exist; create it or fix the path"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: {path} is a directory; point it at a file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{where}: file {path} cannot be read ({exc.strerror}); check its permissions"
+        ) from None
+    # Editors and `echo` add one newline; anything more is a malformed file,
+    # and sending it to Monite or Vault would fail far from here.
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise ConfigError(f"{where}: file {path} is empty; write the value into it")
+    if "\n" in text or "\r" in text:
+        raise ConfigError(f"{where}: file {path} has more than one line; keep only the value")
+    return text
+
+
+def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> None:
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    for group, key, file_key, credential in _SECRET_SOURCES:
+        table = raw[group]
+        if file_key in table:
+            location = table.pop(file_key)
+            origin = origins.pop((group, file_key), None)
+            if not isinstance(location, str) or not location:
+                suffix = f" (from {origin})" if origin else ""
+                raise ConfigError(f"{group}.{file_key}{suffix}: must be a file path string")
+            table[key] = _read_secret(Path(location), f"{group}.{file_key}", origin)
+            origins[(group, key)] = f"file {location}"
+            continue
+        if key in table or not credentials:
+            continue
+        path = Path(credentials) / credential
+        if path.exists():
+            table[key] = _read_secret(path, f"{group}.{key}", f"systemd credential {credential}")
+            origins[(group, key)] = f"systemd credential {path}"
+
+    vault = raw["vault"]
+    home = environ.get("HOME")
+    if "token" not in vault and home and vault.get("auth_method", "token") == "token":
+        path = Path(home) / ".vault-token"
+        if path.is_file():
+            vault["token"] = _read_secret(path, "vault.token", str(path))
+            origins[("vault", "token")] = f"file {path}"
+
+
+# ---------------------------------------------------------------------------
+# Validation errors -> one line
+# ---------------------------------------------------------------------------
+
+_MISSING_HINTS: Mapping[tuple[str, ...], str] = {
+    ("monite", "client_id"): (
+        "required; set client_id in [monite], monite.client_id_file or "
+        "ROTATOR_MONITE__CLIENT_ID (the API client id from the Monite partner portal)"
+    ),
+    ("monite", "client_secret"): (
+        "required; set monite.client_secret_file, ROTATOR_MONITE__CLIENT_SECRET or "
+        "a systemd credential named monite_client_secret"
+    ),
+    ("vault", "address"): (
+        'required; set address in [vault] (like "https://vault.example:8200"), VAULT_ADDR '
+        "or ROTATOR_VAULT__ADDRESS"
+    ),
+}
+
+_TYPE_PROBLEMS: Mapping[str, str] = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list of tables ([[policy.rules]])",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "dict_type": "must be a table",
+    "is_instance_of": "must be a string",
+    "path_type": "must be a file path string",
+}
+
+
+def _render_loc(loc: tuple[str | int, ...]) -> str:
+    if len(loc) >= 3 and loc[:2] == ("policy", "rules") and isinstance(loc[2], int):
+        head = f"[[policy.rules]] #{loc[2] + 1}"
+        rest = ".".join(str(part) for part in loc[3:])
+        return f"{head} {rest}" if rest else head
+    return ".".join(str(part) for part in loc)
+
+
+def _describe(error: Mapping[str, Any], origins: Origins) -> tuple[tuple[str | int, ...], str]:
+    """One error as (location, message), built from its location and our own text only.
+
+    Pydantic's own rendering includes the input value, which may be a secret.
+    """
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    kind: str = error["type"]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _Problem):
+        loc = loc + cause.loc
+    if kind == "missing":
+        key = tuple(str(part) for part in loc)
+        problem = _MISSING_HINTS.get(key) or (
+            f"required; set {loc[-1]} in [{loc[0]}] or "
+            f"ROTATOR_{str(loc[0]).upper()}__{str(loc[-1]).upper()}"
+        )
+    elif isinstance(cause, ValueError):
+        problem = str(cause)
+    elif kind == "literal_error":
+        expected = (error.get("ctx") or {}).get("expected", "")
+        problem = f"must be one of {expected}" if expected else "has a value that is not allowed"
+    elif kind == "extra_forbidden":
+        problem = "is not a known key; remove it"
+    else:
+        problem = _TYPE_PROBLEMS.get(kind) or str(error["msg"]).replace(
+            "Input should be", "must be"
+        )
+    origin = origins.get((str(loc[0]), str(loc[1]))) if len(loc) >= 2 else None
+    where = _render_loc(loc) + (f" (from {origin})" if origin else "")
+    return loc, f"{where}: {problem}"
+
+
+def _errors(
+    exc: ValidationError, prefix: tuple[str, ...], origins: Origins
+) -> list[tuple[Any, str]]:
+    return [
+        _describe({**error, "loc": prefix + tuple(error["loc"])}, origins)
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+
 
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
-    raise NotImplementedError
+    """Build the settings from the file and `environ`; never reads os.environ itself.
+
+    Raises ConfigError with a one-line message naming the key and the fix.
+    """
+    config_path = resolve_config_path(path, environ)
+    layers = [] if config_path is None else [_file_layer(config_path)]
+    layers += [_vault_layer(environ), _env_layer(environ)]
+    raw, origins = _merge(layers)
+    _resolve_secrets(raw, origins, environ)
+
+    problems: list[tuple[Any, str]] = []
+    policy = DEFAULT_POLICY
+    try:
+        policy = _PolicyInput.model_validate(raw["policy"], context=_LOADING).to_policy()
+    except ValidationError as exc:
+        problems += _errors(exc, ("policy",), origins)
+
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate({**raw, "policy": policy}, context=_LOADING)
+    except ValidationError as exc:
+        problems += _errors(exc, (), origins)
+
+    if problems or settings is None:
+        # Report in file order, so fixing top to bottom works.
+        order = {group: index for index, group in enumerate(GROUPS)}
+        problems.sort(key=lambda item: order.get(str(item[0][0]), -1) if item[0] else -1)
+        message = problems[0][1] if problems else "invalid configuration"
+        more = len(problems) - 1
+        if more:
+            message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(message)
+    return settings

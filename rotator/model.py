@@ -257,7 +257,9 @@ def parse_duration(text: str) -> timedelta:
     """`90s`, `15m`, `12h`, `30d`, `2w`, `250ms` -> timedelta. ValueError names the format."""
     match = _DURATION.match(text)
     if match is None:
-        raise ValueError(f"{text!r} is not a duration; write a number and a unit, like 90s, 15m, 12h or 30d")
+        raise ValueError(
+            f"{text!r} is not a duration; write a number and a unit, like 90s, 15m, 12h or 30d"
+        )
     number, unit = match.groups()
     return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
 

@@ -1,36 +1,646 @@
-"""Monite API client (httpx.AsyncClient injected): token, listing, regenerate."""
-# STUB: interface fixed, body to be written.
+"""Monite API client: owns the access token, listing, regenerating and retries.
+
+Everything the rotator says to Monite goes through `MoniteClient`, on an
+`httpx.AsyncClient` the caller injects (and closes). This module owns:
+
+- the access token (fetched once, shared by concurrent callers, refreshed
+  before it expires and once more when Monite answers 401);
+- retries with capped exponential backoff and full jitter for 429 (honouring
+  `Retry-After`), 5xx, timeouts, dropped connections and unparseable bodies;
+- the claim deadline of `regenerate_secret`: an attempt that might not finish
+  inside the claim is never started;
+- translating every httpx exception and every HTTP status into the project's
+  error tree (`rotator.errors`), with messages that carry an operation, a
+  status, a host and Monite's own error text, and never a secret, a token, a
+  client secret, a header or a body.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings
-from rotator.model import Regenerated, Subscription
+from rotator.errors import (
+    MoniteAuthError,
+    MoniteError,
+    MoniteNotFound,
+    MoniteProtocolError,
+    MoniteRequestError,
+    MoniteUnavailable,
+    RotationAborted,
+)
+from rotator.model import Regenerated, Secret, Subscription
+
+__all__ = ["MoniteClient", "translate_httpx_error"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BACKOFF_BASE = 0.25  # seconds: first retry waits up to this much
+BACKOFF_CAP = 8.0  # seconds: no single backoff sleeps longer
+RETRY_AFTER_CAP = 60.0  # seconds: a Retry-After above this is not trusted
+MAX_PAGE_SIZE = 100  # the schema's maximum for `limit`
+TOKEN_REFRESH_MARGIN = 300.0  # refresh when less than this (or 10% of the lifetime) is left
+TOKEN_FALLBACK_LIFETIME = 600.0  # used when Monite omits `expires_in`; a 401 covers the rest
+MAX_ERROR_TEXT = 300  # characters of Monite's error text kept in a message
+
+# Fields of a subscription this client understands; anything else goes to `extra`.
+# `secret` is neither: it must never sit in a plain mapping that outlives the call.
+_KNOWN_FIELDS = frozenset({"id", "url", "object_type", "status", "event_types", "secret"})
+
+# Exceptions httpx can raise out of a request, all of them translated at the boundary.
+_HTTPX_ERRORS = (
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    httpx.CookieConflict,
+    httpx.StreamError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    value: Secret
+    expires_at: float  # clock.monotonic() instant
+    refresh_at: float  # clock.monotonic() instant
 
 
 class MoniteClient:
+    """Talks to Monite's partner-level webhook subscription API.
+
+    `requests` counts every HTTP exchange by (operation, status), with status 0
+    for a transport failure, for the metrics endpoint. `last_list_skipped` is
+    how many listed items the last `list_subscriptions` dropped for having no id.
+    """
+
     def __init__(
-        self, http: httpx.AsyncClient, settings: MoniteSettings, *, clock: Clock | None = None
+        self,
+        http: httpx.AsyncClient,
+        settings: MoniteSettings,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._http = http
         self._settings = settings
         self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._base = settings.base_url.rstrip("/")
+        self._host = _host_of(self._base)
+        self._display_url = _without_userinfo(self._base)
+        self._timeout_s = settings.timeout.total_seconds()
+        self._timeout = httpx.Timeout(self._timeout_s)
+        self._token: _Token | None = None
+        self._token_lock = asyncio.Lock()
+        self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.last_list_skipped = 0
+
+    def __repr__(self) -> str:
+        # Deliberately no credentials and no token: reprs end up in logs and tracebacks.
+        token = "cached" if self._token is not None else "none"
+        return (
+            f"MoniteClient(base_url={self._display_url!r}, "
+            f"api_version={self._settings.api_version!r}, token={token})"
+        )
+
+    # ------------------------------------------------------------------ API
 
     async def list_subscriptions(self) -> list[Subscription]:
-        raise NotImplementedError
+        """Every webhook subscription, following pagination tokens to the end."""
+        return await self._list(limit=self._settings.page_size, max_pages=self._settings.max_pages)
 
     async def get_subscription(self, subscription_id: str) -> Subscription:
-        raise NotImplementedError
+        """One subscription by id; MoniteNotFound when Monite does not know it."""
+        return await self._call(
+            "get",
+            "GET",
+            f"/webhook_subscriptions/{_path_id(subscription_id)}",
+            parse=lambda body: _parse_single(body, "get"),
+        )
 
     async def regenerate_secret(
         self, subscription_id: str, *, deadline: float | None = None
     ) -> Regenerated:
-        raise NotImplementedError
+        """Regenerate the subscription's secret and return the only copy of the new one.
+
+        `deadline` is a `clock.monotonic()` instant (the claim's expiry). An
+        attempt starts only when at least twice the request timeout is left:
+        RotationAborted when not even the first could start (nothing was
+        destroyed), MoniteUnavailable when a retry could not.
+        """
+        return await self._call(
+            "regenerate_secret",
+            "POST",
+            f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
+            parse=_parse_regenerated,
+            deadline=deadline,
+        )
 
     async def check(self) -> None:
-        raise NotImplementedError
+        """Prove the credentials work and listing is allowed: a token and one small page."""
+        await self._get_token()
+        await self._list(limit=1, max_pages=1, follow=False)
 
     async def aclose(self) -> None:
-        raise NotImplementedError
+        """Revoke the token, best effort. The injected httpx client stays open."""
+        token = self._token
+        self._token = None
+        if token is None:
+            return
+        try:
+            response = await self._http.post(
+                f"{self._base}/auth/revoke",
+                json={
+                    "client_id": self._settings.client_id,
+                    "client_secret": self._settings.client_secret.reveal(),
+                    "token": token.value.reveal(),
+                },
+                headers=self._headers(token),
+                timeout=self._timeout,
+            )
+        except (*_HTTPX_ERRORS, OSError):
+            # Shutting down: a token Monite could not revoke simply expires.
+            self.requests["revoke", 0] += 1
+            return
+        self.requests["revoke", response.status_code] += 1
+
+    # ---------------------------------------------------------------- listing
+
+    async def _list(self, *, limit: int, max_pages: int, follow: bool = True) -> list[Subscription]:
+        limit = max(1, min(MAX_PAGE_SIZE, limit))
+        by_id: dict[str, Subscription] = {}
+        seen_tokens: set[str] = set()
+        skipped = 0
+        params: dict[str, str | int] = {"limit": limit}
+        pages = 0
+        while True:
+            pages += 1
+            if pages > max_pages:
+                raise MoniteProtocolError(
+                    f"Monite list: more than {max_pages} pages; raise monite.max_pages "
+                    "if there really are that many subscriptions"
+                )
+            page = await self._call(
+                "list", "GET", "/webhook_subscriptions", params=params, parse=_parse_page
+            )
+            skipped += page.skipped
+            for sub in page.items:
+                # A subscription seen on an earlier page keeps its first listing.
+                by_id.setdefault(sub.id, sub)
+            token = page.next_token
+            if not follow or token is None:
+                break
+            if token in seen_tokens:
+                raise MoniteProtocolError(
+                    f"Monite list: pagination loop, a page token came back after {pages} pages"
+                )
+            seen_tokens.add(token)
+            # With a pagination token Monite ignores every other query parameter.
+            params = {"pagination_token": token}
+        self.last_list_skipped = skipped
+        if skipped:
+            log.warning("monite list skipped %d items without an id", skipped)
+        return list(by_id.values())
+
+    # ------------------------------------------------------------------ token
+
+    async def _get_token(self) -> _Token:
+        token = self._token
+        if token is not None and self._clock.monotonic() < token.refresh_at:
+            return token
+        async with self._token_lock:
+            # Another caller may have refreshed it while this one waited.
+            token = self._token
+            if token is not None and self._clock.monotonic() < token.refresh_at:
+                return token
+            token = await self._call(
+                "token",
+                "POST",
+                "/auth/token",
+                json_body={
+                    "grant_type": "client_credentials",
+                    "client_id": self._settings.client_id,
+                    "client_secret": self._settings.client_secret.reveal(),
+                },
+                parse=self._parse_token,
+                auth=False,
+            )
+            self._token = token
+            return token
+
+    def _parse_token(self, body: Any) -> _Token:
+        if not isinstance(body, dict):
+            raise MoniteProtocolError("Monite token: the response is not a JSON object")
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise MoniteProtocolError("Monite token: the response has no access_token")
+        expires_in = body.get("expires_in")
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float)
+            and not isinstance(expires_in, bool)
+            and math.isfinite(expires_in)
+            and expires_in > 0
+            else TOKEN_FALLBACK_LIFETIME
+        )
+        now = self._clock.monotonic()
+        margin = min(TOKEN_REFRESH_MARGIN, 0.1 * lifetime)
+        return _Token(Secret(value), expires_at=now + lifetime, refresh_at=now + lifetime - margin)
+
+    def _drop_token(self, used: _Token) -> None:
+        # Only the token that was refused: a concurrent caller may already hold a fresh one.
+        if self._token is used:
+            self._token = None
+
+    # ---------------------------------------------------------- request loop
+
+    def _headers(self, token: _Token | None) -> dict[str, str]:
+        headers = {"x-monite-version": self._settings.api_version, "Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.value.reveal()}"
+        return headers
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        parse: Callable[[Any], T],
+        params: Mapping[str, str | int] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        auth: bool = True,
+        deadline: float | None = None,
+    ) -> T:
+        """One logical request: re-auth once on 401, retry what may succeed next time."""
+        retries = 0
+        reauthed = False
+        started = False
+        while True:
+            if deadline is not None:
+                self._check_deadline(operation, deadline, started=started)
+            token = await self._get_token() if auth else None
+            if deadline is not None:
+                # Fetching the token took time; look again right before sending.
+                self._check_deadline(operation, deadline, started=started)
+            started = True
+
+            cause: BaseException | None = None
+            try:
+                response = await self._send(method, path, params, json_body, token)
+            except (*_HTTPX_ERRORS, TimeoutError) as exc:
+                self.requests[operation, 0] += 1
+                error = _translate(exc, operation=operation, host=self._host)
+                cause = exc
+            else:
+                status = response.status_code
+                self.requests[operation, status] += 1
+                if status == 401 and token is not None and not reauthed:
+                    # The token expired or was revoked early: one fresh token, one more try.
+                    reauthed = True
+                    self._drop_token(token)
+                    continue
+                if 200 <= status < 300:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        # No `from`: a half-parsed body can hold the new secret.
+                        error = MoniteProtocolError(
+                            f"Monite {operation}: HTTP {status} with a body that is not JSON",
+                            status=status,
+                        )
+                        error.retryable = True
+                    else:
+                        try:
+                            return parse(body)
+                        except MoniteProtocolError as exc:
+                            error = exc
+                            error.status = status
+                else:
+                    error = self._error_for_status(operation, response)
+
+            if not error.retryable or retries >= self._settings.max_retries:
+                if error.retryable:
+                    error.args = (f"{error.args[0]} (gave up after {retries + 1} attempts)",)
+                raise error from cause
+            delay = self._backoff(retries, error)
+            if deadline is not None and deadline - (self._clock.monotonic() + delay) < (
+                2 * self._timeout_s
+            ):
+                raise MoniteUnavailable(
+                    f"Monite {operation}: claim too short to retry after "
+                    f"{retries + 1} attempts ({error})",
+                    status=error.status,
+                    retry_after=getattr(error, "retry_after", None),
+                ) from cause
+            log.info(
+                "monite %s failed (status %s), retry %d in %.2fs",
+                operation,
+                error.status if error.status is not None else "none",
+                retries + 1,
+                delay,
+            )
+            await self._clock.sleep(delay)
+            retries += 1
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str | int] | None,
+        json_body: Mapping[str, Any] | None,
+        token: _Token | None,
+    ) -> httpx.Response:
+        # httpx times each phase separately; the outer cap makes `timeout` a bound on the
+        # whole exchange, which is what the claim deadline arithmetic relies on.
+        async with asyncio.timeout(self._timeout_s):
+            return await self._http.request(
+                method,
+                f"{self._base}{path}",
+                params=params,
+                json=json_body,
+                headers=self._headers(token),
+                timeout=self._timeout,
+            )
+
+    def _check_deadline(self, operation: str, deadline: float, *, started: bool) -> None:
+        left = deadline - self._clock.monotonic()
+        need = 2 * self._timeout_s
+        if left >= need:
+            return
+        if not started:
+            raise RotationAborted(
+                f"Monite {operation} not started: the claim has {left:.1f}s left, "
+                f"at least {need:.1f}s (twice the request timeout) is needed"
+            )
+        raise MoniteUnavailable(
+            f"Monite {operation}: claim too short to retry ({left:.1f}s left, need {need:.1f}s)"
+        )
+
+    def _backoff(self, retries: int, error: MoniteError) -> float:
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after >= 0:
+            return min(float(retry_after), RETRY_AFTER_CAP)
+        # Full jitter: callers that failed together do not come back together.
+        return self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**retries))
+
+    def _error_for_status(self, operation: str, response: httpx.Response) -> MoniteError:
+        status = response.status_code
+        text = self._redact(_error_text(response))
+        if operation == "token" and status in (401, 403, 422):
+            # A 422 names the offending field (a bad x-monite-version looks like this too).
+            detail = f": {text}" if status == 422 and text else ""
+            return MoniteAuthError(
+                f"Monite refused the token request (HTTP {status}{detail}); "
+                "check monite.client_id and monite.client_secret",
+                status=status,
+            )
+        return _error_for_status(operation, status, text, _retry_after(response, self._clock))
+
+    def _redact(self, text: str) -> str:
+        # Monite's error text is echoed into our messages; make sure it cannot echo ours.
+        for value in (
+            self._settings.client_secret.reveal(),
+            self._token.value.reveal() if self._token is not None else "",
+        ):
+            if value:
+                text = text.replace(value, "<redacted>")
+        return text
+
+
+# --------------------------------------------------------------------- errors
+
+
+def translate_httpx_error(
+    exc: httpx.HTTPError | httpx.InvalidURL | httpx.CookieConflict | httpx.StreamError,
+    *,
+    operation: str = "request",
+) -> MoniteError:
+    """The project error for an httpx exception; raise it `from exc`.
+
+    The message names the operation, the exception class and the host only:
+    httpx messages and requests can carry URLs, headers and bodies.
+    """
+    return _translate(exc, operation=operation, host=None)
+
+
+def _translate(exc: BaseException, *, operation: str, host: str | None) -> MoniteError:
+    where = _request_host(exc) or host or "Monite"
+    what = f"Monite {operation}: {type(exc).__name__} talking to {where}"
+    # Most specific classes first: the families below them overlap.
+    if isinstance(exc, httpx.HTTPStatusError):
+        response = exc.response
+        return _error_for_status(
+            operation, response.status_code, "", _retry_after(response, SystemClock())
+        )
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return MoniteUnavailable(f"{what}: timed out")
+    if isinstance(exc, httpx.NetworkError):
+        return MoniteUnavailable(f"{what}: connection failed")
+    if isinstance(exc, httpx.LocalProtocolError):
+        # We built a request HTTP cannot carry: sending it again changes nothing.
+        return MoniteRequestError(f"{what}: the request broke the HTTP protocol")
+    if isinstance(exc, httpx.ProtocolError):
+        # Usually the server closed the connection mid-exchange.
+        return MoniteUnavailable(f"{what}: connection dropped")
+    if isinstance(exc, httpx.ProxyError):
+        return MoniteUnavailable(f"{what}: the proxy failed")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return MoniteRequestError(f"{what}: check monite.base_url (https://...)")
+    if isinstance(exc, httpx.DecodingError):
+        error = MoniteProtocolError(f"{what}: the response body could not be decoded")
+        error.retryable = True
+        return error
+    if isinstance(exc, httpx.TooManyRedirects):
+        return MoniteProtocolError(f"{what}: too many redirects; check monite.base_url")
+    if isinstance(exc, httpx.CookieConflict | httpx.StreamError):
+        return MoniteProtocolError(f"{what}: the response could not be read")
+    if isinstance(exc, httpx.TransportError | httpx.RequestError):
+        return MoniteUnavailable(f"{what}: transport failure")
+    return MoniteUnavailable(f"{what}: request failed")
+
+
+def _error_for_status(
+    operation: str, status: int, text: str, retry_after: float | None
+) -> MoniteError:
+    detail = f": {text}" if text else ""
+    message = f"Monite {operation}: HTTP {status}{detail}"
+    if status == 429:
+        return MoniteUnavailable(message, status=status, retry_after=retry_after)
+    if status >= 500:
+        return MoniteUnavailable(message, status=status, retry_after=retry_after)
+    if status == 404:
+        return MoniteNotFound(message, status=status)
+    if status in (401, 403):
+        return MoniteAuthError(message, status=status)
+    if 400 <= status < 500:
+        return MoniteRequestError(message, status=status)
+    return MoniteProtocolError(
+        f"Monite {operation}: unexpected HTTP {status}; check monite.base_url", status=status
+    )
+
+
+def _error_text(response: httpx.Response) -> str:
+    """Monite's own explanation: `error.message`, or the 422 `detail` (never its `input`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return _clip(error["message"])
+    details = body.get("detail")
+    if isinstance(details, list):
+        parts = []
+        for item in details:
+            if not isinstance(item, dict):
+                continue
+            msg = item.get("msg")
+            loc = item.get("loc")
+            where = ".".join(str(p) for p in loc) if isinstance(loc, list) else ""
+            if isinstance(msg, str):
+                parts.append(f"{where}: {msg}" if where else msg)
+        return _clip("; ".join(parts))
+    if isinstance(details, str):
+        return _clip(details)
+    return ""
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 3] + "..."
+
+
+def _retry_after(response: httpx.Response, clock: Clock) -> float | None:
+    """`Retry-After` in seconds (delta or HTTP date), or None when absent or unreadable."""
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - clock.now()).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _request_host(exc: BaseException) -> str | None:
+    try:
+        # httpx raises RuntimeError from `.request` when the exception carries none.
+        request = getattr(exc, "request", None)
+    except RuntimeError:
+        return None
+    if isinstance(request, httpx.Request):
+        return request.url.host or None
+    return None
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return httpx.URL(url).host or None
+    except httpx.InvalidURL:
+        return None
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _path_id(subscription_id: str) -> str:
+    # Ids come from the command line too; never let one change the path.
+    return quote(subscription_id, safe="")
+
+
+# -------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    items: list[Subscription]
+    next_token: str | None
+    skipped: int
+
+
+def _parse_page(body: Any) -> _Page:
+    if not isinstance(body, dict):
+        raise MoniteProtocolError("Monite list: the response is not a JSON object")
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise MoniteProtocolError("Monite list: the response has no `data` list")
+    items: list[Subscription] = []
+    skipped = 0
+    for raw in data:
+        sub = _subscription(raw)
+        if sub is None:
+            skipped += 1
+        else:
+            items.append(sub)
+    token = body.get("next_pagination_token")
+    return _Page(items, token if isinstance(token, str) and token else None, skipped)
+
+
+def _parse_single(body: Any, operation: str) -> Subscription:
+    sub = _subscription(body)
+    if sub is None:
+        raise MoniteProtocolError(f"Monite {operation}: the response is not a subscription")
+    return sub
+
+
+def _parse_regenerated(body: Any) -> Regenerated:
+    sub = _parse_single(body, "regenerate_secret")
+    secret = body.get("secret")
+    if not isinstance(secret, str) or not secret:
+        error = MoniteProtocolError("Monite regenerate_secret: the response has no secret")
+        # Only the last regenerate counts, so asking again is safe and may succeed.
+        error.retryable = True
+        raise error
+    return Regenerated(subscription=sub, secret=Secret(secret))
+
+
+def _subscription(raw: Any) -> Subscription | None:
+    """A subscription from one JSON item, or None when it has no usable id.
+
+    Unknown enum values stay as strings and unknown fields go to `extra`, so a
+    field Monite adds tomorrow does not stop today's rotator.
+    """
+    if not isinstance(raw, dict):
+        return None
+    sub_id = raw.get("id")
+    if not isinstance(sub_id, str) or not sub_id:
+        return None
+    events = raw.get("event_types")
+    return Subscription(
+        id=sub_id,
+        url=_str(raw.get("url")),
+        object_type=_str(raw.get("object_type")),
+        status=_str(raw.get("status")),
+        event_types=tuple(str(e) for e in events) if isinstance(events, list) else (),
+        extra={k: v for k, v in raw.items() if k not in _KNOWN_FIELDS},
+    )
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""

@@ -1,12 +1,13 @@
 """The pure decision core: which subscriptions to rotate now, and why.
 
 Takes data and `now`, returns decisions; imports no I/O library (checked by
-import-linter). Every decision carries a stable reason code.
+import-linter). Every decision carries a stable reason code (see `REASONS`),
+which the engine audits and `rotator plan` prints.
 """
-# STUB: interface fixed, body to be written.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,23 @@ from typing import Literal
 from rotator.model import Record, Subscription
 
 Action = Literal["rotate", "skip"]
+
+# Stable codes: audit consumers and dashboards key on them, so never rename one.
+REASONS: Mapping[str, str] = {
+    "claimed": "another rotation holds a live claim on this record",
+    "claim_expired": (
+        "a rotation claimed this record and its claim ran out; the old secret may be "
+        "dead and the new one lost, so it is rotated again at once"
+    ),
+    "forced": "rotation was forced",
+    "disabled": "the subscription is disabled and the policy leaves disabled ones alone",
+    "rule_skip": "a policy rule says to leave this subscription alone",
+    "unmanaged": "the rotator has no record of this secret; rotating brings it under management",
+    "unmanaged_skip": "the rotator has no record of this secret and the policy says to skip it",
+    "age_unknown": "the record holds a secret but no rotation time, so its age is unknown",
+    "max_age_exceeded": "the secret is at least as old as the policy allows",
+    "fresh": "the secret is younger than the policy's maximum age",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,15 @@ class Rule:
     skip: bool = False
 
     def matches(self, subscription: Subscription) -> bool:
-        raise NotImplementedError
+        if self.object_type is None and self.subscription_id is None and self.url is None:
+            # A rule with no matchers is almost certainly a config mistake; letting it
+            # match everything would silently override the whole policy.
+            return False
+        if self.object_type is not None and self.object_type != subscription.object_type:
+            return False
+        if self.subscription_id is not None and self.subscription_id != subscription.id:
+            return False
+        return self.url is None or fnmatch.fnmatchcase(subscription.url, self.url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +67,10 @@ class Policy:
     unmanaged: Literal["rotate", "skip"] = "rotate"
     include_disabled: bool = False
     rules: tuple[Rule, ...] = ()
+
+    def rule_for(self, subscription: Subscription) -> Rule | None:
+        """The first rule that matches, or None."""
+        return next((rule for rule in self.rules if rule.matches(subscription)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +94,15 @@ class Decision:
     def recovery(self) -> bool:
         return self.reason == "claim_expired"
 
+    @property
+    def rotate(self) -> bool:
+        return self.action == "rotate"
+
+    @property
+    def explanation(self) -> str:
+        """The human sentence for `reason`."""
+        return REASONS.get(self.reason, self.reason)
+
 
 def decide(
     subscriptions: Iterable[Subscription],
@@ -72,12 +111,90 @@ def decide(
     now: datetime,
     force: Force | None = None,
 ) -> list[Decision]:
-    raise NotImplementedError
+    """One decision per subscription id, rotations first (see `_order`)."""
+    force = force or Force()
+    seen: set[str] = set()
+    decisions: list[Decision] = []
+    for subscription in subscriptions:
+        if subscription.id in seen:
+            continue
+        seen.add(subscription.id)
+        record = records.get(subscription.id) or Record(subscription_id=subscription.id)
+        decisions.append(_decide_one(subscription, record, policy, now, force))
+    decisions.sort(key=_order)
+    return decisions
+
+
+def _decide_one(
+    subscription: Subscription, record: Record, policy: Policy, now: datetime, force: Force
+) -> Decision:
+    rule = policy.rule_for(subscription)
+    max_age = rule.max_age if rule is not None and rule.max_age is not None else policy.max_age
+    age = record.age(now)
+
+    def decision(action: Action, reason: str) -> Decision:
+        return Decision(subscription, record, action, reason, age, max_age)
+
+    # The order of these checks is the protocol: a live claim fences everything,
+    # even a forced rotation, and an expired claim overrides every policy because
+    # the secret Monite holds may no longer match the one in Vault.
+    if record.claim_active(now):
+        return decision("skip", "claimed")
+    if record.claim_expired(now):
+        return decision("rotate", "claim_expired")
+    if subscription.id in force.ids:
+        return decision("rotate", "forced")
+    if not subscription.enabled and not policy.include_disabled:
+        return decision("skip", "disabled")
+    if rule is not None and rule.skip:
+        return decision("skip", "rule_skip")
+    if force.all:
+        return decision("rotate", "forced")
+    if not record.exists or record.secret is None:
+        if policy.unmanaged == "rotate":
+            return decision("rotate", "unmanaged")
+        return decision("skip", "unmanaged_skip")
+    if age is None:
+        # A hand-edited record without rotated_at: treat the unknown age as too old.
+        return decision("rotate", "age_unknown")
+    if age >= max_age:
+        return decision("rotate", "max_age_exceeded")
+    return decision("skip", "fresh")
+
+
+def _order(decision: Decision) -> tuple[bool, bool, bool, timedelta, str]:
+    # Rotations before skips; among rotations recoveries first (their secret may
+    # already be lost), then oldest first with unknown age as oldest, so a cycle
+    # cut short still did the most urgent work.
+    if decision.action == "skip":
+        return (True, False, False, timedelta(0), decision.subscription.id)
+    age = decision.age
+    return (
+        False,
+        not decision.recovery,
+        age is not None,
+        -age if age is not None else timedelta(0),
+        decision.subscription.id,
+    )
 
 
 def orphans(subscriptions: Iterable[Subscription], record_ids: Collection[str]) -> list[str]:
-    raise NotImplementedError
+    """Record ids whose subscription no longer exists at Monite, sorted."""
+    live = {subscription.id for subscription in subscriptions}
+    return sorted(set(record_ids) - live)
 
 
 def next_claim_expiry(records: Iterable[Record], now: datetime) -> datetime | None:
-    raise NotImplementedError
+    """When the daemon should next look for a claim to recover, or None.
+
+    The earliest `claim_expires_at` of any record in state `rotating`, never
+    earlier than `now`: a claim that already ran out means "check at once".
+    """
+    expiries = [
+        record.claim_expires_at
+        for record in records
+        if record.state == "rotating" and record.claim_expires_at is not None
+    ]
+    if not expiries:
+        return None
+    return max(min(expiries), now)

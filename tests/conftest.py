@@ -1,3 +1,103 @@
-"""Shared fixtures: the emulators on loopback, each area's fixtures in its own plugin module."""
+"""Shared fixtures and the suite-wide secret hygiene check.
+
+Every secret, token and credential the emulators issue lands in
+`rotator.sandbox.ISSUED`. Everything the suite captures (structlog events,
+stdout/stderr and log records of every test, exception texts, CLI output) is
+collected here and searched for those values when the session ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from rotator.sandbox import ISSUED
 
 pytest_plugins = ["tests.fixtures_monite", "tests.fixtures_vault"]
+
+CAPTURED: list[str] = []
+WHERE: list[str] = []  # the test each CAPTURED text came from
+_current_test = ["(collection)"]
+
+
+def remember_output(*texts: str) -> None:
+    """Add text the suite saw (for example a subprocess's output) to the hygiene scan."""
+    for text in texts:
+        CAPTURED.append(text)
+        WHERE.append(_current_test[0])
+
+
+def leaking_tests(values: set[str]) -> list[str]:
+    """The tests whose captured text contains any of the values (names only, no values)."""
+    return sorted({WHERE[i] for i, text in enumerate(CAPTURED) if leaked(values, [text])})
+
+
+_WORD = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def leaked(values: set[str], texts: list[str]) -> list[str]:
+    """The values that occur in any of the texts.
+
+    Linear in the text: URL-safe values are looked up in the set of word runs;
+    only values with other characters (Vault's `hvs.` tokens) fall back to a
+    substring search.
+    """
+    words: set[str] = set()
+    for text in texts:
+        words.update(_WORD.findall(text))
+    joined = "\n".join(texts)
+    hits = []
+    for value in values:
+        if _WORD.fullmatch(value):
+            if value in words:
+                hits.append(value)
+        elif value in joined:
+            hits.append(value)
+    return sorted(hits)
+
+
+def capture_audit() -> contextlib.AbstractContextManager[list[dict[str, Any]]]:
+    """Capture audit events as the real pipeline sees them: with run_id from contextvars."""
+    return structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars])
+
+
+@pytest.fixture(autouse=True)
+def _capture_audit_events() -> Iterator[None]:
+    """Every structlog event of every test joins the hygiene scan, unredacted."""
+    with structlog.testing.capture_logs() as events:
+        yield
+    remember_output(repr(events))
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _current_test[0] = nodeid
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    for _name, content in report.sections:
+        remember_output(content)
+    if report.longrepr is not None:
+        remember_output(str(report.longrepr))
+    if call.excinfo is not None:
+        remember_output(str(call.excinfo.value))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    hits = leaked(set(ISSUED), CAPTURED)
+    if hits:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"SECRET HYGIENE: {len(hits)} issued secret(s)/token(s) appeared in captured "
+            "output (values not shown), in: " + ", ".join(leaking_tests(set(hits)))
+        )
+        if reporter is not None:
+            reporter.write_line(message, red=True)

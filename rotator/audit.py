@@ -1,0 +1,331 @@
+"""The audit log: stable event names, the structlog pipeline, and redaction.
+
+Owns how every log line of the process looks and what it may never contain.
+Our own events and the standard library loggers of the libraries we use
+(httpx, hvac, APScheduler, ...) go through one pipeline, so every line on
+stdout is one JSON object with `timestamp`, `level` and `event`, and every
+line passes the same redactor: secret-named keys are dropped, the text of any
+live `Secret` is replaced wherever it appears, `Secret` objects render as
+`<secret>`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, Final, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from rotator.errors import ConfigError
+from rotator.model import Secret, is_known_secret
+
+# --- event names: stable, namespaced; dashboards and alerts key on them ---------
+
+CYCLE_STARTED: Final = "cycle.started"
+CYCLE_FINISHED: Final = "cycle.finished"
+CYCLE_FAILED: Final = "cycle.failed"
+ROTATION_CLAIMED: Final = "rotation.claimed"
+ROTATION_SUCCEEDED: Final = "rotation.succeeded"
+ROTATION_FAILED: Final = "rotation.failed"
+ROTATION_SKIPPED: Final = "rotation.skipped"
+ROTATION_RECOVERED: Final = "rotation.recovered"
+ROTATION_CONFLICT: Final = "rotation.conflict"
+ROTATION_COMMIT_RETRY: Final = "rotation.commit_retry"
+SUBSCRIPTION_ORPHANED: Final = "subscription.orphaned"
+SUBSCRIPTION_UNMANAGED: Final = "subscription.unmanaged"
+CONFIG_LOADED: Final = "config.loaded"
+CHECK_PASSED: Final = "check.passed"
+CHECK_FAILED: Final = "check.failed"
+
+EVENTS: Final[frozenset[str]] = frozenset(
+    {
+        CYCLE_STARTED,
+        CYCLE_FINISHED,
+        CYCLE_FAILED,
+        ROTATION_CLAIMED,
+        ROTATION_SUCCEEDED,
+        ROTATION_FAILED,
+        ROTATION_SKIPPED,
+        ROTATION_RECOVERED,
+        ROTATION_CONFLICT,
+        ROTATION_COMMIT_RETRY,
+        SUBSCRIPTION_ORPHANED,
+        SUBSCRIPTION_UNMANAGED,
+        CONFIG_LOADED,
+        CHECK_PASSED,
+        CHECK_FAILED,
+    }
+)
+
+REDACTED: Final = "<redacted>"
+SECRET_PLACEHOLDER: Final = "<secret>"
+
+# Libraries that log through the standard library; chatty at INFO (httpx logs
+# every request), so they are held at WARNING unless we are debugging.
+LIBRARY_LOGGERS: Final = ("httpx", "httpcore", "hvac", "urllib3", "apscheduler", "asyncio")
+
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def fingerprint(secret: Secret) -> str:
+    """The `secret_fingerprint` audit field: lets people compare secrets without seeing them."""
+    return secret.fingerprint()
+
+
+# --- redaction -------------------------------------------------------------------
+
+# Key names are normalised (lower case, `-` -> `_`) before matching, so
+# `X-Vault-Token`, `Authorization` and `clientSecret`-style names are caught.
+_SECRET_KEY_NAMES: Final = frozenset(
+    {
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "password",
+        "passwd",
+        "authorization",
+        "proxy_authorization",
+        "secret_id",
+        "jwt",
+        "x_vault_token",
+        "vault_token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credentials",
+        "cookie",
+        "set_cookie",
+    }
+)
+# Anything *ending* in one of these words also looks secret (`monite_client_secret`,
+# `vault_token`, `db_password`, `clientsecret`).
+_SECRET_KEY_SUFFIX: Final = re.compile(
+    r"(?:secret|token|password|passwd|authorization|jwt|api_?key|private_?key|credentials?)$"
+)
+# Names that contain a secret-looking word but only describe a secret, never hold one.
+SAFE_KEYS: Final = frozenset(
+    {
+        "secret_fingerprint",
+        "fingerprint",
+        "token_type",
+        "token_expires_in",
+        "expires_in",
+        "has_secret",
+        # Monite's paging cursors are opaque but not credentials.
+        "pagination_token",
+        "next_pagination_token",
+        "prev_pagination_token",
+    }
+)
+
+# Token-like runs: where a secret's text would sit inside a longer message. A
+# run is cut into pieces at the separators, and spans of whole pieces are
+# looked up, so `key=<secret>.` and `<a>/<b>` are caught too.
+_MIN_SECRET_LEN: Final = 8
+_TOKEN_RUN: Final = re.compile(r"[A-Za-z0-9_\-.~+/=]{8,}")  # keep {8,} in step with _MIN_SECRET_LEN
+_SEPARATOR: Final = re.compile(r"[\-.~+/=]")
+# Bounds that keep the cost linear in the text however many separators a run
+# has (a long path or base64 blob): a span is at most this long and crosses at
+# most this many separators. Monite secrets are far shorter than either bound.
+_MAX_SECRET_LEN: Final = 512
+_MAX_ENDS_PER_START: Final = 16
+_MAX_DEPTH: Final = 16
+
+
+def _key_looks_secret(key: object) -> bool:
+    if not isinstance(key, str):
+        return False
+    name = key.lower().replace("-", "_")
+    if name in SAFE_KEYS:
+        return False
+    return name in _SECRET_KEY_NAMES or _SECRET_KEY_SUFFIX.search(name) is not None
+
+
+def _scrub_run(run: str) -> str:
+    """One token-like run with every span of whole pieces that is a live secret replaced."""
+    if is_known_secret(run):
+        return REDACTED
+    cuts = [match.start() for match in _SEPARATOR.finditer(run)]
+    if not cuts:
+        return run
+    starts = [0, *(cut + 1 for cut in cuts)]
+    ends = [*cuts, len(run)]
+    pieces: list[str] = []
+    done = 0  # run[:done] is already in `pieces`
+    for start in starts:
+        if start < done:
+            continue
+        first = bisect.bisect_left(ends, start + _MIN_SECRET_LEN)
+        window = ends[first : first + _MAX_ENDS_PER_START]
+        # Longest first: a secret that merely starts with another must not leak its tail.
+        for end in reversed(window):
+            if end - start <= _MAX_SECRET_LEN and is_known_secret(run[start:end]):
+                pieces += (run[done:start], REDACTED)
+                done = end
+                break
+    pieces.append(run[done:])
+    return "".join(pieces)
+
+
+def scrub_text(text: str) -> str:
+    """`text` with the value of every live Secret in it replaced by `<redacted>`.
+
+    Linear in the text: only token-like runs are looked up, one dictionary
+    probe per candidate, never one scan per known secret. A secret shorter than
+    8 characters, or containing characters outside the token class, is only
+    caught when it is the whole string.
+    """
+    if is_known_secret(text):
+        return REDACTED
+    if len(text) < _MIN_SECRET_LEN:
+        return text
+    return _TOKEN_RUN.sub(lambda match: _scrub_run(match.group()), text)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Secret):
+        return SECRET_PLACEHOLDER
+    if depth >= _MAX_DEPTH:
+        # Deep or self-referencing structures: not worth the risk of recursing.
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            key: _scrub(item, depth + 1)
+            for key, item in value.items()
+            if not _key_looks_secret(key)
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item, depth + 1) for item in value]
+    # Anything else would be rendered through its repr or str, which may embed
+    # a secret (an exception message, a request object): render it here, scrubbed.
+    return scrub_text(str(value))
+
+
+def redact(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: drop secret-named keys, scrub secret text, hide Secret objects.
+
+    Runs last before rendering, after exceptions are formatted into text, so
+    the traceback and every value added by earlier processors are covered.
+    """
+    return {
+        key: _scrub(value)
+        for key, value in event_dict.items()
+        if key == "event" or not _key_looks_secret(key)
+    }
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+class _AuditHandler(logging.StreamHandler[TextIO]):
+    """Our root handler; its own type lets a second configure_logging find and replace it."""
+
+
+def _shared_processors() -> list[Processor]:
+    # Applied to our events and (as the foreign pre-chain) to stdlib records alike.
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.processors.format_exc_info,
+    ]
+
+
+def configure_logging(
+    *,
+    fmt: Literal["json", "console"] = "json",
+    level: str = "info",
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and the standard library through one redacting pipeline.
+
+    Idempotent: a second call replaces the handler instead of adding one.
+    """
+    levelno = _LEVELS.get(level.lower())
+    if levelno is None:
+        raise ConfigError(f"log level {level!r} is not one of {', '.join(_LEVELS)}")
+    out = stream if stream is not None else sys.stdout
+
+    renderer: Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    elif fmt == "console":
+        isatty = getattr(out, "isatty", None)
+        renderer = structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()))
+    else:
+        raise ConfigError(f"log format {fmt!r} is not json or console")
+
+    handler = _AuditHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact,
+                renderer,
+            ],
+        )
+    )
+
+    root = logging.getLogger()
+    _remove_our_handlers(root)
+    root.addHandler(handler)
+    root.setLevel(levelno)
+    for name in LIBRARY_LOGGERS:
+        # NOTSET lets them follow the root level when debugging.
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if levelno <= logging.DEBUG else logging.WARNING
+        )
+
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        # Filtering in the bound logger skips the processors for dropped levels.
+        wrapper_class=structlog.make_filtering_bound_logger(levelno),
+        # Not cached: tests and a re-configuration must take effect on existing loggers.
+        cache_logger_on_first_use=False,
+    )
+
+
+def _remove_our_handlers(root: logging.Logger) -> None:
+    for existing in list(root.handlers):
+        if isinstance(existing, _AuditHandler):
+            root.removeHandler(existing)
+            existing.close()
+
+
+def reset_logging() -> None:
+    """Undo configure_logging: structlog defaults, no handler of ours, library levels cleared."""
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    root = logging.getLogger()
+    _remove_our_handlers(root)
+    root.setLevel(logging.WARNING)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def get_logger(**initial: Any) -> Any:
+    """A structlog logger for the audit log, with `initial` values bound."""
+    return structlog.get_logger("rotator", **initial)

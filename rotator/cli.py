@@ -1,0 +1,308 @@
+"""The `rotator` command line: argument parsing, exit codes, and nothing else.
+
+Exit codes (DESIGN.md): 0 all good, 1 some rotation failed, 2 usage,
+69 a dependency is unreachable, 78 bad configuration. A user mistake gets one
+line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rotator import __version__
+from rotator.audit import configure_logging
+from rotator.config import Settings, load_settings
+from rotator.engine import (
+    CycleReport,
+    force_for,
+    open_engine,
+    owner_identity,
+    subscriptions_missing,
+)
+from rotator.errors import ConfigError, DependencyError
+from rotator.policy import REASONS, Decision
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+EXIT_CONFIG = 78
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line plus a pointer to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="rotator",
+        description=(
+            "Keep Monite webhook signing secrets fresh: regenerate the ones older than "
+            "the policy allows and store each new secret in HashiCorp Vault KV v2."
+        ),
+        epilog=(
+            "Exit codes: 0 all good, 1 some rotation failed, 2 usage, "
+            "69 Monite or Vault unreachable, 78 bad configuration."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"rotator {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            metavar="PATH",
+            help="TOML config file (default: $ROTATOR_CONFIG; every key can also come "
+            "from ROTATOR_<GROUP>__<KEY> environment variables)",
+        )
+        return sub
+
+    run = with_config(
+        commands.add_parser(
+            "run",
+            help="run the daemon (or one cycle with --once)",
+            description="Run rotation cycles on the configured schedule until SIGTERM.",
+        )
+    )
+    run.add_argument("--once", action="store_true", help="run one policy cycle, then exit")
+
+    rotate = with_config(
+        commands.add_parser(
+            "rotate",
+            help="rotate now, ignoring age",
+            description=(
+                "Rotate the given subscriptions now, whatever their age. Use this instead "
+                "of regenerating a secret by hand: a manual regeneration outside the rotator "
+                "cannot be detected and leaves Vault holding a dead secret."
+            ),
+        )
+    )
+    rotate.add_argument(
+        "--force", action="store_true", required=True, help="required: confirms rotating now"
+    )
+    which = rotate.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        type=_subscription_id,
+        metavar="ID",
+        help="a webhook subscription id (repeat for several)",
+    )
+    which.add_argument("--all", action="store_true", help="every subscription the policy manages")
+
+    plan = with_config(
+        commands.add_parser(
+            "plan",
+            help="show what a cycle would do, and why; changes nothing",
+            description="Show what a cycle would do now, and why. Reads only.",
+        )
+    )
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+
+    with_config(
+        commands.add_parser(
+            "check",
+            help="validate the config and reach Monite and Vault; changes nothing",
+            description="Validate the configuration, then authenticate to Monite and Vault.",
+        )
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole system on embedded emulators, no setup",
+        description=(
+            "Start Monite and Vault emulators on loopback, seed subscriptions, and run "
+            "accelerated cycles (seconds instead of days) with the audit log on screen."
+        ),
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to run cycles (default: 30)",
+    )
+    return parser
+
+
+def _subscription_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a subscription id; Monite ids are UUIDs"
+        ) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 1 and 3600")
+    return value
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors and --help
+        return int(exc.code or 0)
+
+    if args.command == "demo":
+        from rotator.sandbox.demo import run_demo
+
+        return run_demo(duration=args.duration)
+
+    try:
+        settings = load_settings(args.config, environ)
+    except ConfigError as exc:
+        _say(f"config error: {exc}")
+        return EXIT_CONFIG
+
+    # plan and check print their answer on stdout, so their log goes to stderr.
+    quiet = args.command in ("plan", "check")
+    configure_logging(
+        fmt=settings.log.format,
+        level=settings.log.level,
+        stream=sys.stderr if quiet else sys.stdout,
+    )
+    owner = owner_identity(socket.gethostname(), os.getpid())
+    try:
+        if args.command == "run" and args.once:
+            return asyncio.run(_run_once(settings, owner))
+        if args.command == "run":
+            from rotator.daemon import run_daemon
+
+            return run_daemon(settings, owner=owner)
+        if args.command == "rotate":
+            return asyncio.run(_rotate(settings, owner, args.ids, args.all))
+        if args.command == "plan":
+            return asyncio.run(_plan(settings, owner, as_json=args.json))
+        return asyncio.run(_check(settings, owner))
+    except DependencyError as exc:
+        _say(str(exc))
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _say(message: str) -> None:
+    print(f"rotator: {message}", file=sys.stderr)
+
+
+def _exit_code(report: CycleReport) -> int:
+    if report.error is not None:
+        _say(report.error)
+        return EXIT_UNAVAILABLE
+    _say(report.summary())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def _run_once(settings: Settings, owner: str) -> int:
+    async with open_engine(settings, owner=owner) as engine:
+        return _exit_code(await engine.run_cycle())
+
+
+async def _rotate(settings: Settings, owner: str, ids: list[str] | None, everything: bool) -> int:
+    async with open_engine(settings, owner=owner) as engine:
+        report = await engine.run_cycle(force_for(ids, everything))
+    code = _exit_code(report)
+    missing = subscriptions_missing(report, ids or ()) if report.error is None else []
+    for subscription_id in missing:
+        _say(f"subscription {subscription_id} is not listed by Monite; nothing rotated for it")
+    if missing and code == EXIT_OK:
+        return EXIT_FAILED
+    return code
+
+
+async def _plan(settings: Settings, owner: str, *, as_json: bool) -> int:
+    async with open_engine(settings, owner=owner) as engine:
+        report = await engine.plan()
+    rows = [_plan_row(d) for d in report.decisions]
+    if as_json:
+        print(
+            json.dumps(
+                {"decisions": rows, "orphans": report.orphans},
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not rows:
+        print("Monite lists no webhook subscriptions.")
+    header = ("SUBSCRIPTION", "OBJECT TYPE", "STATUS", "AGE", "MAX AGE", "ACTION", "WHY")
+    table = [header] + [
+        (
+            r["subscription_id"],
+            r["object_type"],
+            r["status"],
+            _human_age(r["age_seconds"]),
+            _human_age(r["max_age_seconds"]),
+            r["action"],
+            REASONS.get(r["reason"], r["reason"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*cells, str(row[-1])]))
+    for orphan in report.orphans:
+        print(f"orphan: Vault holds a record for {orphan}, which Monite no longer lists")
+    due = sum(1 for r in rows if r["action"] == "rotate")
+    print(f"{due} of {len(rows)} subscriptions would be rotated now.")
+    return EXIT_OK
+
+
+def _plan_row(decision: Decision) -> dict[str, Any]:
+    sub = decision.subscription
+    return {
+        "subscription_id": sub.id,
+        "object_type": sub.object_type,
+        "status": sub.status,
+        "url": sub.url,
+        "action": decision.action,
+        "reason": decision.reason,
+        "age_seconds": None if decision.age is None else decision.age.total_seconds(),
+        "max_age_seconds": decision.max_age.total_seconds(),
+        "vault_version": decision.record.version or None,
+    }
+
+
+def _human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+async def _check(settings: Settings, owner: str) -> int:
+    async with open_engine(settings, owner=owner) as engine:
+        await engine.check()
+    print(
+        f"ok: configuration valid; Monite answered at {settings.monite.base_url}; "
+        f"Vault answered at {settings.vault.address} "
+        f"({settings.vault.mount}/{settings.vault.path_prefix} readable)"
+    )
+    return EXIT_OK

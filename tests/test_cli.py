@@ -1,0 +1,280 @@
+"""The `rotator` command line as users run it: exit codes, output, and config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rotator.cli import main
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.vault import VaultEmulator
+from tests.conftest import remember_output
+
+PREFIX = "monite/webhooks"
+
+
+@pytest.fixture
+def config_file(
+    tmp_path: Path,
+    monite: MoniteEmulator,
+    monite_credentials: tuple[str, str],
+    vault: VaultEmulator,
+    vault_token: str,
+) -> Path:
+    """A config file for the emulators; the secrets sit in files beside it."""
+    client_id, client_secret = monite_credentials
+    secret_file = tmp_path / "client_secret"
+    secret_file.write_text(client_secret + "\n")
+    token_file = tmp_path / "vault_token"
+    token_file.write_text(vault_token)
+    path = tmp_path / "rotator.toml"
+    path.write_text(
+        f"""
+[monite]
+base_url = "{monite.base_url}"
+client_id = "{client_id}"
+client_secret_file = "{secret_file}"
+timeout = "2s"
+
+[vault]
+address = "{vault.address}"
+token_file = "{token_file}"
+mount = "secret"
+path_prefix = "{PREFIX}"
+
+[policy]
+max_age = "30d"
+
+[rotation]
+claim_ttl = "30s"
+"""
+    )
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the console entry point in a real subprocess, as a user would."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+    environ.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "rotator", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+    remember_output(result.stdout, result.stderr)
+    return result
+
+
+def vault_secret(vault: VaultEmulator, subscription_id: str) -> str | None:
+    found = vault.kv_read("secret", f"{PREFIX}/{subscription_id}")
+    return None if found is None else found[0].get("secret")
+
+
+def test_run_once_rotates_and_logs_json(
+    config_file: Path, monite: MoniteEmulator, vault: VaultEmulator
+) -> None:
+    """`rotator run --once` rotates unmanaged subscriptions, exits 0, audit log is JSON lines."""
+    ids = [monite.seed() for _ in range(3)]
+    result = run_cli("run", "--once", "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    for sid in ids:
+        assert monite.current_secret(sid) == vault_secret(vault, sid)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    names = [line["event"] for line in lines]
+    assert 3 == names.count("rotation.succeeded")
+    assert "cycle.finished" == names[-1]
+    for line in lines:
+        assert {"timestamp", "level", "event", "run_id"} <= set(line)
+
+
+def test_rotate_force_single_id(
+    config_file: Path, monite: MoniteEmulator, vault: VaultEmulator
+) -> None:
+    """`rotator rotate --force --id ID` rotates that id again though it is fresh."""
+    target, other = monite.seed(), monite.seed()
+    assert 0 == run_cli("run", "--once", "--config", str(config_file)).returncode
+    result = run_cli("rotate", "--force", "--id", target, "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    assert 2 == monite.regenerate_count(target)
+    assert 1 == monite.regenerate_count(other)
+    assert monite.current_secret(target) == vault_secret(vault, target)
+
+
+def test_rotate_force_all(config_file: Path, monite: MoniteEmulator, vault: VaultEmulator) -> None:
+    """`rotator rotate --force --all` rotates every subscription."""
+    ids = [monite.seed() for _ in range(3)]
+    result = run_cli("rotate", "--force", "--all", "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    assert [1, 1, 1] == [monite.regenerate_count(sid) for sid in ids]
+
+
+def test_rotate_unknown_id_fails(config_file: Path, monite: MoniteEmulator) -> None:
+    """Forcing an id Monite does not list exits 1 and says which id."""
+    monite.seed()
+    missing = "00000000-0000-4000-8000-000000000000"
+    result = run_cli("rotate", "--force", "--id", missing, "--config", str(config_file))
+    assert 1 == result.returncode
+    assert f"subscription {missing} is not listed by Monite" in result.stderr
+
+
+def test_plan_json_changes_nothing(
+    config_file: Path, monite: MoniteEmulator, vault: VaultEmulator
+) -> None:
+    """`rotator plan --json` says what would rotate and why, and writes nothing."""
+    sid = monite.seed(object_type="payable")
+    result = run_cli("plan", "--json", "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    plan = json.loads(result.stdout)
+    assert [(sid, "rotate", "unmanaged")] == [
+        (d["subscription_id"], d["action"], d["reason"]) for d in plan["decisions"]
+    ]
+    assert 0 == monite.regenerate_count(sid)
+    assert vault.kv_read("secret", f"{PREFIX}/{sid}") is None
+
+
+def test_plan_table_for_humans(config_file: Path, monite: MoniteEmulator) -> None:
+    """`rotator plan` prints a table with the reason in words."""
+    monite.seed()
+    result = run_cli("plan", "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    assert "1 of 1 subscriptions would be rotated now." in result.stdout
+
+
+def test_check_passes(config_file: Path) -> None:
+    """`rotator check` exits 0 when config, Monite and Vault are all good."""
+    result = run_cli("check", "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    assert result.stdout.startswith("ok:")
+
+
+def test_check_vault_sealed_exits_69(config_file: Path, vault: VaultEmulator) -> None:
+    """`rotator check` exits 69 with one line when Vault is sealed."""
+    vault.seal()
+    result = run_cli("check", "--config", str(config_file))
+    assert 69 == result.returncode
+    assert 1 == len(result.stderr.strip().splitlines())
+    assert "sealed" in result.stderr
+
+
+def test_run_once_monite_down_exits_69(config_file: Path, monite: MoniteEmulator) -> None:
+    """A Monite that keeps failing makes `run --once` exit 69 without a traceback."""
+    monite.faults.error_rate = 1.0
+    result = run_cli("run", "--once", "--config", str(config_file))
+    assert 69 == result.returncode
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    """Usage mistakes exit 2 with a one-line message and no traceback."""
+    for argv in (
+        ["rotate", "--all"],
+        ["rotate", "--force"],
+        ["rotate", "--force", "--id", "nope"],
+        [],
+    ):
+        result = run_cli(*argv)
+        assert 2 == result.returncode, argv
+        assert "Traceback" not in result.stderr
+        assert 1 == len(result.stderr.strip().splitlines()), result.stderr
+
+
+CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+MONITE = f'[monite]\nclient_id = "{CID}"\nclient_secret = "x"\n'
+VAULT = '[vault]\naddress = "http://127.0.0.1:1"\ntoken = "t"\n'
+GOOD = MONITE + VAULT
+
+# (case, config text, a phrase the one-line message must contain)
+BAD_CONFIGS: list[tuple[str, str, str]] = [
+    ("missing client_id", '[monite]\nclient_secret = "x"\n' + VAULT, "client_id"),
+    ("client_id not a uuid", GOOD.replace(CID, "abc"), "client_id"),
+    ("typo in key", GOOD.replace("client_secret", "client_secert"), "client_secret"),
+    ("unknown table", GOOD + '[polcy]\nmax_age = "1d"\n', "polcy"),
+    ("bad duration", GOOD + '[policy]\nmax_age = "30 days"\n', "max_age"),
+    ("integer duration", GOOD + "[policy]\nmax_age = 30\n", "max_age"),
+    ("bad unmanaged", GOOD + '[policy]\nunmanaged = "maybe"\n', "unmanaged"),
+    ("bad toml", '[monite\nclient_id = "x"\n', "TOML"),
+    (
+        "interval and cron",
+        GOOD + '[schedule]\ninterval = "15m"\ncron = "*/5 * * * *"\n',
+        "cron",
+    ),
+    ("bad cron", GOOD + '[schedule]\ncron = "every day"\n', "cron"),
+    (
+        "claim_ttl too short",
+        MONITE + 'timeout = "10s"\n' + VAULT + '[rotation]\nclaim_ttl = "15s"\n',
+        "claim_ttl",
+    ),
+    ("concurrency zero", GOOD + "[rotation]\nconcurrency = 0\n", "concurrency"),
+    ("vault address not a url", GOOD.replace("http://127.0.0.1:1", "vault:8200"), "address"),
+    ("missing vault token", MONITE + '[vault]\naddress = "http://127.0.0.1:1"\n', "token"),
+    (
+        "secret file missing",
+        GOOD.replace('client_secret = "x"', 'client_secret_file = "/nonexistent/secret"'),
+        "/nonexistent/secret",
+    ),
+    ("rule without matcher", GOOD + '[[policy.rules]]\nmax_age = "1d"\n', "rules"),
+    (
+        "unknown object type",
+        GOOD + '[[policy.rules]]\nobject_type = "payabel"\nmax_age = "1d"\n',
+        "payable",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "phrase"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_exits_78_with_one_line(
+    case: str,
+    text: str,
+    phrase: str,
+    tmp_path: Path,
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each bad config gives exit 78, one line naming the problem, and no request to anything."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code = main(["run", "--once", "--config", str(path)], environ={"HOME": str(tmp_path)})
+    err = capsys.readouterr().err
+    assert 78 == code
+    lines = err.strip().splitlines()
+    assert 1 == len(lines), err
+    assert lines[0].startswith("rotator: config error: ")
+    assert phrase in lines[0]
+    assert 0 == monite.request_count()
+    assert 0 == vault.request_count()
+
+
+def test_missing_config_file_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --config path that does not exist says so and how to fix it, exit 78."""
+    code = main(["check", "--config", str(tmp_path / "nope.toml")], environ={})
+    err = capsys.readouterr().err
+    assert 78 == code
+    assert "does not exist" in err
+
+
+def test_bad_env_value_exits_78(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad environment override is a config error too, naming the variable's key."""
+    code = main(
+        ["run", "--once", "--config", str(config_file)],
+        environ={"ROTATOR_ROTATION__CONCURRENCY": "lots"},
+    )
+    err = capsys.readouterr().err
+    assert 78 == code
+    assert "concurrency" in err
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    """`rotator --help` names every command and the exit codes."""
+    result = run_cli("--help")
+    assert 0 == result.returncode
+    for word in ("run", "rotate", "plan", "check", "demo", "78"):
+        assert word in result.stdout

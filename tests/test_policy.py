@@ -1,0 +1,332 @@
+"""The pure decision core: every reason code, the order of checks and of results."""
+
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rotator.model import Record, Secret, Subscription
+from rotator.policy import (
+    REASONS,
+    Decision,
+    Force,
+    Policy,
+    Rule,
+    decide,
+    next_claim_expiry,
+    orphans,
+)
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+POLICY = Policy(max_age=30 * DAY)
+
+
+def sub(
+    id: str = "s1",
+    *,
+    url: str = "https://hooks.example.com/monite",
+    object_type: str = "payable",
+    status: str = "enabled",
+) -> Subscription:
+    return Subscription(id=id, url=url, object_type=object_type, status=status)
+
+
+def rec(
+    id: str = "s1",
+    *,
+    age: timedelta | None = DAY,
+    version: int = 3,
+    secret: str | None = "whsec_policy_test_value",
+    state: str = "active",
+    claim_in: timedelta | None = None,
+) -> Record:
+    return Record(
+        subscription_id=id,
+        version=version,
+        secret=Secret(secret) if secret is not None else None,
+        rotated_at=NOW - age if age is not None else None,
+        state="rotating" if state == "rotating" else "active",
+        claim_expires_at=NOW + claim_in if claim_in is not None else None,
+    )
+
+
+def one(
+    subscription: Subscription,
+    record: Record | None = None,
+    policy: Policy = POLICY,
+    force: Force | None = None,
+) -> Decision:
+    records = {record.subscription_id: record} if record is not None else {}
+    (decision,) = decide([subscription], records, policy, NOW, force)
+    return decision
+
+
+def outcome(decision: Decision) -> tuple[str, str]:
+    return (decision.action, decision.reason)
+
+
+# --- each reason -------------------------------------------------------------
+
+
+def test_live_claim_is_skipped_as_claimed() -> None:
+    """A record under a live claim is left alone."""
+    assert ("skip", "claimed") == outcome(one(sub(), rec(state="rotating", claim_in=DAY)))
+
+
+def test_live_claim_wins_over_force() -> None:
+    """Forcing never regenerates under someone else's live claim."""
+    record = rec(state="rotating", claim_in=timedelta(seconds=1))
+    force = Force(ids=frozenset({"s1"}), all=True)
+    assert ("skip", "claimed") == outcome(one(sub(), record, force=force))
+
+
+def test_expired_claim_is_recovered_whatever_the_policy() -> None:
+    """An expired claim is due at once even when disabled, rule-skipped or fresh."""
+    record = rec(age=timedelta(0), state="rotating", claim_in=-timedelta(seconds=1))
+    policy = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable", skip=True),))
+    decision = one(sub(status="disabled"), record, policy)
+    assert ("rotate", "claim_expired") == outcome(decision)
+    assert decision.recovery
+
+
+def test_claim_expiring_exactly_now_counts_as_expired() -> None:
+    """A claim whose expiry equals `now` has run out."""
+    assert ("rotate", "claim_expired") == outcome(
+        one(sub(), rec(state="rotating", claim_in=timedelta(0)))
+    )
+
+
+def test_forced_id_overrides_disabled_rules_and_unmanaged_skip() -> None:
+    """An explicitly forced id rotates even when disabled, rule-skipped and unmanaged."""
+    policy = Policy(
+        max_age=30 * DAY, unmanaged="skip", rules=(Rule(subscription_id="s1", skip=True),)
+    )
+    decision = one(sub(status="disabled"), None, policy, Force(ids=frozenset({"s1"})))
+    assert ("rotate", "forced") == outcome(decision)
+    assert not decision.recovery
+
+
+def test_disabled_subscription_is_skipped() -> None:
+    """Disabled subscriptions are skipped unless the policy includes them."""
+    assert ("skip", "disabled") == outcome(one(sub(status="disabled"), rec(age=99 * DAY)))
+
+
+def test_disabled_subscription_is_rotated_when_included() -> None:
+    """include_disabled lets the normal age rule apply to disabled subscriptions."""
+    policy = Policy(max_age=30 * DAY, include_disabled=True)
+    assert ("rotate", "max_age_exceeded") == outcome(
+        one(sub(status="disabled"), rec(age=99 * DAY), policy)
+    )
+
+
+def test_rule_skip_is_skipped() -> None:
+    """A matching skip rule leaves an old secret alone."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(url="https://hooks.example.com/*", skip=True),))
+    assert ("skip", "rule_skip") == outcome(one(sub(), rec(age=99 * DAY), policy))
+
+
+def test_force_all_rotates_fresh_secrets() -> None:
+    """force.all ignores age."""
+    assert ("rotate", "forced") == outcome(one(sub(), rec(age=timedelta(0)), force=Force(all=True)))
+
+
+def test_force_all_respects_disabled_and_rule_skip() -> None:
+    """force.all stays within scope: disabled and rule-skipped subscriptions stay skipped."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(object_type="receivable", skip=True),))
+    force = Force(all=True)
+    assert ("skip", "disabled") == outcome(one(sub(status="disabled"), rec(), policy, force))
+    assert ("skip", "rule_skip") == outcome(
+        one(sub(object_type="receivable"), rec(), policy, force)
+    )
+
+
+def test_no_record_is_rotated_as_unmanaged() -> None:
+    """A subscription without a record is brought under management by default."""
+    decision = one(sub())
+    assert ("rotate", "unmanaged") == outcome(decision)
+    assert 0 == decision.record.version
+    assert "s1" == decision.record.subscription_id
+    assert decision.age is None
+
+
+def test_record_without_secret_is_unmanaged() -> None:
+    """A record that exists but holds no secret counts as unmanaged."""
+    assert ("rotate", "unmanaged") == outcome(one(sub(), rec(secret=None)))
+
+
+def test_unmanaged_is_skipped_when_policy_says_skip() -> None:
+    """unmanaged='skip' reports instead of rotating."""
+    policy = Policy(max_age=30 * DAY, unmanaged="skip")
+    assert ("skip", "unmanaged_skip") == outcome(one(sub(), None, policy))
+
+
+def test_record_with_secret_but_no_rotation_time_is_due() -> None:
+    """A hand-edited record with no rotated_at has an unknown age and is rotated."""
+    assert ("rotate", "age_unknown") == outcome(one(sub(), rec(age=None)))
+
+
+def test_old_secret_is_rotated_and_fresh_one_skipped() -> None:
+    """Age at or past max_age rotates; younger is fresh."""
+    assert ("rotate", "max_age_exceeded") == outcome(one(sub(), rec(age=30 * DAY)))
+    assert ("skip", "fresh") == outcome(one(sub(), rec(age=30 * DAY - timedelta(seconds=1))))
+
+
+def test_age_rule_grid() -> None:
+    """Over a grid of ages and limits, rotate exactly when age >= max_age."""
+    ages = [timedelta(seconds=s) for s in (0, 1, 59, 3600, 86399, 86400, 86401, 10**7)]
+    limits = [timedelta(seconds=s) for s in (1, 60, 3600, 86400, 10**6)]
+    for age, limit in itertools.product(ages, limits):
+        decision = one(sub(), rec(age=age), Policy(max_age=limit))
+        expected = ("rotate", "max_age_exceeded") if age >= limit else ("skip", "fresh")
+        assert expected == outcome(decision), (age, limit)
+        assert age == decision.age
+        assert limit == decision.max_age
+
+
+def test_every_reason_has_a_sentence() -> None:
+    """Each reason code decide can emit is documented in REASONS."""
+    emitted = {
+        "claimed", "claim_expired", "forced", "disabled", "rule_skip",
+        "unmanaged", "unmanaged_skip", "age_unknown", "max_age_exceeded", "fresh",
+    }  # fmt: skip
+    assert emitted == set(REASONS)
+    assert all(sentence for sentence in REASONS.values())
+    assert REASONS["fresh"] == one(sub(), rec()).explanation
+
+
+# --- rules ---------------------------------------------------------------------
+
+
+def test_rule_max_age_overrides_default() -> None:
+    """A matching rule's max_age becomes the effective limit."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable", max_age=7 * DAY),))
+    decision = one(sub(), rec(age=8 * DAY), policy)
+    assert ("rotate", "max_age_exceeded") == outcome(decision)
+    assert 7 * DAY == decision.max_age
+
+
+def test_rule_without_max_age_keeps_default() -> None:
+    """A matching rule that sets no max_age falls back to the policy default."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable"),))
+    assert 30 * DAY == one(sub(), rec(), policy).max_age
+
+
+def test_first_matching_rule_wins() -> None:
+    """Rules are tried in order and only the first match applies."""
+    policy = Policy(
+        max_age=30 * DAY,
+        rules=(
+            Rule(object_type="receivable", skip=True),
+            Rule(url="https://hooks.example.com/*", max_age=2 * DAY),
+            Rule(object_type="payable", skip=True),
+        ),
+    )
+    decision = one(sub(), rec(age=3 * DAY), policy)
+    assert ("rotate", "max_age_exceeded") == outcome(decision)
+    assert 2 * DAY == decision.max_age
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (Rule(), False),
+        (Rule(max_age=DAY, skip=True), False),
+        (Rule(object_type="payable"), True),
+        (Rule(object_type="Payable"), False),
+        (Rule(subscription_id="s1"), True),
+        (Rule(subscription_id="s2"), False),
+        (Rule(url="https://hooks.example.com/*"), True),
+        (Rule(url="https://HOOKS.example.com/*"), False),
+        (Rule(url="https://hooks.example.com/monite"), True),
+        (Rule(url="*.example.com"), False),
+        (Rule(url="https://hooks.example.com/monit?"), True),
+        (Rule(object_type="payable", url="https://other/*"), False),
+        (Rule(object_type="payable", subscription_id="s1", url="*"), True),
+    ],
+)
+def test_rule_matches(rule: Rule, expected: bool) -> None:
+    """Every matcher set must match; url is a case-sensitive glob; no matchers never matches."""
+    assert expected == rule.matches(sub())
+
+
+# --- order and identity -------------------------------------------------------------
+
+
+def test_duplicate_ids_keep_the_first() -> None:
+    """A subscription listed twice gets one decision, from its first listing."""
+    first = sub("s1", object_type="payable")
+    second = sub("s1", object_type="receivable")
+    decisions = decide([first, second], {}, POLICY, NOW)
+    assert [first] == [d.subscription for d in decisions]
+
+
+def test_order_rotations_first_recoveries_then_oldest_then_id() -> None:
+    """Recoveries, then unknown ages, then oldest first (ties by id), then skips by id."""
+    subs = [sub(i) for i in ("f2", "f1", "old_b", "old_a", "older", "new", "rec", "forced")]
+    records = {
+        "f2": rec("f2", age=DAY),
+        "f1": rec("f1", age=2 * DAY),
+        "old_b": rec("old_b", age=40 * DAY),
+        "old_a": rec("old_a", age=40 * DAY),
+        "older": rec("older", age=50 * DAY),
+        "rec": rec("rec", age=DAY, state="rotating", claim_in=-DAY),
+        "forced": rec("forced", age=5 * DAY),
+    }
+    decisions = decide(subs, records, POLICY, NOW, Force(ids=frozenset({"forced"})))
+    assert [
+        ("rec", "claim_expired"),
+        ("new", "unmanaged"),
+        ("older", "max_age_exceeded"),
+        ("old_a", "max_age_exceeded"),
+        ("old_b", "max_age_exceeded"),
+        ("forced", "forced"),
+        ("f1", "fresh"),
+        ("f2", "fresh"),
+    ] == [(d.subscription.id, d.reason) for d in decisions]
+
+
+def test_decide_on_nothing_is_empty() -> None:
+    """No subscriptions, no decisions."""
+    assert [] == decide([], {"s1": rec()}, POLICY, NOW)
+
+
+def test_records_without_subscription_are_ignored_by_decide() -> None:
+    """decide only decides listed subscriptions; forcing an unknown id adds nothing."""
+    decisions = decide([sub("s1")], {"zz": rec("zz")}, POLICY, NOW, Force(ids=frozenset({"zz"})))
+    assert ["s1"] == [d.subscription.id for d in decisions]
+
+
+# --- orphans and claim expiry ---------------------------------------------------------
+
+
+def test_orphans_are_record_ids_without_subscription_sorted() -> None:
+    """Orphans are the record ids Monite no longer lists, sorted and unique."""
+    assert ["a", "z"] == orphans([sub("s1"), sub("s2")], ["z", "s1", "a", "a"])
+    assert [] == orphans([sub("s1")], [])
+
+
+def test_next_claim_expiry_is_earliest_rotating_claim() -> None:
+    """Only rotating records count, and the earliest claim expiry wins."""
+    records = [
+        rec("a", state="rotating", claim_in=10 * DAY),
+        rec("b", state="rotating", claim_in=timedelta(minutes=2)),
+        rec("c", state="active", claim_in=timedelta(seconds=1)),
+        rec("d", state="rotating", claim_in=None),
+    ]
+    assert NOW + timedelta(minutes=2) == next_claim_expiry(records, NOW)
+
+
+def test_next_claim_expiry_none_without_claims() -> None:
+    """No rotating record means no recovery check to schedule."""
+    assert next_claim_expiry([rec("a"), rec("b", state="rotating")], NOW) is None
+    assert next_claim_expiry([], NOW) is None
+
+
+def test_next_claim_expiry_in_the_past_means_now() -> None:
+    """An already expired claim asks for a check at once, never in the past."""
+    records = [rec("a", state="rotating", claim_in=-DAY)]
+    assert NOW == next_claim_expiry(records, NOW)
