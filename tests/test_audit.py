@@ -1,6 +1,5 @@
 """The audit log: event names, the rendered JSON lines, and redaction of secrets."""
 
-
 from __future__ import annotations
 
 import io

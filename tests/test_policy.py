@@ -1,6 +1,5 @@
 """The pure decision core: every reason code, the order of checks and of results."""
 
-
 from __future__ import annotations
 
 import itertools

@@ -1,6 +1,5 @@
 """VaultStore against the Vault emulator over real HTTP, through the real hvac code."""
 
-
 from __future__ import annotations
 
 import asyncio
