@@ -47,7 +47,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from rotator.errors import ConfigError
-from rotator.model import Secret, format_duration, parse_duration
+from rotator.model import MONITE_OBJECT_TYPES, Secret, format_duration, parse_duration
 from rotator.policy import Policy, Rule
 
 ENV_PREFIX = "ROTATOR_"
@@ -62,52 +62,7 @@ VAULT_ENV: Mapping[str, str] = {
     "VAULT_CACERT": "ca_cert",
 }
 
-# Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
-# A copy, not a lookup: config validation must not depend on test data at run time.
-WEBHOOK_OBJECT_TYPES: tuple[str, ...] = (
-    "account",
-    "accounting_connection",
-    "approval",
-    "approval_request",
-    "approval_policy",
-    "approval_policy_process",
-    "batch_payment",
-    "comment",
-    "counterpart",
-    "counterpart_address",
-    "counterpart_bank_account",
-    "counterpart_contact_person",
-    "counterpart_partner_metadata",
-    "counterpart_tax_id",
-    "entity",
-    "entity_bank_account",
-    "entity_settings",
-    "entity_user",
-    "export",
-    "overdue_reminder",
-    "partner_settings",
-    "payable",
-    "payables_credit_note",
-    "payables_purchase_order",
-    "payable.line_item",
-    "payment",
-    "payment_intent",
-    "payment_link",
-    "payment_reminder",
-    "product",
-    "project",
-    "receivable",
-    "recurrence",
-    "role",
-    "tag",
-    "todo_task",
-    "workflow",
-    "workflow_pipeline",
-    "ocr_task",
-    "delivery_note",
-    "receipt",
-    "transaction",
-)
+WEBHOOK_OBJECT_TYPES = MONITE_OBJECT_TYPES
 
 DEFAULT_POLICY = Policy(max_age=timedelta(days=30))
 

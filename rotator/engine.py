@@ -123,6 +123,14 @@ class Engine:
         self._stopping = False
 
     @property
+    def monite(self) -> MoniteClient:
+        return self._monite
+
+    @property
+    def store(self) -> VaultStore:
+        return self._store
+
+    @property
     def in_flight(self) -> int:
         """Rotations between claim and the end of their commit."""
         return self._in_flight

@@ -16,6 +16,53 @@ from typing import Any, Literal
 
 RecordState = Literal["active", "rotating"]
 
+# Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
+# A copy, not a lookup: nothing may read test data at run time.
+MONITE_OBJECT_TYPES: tuple[str, ...] = (
+    "account",
+    "accounting_connection",
+    "approval",
+    "approval_request",
+    "approval_policy",
+    "approval_policy_process",
+    "batch_payment",
+    "comment",
+    "counterpart",
+    "counterpart_address",
+    "counterpart_bank_account",
+    "counterpart_contact_person",
+    "counterpart_partner_metadata",
+    "counterpart_tax_id",
+    "entity",
+    "entity_bank_account",
+    "entity_settings",
+    "entity_user",
+    "export",
+    "overdue_reminder",
+    "partner_settings",
+    "payable",
+    "payables_credit_note",
+    "payables_purchase_order",
+    "payable.line_item",
+    "payment",
+    "payment_intent",
+    "payment_link",
+    "payment_reminder",
+    "product",
+    "project",
+    "receivable",
+    "recurrence",
+    "role",
+    "tag",
+    "todo_task",
+    "workflow",
+    "workflow_pipeline",
+    "ocr_task",
+    "delivery_note",
+    "receipt",
+    "transaction",
+)
+
 
 class Secret:
     """A secret value whose repr and str never show it.

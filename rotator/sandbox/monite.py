@@ -27,53 +27,11 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from rotator.model import MONITE_OBJECT_TYPES
 from rotator.sandbox import record_issued
 from rotator.sandbox._http import Drop, LoopbackServer, Request, Response
 
-OBJECT_TYPES: tuple[str, ...] = (
-    "account",
-    "accounting_connection",
-    "approval",
-    "approval_request",
-    "approval_policy",
-    "approval_policy_process",
-    "batch_payment",
-    "comment",
-    "counterpart",
-    "counterpart_address",
-    "counterpart_bank_account",
-    "counterpart_contact_person",
-    "counterpart_partner_metadata",
-    "counterpart_tax_id",
-    "entity",
-    "entity_bank_account",
-    "entity_settings",
-    "entity_user",
-    "export",
-    "overdue_reminder",
-    "partner_settings",
-    "payable",
-    "payables_credit_note",
-    "payables_purchase_order",
-    "payable.line_item",
-    "payment",
-    "payment_intent",
-    "payment_link",
-    "payment_reminder",
-    "product",
-    "project",
-    "receivable",
-    "recurrence",
-    "role",
-    "tag",
-    "todo_task",
-    "workflow",
-    "workflow_pipeline",
-    "ocr_task",
-    "delivery_note",
-    "receipt",
-    "transaction",
-)
+OBJECT_TYPES = MONITE_OBJECT_TYPES
 GRANT_TYPES = ("client_credentials", "entity_user")
 SORT_FIELDS = ("created_at", "updated_at")
 ORDERS = ("asc", "desc")
