@@ -35,5 +35,8 @@ layers: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(BIN)/python -m tests.perf $(ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -359,6 +359,28 @@ class LogSettings(_Group):
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
 
 
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, like 127.0.0.1:9464 or 0.0.0.0:9464")
+    return value
+
+
+class HealthSettings(_Group):
+    """The /healthz, /readyz and /metrics endpoint of `rotator run`."""
+
+    enabled: bool = True
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Settings(_Group):
     monite: MoniteSettings
     vault: VaultSettings
@@ -366,6 +388,7 @@ class Settings(_Group):
     schedule: ScheduleSettings = ScheduleSettings()
     rotation: RotationSettings = RotationSettings()
     log: LogSettings = LogSettings()
+    health: HealthSettings = HealthSettings()
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -501,6 +524,7 @@ _GROUP_MODELS: Mapping[str, type[BaseModel]] = {
     "schedule": ScheduleSettings,
     "rotation": RotationSettings,
     "log": LogSettings,
+    "health": HealthSettings,
 }
 GROUPS: tuple[str, ...] = tuple(_GROUP_MODELS)
 
@@ -669,6 +693,7 @@ class _EnvShape(BaseSettings):
     schedule: dict[str, str] = {}
     rotation: dict[str, str] = {}
     log: dict[str, str] = {}
+    health: dict[str, str] = {}
 
 
 class _MappingEnvSource(EnvSettingsSource):

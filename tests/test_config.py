@@ -645,3 +645,31 @@ def test_bad_configuration_is_one_line_naming_the_key(case: Bad, tmp_path: Path)
     assert "\n" not in message
     assert [] == [secret for secret in SECRETS if secret in message]
     assert None is caught.value.__cause__
+
+
+def test_health_endpoint_settings_from_file_and_env(tmp_path: Path) -> None:
+    """[health] defaults to 127.0.0.1:9464 and can be moved or turned off."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[monite]\nclient_id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"\n'
+        'client_secret = "client-secret-1"\n[vault]\naddress = "http://127.0.0.1:8200"\n'
+        'token = "vault-token-1"\n[health]\nlisten = "0.0.0.0:9100"\n'
+    )
+    settings = load_settings(path, {"ROTATOR_HEALTH__ENABLED": "false"})
+    assert ("0.0.0.0", 9100, False) == (
+        settings.health.host,
+        settings.health.port,
+        settings.health.enabled,
+    )
+
+
+def test_health_listen_must_be_host_and_port(tmp_path: Path) -> None:
+    """A listen address without a port is a one-line config error naming the key."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[monite]\nclient_id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"\n'
+        'client_secret = "client-secret-1"\n[vault]\naddress = "http://127.0.0.1:8200"\n'
+        'token = "vault-token-1"\n[health]\nlisten = "9464"\n'
+    )
+    with pytest.raises(ConfigError, match=r"^health\.listen: must be HOST:PORT"):
+        load_settings(path, {})
