@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest bench clean
+.PHONY: demo test lint typecheck layers pytest chaos bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
@@ -34,6 +34,9 @@ layers: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+chaos: $(STAMP)
+	CHAOS_PROFILE=full $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf $(ARGS)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
-import logging
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
+import structlog
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings
@@ -42,10 +42,11 @@ from rotator.errors import (
     RotationAborted,
 )
 from rotator.model import Regenerated, Secret, Subscription
+from rotator.ratelimit import RateLimiter
 
 __all__ = ["MoniteClient", "translate_httpx_error"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("rotator.monite")
 
 T = TypeVar("T")
 
@@ -92,8 +93,10 @@ class MoniteClient:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._http = http
+        self._limiter = limiter
         self._settings = settings
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
@@ -211,7 +214,7 @@ class MoniteClient:
             params = {"pagination_token": token}
         self.last_list_skipped = skipped
         if skipped:
-            log.warning("monite list skipped %d items without an id", skipped)
+            log.warning("monite.list_items_skipped", skipped=skipped, reason="no id")
         return list(by_id.values())
 
     # ------------------------------------------------------------------ token
@@ -292,8 +295,11 @@ class MoniteClient:
             if deadline is not None:
                 self._check_deadline(operation, deadline, started=started)
             token = await self._get_token() if auth else None
+            if self._limiter is not None:
+                await self._limiter.acquire()
             if deadline is not None:
-                # Fetching the token took time; look again right before sending.
+                # Fetching the token and waiting for our turn took time; look again
+                # right before sending.
                 self._check_deadline(operation, deadline, started=started)
             started = True
 
@@ -307,6 +313,7 @@ class MoniteClient:
             else:
                 status = response.status_code
                 self.requests[operation, status] += 1
+                self._follow_rate_limit(response)
                 if status == 401 and token is not None and not reauthed:
                     # The token expired or was revoked early: one fresh token, one more try.
                     reauthed = True
@@ -346,11 +353,12 @@ class MoniteClient:
                     retry_after=getattr(error, "retry_after", None),
                 ) from cause
             log.info(
-                "monite %s failed (status %s), retry %d in %.2fs",
-                operation,
-                error.status if error.status is not None else "none",
-                retries + 1,
-                delay,
+                "monite.retry",
+                operation=operation,
+                status=error.status,
+                attempt=retries + 1,
+                retry_in_seconds=round(delay, 3),
+                error=str(error),
             )
             await self._clock.sleep(delay)
             retries += 1
@@ -374,6 +382,18 @@ class MoniteClient:
                 headers=self._headers(token),
                 timeout=self._timeout,
             )
+
+    def _follow_rate_limit(self, response: httpx.Response) -> None:
+        if self._limiter is None:
+            return
+        if response.status_code == 429:
+            # Everyone waits, not just the caller that hit the limit.
+            self._limiter.pause(_retry_after(response, self._clock) or 1.0)
+            return
+        self._limiter.observe(
+            _header_number(response, "RateLimit-Remaining"),
+            _header_number(response, "RateLimit-Reset"),
+        )
 
     def _check_deadline(self, operation: str, deadline: float, *, started: bool) -> None:
         left = deadline - self._clock.monotonic()
@@ -542,6 +562,14 @@ def _retry_after(response: httpx.Response, clock: Clock) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def _header_number(response: httpx.Response, name: str) -> int | None:
+    """An integer rate-limit header, or None when absent or not a number."""
+    try:
+        return int(float(response.headers[name]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _request_host(exc: BaseException) -> str | None:

@@ -1,0 +1,84 @@
+"""The client-side rate limiter: pacing, global pauses, and no 429s against a limited Monite."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import httpx
+
+from rotator.clock import SystemClock
+from rotator.config import MoniteSettings
+from rotator.model import Secret
+from rotator.monite import MoniteClient
+from rotator.ratelimit import RateLimiter
+from rotator.sandbox.monite import MoniteEmulator
+
+
+class FakeClock:
+    """Monotonic time that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.t, UTC)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+async def test_requests_are_paced_at_the_rate_after_the_burst() -> None:
+    """Twenty acquisitions at 10/s with burst 5 take 1.5 s of clock time."""
+    clock = FakeClock()
+    limiter = RateLimiter(10.0, burst=5, clock=clock)
+    await asyncio.gather(*(limiter.acquire() for _ in range(20)))
+    assert 1.5 == round(clock.monotonic(), 6)
+
+
+async def test_pause_holds_every_caller() -> None:
+    """After a 429's Retry-After of 2 s, the next caller waits the full 2 s."""
+    clock = FakeClock()
+    limiter = RateLimiter(100.0, burst=10, clock=clock)
+    await limiter.acquire()
+    limiter.pause(2.0)
+    await limiter.acquire()
+    assert 2.0 <= clock.monotonic() < 2.1
+
+
+async def test_no_remaining_quota_waits_for_the_reset() -> None:
+    """RateLimit-Remaining 0 with Reset 1 makes the next request wait a second."""
+    clock = FakeClock()
+    limiter = RateLimiter(100.0, burst=10, clock=clock)
+    limiter.observe(remaining=0, reset_seconds=1.0)
+    await limiter.acquire()
+    assert 1.0 <= clock.monotonic() < 1.1
+    limiter.observe(remaining=5, reset_seconds=1.0)
+    before = clock.monotonic()
+    await limiter.acquire()
+    assert before == clock.monotonic()
+
+
+async def test_limited_client_never_meets_a_429(monite_settings: MoniteSettings) -> None:
+    """Below Monite's limit, 40 concurrent regenerates all succeed with zero 429 answers."""
+    with MoniteEmulator(rate_limit=20, burst=5) as monite:
+        client_id, client_secret = monite.add_client()
+        settings = monite_settings.model_copy(
+            update={
+                "base_url": monite.base_url,
+                "client_id": client_id,
+                "client_secret": Secret(client_secret),
+            }
+        )
+        ids = [monite.seed() for _ in range(40)]
+        async with httpx.AsyncClient() as http:
+            limiter = RateLimiter(18.0, burst=1, clock=SystemClock())
+            client = MoniteClient(http, settings, limiter=limiter)
+            results = await asyncio.gather(*(client.regenerate_secret(sid) for sid in ids))
+        assert 40 == len(results)
+        assert 0 == sum(n for (op, status), n in client.requests.items() if status == 429)
+        assert [1] * 40 == [monite.regenerate_count(sid) for sid in ids]
