@@ -41,6 +41,18 @@ SUBSCRIPTION_UNMANAGED: Final = "subscription.unmanaged"
 CONFIG_LOADED: Final = "config.loaded"
 CHECK_PASSED: Final = "check.passed"
 CHECK_FAILED: Final = "check.failed"
+CONFIG_RELOADED: Final = "config.reloaded"
+CONFIG_RELOAD_FAILED: Final = "config.reload_failed"
+DAEMON_STARTED: Final = "daemon.started"
+DAEMON_READY: Final = "daemon.ready"
+DAEMON_STOPPING: Final = "daemon.stopping"
+DAEMON_STOPPED: Final = "daemon.stopped"
+DAEMON_PREFLIGHT_FAILED: Final = "daemon.preflight_failed"
+DAEMON_DRAIN_TIMEOUT: Final = "daemon.drain_timeout"
+DAEMON_UNHEALTHY: Final = "daemon.unhealthy"
+DAEMON_CLAIM_CHECK: Final = "daemon.claim_check_scheduled"
+MONITE_RETRY: Final = "monite.retry"
+MONITE_LIST_ITEMS_SKIPPED: Final = "monite.list_items_skipped"
 
 EVENTS: Final[frozenset[str]] = frozenset(
     {
@@ -59,6 +71,18 @@ EVENTS: Final[frozenset[str]] = frozenset(
         CONFIG_LOADED,
         CHECK_PASSED,
         CHECK_FAILED,
+        CONFIG_RELOADED,
+        CONFIG_RELOAD_FAILED,
+        DAEMON_STARTED,
+        DAEMON_READY,
+        DAEMON_STOPPING,
+        DAEMON_STOPPED,
+        DAEMON_PREFLIGHT_FAILED,
+        DAEMON_DRAIN_TIMEOUT,
+        DAEMON_UNHEALTHY,
+        DAEMON_CLAIM_CHECK,
+        MONITE_RETRY,
+        MONITE_LIST_ITEMS_SKIPPED,
     }
 )
 

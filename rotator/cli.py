@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "run":
             from rotator.daemon import run_daemon
 
-            return run_daemon(settings, owner=owner)
+            return run_daemon(settings, owner=owner, config_path=args.config, environ=environ)
         if args.command == "rotate":
             return asyncio.run(_rotate(settings, owner, args.ids, args.all))
         if args.command == "plan":

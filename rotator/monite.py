@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
+from rotator import audit
 from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings
 from rotator.errors import (
@@ -214,7 +215,7 @@ class MoniteClient:
             params = {"pagination_token": token}
         self.last_list_skipped = skipped
         if skipped:
-            log.warning("monite.list_items_skipped", skipped=skipped, reason="no id")
+            log.warning(audit.MONITE_LIST_ITEMS_SKIPPED, skipped=skipped, reason="no id")
         return list(by_id.values())
 
     # ------------------------------------------------------------------ token
@@ -353,7 +354,7 @@ class MoniteClient:
                     retry_after=getattr(error, "retry_after", None),
                 ) from cause
             log.info(
-                "monite.retry",
+                audit.MONITE_RETRY,
                 operation=operation,
                 status=error.status,
                 attempt=retries + 1,

@@ -1,0 +1,199 @@
+"""Prometheus metrics of the daemon, on a registry of its own.
+
+Owns the metric names, their types, labels and buckets, and how a CycleReport
+and the clients' request counters become samples. A dedicated
+CollectorRegistry (never prometheus_client's global one) keeps library
+defaults out and lets tests build as many as they like.
+
+Only counts, durations, ages and timestamps are exported: labels are outcome
+kinds, operation names and status codes, never an id, a URL or a secret.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from rotator.engine import CycleReport, Engine
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+OUTCOMES = ("rotated", "recovered", "skipped", "failed", "conflict")
+CYCLE_RESULTS = ("ok", "failed", "error")  # all good / some rotation failed / could not run
+
+# A cycle lists, then rotates at the rate limit: seconds for a few, minutes for thousands.
+CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, math.inf)
+# Monite response to Vault commit: one CAS write, so milliseconds; the tail is commit retries.
+EXPOSURE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    5,
+    30,
+    120,
+    math.inf,
+)
+
+
+class _RequestCounters(Collector):
+    """Exports the clients' request Counters, which stay monotonic across engine rebuilds."""
+
+    def __init__(self) -> None:
+        self._engine: Engine | None = None
+        # Counts of engines that were replaced, so a rebuild never makes a counter go back.
+        self._monite_base: Counter[tuple[str, int]] = Counter()
+        self._vault_base: Counter[tuple[str, str]] = Counter()
+
+    def attach(self, engine: Engine | None) -> None:
+        if self._engine is not None and self._engine is not engine:
+            self._monite_base.update(self._engine.monite.requests)
+            self._vault_base.update(self._engine.store.requests)
+        self._engine = engine
+
+    def collect(self) -> Iterable[Metric]:
+        monite = Counter(self._monite_base)
+        vault = Counter(self._vault_base)
+        if self._engine is not None:
+            monite.update(self._engine.monite.requests)
+            vault.update(self._engine.store.requests)
+        monite_family = CounterMetricFamily(
+            "rotator_monite_requests",
+            "HTTP exchanges with Monite by operation and status code (0: no answer).",
+            labels=["operation", "status"],
+        )
+        for (operation, status), count in sorted(monite.items()):
+            monite_family.add_metric([operation, str(status)], count)
+        yield monite_family
+        vault_family = CounterMetricFamily(
+            "rotator_vault_requests",
+            "Requests to Vault by operation and outcome (ok, not_found, or the error class).",
+            labels=["operation", "outcome"],
+        )
+        for (operation, outcome), count in sorted(vault.items()):
+            vault_family.add_metric([operation, outcome], count)
+        yield vault_family
+
+
+class Metrics:
+    """Every metric of the daemon; `observe` feeds it one finished cycle."""
+
+    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self._wall_clock = wall_clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rotations = PromCounter(
+            "rotator_rotations",
+            "Subscriptions handled by cycles, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in OUTCOMES:
+            self.rotations.labels(outcome)
+        self.cycles = PromCounter(
+            "rotator_cycles",
+            "Cycles run, by result: ok, failed (some rotation failed), error (could not run).",
+            ["result"],
+            registry=r,
+        )
+        for result in CYCLE_RESULTS:
+            self.cycles.labels(result)
+        self.cycle_duration = Histogram(
+            "rotator_cycle_duration_seconds",
+            "Wall time of one cycle, listing to last commit.",
+            buckets=CYCLE_BUCKETS,
+            registry=r,
+        )
+        self.exposure = Histogram(
+            "rotator_exposure_window_seconds",
+            "Time a new secret existed only in memory: Monite's response to the Vault commit.",
+            buckets=EXPOSURE_BUCKETS,
+            registry=r,
+        )
+        self._oldest_rotated_at: float | None = None
+        self.oldest_age = Gauge(
+            "rotator_oldest_managed_secret_age_seconds",
+            "Age of the oldest secret the rotator manages, as of the last cycle's records.",
+            registry=r,
+        )
+        self.oldest_age.set_function(self._oldest_age)
+        self.unmanaged = Gauge(
+            "rotator_unmanaged_subscriptions",
+            "Subscriptions the last cycle left without a record (unknown secret age).",
+            registry=r,
+        )
+        self.orphaned = Gauge(
+            "rotator_orphaned_records",
+            "Vault records whose subscription Monite no longer lists.",
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "rotator_last_success_timestamp_seconds",
+            "Unix time the last cycle with no failed rotation finished (0: none yet).",
+            registry=r,
+        )
+        self._requests = _RequestCounters()
+        r.register(self._requests)
+
+    def attach(self, engine: Engine | None) -> None:
+        """Export this engine's request counters from now on (carrying over the old one's)."""
+        self._requests.attach(engine)
+
+    def observe(self, report: CycleReport) -> None:
+        """Account for one finished cycle."""
+        for outcome in report.outcomes:
+            self.rotations.labels(outcome.kind).inc()
+            if outcome.exposure_seconds is not None:
+                self.exposure.observe(outcome.exposure_seconds)
+        finished = report.finished_at or report.started_at
+        self.cycle_duration.observe(max(0.0, (finished - report.started_at).total_seconds()))
+        if report.error is not None:
+            # The cycle saw nothing: keep the gauges from the last cycle that did.
+            self.cycles.labels("error").inc()
+            return
+        self.cycles.labels("ok" if report.ok else "failed").inc()
+        if report.ok:
+            self.last_success.set(finished.timestamp())
+        self.orphaned.set(len(report.orphans))
+        self._observe_records(report, finished)
+
+    def _observe_records(self, report: CycleReport, finished: datetime) -> None:
+        renewed = {o.subscription_id for o in report.outcomes if o.kind in ("rotated", "recovered")}
+        oldest: float | None = None
+        unmanaged = 0
+        for decision in report.decisions:
+            sub_id = decision.subscription.id
+            if sub_id in renewed:
+                rotated_at = finished.timestamp()
+            elif decision.record.exists and decision.record.rotated_at is not None:
+                rotated_at = decision.record.rotated_at.timestamp()
+            else:
+                unmanaged += 1
+                continue
+            oldest = rotated_at if oldest is None else min(oldest, rotated_at)
+        self._oldest_rotated_at = oldest
+        self.unmanaged.set(unmanaged)
+
+    def _oldest_age(self) -> float:
+        if self._oldest_rotated_at is None:
+            return 0.0
+        return max(0.0, self._wall_clock() - self._oldest_rotated_at)
+
+    def render(self) -> bytes:
+        """The exposition text (format 0.0.4) of every metric."""
+        return generate_latest(self.registry)

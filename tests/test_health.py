@@ -1,0 +1,196 @@
+"""The HTTP endpoint, the readiness probe cache and the metrics, in process with fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.engine import CycleReport, Outcome
+from rotator.health import CachedProbe, HealthServer, Routes, Verdict
+from rotator.metrics import CONTENT_TYPE, Metrics
+from rotator.model import Record, Subscription
+from rotator.policy import Decision
+
+
+async def fetch(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the whole answer: (status, lower-cased headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ")[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def get(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+
+
+@pytest.fixture
+async def server() -> object:
+    """A HealthServer on an ephemeral port whose answers the test controls through `state`."""
+    state = {"live": True, "ready": False}
+
+    async def ready() -> Verdict:
+        return Verdict(state["ready"], {"ready": state["ready"], "reasons": ["vault: sealed"]})
+
+    routes = Routes(
+        live=lambda: Verdict(state["live"], {"status": "ok"}),
+        ready=ready,
+        metrics=lambda: b"rotator_up 1\n",
+        metrics_content_type=CONTENT_TYPE,
+    )
+    health = HealthServer(routes, "127.0.0.1", 0)
+    await health.start()
+    yield health, state
+    await health.close()
+
+
+async def test_routes_answer_with_status_and_json(server: tuple[HealthServer, dict]) -> None:
+    """/healthz and /readyz answer 200 or 503 with JSON; /metrics serves the exposition text."""
+    health, state = server
+    port = health.address[1]
+    status, headers, body = await fetch(port, get("/healthz"))
+    assert (200, "application/json") == (status, headers["content-type"])
+    assert {"status": "ok"} == json.loads(body)
+    status, _, body = await fetch(port, get("/readyz"))
+    assert 503 == status
+    assert ["vault: sealed"] == json.loads(body)["reasons"]
+    state["ready"] = True
+    assert 200 == (await fetch(port, get("/readyz?verbose=1")))[0]
+    status, headers, body = await fetch(port, get("/metrics"))
+    assert (200, "text/plain; version=0.0.4; charset=utf-8") == (status, headers["content-type"])
+    assert b"rotator_up 1\n" == body
+    state["live"] = False
+    assert 503 == (await fetch(port, get("/healthz")))[0]
+
+
+async def test_unknown_paths_methods_and_garbage(server: tuple[HealthServer, dict]) -> None:
+    """Unknown paths are 404, other methods 405, HEAD has no body, garbage is 400."""
+    health, _ = server
+    port = health.address[1]
+    assert 404 == (await fetch(port, get("/admin")))[0]
+    status, headers, _ = await fetch(port, get("/metrics", method="POST"))
+    assert (405, "GET, HEAD") == (status, headers["allow"])
+    status, headers, body = await fetch(port, get("/healthz", method="HEAD"))
+    assert (200, b"") == (status, body)
+    assert int(headers["content-length"]) > 0
+    assert 400 == (await fetch(port, b"hello\r\n\r\n"))[0]
+    assert (
+        431 == (await fetch(port, b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n"))[0]
+    )
+
+
+async def test_close_drops_idle_connections(server: tuple[HealthServer, dict]) -> None:
+    """Closing the server does not wait for a client that never finishes its request."""
+    health, _ = server
+    _reader, writer = await asyncio.open_connection("127.0.0.1", health.address[1])
+    writer.write(b"GET /healthz HTTP/1.1\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(health.close(), timeout=2)
+    writer.close()
+
+
+async def test_probe_is_cached_and_shared() -> None:
+    """Concurrent and repeated readiness probes within the ttl run the check once."""
+    calls = []
+    now = [100.0]
+
+    async def check() -> None:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        raise RuntimeError("Vault is sealed")
+
+    probe = CachedProbe(check, ttl=5, timeout=1, monotonic=lambda: now[0])
+    results = await asyncio.gather(*(probe.result() for _ in range(5)))
+    assert ["Vault is sealed"] * 5 == results
+    assert "Vault is sealed" == await probe.result()
+    assert 1 == len(calls)
+    now[0] += 6
+    await probe.result()
+    assert 2 == len(calls)
+
+
+async def test_probe_times_out() -> None:
+    """A check that hangs is a reason to be unready, reported within the timeout."""
+
+    async def hang() -> None:
+        await asyncio.sleep(30)
+
+    probe = CachedProbe(hang, ttl=5, timeout=0.1)
+    assert "no answer within 0.1s" == await asyncio.wait_for(probe.result(), timeout=2)
+
+
+def _decision(sub_id: str, record: Record, reason: str) -> Decision:
+    sub = Subscription(
+        id=sub_id,
+        url="https://example.com/h",
+        object_type="payable",
+        event_types=("created",),
+        status="enabled",
+    )
+    action = "rotate" if reason in ("unmanaged", "max_age_exceeded") else "skip"
+    return Decision(sub, record, action, reason, None, timedelta(days=30))
+
+
+def test_metrics_from_a_cycle_report() -> None:
+    """A report becomes counters, histograms and gauges with Prometheus names and units."""
+    start = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    old = Record("b", version=3, rotated_at=start - timedelta(days=10))
+    report = CycleReport(
+        run_id="r1",
+        started_at=start,
+        finished_at=start + timedelta(seconds=2),
+        decisions=[
+            _decision("a", Record("a"), "unmanaged"),
+            _decision("b", old, "fresh"),
+            _decision("c", Record("c"), "unmanaged_skip"),
+        ],
+        outcomes=[
+            Outcome("a", "payable", "rotated", "unmanaged", exposure_seconds=0.004),
+            Outcome("b", "payable", "skipped", "fresh"),
+            Outcome("c", "payable", "skipped", "unmanaged_skip"),
+        ],
+        orphans=["z"],
+    )
+    metrics = Metrics(wall_clock=lambda: (start + timedelta(days=11)).timestamp())
+    metrics.observe(report)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert 1.0 == samples[("rotator_rotations_total", (("outcome", "rotated"),))]
+    assert 2.0 == samples[("rotator_rotations_total", (("outcome", "skipped"),))]
+    assert 0.0 == samples[("rotator_rotations_total", (("outcome", "failed"),))]
+    assert 1.0 == samples[("rotator_cycles_total", (("result", "ok"),))]
+    assert 1.0 == samples[("rotator_cycle_duration_seconds_count", ())]
+    assert 2.0 == samples[("rotator_cycle_duration_seconds_sum", ())]
+    assert 1.0 == samples[("rotator_exposure_window_seconds_bucket", (("le", "0.005"),))]
+    assert 0.0 == samples[("rotator_exposure_window_seconds_bucket", (("le", "0.0025"),))]
+    assert 21 * 86400.0 == samples[("rotator_oldest_managed_secret_age_seconds", ())]
+    assert 1.0 == samples[("rotator_unmanaged_subscriptions", ())]
+    assert 1.0 == samples[("rotator_orphaned_records", ())]
+    assert (start + timedelta(seconds=2)).timestamp() == samples[
+        ("rotator_last_success_timestamp_seconds", ())
+    ]
+
+
+def test_failed_cycle_keeps_gauges() -> None:
+    """A cycle that could not run counts as an error and leaves the last gauges alone."""
+    start = datetime(2024, 6, 1, tzinfo=UTC)
+    metrics = Metrics()
+    ok = CycleReport(run_id="1", started_at=start, finished_at=start, orphans=["x", "y"])
+    metrics.observe(ok)
+    metrics.observe(CycleReport(run_id="2", started_at=start, finished_at=start, error="down"))
+    registry = metrics.registry
+    assert 1.0 == registry.get_sample_value("rotator_cycles_total", {"result": "error"})
+    assert 2.0 == registry.get_sample_value("rotator_orphaned_records")
