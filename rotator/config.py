@@ -7,13 +7,17 @@ Sources, lowest to highest precedence:
 
 1. defaults (the field defaults below);
 2. the TOML file (`--config PATH`, else `$ROTATOR_CONFIG`, else none);
-3. Vault's own variables: `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_NAMESPACE`, `VAULT_CACERT`;
+3. Vault's own variables: `VAULT_ADDR`, `VAULT_TOKEN`, `VAULT_NAMESPACE`, `VAULT_CACERT`,
+   `VAULT_CLIENT_CERT`, `VAULT_CLIENT_KEY`;
 4. `ROTATOR_<GROUP>__<KEY>` variables (case-insensitive), e.g. `ROTATOR_MONITE__CLIENT_ID`.
 
 Secrets can also come from files (`monite.client_secret_file`,
-`monite.client_id_file`, `vault.token_file`), from systemd credentials in
-`$CREDENTIALS_DIRECTORY` (`monite_client_secret`, `monite_client_id`,
-`vault_token`) and, for the Vault token only, from `~/.vault-token`.
+`monite.client_id_file`, `vault.token_file`, `vault.role_id_file`,
+`vault.secret_id_file`; a mounted Kubernetes Secret is such a file), from
+systemd credentials in `$CREDENTIALS_DIRECTORY` (`monite_client_secret`,
+`monite_client_id`, `vault_token`, `vault_role_id`, `vault_secret_id`) and, for
+the Vault token only, from `~/.vault-token`. The Monite credentials may instead
+live in Vault (`monite.credentials_path`); they are read when the engine opens.
 
 Validation happens here and only here; every failure is a ConfigError whose
 one-line message names the key, the problem and the fix, and never a value
@@ -60,6 +64,21 @@ VAULT_ENV: Mapping[str, str] = {
     "VAULT_TOKEN": "token",
     "VAULT_NAMESPACE": "namespace",
     "VAULT_CACERT": "ca_cert",
+    "VAULT_CLIENT_CERT": "client_cert",
+    "VAULT_CLIENT_KEY": "client_key",
+}
+
+AUTH_METHODS: tuple[str, ...] = ("token", "approle", "kubernetes")
+DEFAULT_JWT_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+# Keys that only mean something for one auth method: setting one for another
+# method is a mistake worth stopping for (the operator expected it to be used).
+_METHOD_KEYS: Mapping[str, str] = {
+    "token": "token",
+    "role_id": "approle",
+    "secret_id": "approle",
+    "role": "kubernetes",
+    "jwt_file": "kubernetes",
 }
 
 WEBHOOK_OBJECT_TYPES = MONITE_OBJECT_TYPES
@@ -202,6 +221,10 @@ def _kv_path(value: str) -> str:
     return value
 
 
+def _optional_kv_path(value: str | None) -> str | None:
+    return None if value is None else _kv_path(value)
+
+
 Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
 PositiveDuration = Annotated[timedelta, BeforeValidator(_to_duration), AfterValidator(_positive)]
 NonNegativeDuration = Annotated[
@@ -236,8 +259,11 @@ class MoniteSettings(_Group):
         "https://api.sandbox.monite.com/v1"
     )
     api_version: Annotated[str, AfterValidator(_api_version)] = "2024-05-25"
-    client_id: str
-    client_secret: Annotated[Secret, BeforeValidator(_to_secret)]
+    # Empty only while credentials_path names where the real ones are; the
+    # engine fills them from Vault before any client sees them.
+    client_id: str = ""
+    client_secret: Annotated[Secret, BeforeValidator(_to_secret)] = Secret("")
+    credentials_path: Annotated[str | None, AfterValidator(_optional_kv_path)] = None
     timeout: PositiveDuration = timedelta(seconds=10)  # per request
     max_retries: Retries = 4  # retries after the first attempt, per request
     page_size: PageSize = 100
@@ -256,31 +282,54 @@ class MoniteSettings(_Group):
             )
         return value
 
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        given = [k for k in ("client_id", "client_secret") if k in self.model_fields_set]
+        if self.credentials_path is not None:
+            if given:
+                raise _Problem(
+                    ("credentials_path",),
+                    f"set monite.credentials_path or monite.{given[0]}, not both; the "
+                    "credentials come from Vault when credentials_path is set, so remove "
+                    f"monite.{given[0]} (or its file, variable or systemd credential)",
+                )
+            return self
+        for key in ("client_id", "client_secret"):
+            if key not in self.model_fields_set:
+                raise _Problem((key,), _MISSING_HINTS[("monite", key)])
+        return self
+
 
 class VaultSettings(_Group):
     address: Annotated[str, AfterValidator(_http_url("https://vault.example:8200"))]
+    auth_method: Annotated[Literal["token", "approle", "kubernetes"], BeforeValidator(_lower)] = (
+        "token"
+    )
+    # Where the login method is mounted, without "auth/"; default: the method's name.
+    auth_mount: Annotated[str | None, AfterValidator(_optional_kv_path)] = None
     token: Annotated[Secret | None, BeforeValidator(_to_optional_secret)] = None
-    auth_method: Literal["token"] = "token"
+    role_id: Annotated[Secret | None, BeforeValidator(_to_optional_secret)] = None
+    secret_id: Annotated[Secret | None, BeforeValidator(_to_optional_secret)] = None
+    role: str | None = None  # the Vault Kubernetes auth role
+    # Read at every login: the kubelet rotates projected service account tokens.
+    jwt_file: Path = DEFAULT_JWT_FILE
     namespace: str | None = None
     ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
     mount: Annotated[str, AfterValidator(_kv_path)] = "secret"
     path_prefix: Annotated[str, AfterValidator(_kv_path)] = "monite/webhooks"
     timeout: PositiveDuration = timedelta(seconds=10)
     max_retries: Retries = 4
 
-    @field_validator("auth_method", mode="before")
-    @classmethod
-    def _auth_method(cls, value: object) -> object:
-        if value != "token":
-            raise ValueError(
-                'must be "token"; approle and kubernetes login are not supported yet, '
-                "so give a token (VAULT_TOKEN or vault.token_file)"
-            )
-        return value
+    @property
+    def login_mount(self) -> str:
+        """The auth mount logins go to: `auth_mount`, else the method's own name."""
+        return self.auth_mount or self.auth_method
 
-    @field_validator("namespace")
+    @field_validator("namespace", "role")
     @classmethod
-    def _namespace(cls, value: str | None) -> str | None:
+    def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
     @field_validator("ca_cert")
@@ -290,14 +339,76 @@ class VaultSettings(_Group):
             raise ValueError(f"file {value} does not exist; give the path of a PEM CA bundle")
         return value
 
+    @field_validator("client_cert", "client_key")
+    @classmethod
+    def _client_tls(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and _loading(info) and not value.is_file():
+            what = "certificate" if info.field_name == "client_cert" else "private key"
+            raise ValueError(f"file {value} does not exist; give the path of the PEM client {what}")
+        return value
+
     @model_validator(mode="after")
-    def _token_present(self, info: ValidationInfo) -> Self:
-        if _loading(info) and self.auth_method == "token" and self.token is None:
+    def _auth_complete(self, info: ValidationInfo) -> Self:
+        method = self.auth_method
+        for key, owner in _METHOD_KEYS.items():
+            if owner != method and key in self.model_fields_set and getattr(self, key) is not None:
+                raise _Problem(
+                    (key,),
+                    f"only used when auth_method is {owner} (it is {method}); remove it, or "
+                    f'set vault.auth_method = "{owner}"',
+                )
+        if self.auth_mount is not None and method == "token":
+            raise _Problem(
+                ("auth_mount",),
+                "only used when auth_method is approle or kubernetes (token auth is always "
+                "at auth/token); remove it",
+            )
+        if (self.client_cert is None) != (self.client_key is None):
+            missing = "client_key" if self.client_key is None else "client_cert"
+            given = "client_cert" if missing == "client_key" else "client_key"
+            raise _Problem(
+                (missing,),
+                f"required with vault.{given}: TLS client authentication needs both the "
+                f"certificate and its key; set vault.{missing} (or VAULT_{missing.upper()}) "
+                f"or remove vault.{given}",
+            )
+        if not _loading(info):
+            return self
+        if method == "token" and self.token is None:
             raise _Problem(
                 ("token",),
                 "required when auth_method is token; set VAULT_TOKEN, vault.token_file, "
                 "a systemd credential named vault_token, or run `vault login` for ~/.vault-token",
             )
+        if method == "approle":
+            if self.role_id is None:
+                raise _Problem(
+                    ("role_id",),
+                    "required when auth_method is approle; set role_id in [vault], "
+                    "vault.role_id_file, ROTATOR_VAULT__ROLE_ID or a systemd credential "
+                    "named vault_role_id (from `vault read auth/approle/role/NAME/role-id`)",
+                )
+            if self.secret_id is None:
+                raise _Problem(
+                    ("secret_id",),
+                    "required when auth_method is approle; set vault.secret_id_file, "
+                    "ROTATOR_VAULT__SECRET_ID or a systemd credential named vault_secret_id "
+                    "(from `vault write -f auth/approle/role/NAME/secret-id`)",
+                )
+        if method == "kubernetes":
+            if self.role is None:
+                raise _Problem(
+                    ("role",),
+                    "required when auth_method is kubernetes; set role in [vault] or "
+                    "ROTATOR_VAULT__ROLE to the Vault Kubernetes auth role bound to this "
+                    "service account",
+                )
+            if not self.jwt_file.is_file():
+                raise _Problem(
+                    ("jwt_file",),
+                    f"file {self.jwt_file} does not exist; mount the service account token "
+                    "(automountServiceAccountToken or a projected volume) or set vault.jwt_file",
+                )
         return self
 
 
@@ -418,7 +529,7 @@ class Settings(_Group):
 
 def _plain(value: object) -> Any:
     if isinstance(value, Secret):
-        return "<secret>"
+        return "<secret>" if value else None
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, Path):
@@ -533,6 +644,8 @@ _SECRET_SOURCES: tuple[tuple[str, str, str, str], ...] = (
     ("monite", "client_secret", "client_secret_file", "monite_client_secret"),
     ("monite", "client_id", "client_id_file", "monite_client_id"),
     ("vault", "token", "token_file", "vault_token"),
+    ("vault", "role_id", "role_id_file", "vault_role_id"),
+    ("vault", "secret_id", "secret_id_file", "vault_secret_id"),
 )
 
 # Keys that say the same thing two ways: a higher source setting one replaces
@@ -546,7 +659,15 @@ _ALTERNATIVES: Mapping[tuple[str, str], str] = {
     **{(group, b): a for group, a, b in _ALTERNATIVE_PAIRS},
 }
 
-_PATH_KEYS = frozenset({"ca_cert", *(file_key for _, _, file_key, _ in _SECRET_SOURCES)})
+_PATH_KEYS = frozenset(
+    {
+        "ca_cert",
+        "client_cert",
+        "client_key",
+        "jwt_file",
+        *(file_key for _, _, file_key, _ in _SECRET_SOURCES),
+    }
+)
 
 
 def group_keys(group: str) -> tuple[str, ...]:
@@ -828,7 +949,23 @@ def _read_secret(path: Path, key: str, origin: str | None) -> str:
     return text
 
 
+def _used(raw: Raw, group: str, key: str) -> bool:
+    """Whether the implicit sources (systemd credentials, VAULT_TOKEN) should fill `key`.
+
+    A credential lying in $CREDENTIALS_DIRECTORY, or a VAULT_TOKEN left in a
+    shell, must not turn into a conflict for a method that does not use it.
+    """
+    if group == "monite":
+        return raw["monite"].get("credentials_path") is None
+    owner = _METHOD_KEYS.get(key)
+    method = raw["vault"].get("auth_method", "token")
+    return owner is None or owner == (method.lower() if isinstance(method, str) else method)
+
+
 def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> None:
+    if origins.get(("vault", "token")) == "VAULT_TOKEN" and not _used(raw, "vault", "token"):
+        del raw["vault"]["token"]
+        del origins[("vault", "token")]
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     for group, key, file_key, credential in _SECRET_SOURCES:
         table = raw[group]
@@ -841,7 +978,7 @@ def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> 
             table[key] = _read_secret(Path(location), f"{group}.{file_key}", origin)
             origins[(group, key)] = f"file {location}"
             continue
-        if key in table or not credentials:
+        if key in table or not credentials or not _used(raw, group, key):
             continue
         path = Path(credentials) / credential
         if path.exists():
@@ -850,7 +987,7 @@ def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> 
 
     vault = raw["vault"]
     home = environ.get("HOME")
-    if "token" not in vault and home and vault.get("auth_method", "token") == "token":
+    if "token" not in vault and home and _used(raw, "vault", "token"):
         path = Path(home) / ".vault-token"
         if path.is_file():
             vault["token"] = _read_secret(path, "vault.token", str(path))
@@ -864,11 +1001,13 @@ def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> 
 _MISSING_HINTS: Mapping[tuple[str, ...], str] = {
     ("monite", "client_id"): (
         "required; set client_id in [monite], monite.client_id_file or "
-        "ROTATOR_MONITE__CLIENT_ID (the API client id from the Monite partner portal)"
+        "ROTATOR_MONITE__CLIENT_ID (the API client id from the Monite partner portal), "
+        "or monite.credentials_path to read both credentials from Vault"
     ),
     ("monite", "client_secret"): (
-        "required; set monite.client_secret_file, ROTATOR_MONITE__CLIENT_SECRET or "
-        "a systemd credential named monite_client_secret"
+        "required; set monite.client_secret_file, ROTATOR_MONITE__CLIENT_SECRET, "
+        "a systemd credential named monite_client_secret, or monite.credentials_path "
+        "to read both credentials from Vault"
     ),
     ("vault", "address"): (
         'required; set address in [vault] (like "https://vault.example:8200"), VAULT_ADDR '

@@ -34,7 +34,7 @@ from rotator.errors import (
 from rotator.model import Record, Regenerated, format_time
 from rotator.monite import MoniteClient
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
-from rotator.vault import VaultStore
+from rotator.vault import VaultStore, read_monite_credentials
 
 OutcomeKind = Literal["rotated", "recovered", "skipped", "failed", "conflict"]
 
@@ -479,24 +479,38 @@ async def open_engine(
     clock: Clock | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Engine]:
-    """Wire an Engine to real clients from settings, and close them afterwards."""
+    """Wire an Engine to real clients from settings, and close them afterwards.
+
+    With `monite.credentials_path` set, the Monite client id and secret are read
+    from Vault first (a VaultError if they cannot be).
+    """
     clock = clock or SystemClock()
-    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
-        monite = MoniteClient(http, settings.monite, clock=clock)
-        store = VaultStore(settings.vault)
-        try:
-            yield Engine(
-                monite=monite,
-                store=store,
-                policy=settings.policy,
-                rotation=settings.rotation,
-                owner=settings.rotation.owner or owner,
-                clock=clock,
+    store = VaultStore(settings.vault)
+    try:
+        monite_settings = settings.monite
+        if monite_settings.credentials_path is not None:
+            client_id, client_secret = await read_monite_credentials(
+                store, monite_settings.credentials_path
             )
-        finally:
-            with contextlib.suppress(Exception):
-                await monite.aclose()
-            store.close()
+            monite_settings = monite_settings.model_copy(
+                update={"client_id": client_id, "client_secret": client_secret}
+            )
+        async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
+            monite = MoniteClient(http, monite_settings, clock=clock)
+            try:
+                yield Engine(
+                    monite=monite,
+                    store=store,
+                    policy=settings.policy,
+                    rotation=settings.rotation,
+                    owner=settings.rotation.owner or owner,
+                    clock=clock,
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await monite.aclose()
+    finally:
+        store.close()
 
 
 def force_for(ids: Sequence[str] | None, everything: bool) -> Force:

@@ -7,17 +7,25 @@ and the translation of hvac and requests exceptions into the project's
 `VaultError` tree. Writes are never retried here: a write whose answer was
 lost may have been applied, and only the engine knows what is safe next.
 
-Nothing in this module puts a token or a secret value in a repr, an exception
-message or a log line.
+Also owns authentication: one token shared by every per-thread client, from a
+configured token (looked up once, renewed before it expires) or from an
+AppRole or Kubernetes login (repeated before the token expires, and when Vault
+refuses it), plus the TLS and namespace options of the clients; and reading
+the Monite credentials that may live in Vault.
+
+Nothing in this module puts a token, a login credential or a secret value in a
+repr, an exception message or a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -33,9 +41,9 @@ from rotator.errors import (
     VaultRequestError,
     VaultUnavailable,
 )
-from rotator.model import Record
+from rotator.model import Record, Secret
 
-__all__ = ["VaultStore", "translate_hvac_error"]
+__all__ = ["VaultStore", "client_options", "read_monite_credentials", "translate_hvac_error"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,15 @@ _RETRY_BASE = 0.2  # seconds; doubled per attempt
 _RETRY_CAP = 5.0  # seconds; no single wait is longer
 _MAX_DETAIL = 300  # characters of Vault's error text kept in a message
 _CAS_MISMATCH = "check-and-set parameter did not match"
+# A token is renewed (or a login repeated) once less than this share of its lease is left.
+_REFRESH_SHARE = 1 / 3
+# After a failed renewal or re-login, wait this long before the next attempt
+# (the current token keeps working meanwhile), so a Vault hiccup is not a storm.
+_REFRESH_BACKOFF = 10.0  # seconds
+# Vault 1.17+ says this on a 403 for a dead token; older servers only "permission denied".
+_INVALID_TOKEN = "invalid token"
+_KEPT_TOKENS = 4  # recent tokens remembered so a stray one is redacted from messages
+_MONITE_KEYS = ("client_id", "client_secret")
 
 # Status codes hvac encodes only in the exception class; kept so callers (and
 # metrics) can see the status without parsing messages.
@@ -206,6 +223,336 @@ def _as_version(value: object) -> int | None:
     return None
 
 
+def client_options(settings: VaultSettings) -> dict[str, Any]:
+    """The keyword arguments every hvac.Client of a store is built with.
+
+    TLS comes only from the settings (which already read VAULT_CACERT,
+    VAULT_CLIENT_CERT and VAULT_CLIENT_KEY), so what `rotator check` reports is
+    what the daemon uses.
+    """
+    s = settings
+    # A login method must not pick up a stray VAULT_TOKEN: "" is not None to hvac.
+    token: str | None = ""
+    if s.auth_method == "token":
+        # None lets hvac fall back to VAULT_TOKEN / ~/.vault-token, as Vault
+        # users expect when no token is configured.
+        token = s.token.reveal() if s.token is not None else None
+    cert = (
+        (str(s.client_cert), str(s.client_key))
+        if s.client_cert is not None and s.client_key is not None
+        else None
+    )
+    return {
+        "url": s.address,
+        "token": token,
+        "namespace": s.namespace,
+        "verify": str(s.ca_cert) if s.ca_cert is not None else True,
+        "cert": cert,
+        "timeout": s.timeout.total_seconds(),
+    }
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Lease:
+    """The token in use and what is known of its life; `expires_at` None: it never expires."""
+
+    token: Secret
+    generation: int  # bumped per new token, so a caller can tell its token was replaced
+    expires_at: float | None = None
+    period: float = 0.0  # the lease length a refresh is measured against
+    renewable: bool = False
+
+
+class _Auth:
+    """The one Vault token every per-thread client uses: obtained, renewed and replaced here.
+
+    Each request copies the current token into its own thread's client first,
+    so a login or renewal made by one worker thread serves all of them. The
+    lock is held across the login or renewal request itself, so concurrent
+    callers wait for one login instead of each starting their own.
+    """
+
+    def __init__(self, settings: VaultSettings, clock: Callable[[], float]) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._lease: _Lease | None = None
+        self._generation = 0
+        self._not_before = float("-inf")  # no renewal or re-login before this time
+        self._tokens: collections.deque[str] = collections.deque(maxlen=_KEPT_TOKENS)
+        self._jwt = ""  # the last service account token read, kept only for redaction
+        self.logins = 0
+
+    def __repr__(self) -> str:
+        return f"_Auth(method={self._settings.auth_method!r}, logins={self.logins})"
+
+    @property
+    def _method(self) -> str:
+        return self._settings.auth_method
+
+    @property
+    def _login_path(self) -> str:
+        return f"auth/{self._settings.login_mount}/login"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential this store may hold, for redaction from error texts."""
+        s = self._settings
+        values = [*self._tokens, self._jwt]
+        values += [v.reveal() for v in (s.token, s.role_id, s.secret_id) if v is not None]
+        return tuple(v for v in values if v)
+
+    # -- the per-request entry points (called in worker threads) ----------
+
+    def prepare(self, client: Any) -> _Lease | None:
+        """Put the live token on `client`, logging in or renewing first when due."""
+        with self._lock:
+            lease = self._lease
+            if lease is None:
+                lease = self._acquire(client)
+            elif self._due(lease):
+                lease = self._refresh(client, lease)
+        if lease is not None:
+            client.token = lease.token.reveal()
+        return lease
+
+    def retry_after_refusal(self, client: Any, lease: _Lease | None, exc: Exception) -> bool:
+        """After a 403 with `lease`: True if the call should run once more (`prepare` logs in).
+
+        Only login methods can get a new token. A 403 also means "the policy
+        denies this path", which a login cannot fix; so unless Vault said
+        "invalid token", the refused token is looked up first, and a live one
+        means the refusal stands (no login per denied request).
+        """
+        if self._method == "token" or lease is None:
+            return False
+        with self._lock:
+            current = self._lease
+            if current is not None and current.generation != lease.generation:
+                return True  # another thread has already logged in again
+            detail = _vault_detail(exc) if isinstance(exc, hvac.exceptions.VaultError) else ""
+            if _INVALID_TOKEN not in detail.lower():
+                client.token = lease.token.reveal()
+                try:
+                    client.auth.token.lookup_self()
+                except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+                    pass  # the token itself is dead: log in again below
+                except Exception:  # cannot tell why: let the original refusal stand
+                    return False
+                else:
+                    return False
+            log.info("Vault refused the %s token as dead; logging in again", self._method)
+            self._lease = None
+            self._not_before = float("-inf")
+            return True
+
+    # -- obtaining and refreshing -------------------------------------------
+
+    def _due(self, lease: _Lease) -> bool:
+        if lease.expires_at is None:
+            return False
+        if self._method == "token" and not lease.renewable:
+            return False
+        now = self._clock()
+        if now >= lease.expires_at:
+            return True  # an expired token can only fail: try even during the backoff
+        if now < self._not_before:
+            return False
+        return lease.expires_at - now < lease.period * _REFRESH_SHARE
+
+    def _acquire(self, client: Any) -> _Lease | None:
+        if self._method != "token":
+            return self._login(client)
+        configured = self._settings.token
+        value = configured.reveal() if configured is not None else client.token
+        if not value:
+            return None  # no token anywhere: Vault's 403 will say so, per request
+        self._generation += 1
+        lease = _Lease(Secret(value), self._generation)
+        client.token = value
+        now = self._clock()
+        try:
+            response = client.auth.token.lookup_self()
+        except Exception as exc:
+            error = translate_hvac_error(
+                exc, operation="lookup_self", path="auth/token/lookup-self", secrets=self.secrets()
+            )
+            if isinstance(error, VaultUnavailable):
+                # Bookkeeping must not block work: this request goes ahead (and
+                # meets the same outage, or not); the next one looks up again.
+                log.debug("looking up the Vault token failed, will try again: %s", error)
+                return lease
+            # A token without the "default" policy may not look itself up yet still
+            # work for the KV paths: use it, without renewal, and let requests tell.
+            log.warning("cannot look up the Vault token, so it will not be renewed: %s", error)
+        else:
+            data = _as_mapping(_as_mapping(response).get("data"))
+            ttl = _seconds(data.get("ttl"))
+            if ttl:
+                lease = dataclasses.replace(
+                    lease,
+                    expires_at=now + ttl,
+                    period=_seconds(data.get("creation_ttl")) or ttl,
+                    renewable=data.get("renewable") is True,
+                )
+        self._lease = lease
+        return lease
+
+    def _refresh(self, client: Any, lease: _Lease) -> _Lease:
+        if self._method == "token":
+            return self._renew(client, lease)
+        try:
+            return self._login(client)
+        except VaultError as exc:
+            now = self._clock()
+            if lease.expires_at is not None and now < lease.expires_at:
+                # The old token still works for a while: keep serving with it.
+                self._not_before = now + _REFRESH_BACKOFF
+                log.warning("Vault re-login failed; the current token still serves: %s", exc)
+                return lease
+            raise
+
+    def _renew(self, client: Any, lease: _Lease) -> _Lease:
+        client.token = lease.token.reveal()
+        now = self._clock()
+        try:
+            response = client.auth.token.renew_self()
+        except Exception as exc:
+            error = translate_hvac_error(
+                exc, operation="renew_self", path="auth/token/renew-self", secrets=self.secrets()
+            )
+            left = max(0, round((lease.expires_at or now) - now))
+            if isinstance(error, VaultUnavailable):
+                self._not_before = now + _REFRESH_BACKOFF
+                log.warning("renewing the Vault token failed, will try again: %s", error)
+                return lease
+            log.warning(
+                "Vault refused to renew the token, which expires in %ds: %s; give the daemon "
+                "a new token before then",
+                left,
+                error,
+            )
+            lease = dataclasses.replace(lease, renewable=False)
+            self._lease = lease
+            return lease
+        auth = _as_mapping(_as_mapping(response).get("auth"))
+        ttl = _seconds(auth.get("lease_duration"))
+        renewable = auth.get("renewable") is True
+        # Vault caps a renewal at the token's max TTL: a lease shorter than the
+        # last one means the cap is near, and renewing again cannot help.
+        if ttl + 1 < lease.period:
+            renewable = False
+            log.warning(
+                "the Vault token reaches its maximum TTL in %ds and cannot be renewed past "
+                "it; give the daemon a new token (or use approle or kubernetes auth) before then",
+                round(ttl),
+            )
+        lease = dataclasses.replace(
+            lease,
+            expires_at=now + ttl if ttl else None,
+            period=max(ttl, 1.0) if renewable else lease.period,
+            renewable=renewable,
+        )
+        self._lease = lease
+        log.debug("renewed the Vault token for %ds", round(ttl))
+        return lease
+
+    def _login(self, client: Any) -> _Lease:
+        client.token = None  # a login needs no token, and a stale one is only noise
+        now = self._clock()
+        if self._method == "approle":
+            response = self._approle_login(client)
+        else:
+            response = self._kubernetes_login(client)
+        auth = _as_mapping(_as_mapping(response).get("auth"))
+        token = auth.get("client_token")
+        if not isinstance(token, str) or not token:
+            raise VaultAuthError(f"Vault {self._method} login at {self._login_path} gave no token")
+        ttl = _seconds(auth.get("lease_duration"))
+        self._tokens.append(token)
+        self._generation += 1
+        self.logins += 1
+        self._not_before = float("-inf")
+        lease = _Lease(
+            Secret(token), self._generation, expires_at=now + ttl if ttl else None, period=ttl
+        )
+        self._lease = lease
+        log.info("logged in to Vault with %s at %s", self._method, self._login_path)
+        return lease
+
+    def _approle_login(self, client: Any) -> Any:
+        s = self._settings
+        if s.role_id is None or s.secret_id is None:
+            raise VaultAuthError("AppRole login needs vault.role_id and vault.secret_id; set both")
+        try:
+            return client.auth.approle.login(
+                role_id=s.role_id.reveal(),
+                secret_id=s.secret_id.reveal(),
+                use_token=False,
+                mount_point=s.login_mount,
+            )
+        except Exception as exc:
+            raise self._login_error(exc) from _without_tracebacks(exc)
+
+    def _kubernetes_login(self, client: Any) -> Any:
+        s = self._settings
+        if s.role is None:
+            raise VaultAuthError("Kubernetes login needs vault.role; set it")
+        # Read at every login: the kubelet replaces projected tokens as they age.
+        jwt = self._read_jwt()
+        try:
+            return client.auth.kubernetes.login(
+                role=s.role, jwt=jwt, use_token=False, mount_point=s.login_mount
+            )
+        except Exception as exc:
+            raise self._login_error(exc) from _without_tracebacks(exc)
+
+    def _read_jwt(self) -> str:
+        path = self._settings.jwt_file
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise VaultAuthError(
+                f"cannot read the Kubernetes service account token {path} ({reason}); mount "
+                "it in the pod or point vault.jwt_file at it"
+            ) from None
+        if not text:
+            raise VaultAuthError(
+                f"the Kubernetes service account token file {path} is empty; point "
+                "vault.jwt_file at the mounted token"
+            )
+        self._jwt = text
+        return text
+
+    def _login_error(self, exc: Exception) -> VaultError:
+        error = translate_hvac_error(
+            exc, operation="login", path=self._login_path, secrets=self.secrets()
+        )
+        if not isinstance(error, VaultAuthError | VaultRequestError):
+            return error  # Vault down or unreachable: retrying may help
+        s = self._settings
+        if self._method == "approle":
+            fix = (
+                "check vault.role_id and vault.secret_id (a secret ID can be wrong, expired "
+                "or used up: issue a new one with `vault write -f "
+                "auth/approle/role/NAME/secret-id`) and that vault.auth_mount names the "
+                "AppRole mount"
+            )
+        else:
+            fix = (
+                f"check that the Vault role {s.role!r} is bound to this pod's service "
+                f"account and namespace, that {s.jwt_file} holds its current token, and that "
+                "vault.auth_mount names the Kubernetes auth mount"
+            )
+        return VaultAuthError(f"{error}; {fix}", status=error.status)
+
+
 class _ThreadClient(threading.local):
     generation: int = -1
     client: Any = None
@@ -219,9 +566,12 @@ class VaultStore:
         settings: VaultSettings,
         *,
         client_factory: Callable[[], hvac.Client] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` (seconds) times token leases; tests pass the Vault emulator's clock."""
         self._settings = settings
         self._factory: Callable[[], Any] = client_factory or self._default_client
+        self._auth = _Auth(settings, clock)
         self._local = _ThreadClient()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
@@ -239,16 +589,12 @@ class VaultStore:
     # -- clients ---------------------------------------------------------
 
     def _default_client(self) -> hvac.Client:
-        s = self._settings
-        return hvac.Client(
-            url=s.address,
-            # None lets hvac fall back to VAULT_TOKEN / ~/.vault-token, as
-            # Vault users expect when no token is configured.
-            token=s.token.reveal() if s.token is not None else None,
-            namespace=s.namespace,
-            verify=str(s.ca_cert) if s.ca_cert is not None else True,
-            timeout=s.timeout.total_seconds(),
-        )
+        return hvac.Client(**client_options(self._settings))
+
+    @property
+    def logins(self) -> int:
+        """How many AppRole or Kubernetes logins this store has made."""
+        return self._auth.logins
 
     def _client(self) -> Any:
         """This thread's client; made on first use, and again after `close()`."""
@@ -275,8 +621,7 @@ class VaultStore:
     # -- plumbing --------------------------------------------------------
 
     def _secrets(self) -> tuple[str, ...]:
-        token = self._settings.token
-        return (token.reveal(),) if token is not None else ()
+        return self._auth.secrets()
 
     def _record_path(self, subscription_id: str) -> str:
         # The id becomes a path segment: one that could climb out of the
@@ -293,17 +638,53 @@ class VaultStore:
     def _display(self, kind: str, path: str) -> str:
         return f"{self._mount}/{kind}/{path}"
 
-    async def _call(self, operation: str, display_path: str, fn: Callable[[Any], T]) -> T:
+    def _authenticated(self, fn: Callable[[Any], T]) -> T:
+        """`fn(client)` with the shared token; once more after a re-login if Vault refused it."""
+        client = self._client()
+        lease = self._auth.prepare(client)
+        try:
+            return fn(client)
+        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
+            if not self._auth.retry_after_refusal(client, lease, exc):
+                raise
+        # Outside the handler, so a second failure does not chain the first.
+        self._auth.prepare(client)
+        return fn(client)
+
+    def _refusal_hint(self) -> str:
+        if self._settings.auth_method == "token":
+            return (
+                "the Vault token is expired or revoked, or its policies do not allow this; "
+                "check it with `vault token lookup` and give the daemon a live token"
+            )
+        return (
+            f"the policies of the Vault {self._settings.auth_method} role do not allow "
+            "this; grant them on this path"
+        )
+
+    async def _call(
+        self, operation: str, display_path: str, fn: Callable[[Any], T], *, auth: bool = True
+    ) -> T:
         """Run `fn(client)` in a worker thread once; translate and count the outcome."""
         try:
-            result = await asyncio.to_thread(lambda: fn(self._client()))
+            if auth:
+                result = await asyncio.to_thread(self._authenticated, fn)
+            else:
+                result = await asyncio.to_thread(lambda: fn(self._client()))
         except Exception as exc:
             error = translate_hvac_error(
                 exc, operation=operation, path=display_path, secrets=self._secrets()
             )
+            if isinstance(exc, hvac.exceptions.Forbidden):
+                error = VaultAuthError(f"{error}; {self._refusal_hint()}", status=error.status)
             # A 404 is an ordinary answer (no record yet), not a failure to count.
             missing = isinstance(error, VaultRequestError) and error.status == 404
             self.requests[(operation, "not_found" if missing else type(error).__name__)] += 1
+            if error is exc:
+                # Already ours (a failed login): keep its cause, drop the worker frames.
+                cause = error.__cause__
+                _without_tracebacks(error)
+                raise error from cause
             raise error from _without_tracebacks(exc)
         self.requests[(operation, "ok")] += 1
         return result
@@ -446,8 +827,17 @@ class VaultStore:
         def health(client: Any) -> Any:
             return client.sys.read_health_status(method="GET")
 
-        response = await self._call("health", "sys/health", health)
+        response = await self._call("health", "sys/health", health, auth=False)
         self._judge_health(response)
+
+        # Log in (or look the token up) on its own first, so a refused login
+        # keeps its own message instead of reading as a dead token below.
+        login_path = (
+            "auth/token/lookup-self"
+            if self._settings.auth_method == "token"
+            else f"auth/{self._settings.login_mount}/login"
+        )
+        await self._call("login", login_path, lambda client: None)
 
         def lookup(client: Any) -> Any:
             return client.auth.token.lookup_self()
@@ -490,3 +880,65 @@ class VaultStore:
         # 429 standby and 473 performance standby still serve (or forward) requests.
         if status not in (200, 429, 473):
             raise VaultUnavailable(f"Vault health check answered {status}", status=status)
+
+    # -- other secrets ----------------------------------------------------
+
+    async def _read_data(self, path: str) -> Mapping[str, Any] | None:
+        """The latest data at `path` in the mount, or None when there is none."""
+
+        def read(client: Any) -> Any:
+            return client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self._mount, raise_on_deleted_version=True
+            )
+
+        async def once() -> Mapping[str, Any] | None:
+            try:
+                response = await self._call("read", self._display("data", path), read)
+            except VaultRequestError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            data = _as_mapping(_as_mapping(response).get("data")).get("data")
+            return data if isinstance(data, Mapping) else None
+
+        return await self._retrying("read", once)
+
+
+async def read_monite_credentials(store: VaultStore, path: str) -> tuple[str, Secret]:
+    """The Monite client id and secret kept at `path` in the store's KV v2 mount.
+
+    The secret there must hold the string keys `client_id` and `client_secret`.
+    A missing secret or key is a VaultRequestError that names the path and the
+    keys (never a value); a policy that denies the read is a VaultAuthError.
+    """
+    where = store._display("data", path)
+    expected = "a KV v2 secret with the keys client_id and client_secret"
+    hint = (
+        f"write them with `vault kv put -mount={store._mount} {path} client_id=... "
+        "client_secret=...`, or fix monite.credentials_path"
+    )
+    try:
+        data = await store._read_data(path)
+    except VaultAuthError as exc:
+        raise VaultAuthError(
+            f"Vault refused to read the Monite credentials at {where}: the policy needs "
+            f'"read" on {where}',
+            status=exc.status,
+        ) from exc
+    if data is None:
+        raise VaultRequestError(
+            f"monite.credentials_path: Vault has nothing at {where}; expected {expected}; {hint}",
+            status=404,
+        )
+    client_id, client_secret = (data.get(key) for key in _MONITE_KEYS)
+    missing = [
+        key
+        for key, value in zip(_MONITE_KEYS, (client_id, client_secret), strict=True)
+        if not isinstance(value, str) or not value.strip()
+    ]
+    if missing or not isinstance(client_id, str) or not isinstance(client_secret, str):
+        raise VaultRequestError(
+            f"monite.credentials_path: the secret at {where} has no usable "
+            f"{' or '.join(missing)} (a non-empty string); expected {expected}; {hint}"
+        )
+    return client_id.strip(), Secret(client_secret.strip())

@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENT_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 CLIENT_SECRET = "monite-client-secret-Zq81"
 VAULT_TOKEN = "hvs.vault-token-Xk42"
-SECRETS = (CLIENT_SECRET, VAULT_TOKEN)
+ROLE_ID = "role-id-8d1c4e2a"
+SECRET_ID = "secret-id-5f9b7c3d"
+SECRETS = (CLIENT_SECRET, VAULT_TOKEN, ROLE_ID, SECRET_ID)
 
 # Secrets only: what every file-based test needs from the environment.
 SECRET_ENV = {"ROTATOR_MONITE__CLIENT_SECRET": CLIENT_SECRET, "VAULT_TOKEN": VAULT_TOKEN}
@@ -238,6 +240,95 @@ def test_vault_token_falls_back_to_home_vault_token(tmp_path: Path) -> None:
     assert Secret(VAULT_TOKEN) == load_settings(None, {**env, "HOME": str(tmp_path)}).vault.token
 
 
+def test_approle_credentials_from_files_and_systemd(tmp_path: Path) -> None:
+    """AppRole takes role_id from its file and secret_id from $CREDENTIALS_DIRECTORY."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    write(credentials, SECRET_ID + "\n", "vault_secret_id")
+    write(credentials, VAULT_TOKEN + "\n", "vault_token")  # not used by approle: ignored
+    write(tmp_path, ROLE_ID + "\n", "role-id")
+    path = write(tmp_path, _with("vault", 'auth_method = "approle"\nrole_id_file = "role-id"'))
+    env = {**SECRET_ENV, "CREDENTIALS_DIRECTORY": str(credentials)}
+
+    vault = load_settings(path, env).vault
+
+    assert ("approle", "approle", Secret(ROLE_ID), Secret(SECRET_ID), None) == (
+        vault.auth_method,
+        vault.login_mount,
+        vault.role_id,
+        vault.secret_id,
+        vault.token,
+    )
+
+
+def test_kubernetes_settings_with_relative_jwt_file_and_mount(tmp_path: Path) -> None:
+    """Kubernetes auth takes role, auth_mount and a jwt_file relative to the config file."""
+    write(tmp_path, "eyJhbGciOi.x.y\n", "sa-token")
+    path = write(
+        tmp_path,
+        _with(
+            "vault",
+            'auth_method = "kubernetes"\nrole = "rotator"\nauth_mount = "k8s-prod"\n'
+            'jwt_file = "sa-token"',
+        ),
+    )
+
+    vault = load_settings(path, SECRET_ENV).vault
+
+    assert ("kubernetes", "rotator", "k8s-prod", tmp_path / "sa-token", None) == (
+        vault.auth_method,
+        vault.role,
+        vault.login_mount,
+        vault.jwt_file,
+        vault.token,
+    )
+
+
+def test_kubernetes_jwt_file_has_the_in_cluster_default() -> None:
+    """Without jwt_file, Kubernetes auth reads the service account token Kubernetes mounts."""
+    vault = VaultSettings(address="http://127.0.0.1:8200", auth_method="kubernetes", role="r")
+
+    assert Path("/var/run/secrets/kubernetes.io/serviceaccount/token") == vault.jwt_file
+
+
+def test_vault_client_certificate_from_vault_variables(tmp_path: Path) -> None:
+    """VAULT_CLIENT_CERT and VAULT_CLIENT_KEY set vault.client_cert and vault.client_key."""
+    cert = write(tmp_path, "-----BEGIN CERTIFICATE-----\n", "cert.pem")
+    key = write(tmp_path, "-----BEGIN PRIVATE KEY-----\n", "key.pem")
+    env = {**FULL_ENV, "VAULT_CLIENT_CERT": str(cert), "VAULT_CLIENT_KEY": str(key)}
+
+    vault = load_settings(None, env).vault
+
+    assert (cert, key) == (vault.client_cert, vault.client_key)
+
+
+def test_monite_credentials_path_makes_client_credentials_optional(tmp_path: Path) -> None:
+    """With credentials_path, no client id or secret is needed, and stray implicit ones are unused.
+
+    A monite_client_secret systemd credential is not read, and VAULT_TOKEN is
+    ignored when Vault auth is AppRole.
+    """
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    write(credentials, CLIENT_SECRET, "monite_client_secret")
+    path = write(
+        tmp_path,
+        '[monite]\ncredentials_path = "monite/api"\n[vault]\naddress = "https://vault.test:8200"\n'
+        f'auth_method = "approle"\nrole_id = "{ROLE_ID}"\nsecret_id = "{SECRET_ID}"\n',
+    )
+    env = {"VAULT_TOKEN": VAULT_TOKEN, "CREDENTIALS_DIRECTORY": str(credentials)}
+
+    settings = load_settings(path, env)
+
+    assert ("monite/api", "", Secret("")) == (
+        settings.monite.credentials_path,
+        settings.monite.client_id,
+        settings.monite.client_secret,
+    )
+    assert None is settings.vault.token
+    assert None is settings.redacted_dict()["monite"]["client_secret"]
+
+
 def test_rules_parse_into_policy(tmp_path: Path) -> None:
     """[policy] and [[policy.rules]] become a Policy of Rules, in file order."""
     path = write(
@@ -324,6 +415,24 @@ def test_repr_and_redacted_dict_show_no_secret() -> None:
     assert "<secret>" == settings.redacted_dict()["monite"]["client_secret"]
     assert "<secret>" == settings.redacted_dict()["vault"]["token"]
     assert "15m" == settings.redacted_dict()["schedule"]["interval"]
+
+
+def test_approle_secrets_stay_out_of_repr_and_redacted_dict() -> None:
+    """role_id and secret_id are Secrets: repr and redacted_dict() never show them."""
+    env = {
+        **{k: v for k, v in FULL_ENV.items() if k != "VAULT_TOKEN"},
+        "ROTATOR_VAULT__AUTH_METHOD": "approle",
+        "ROTATOR_VAULT__ROLE_ID": ROLE_ID,
+        "ROTATOR_VAULT__SECRET_ID": SECRET_ID,
+    }
+    settings = load_settings(None, env)
+    views = [repr(settings), str(settings), json.dumps(settings.redacted_dict())]
+
+    assert [] == [secret for view in views for secret in SECRETS if secret in view]
+    assert ("<secret>", "<secret>") == (
+        settings.redacted_dict()["vault"]["role_id"],
+        settings.redacted_dict()["vault"]["secret_id"],
+    )
 
 
 def test_groups_are_constructible_from_typed_values() -> None:
@@ -470,8 +579,122 @@ BAD = [
     ),
     Bad(
         "vault auth method",
-        'vault.auth_method: must be "token"; approle and kubernetes login are not supported',
-        _with("vault", 'auth_method = "approle"'),
+        "vault.auth_method: must be one of 'token', 'approle' or 'kubernetes'",
+        _with("vault", 'auth_method = "ldap"'),
+    ),
+    Bad(
+        "approle without role_id",
+        "vault.role_id: required when auth_method is approle; set role_id in [vault], "
+        "vault.role_id_file",
+        _with("vault", 'auth_method = "approle"\nsecret_id_file = "sid"'),
+        files={"sid": SECRET_ID},
+    ),
+    Bad(
+        "approle without secret_id",
+        "vault.secret_id: required when auth_method is approle; set vault.secret_id_file",
+        _with("vault", f'auth_method = "approle"\nrole_id = "{ROLE_ID}"'),
+    ),
+    Bad(
+        "approle secret_id and its file",
+        "vault.secret_id and vault.secret_id_file are both set in config file",
+        _with(
+            "vault",
+            f'auth_method = "approle"\nrole_id = "{ROLE_ID}"\nsecret_id = "{SECRET_ID}"\n'
+            'secret_id_file = "sid"',
+        ),
+    ),
+    Bad(
+        "approle secret_id file missing",
+        "vault.secret_id_file (from ROTATOR_VAULT__SECRET_ID_FILE): file /nonexistent/sid "
+        "does not exist",
+        _with("vault", f'auth_method = "approle"\nrole_id = "{ROLE_ID}"'),
+        env={"ROTATOR_VAULT__SECRET_ID_FILE": "/nonexistent/sid"},
+    ),
+    Bad(
+        "approle with a configured token",
+        "vault.token (from ROTATOR_VAULT__TOKEN): only used when auth_method is token (it is "
+        'approle); remove it, or set vault.auth_method = "token"',
+        _with(
+            "vault", f'auth_method = "approle"\nrole_id = "{ROLE_ID}"\nsecret_id = "{SECRET_ID}"'
+        ),
+        env={"ROTATOR_VAULT__TOKEN": VAULT_TOKEN},
+    ),
+    Bad(
+        "role_id with token method",
+        "vault.role_id: only used when auth_method is approle (it is token); remove it",
+        _with("vault", f'role_id = "{ROLE_ID}"'),
+    ),
+    Bad(
+        "kubernetes without role",
+        "vault.role: required when auth_method is kubernetes; set role in [vault]",
+        _with("vault", 'auth_method = "kubernetes"\njwt_file = "jwt"'),
+        files={"jwt": "eyJ.x.y"},
+    ),
+    Bad(
+        "kubernetes jwt file missing",
+        "vault.jwt_file (from ROTATOR_VAULT__JWT_FILE): file /nonexistent/token does not "
+        "exist; mount the service account token",
+        _with("vault", 'auth_method = "kubernetes"\nrole = "rotator"'),
+        env={"ROTATOR_VAULT__JWT_FILE": "/nonexistent/token"},
+    ),
+    Bad(
+        "kubernetes role with approle",
+        "vault.role: only used when auth_method is kubernetes (it is approle)",
+        _with(
+            "vault",
+            f'auth_method = "approle"\nrole_id = "{ROLE_ID}"\nsecret_id = "{SECRET_ID}"\n'
+            'role = "rotator"',
+        ),
+    ),
+    Bad(
+        "auth_mount with token method",
+        "vault.auth_mount: only used when auth_method is approle or kubernetes",
+        _with("vault", 'auth_mount = "approle-prod"'),
+    ),
+    Bad(
+        "auth_mount with slash",
+        'vault.auth_mount: must not start or end with "/"',
+        _with("vault", 'auth_method = "approle"\nauth_mount = "auth/approle/"'),
+    ),
+    Bad(
+        "client cert without key",
+        "vault.client_key: required with vault.client_cert: TLS client authentication needs "
+        "both the certificate and its key; set vault.client_key (or VAULT_CLIENT_KEY)",
+        _with("vault", 'client_cert = "cert.pem"'),
+        files={"cert.pem": "-----BEGIN CERTIFICATE-----\n"},
+    ),
+    Bad(
+        "client key without cert",
+        "vault.client_cert: required with vault.client_key",
+        _with("vault", 'client_key = "key.pem"'),
+        files={"key.pem": "-----BEGIN PRIVATE KEY-----\n"},
+    ),
+    Bad(
+        "client cert file missing",
+        "vault.client_cert (from VAULT_CLIENT_CERT): file /nonexistent/cert.pem does not "
+        "exist; give the path of the PEM client certificate",
+        _with("vault", 'client_key = "key.pem"'),
+        env={"VAULT_CLIENT_CERT": "/nonexistent/cert.pem"},
+        files={"key.pem": "-----BEGIN PRIVATE KEY-----\n"},
+    ),
+    Bad(
+        "credentials_path and client_secret",
+        "monite.credentials_path (from ROTATOR_MONITE__CREDENTIALS_PATH): set "
+        "monite.credentials_path or monite.client_id, not both",
+        env={"ROTATOR_MONITE__CREDENTIALS_PATH": "monite/api"},
+    ),
+    Bad(
+        "credentials_path with slash",
+        'monite.credentials_path: must not start or end with "/"',
+        MINIMAL.replace(f'client_id = "{CLIENT_ID}"', 'credentials_path = "/monite/api"'),
+        base_env={"VAULT_TOKEN": VAULT_TOKEN},
+    ),
+    Bad(
+        "client_id missing",
+        "monite.client_id: required; set client_id in [monite], monite.client_id_file or "
+        "ROTATOR_MONITE__CLIENT_ID (the API client id from the Monite partner portal), or "
+        "monite.credentials_path",
+        MINIMAL.replace(f'client_id = "{CLIENT_ID}"', ""),
     ),
     Bad(
         "vault mount slash",

@@ -290,6 +290,7 @@ async def test_retries_are_bounded(vault: Any, vault_settings: VaultSettings) ->
 
 async def test_write_error_is_not_retried(store: VaultStore, vault: Any) -> None:
     """A 5xx on a write raises VaultUnavailable after exactly one request."""
+    await store.read(SUB.id)  # the token's first-use lookup is done, so the fault hits the write
     before = vault.request_count("kv_write")
     vault.faults.fail_next = 1
     with pytest.raises(VaultUnavailable):
