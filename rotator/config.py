@@ -412,6 +412,69 @@ class VaultSettings(_Group):
         return self
 
 
+# Crontab weekday names, Sunday first as crontab(5) numbers them (0 and 7 = Sunday).
+_WEEKDAYS: tuple[str, ...] = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(expr: str, *, jitter: int | None = None) -> CronTrigger:
+    """A CronTrigger that reads `expr` as crontab(5) does, in UTC.
+
+    APScheduler 3.x numbers weekdays from Monday = 0 (its `from_crontab` keeps
+    that historical mismatch); crontab numbers them from Sunday = 0 (and 7).
+    Numeric weekdays are translated to names, so "0 3 * * 1" means Monday.
+    """
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{len(fields)} fields instead of 5")
+    minute, hour, day, month, day_of_week = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(day_of_week),
+        timezone=UTC,
+        jitter=jitter,
+    )
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field as APScheduler weekday names; unknown forms pass through."""
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            return field
+        if span == "*":
+            first, last = 0, 6
+        else:
+            low, dash, high = span.partition("-")
+            first_day, last_day = _weekday(low), _weekday(high) if dash else None
+            if first_day is None or (dash and last_day is None):
+                return field
+            first = first_day
+            # "5/2" in crontab means from Friday to the end of the week, every 2nd day.
+            last = last_day if last_day is not None else (6 if step else first_day)
+            if last == 0 and first > 0:
+                last = 7  # a range ending in Sunday, like "5-7" or "fri-sun"
+            if first > last:
+                return field
+        for number in range(first, last + 1, step or 1):
+            days.add(number % 7)
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def _weekday(text: str) -> int | None:
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text) % 7 if int(text) != 7 else 0
+    if text[:3] in _WEEKDAYS and len(text) == 3:
+        return _WEEKDAYS.index(text)
+    return None
+
+
 class ScheduleSettings(_Group):
     interval: Annotated[
         timedelta | None,
@@ -439,8 +502,15 @@ class ScheduleSettings(_Group):
     def _cron(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        fields = value.split()
+        if len(fields) == 5 and fields[2] not in ("*", "?") and fields[4] not in ("*", "?"):
+            # crontab(5) fires when EITHER day field matches; APScheduler needs BOTH.
+            raise ValueError(
+                "restricts both day-of-month and day-of-week, which crontab and the "
+                "scheduler read differently (either vs both); restrict only one of them"
+            )
         try:
-            CronTrigger.from_crontab(value, timezone=UTC)
+            cron_trigger(value)
         except (ValueError, TypeError) as exc:
             reason = " ".join(str(exc).split())
             raise ValueError(
@@ -472,7 +542,8 @@ class LogSettings(_Group):
 
 def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # Port 0 asks the kernel for a free port; the daemon logs the one it got.
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError("must be HOST:PORT, like 127.0.0.1:9464 or 0.0.0.0:9464")
     return value
 

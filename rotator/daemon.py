@@ -50,7 +50,6 @@ from typing import Any, Final, Literal, TypeVar
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -70,7 +69,7 @@ from rotator.audit import (
     configure_logging,
 )
 from rotator.clock import Clock, SystemClock
-from rotator.config import ScheduleSettings, Settings, load_settings
+from rotator.config import ScheduleSettings, Settings, cron_trigger, load_settings
 from rotator.engine import CycleReport, Engine, open_engine
 from rotator.errors import ConfigError, DependencyError
 from rotator.health import CachedProbe, HealthServer, Routes, Verdict
@@ -102,8 +101,6 @@ Phase = Literal["starting", "preflight", "running", "stopping"]
 EngineFactory = Callable[[Settings], contextlib.AbstractAsyncContextManager[Engine]]
 T = TypeVar("T")
 
-_WEEKDAYS: Final = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
 
 # ---------------------------------------------------------------------------
 # Triggers
@@ -117,62 +114,6 @@ def build_trigger(schedule: ScheduleSettings) -> BaseTrigger:
         return cron_trigger(schedule.cron, jitter=jitter)
     assert schedule.interval is not None
     return IntervalTrigger(seconds=schedule.interval.total_seconds(), jitter=jitter, timezone=UTC)
-
-
-def cron_trigger(expr: str, *, jitter: int | None = None) -> CronTrigger:
-    """A CronTrigger that reads `expr` as crontab(5) does, in UTC.
-
-    APScheduler 3.x numbers weekdays from Monday = 0 (its `from_crontab` keeps
-    that historical mismatch); crontab numbers them from Sunday = 0 (and 7).
-    Numeric weekdays are translated to names, so "0 3 * * 1" means Monday.
-    """
-    minute, hour, day, month, day_of_week = expr.split()
-    return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=crontab_weekdays(day_of_week),
-        timezone=UTC,
-        jitter=jitter,
-    )
-
-
-def crontab_weekdays(field: str) -> str:
-    """A crontab day-of-week field as APScheduler weekday names; unknown forms pass through."""
-    if field in ("*", "?"):
-        return "*"
-    days: set[int] = set()
-    for part in field.lower().split(","):
-        span, _, step_text = part.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
-        if step_text and step is None:
-            return field
-        if span == "*":
-            first, last = 0, 6
-        else:
-            low, dash, high = span.partition("-")
-            first_day, last_day = _weekday(low), _weekday(high) if dash else None
-            if first_day is None or (dash and last_day is None):
-                return field
-            first = first_day
-            # "5/2" in crontab means from Friday to the end of the week, every 2nd day.
-            last = last_day if last_day is not None else (6 if step else first_day)
-            if last == 0 and first > 0:
-                last = 7  # a range ending in Sunday, like "5-7" or "fri-sun"
-            if first > last:
-                return field
-        for number in range(first, last + 1, step or 1):
-            days.add(number % 7)
-    return ",".join(_WEEKDAYS[d] for d in sorted(days))
-
-
-def _weekday(text: str) -> int | None:
-    if text.isdigit() and 0 <= int(text) <= 7:
-        return int(text) % 7 if int(text) != 7 else 0
-    if text[:3] in _WEEKDAYS and len(text) == 3:
-        return _WEEKDAYS.index(text)
-    return None
 
 
 def describe_schedule(schedule: ScheduleSettings) -> str:

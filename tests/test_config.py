@@ -783,8 +783,18 @@ BAD = [
     ),
     Bad(
         "cron invalid",
-        "schedule.cron: is not a valid cron expression (Wrong number of fields",
+        "schedule.cron: is not a valid cron expression (4 fields instead of 5)",
         _with("schedule", 'cron = "*/15 * * *"'),
+    ),
+    Bad(
+        "cron with both day fields",
+        "schedule.cron: restricts both day-of-month and day-of-week",
+        _with("schedule", 'cron = "0 3 1 * 1"'),
+    ),
+    Bad(
+        "cron bad minute",
+        "schedule.cron: is not a valid cron expression",
+        _with("schedule", 'cron = "61 * * * *"'),
     ),
     Bad(
         "jitter not a duration",

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.config import HealthSettings, MoniteSettings, Settings, VaultSettings
 from rotator.daemon import Daemon as RotatorDaemon
-from rotator.daemon import cron_trigger, crontab_weekdays
+from rotator.config import cron_trigger, crontab_weekdays
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
