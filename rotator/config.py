@@ -236,6 +236,18 @@ Retries = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(0, 1
 PageSize = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 100))]
 PageLimit = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 1_000_000))]
 Concurrency = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 256))]
+PoolSize = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 64))]
+Burst = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(1, 100))]
+RotationCap = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_between(0, 1_000_000))]
+
+
+def _rate(value: float) -> float:
+    if not 0 < value <= 1000:
+        raise ValueError("must be a number of requests per second between 0 and 1000, like 25")
+    return value
+
+
+Rate = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_rate)]
 
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -268,6 +280,11 @@ class MoniteSettings(_Group):
     max_retries: Retries = 4  # retries after the first attempt, per request
     page_size: PageSize = 100
     max_pages: PageLimit = 1000
+    # Client-side limit, requests per second for all callers together. Monite allows
+    # 30/s by default (less in sandbox); a little headroom means steady work never
+    # meets a 429. A 429 or RateLimit-Remaining: 0 still pauses every caller.
+    rate_limit: Rate = 29.0
+    rate_burst: Burst = 1
 
     @field_validator("client_id")
     @classmethod
@@ -321,6 +338,8 @@ class VaultSettings(_Group):
     path_prefix: Annotated[str, AfterValidator(_kv_path)] = "monite/webhooks"
     timeout: PositiveDuration = timedelta(seconds=10)
     max_retries: Retries = 4
+    # hvac clients are not thread-safe: one per worker thread, this many threads.
+    pool_size: PoolSize = 8
 
     @property
     def login_mount(self) -> str:
@@ -533,6 +552,11 @@ class RotationSettings(_Group):
     commit_retry_for: PositiveDuration = timedelta(minutes=10)  # how long a commit is retried
     # How long SIGTERM waits for in-flight rotations: below Kubernetes' default 30s grace.
     shutdown_timeout: PositiveDuration = timedelta(seconds=25)
+    # Spread a mass rotation over several cycles (oldest secrets first); 0 = no cap.
+    max_rotations_per_cycle: RotationCap = 0
+    # Records are cached between cycles and read again in full this often; the
+    # daemon's own writes keep the cache current in between.
+    cache_refresh: PositiveDuration = timedelta(hours=1)
 
 
 class LogSettings(_Group):

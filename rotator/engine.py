@@ -34,6 +34,7 @@ from rotator.errors import (
 from rotator.model import Record, Regenerated, format_time
 from rotator.monite import MoniteClient
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
+from rotator.ratelimit import RateLimiter
 from rotator.vault import VaultStore, read_monite_credentials
 
 OutcomeKind = Literal["rotated", "recovered", "skipped", "failed", "conflict"]
@@ -105,7 +106,6 @@ class Engine:
         rotation: RotationSettings,
         owner: str,
         clock: Clock | None = None,
-        cache_ttl: timedelta = timedelta(hours=1),
         rng: random.Random | None = None,
     ) -> None:
         self._monite = monite
@@ -114,7 +114,7 @@ class Engine:
         self._rotation = rotation
         self._owner = owner
         self._clock = clock or SystemClock()
-        self._cache_ttl = cache_ttl
+        self._cache_ttl = rotation.cache_refresh
         self._rng = rng or random.Random()
         self._records: dict[str, Record] = {}
         self._cache_loaded_at: datetime | None = None
@@ -184,6 +184,12 @@ class Engine:
             for decision in report.decisions:
                 if decision.action == "skip":
                     report.outcomes.append(self._skipped(decision))
+            cap = self._rotation.max_rotations_per_cycle
+            if cap and len(due) > cap:
+                # Decisions come oldest first, so the cap defers the freshest of the due.
+                for decision in due[cap:]:
+                    report.outcomes.append(self._skipped(decision, reason="deferred"))
+                due = due[:cap]
 
             semaphore = asyncio.Semaphore(self._rotation.concurrency)
 
@@ -237,19 +243,20 @@ class Engine:
         else:
             self._records.pop(record.subscription_id, None)
 
-    def _skipped(self, decision: Decision) -> Outcome:
+    def _skipped(self, decision: Decision, reason: str | None = None) -> Outcome:
         sub = decision.subscription
+        reason = reason or decision.reason
         log.info(
             audit.ROTATION_SKIPPED,
             subscription_id=sub.id,
             object_type=sub.object_type,
-            reason=decision.reason,
+            reason=reason,
             age_seconds=_seconds(decision.age),
             vault_version=decision.record.version or None,
         )
         if decision.reason == "unmanaged_skip":
             log.warning(audit.SUBSCRIPTION_UNMANAGED, subscription_id=sub.id)
-        return Outcome(sub.id, sub.object_type, "skipped", decision.reason)
+        return Outcome(sub.id, sub.object_type, "skipped", reason)
 
     async def rotate(self, decision: Decision, now: datetime) -> Outcome:
         """Claim, regenerate, commit one subscription. Returns its outcome; never raises."""
@@ -496,7 +503,10 @@ async def open_engine(
                 update={"client_id": client_id, "client_secret": client_secret}
             )
         async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
-            monite = MoniteClient(http, monite_settings, clock=clock)
+            limiter = RateLimiter(
+                monite_settings.rate_limit, burst=monite_settings.rate_burst, clock=clock
+            )
+            monite = MoniteClient(http, monite_settings, clock=clock, limiter=limiter)
             try:
                 yield Engine(
                     monite=monite,

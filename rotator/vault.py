@@ -2,7 +2,7 @@
 
 Owns every conversation with Vault: the hvac clients (one per worker thread,
 because hvac's Client is synchronous and not thread-safe), driving them from
-the event loop with `asyncio.to_thread`, bounded retries of reads and lists,
+the event loop on a pool of `pool_size` worker threads, bounded retries of reads and lists,
 and the translation of hvac and requests exceptions into the project's
 `VaultError` tree. Writes are never retried here: a write whose answer was
 lost may have been applied, and only the engine knows what is safe next.
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextvars
 import dataclasses
 import logging
 import random
@@ -575,6 +577,7 @@ class VaultStore:
         self._local = _ThreadClient()
         self._clients: list[Any] = []
         self._clients_lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._generation = 0
         self._prefix = settings.path_prefix.strip("/")
         self._mount = settings.mount.strip("/")
@@ -607,11 +610,25 @@ class VaultStore:
             local.generation = self._generation
         return local.client
 
+    async def _in_pool(self, run: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T]) -> T:
+        """`run(fn)` on one of our `pool_size` worker threads, with the caller's log context."""
+        with self._clients_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._settings.pool_size, thread_name_prefix="vault"
+                )
+            pool = self._pool
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(pool, context.run, run, fn)
+
     def close(self) -> None:
-        """Close every client's HTTP session; later calls open new ones."""
+        """Close every client's HTTP session and the worker threads; later calls open new ones."""
         with self._clients_lock:
             clients, self._clients = self._clients, []
+            pool, self._pool = self._pool, None
             self._generation += 1
+        if pool is not None:
+            pool.shutdown(wait=False)
         for client in clients:
             try:
                 client.adapter.close()
@@ -668,9 +685,9 @@ class VaultStore:
         """Run `fn(client)` in a worker thread once; translate and count the outcome."""
         try:
             if auth:
-                result = await asyncio.to_thread(self._authenticated, fn)
+                result = await self._in_pool(self._authenticated, fn)
             else:
-                result = await asyncio.to_thread(lambda: fn(self._client()))
+                result = await self._in_pool(lambda f: f(self._client()), fn)
         except Exception as exc:
             error = translate_hvac_error(
                 exc, operation=operation, path=display_path, secrets=self._secrets()

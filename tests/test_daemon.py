@@ -28,9 +28,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.config import HealthSettings, MoniteSettings, Settings, VaultSettings
+from rotator.config import (
+    HealthSettings,
+    MoniteSettings,
+    Settings,
+    VaultSettings,
+    cron_trigger,
+    crontab_weekdays,
+)
 from rotator.daemon import Daemon as RotatorDaemon
-from rotator.config import cron_trigger, crontab_weekdays
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output

@@ -40,6 +40,7 @@ async def make_engine(
         owner: str = "test-rotator",
         claim_ttl: timedelta = timedelta(seconds=30),
         commit_retry_for: timedelta = timedelta(seconds=10),
+        **rotation: Any,
     ) -> Engine:
         store = VaultStore(vault_settings)
         stores.append(store)
@@ -48,7 +49,10 @@ async def make_engine(
             store=store,
             policy=policy or Policy(max_age=MAX_AGE),
             rotation=RotationSettings(
-                claim_ttl=claim_ttl, concurrency=4, commit_retry_for=commit_retry_for
+                claim_ttl=claim_ttl,
+                concurrency=4,
+                commit_retry_for=commit_retry_for,
+                **rotation,
             ),
             owner=owner,
         )
@@ -350,3 +354,86 @@ async def test_audit_events_carry_fingerprint_not_secret(
     assert expected == event["secret_fingerprint"]
     assert 2 == event["vault_version"]
     assert monite.current_secret(sid) not in repr(captured)
+
+
+async def test_steady_state_cycle_reads_nothing_from_vault(
+    monite: MoniteEmulator, vault: VaultEmulator, make_engine: EngineFactory
+) -> None:
+    """Once the cache is warm, a cycle with nothing due makes no Vault request at all."""
+    for _ in range(5):
+        monite.seed()
+    engine = make_engine()
+    await engine.run_cycle()  # cold: lists and reads records, then rotates all five
+    before = vault.request_count()
+    report = await engine.run_cycle()
+    assert 5 == report.count("skipped")
+    assert 0 == vault.request_count() - before
+
+
+async def test_cache_is_read_again_after_cache_refresh(
+    monite: MoniteEmulator, vault: VaultEmulator, make_engine: EngineFactory
+) -> None:
+    """With cache_refresh elapsed, the next cycle lists and reads every record again."""
+    ids = [monite.seed() for _ in range(3)]
+    engine = make_engine(cache_refresh=timedelta(milliseconds=1))
+    await engine.run_cycle()
+    await asyncio.sleep(0.01)
+    before_list, before_read = vault.request_count("kv_list"), vault.request_count("kv_read")
+    await engine.run_cycle()
+    assert 1 == vault.request_count("kv_list") - before_list
+    assert len(ids) == vault.request_count("kv_read") - before_read
+
+
+async def test_stale_cache_is_harmless(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
+) -> None:
+    """A record changed behind the cache's back loses the claim, is re-read, then rotated."""
+    sid = monite.seed()
+    engine = make_engine()
+    await engine.run_cycle()
+    # Another writer (say, a second replica) moves the record on and makes it old.
+    store = VaultStore(vault_settings)
+    try:
+        current = await store.read(sid)
+        aged = Record(
+            subscription_id=sid,
+            secret=current.secret,
+            rotated_at=datetime.now(UTC) - timedelta(days=45),
+        )
+        await store.write(aged, cas=current.version)
+    finally:
+        store.close()
+    # Our cache still says fresh: nothing happens, and no regenerate is attempted.
+    fresh = await engine.run_cycle(Force(ids=frozenset({sid})))
+    assert [("conflict", "claimed_elsewhere")] == [(o.kind, o.reason) for o in fresh.outcomes]
+    assert 1 == monite.regenerate_count(sid)
+    # The conflict marked the record stale: the next cycle reads it and rotates it.
+    again = await engine.run_cycle()
+    assert [("rotated", "max_age_exceeded")] == [(o.kind, o.reason) for o in again.outcomes]
+    assert monite.current_secret(sid) == vault_secret(vault, sid)
+
+
+async def test_max_rotations_per_cycle_defers_the_freshest(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
+) -> None:
+    """With a cap of 2, the two oldest due secrets rotate now and the third waits a cycle."""
+    ages = {monite.seed(): timedelta(days=days) for days in (31, 60, 45)}
+    for sid, age in ages.items():
+        await put_record(vault_settings, sid, monite.current_secret(sid), age)
+    engine = make_engine(max_rotations_per_cycle=2)
+    first = await engine.run_cycle()
+    rotated = {o.subscription_id for o in first.outcomes if o.kind == "rotated"}
+    deferred = [o.subscription_id for o in first.outcomes if o.reason == "deferred"]
+    newest = min(ages, key=ages.__getitem__)
+    assert set(ages) - {newest} == rotated
+    assert [newest] == deferred
+    second = await engine.run_cycle()
+    assert [newest] == [o.subscription_id for o in second.outcomes if o.kind == "rotated"]
+    for sid in ages:
+        assert monite.current_secret(sid) == vault_secret(vault, sid)

@@ -351,8 +351,26 @@ async def test_concurrent_reads_and_writes_use_one_client_per_thread(
         read = await asyncio.gather(*(store.read(i) for i in ids))
         assert written == read
         assert len(owners) == len(set(owners))
-        assert len(owners) > 1
+        assert 1 < len(owners) <= vault_settings.pool_size
         assert len(ids) * 2 == store.requests[("write", "ok")] + store.requests[("read", "ok")]
+    finally:
+        store.close()
+
+
+async def test_pool_size_bounds_the_hvac_clients(vault_settings: VaultSettings) -> None:
+    """With pool_size 2, forty concurrent reads share exactly two worker threads and clients."""
+    made: list[int] = []
+
+    def factory() -> hvac.Client:
+        made.append(threading.get_ident())
+        return hvac.Client(url=vault_settings.address, token=vault_settings.token.reveal())
+
+    assert vault_settings.token is not None
+    store = VaultStore(vault_settings.model_copy(update={"pool_size": 2}), client_factory=factory)
+    try:
+        await asyncio.gather(*(store.read(f"pool-{n}") for n in range(40)))
+        assert 2 == len(set(made))
+        assert 2 == len(made)
     finally:
         store.close()
 
