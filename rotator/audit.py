@@ -22,69 +22,10 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from rotator.errors import ConfigError
+
+# Event names are defined in rotator.events and re-exported here.
+from rotator.events import *  # noqa: F403
 from rotator.model import Secret, is_known_secret
-
-# --- event names: stable, namespaced; dashboards and alerts key on them ---------
-
-CYCLE_STARTED: Final = "cycle.started"
-CYCLE_FINISHED: Final = "cycle.finished"
-CYCLE_FAILED: Final = "cycle.failed"
-ROTATION_CLAIMED: Final = "rotation.claimed"
-ROTATION_SUCCEEDED: Final = "rotation.succeeded"
-ROTATION_FAILED: Final = "rotation.failed"
-ROTATION_SKIPPED: Final = "rotation.skipped"
-ROTATION_RECOVERED: Final = "rotation.recovered"
-ROTATION_CONFLICT: Final = "rotation.conflict"
-ROTATION_COMMIT_RETRY: Final = "rotation.commit_retry"
-SUBSCRIPTION_ORPHANED: Final = "subscription.orphaned"
-SUBSCRIPTION_UNMANAGED: Final = "subscription.unmanaged"
-CONFIG_LOADED: Final = "config.loaded"
-CHECK_PASSED: Final = "check.passed"
-CHECK_FAILED: Final = "check.failed"
-CONFIG_RELOADED: Final = "config.reloaded"
-CONFIG_RELOAD_FAILED: Final = "config.reload_failed"
-DAEMON_STARTED: Final = "daemon.started"
-DAEMON_READY: Final = "daemon.ready"
-DAEMON_STOPPING: Final = "daemon.stopping"
-DAEMON_STOPPED: Final = "daemon.stopped"
-DAEMON_PREFLIGHT_FAILED: Final = "daemon.preflight_failed"
-DAEMON_DRAIN_TIMEOUT: Final = "daemon.drain_timeout"
-DAEMON_UNHEALTHY: Final = "daemon.unhealthy"
-DAEMON_CLAIM_CHECK: Final = "daemon.claim_check_scheduled"
-MONITE_RETRY: Final = "monite.retry"
-MONITE_LIST_ITEMS_SKIPPED: Final = "monite.list_items_skipped"
-
-EVENTS: Final[frozenset[str]] = frozenset(
-    {
-        CYCLE_STARTED,
-        CYCLE_FINISHED,
-        CYCLE_FAILED,
-        ROTATION_CLAIMED,
-        ROTATION_SUCCEEDED,
-        ROTATION_FAILED,
-        ROTATION_SKIPPED,
-        ROTATION_RECOVERED,
-        ROTATION_CONFLICT,
-        ROTATION_COMMIT_RETRY,
-        SUBSCRIPTION_ORPHANED,
-        SUBSCRIPTION_UNMANAGED,
-        CONFIG_LOADED,
-        CHECK_PASSED,
-        CHECK_FAILED,
-        CONFIG_RELOADED,
-        CONFIG_RELOAD_FAILED,
-        DAEMON_STARTED,
-        DAEMON_READY,
-        DAEMON_STOPPING,
-        DAEMON_STOPPED,
-        DAEMON_PREFLIGHT_FAILED,
-        DAEMON_DRAIN_TIMEOUT,
-        DAEMON_UNHEALTHY,
-        DAEMON_CLAIM_CHECK,
-        MONITE_RETRY,
-        MONITE_LIST_ITEMS_SKIPPED,
-    }
-)
 
 REDACTED: Final = "<redacted>"
 SECRET_PLACEHOLDER: Final = "<secret>"

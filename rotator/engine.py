@@ -21,7 +21,7 @@ import httpx
 import structlog
 
 from rotator import audit
-from rotator.clock import Clock, SystemClock
+from rotator.clock import Clock, SystemClock, full_jitter
 from rotator.config import RotationSettings, Settings
 from rotator.errors import (
     DependencyError,
@@ -408,7 +408,7 @@ class Engine:
                         secret_fingerprint=regenerated.secret.fingerprint(),
                     )
                     return None, "failed"
-                delay = min(remaining, self._rng.uniform(0, min(10.0, 0.25 * 2**attempt)))
+                delay = min(remaining, full_jitter(attempt, base=0.25, cap=10.0, rng=self._rng))
                 log.warning(
                     audit.ROTATION_COMMIT_RETRY,
                     **fields,

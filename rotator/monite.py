@@ -30,8 +30,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from rotator import audit
-from rotator.clock import Clock, SystemClock
+from rotator import events
+from rotator.clock import Clock, SystemClock, full_jitter
 from rotator.config import MoniteSettings
 from rotator.errors import (
     MoniteAuthError,
@@ -215,7 +215,7 @@ class MoniteClient:
             params = {"pagination_token": token}
         self.last_list_skipped = skipped
         if skipped:
-            log.warning(audit.MONITE_LIST_ITEMS_SKIPPED, skipped=skipped, reason="no id")
+            log.warning(events.MONITE_LIST_ITEMS_SKIPPED, skipped=skipped, reason="no id")
         return list(by_id.values())
 
     # ------------------------------------------------------------------ token
@@ -354,7 +354,7 @@ class MoniteClient:
                     retry_after=getattr(error, "retry_after", None),
                 ) from cause
             log.info(
-                audit.MONITE_RETRY,
+                events.MONITE_RETRY,
                 operation=operation,
                 status=error.status,
                 attempt=retries + 1,
@@ -414,8 +414,7 @@ class MoniteClient:
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after >= 0:
             return min(float(retry_after), RETRY_AFTER_CAP)
-        # Full jitter: callers that failed together do not come back together.
-        return self._rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**retries))
+        return full_jitter(retries, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=self._rng)
 
     def _error_for_status(self, operation: str, response: httpx.Response) -> MoniteError:
         status = response.status_code

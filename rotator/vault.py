@@ -35,6 +35,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from rotator.clock import full_jitter
 from rotator.config import VaultSettings
 from rotator.errors import (
     VaultAuthError,
@@ -53,6 +54,7 @@ T = TypeVar("T")
 
 _RETRY_BASE = 0.2  # seconds; doubled per attempt
 _RETRY_CAP = 5.0  # seconds; no single wait is longer
+_RNG = random.Random()  # jitter, not cryptography
 _MAX_DETAIL = 300  # characters of Vault's error text kept in a message
 _CAS_MISMATCH = "check-and-set parameter did not match"
 # A token is renewed (or a login repeated) once less than this share of its lease is left.
@@ -715,7 +717,7 @@ class VaultStore:
             except VaultUnavailable as exc:
                 if n >= retries:
                     raise
-                delay = random.uniform(0, min(_RETRY_CAP, _RETRY_BASE * 2**n))
+                delay = full_jitter(n, base=_RETRY_BASE, cap=_RETRY_CAP, rng=_RNG)
                 log.debug("vault %s: %s; retry %d in %.2fs", operation, exc, n + 1, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

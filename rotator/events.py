@@ -1,0 +1,101 @@
+"""The audit log's event names: stable and namespaced, `area.verb`.
+
+Dashboards and alerts key on these strings, so they only ever get added to.
+Every module that logs an audit event takes its name from here; `audit`
+re-exports them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CHECK_FAILED",
+    "CHECK_PASSED",
+    "CONFIG_LOADED",
+    "CONFIG_RELOADED",
+    "CONFIG_RELOAD_FAILED",
+    "CYCLE_FAILED",
+    "CYCLE_FINISHED",
+    "CYCLE_STARTED",
+    "DAEMON_CLAIM_CHECK",
+    "DAEMON_DRAIN_TIMEOUT",
+    "DAEMON_PREFLIGHT_FAILED",
+    "DAEMON_READY",
+    "DAEMON_STARTED",
+    "DAEMON_STOPPED",
+    "DAEMON_STOPPING",
+    "DAEMON_UNHEALTHY",
+    "EVENTS",
+    "MONITE_LIST_ITEMS_SKIPPED",
+    "MONITE_RETRY",
+    "ROTATION_CLAIMED",
+    "ROTATION_COMMIT_RETRY",
+    "ROTATION_CONFLICT",
+    "ROTATION_FAILED",
+    "ROTATION_RECOVERED",
+    "ROTATION_SKIPPED",
+    "ROTATION_SUCCEEDED",
+    "SUBSCRIPTION_ORPHANED",
+    "SUBSCRIPTION_UNMANAGED",
+]
+
+CYCLE_STARTED: Final = "cycle.started"
+CYCLE_FINISHED: Final = "cycle.finished"
+CYCLE_FAILED: Final = "cycle.failed"
+ROTATION_CLAIMED: Final = "rotation.claimed"
+ROTATION_SUCCEEDED: Final = "rotation.succeeded"
+ROTATION_FAILED: Final = "rotation.failed"
+ROTATION_SKIPPED: Final = "rotation.skipped"
+ROTATION_RECOVERED: Final = "rotation.recovered"
+ROTATION_CONFLICT: Final = "rotation.conflict"
+ROTATION_COMMIT_RETRY: Final = "rotation.commit_retry"
+SUBSCRIPTION_ORPHANED: Final = "subscription.orphaned"
+SUBSCRIPTION_UNMANAGED: Final = "subscription.unmanaged"
+CONFIG_LOADED: Final = "config.loaded"
+CHECK_PASSED: Final = "check.passed"
+CHECK_FAILED: Final = "check.failed"
+CONFIG_RELOADED: Final = "config.reloaded"
+CONFIG_RELOAD_FAILED: Final = "config.reload_failed"
+DAEMON_STARTED: Final = "daemon.started"
+DAEMON_READY: Final = "daemon.ready"
+DAEMON_STOPPING: Final = "daemon.stopping"
+DAEMON_STOPPED: Final = "daemon.stopped"
+DAEMON_PREFLIGHT_FAILED: Final = "daemon.preflight_failed"
+DAEMON_DRAIN_TIMEOUT: Final = "daemon.drain_timeout"
+DAEMON_UNHEALTHY: Final = "daemon.unhealthy"
+DAEMON_CLAIM_CHECK: Final = "daemon.claim_check_scheduled"
+MONITE_RETRY: Final = "monite.retry"
+MONITE_LIST_ITEMS_SKIPPED: Final = "monite.list_items_skipped"
+
+EVENTS: Final[frozenset[str]] = frozenset(
+    {
+        CYCLE_STARTED,
+        CYCLE_FINISHED,
+        CYCLE_FAILED,
+        ROTATION_CLAIMED,
+        ROTATION_SUCCEEDED,
+        ROTATION_FAILED,
+        ROTATION_SKIPPED,
+        ROTATION_RECOVERED,
+        ROTATION_CONFLICT,
+        ROTATION_COMMIT_RETRY,
+        SUBSCRIPTION_ORPHANED,
+        SUBSCRIPTION_UNMANAGED,
+        CONFIG_LOADED,
+        CHECK_PASSED,
+        CHECK_FAILED,
+        CONFIG_RELOADED,
+        CONFIG_RELOAD_FAILED,
+        DAEMON_STARTED,
+        DAEMON_READY,
+        DAEMON_STOPPING,
+        DAEMON_STOPPED,
+        DAEMON_PREFLIGHT_FAILED,
+        DAEMON_DRAIN_TIMEOUT,
+        DAEMON_UNHEALTHY,
+        DAEMON_CLAIM_CHECK,
+        MONITE_RETRY,
+        MONITE_LIST_ITEMS_SKIPPED,
+    }
+)
