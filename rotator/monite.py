@@ -296,8 +296,7 @@ class MoniteClient:
             if deadline is not None:
                 self._check_deadline(operation, deadline, started=started)
             token = await self._get_token() if auth else None
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            sequence = await self._limiter.acquire() if self._limiter is not None else 0
             if deadline is not None:
                 # Fetching the token and waiting for our turn took time; look again
                 # right before sending.
@@ -314,7 +313,7 @@ class MoniteClient:
             else:
                 status = response.status_code
                 self.requests[operation, status] += 1
-                self._follow_rate_limit(response)
+                self._follow_rate_limit(response, sequence)
                 if status == 401 and token is not None and not reauthed:
                     # The token expired or was revoked early: one fresh token, one more try.
                     reauthed = True
@@ -384,7 +383,7 @@ class MoniteClient:
                 timeout=self._timeout,
             )
 
-    def _follow_rate_limit(self, response: httpx.Response) -> None:
+    def _follow_rate_limit(self, response: httpx.Response, sequence: int) -> None:
         if self._limiter is None:
             return
         if response.status_code == 429:
@@ -392,6 +391,7 @@ class MoniteClient:
             self._limiter.pause(_retry_after(response, self._clock) or 1.0)
             return
         self._limiter.observe(
+            sequence,
             _header_number(response, "RateLimit-Remaining"),
             _header_number(response, "RateLimit-Reset"),
         )

@@ -1,9 +1,13 @@
 """The client-side rate limiter every Monite request passes through.
 
-A token bucket shared by all callers of one MoniteClient, set below Monite's
-own limit so steady work never meets a 429. When Monite still says stop (a
-429 with `Retry-After`, or `RateLimit-Remaining: 0`), every caller pauses at
-once instead of each one discovering the limit on its own.
+A token bucket shared by all callers of one MoniteClient, set just below
+Monite's own limit so steady work never meets a 429. Monite's
+`RateLimit-Remaining` header adds what our own pacing cannot know: how much
+of Monite's bucket is still unspent (its initial burst, or the gap between its
+refill and our rate). That spare is used, less what we sent since the answer
+that reported it and a small margin. When Monite says stop (a 429 with
+`Retry-After`, or nothing remaining), every caller pauses at once instead of
+each one discovering the limit on its own.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from __future__ import annotations
 import asyncio
 
 from rotator.clock import Clock
+
+# Requests of Monite's reported spare we leave unused: another client of the
+# same account, or a refill we counted too early, must not tip us into a 429.
+SPARE_MARGIN = 2
 
 
 class RateLimiter:
@@ -25,12 +33,15 @@ class RateLimiter:
         self._tokens = float(burst)
         self._updated = clock.monotonic()
         self._paused_until = 0.0
+        self._sent = 0  # sequence number of the last request let through
+        self._spare = 0  # of Monite's reported remaining quota, what we may still use
+        self._spare_as_of = 0  # the request whose answer reported it
         # FIFO: a caller that waits longest goes first, so no rotation starves.
         self._turn = asyncio.Lock()
         self.waited_seconds = 0.0  # total time callers spent waiting, for benchmarks
 
-    async def acquire(self) -> None:
-        """Wait until a request may be sent."""
+    async def acquire(self) -> int:
+        """Wait until a request may be sent; returns its sequence number for `observe`."""
         async with self._turn:
             while True:
                 now = self._clock.monotonic()
@@ -42,25 +53,44 @@ class RateLimiter:
                 self._updated = now
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
-                    return
-                await self._wait((1.0 - self._tokens) / self.rate)
+                    return self._send()
+                if self._spare >= 1:
+                    self._spare -= 1
+                    return self._send()
+                wait = (1.0 - self._tokens) / self.rate
+                await self._wait(wait)
                 if self._clock.monotonic() >= self._paused_until:
-                    # We slept exactly our deficit: the token is ours. Taking it here
-                    # rather than re-measuring avoids chasing float rounding forever.
+                    # We slept our deficit: the token is ours. Take it as of the planned
+                    # wake-up, not the actual one, so a sleep that overran refills the
+                    # bucket instead of slowing the pace (and no float rounding is chased).
                     self._tokens = 0.0
-                    self._updated = self._clock.monotonic()
-                    return
+                    self._updated = now + wait
+                    return self._send()
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for `seconds` (Monite said 429 + Retry-After)."""
         until = self._clock.monotonic() + max(0.0, seconds)
         self._paused_until = max(self._paused_until, until)
         self._tokens = 0.0
+        self._spare = 0
 
-    def observe(self, remaining: int | None, reset_seconds: float | None) -> None:
-        """Follow Monite's `RateLimit-Remaining`/`-Reset`: nothing left means wait for the reset."""
-        if remaining is not None and remaining <= 0 and reset_seconds is not None:
-            self.pause(reset_seconds)
+    def observe(self, sequence: int, remaining: int | None, reset_seconds: float | None) -> None:
+        """Follow Monite's `RateLimit-Remaining`/`-Reset` from the answer to request `sequence`."""
+        if remaining is None:
+            return
+        if remaining <= 0:
+            if reset_seconds is not None:
+                self.pause(reset_seconds)
+            return
+        if sequence <= self._spare_as_of:
+            return  # an older answer than the one we already follow
+        self._spare_as_of = sequence
+        # Everything sent after that request has spent Monite's quota too.
+        self._spare = max(0, remaining - (self._sent - sequence) - SPARE_MARGIN)
+
+    def _send(self) -> int:
+        self._sent += 1
+        return self._sent
 
     async def _wait(self, seconds: float) -> None:
         self.waited_seconds += seconds

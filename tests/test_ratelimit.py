@@ -54,13 +54,37 @@ async def test_no_remaining_quota_waits_for_the_reset() -> None:
     """RateLimit-Remaining 0 with Reset 1 makes the next request wait a second."""
     clock = FakeClock()
     limiter = RateLimiter(100.0, burst=10, clock=clock)
-    limiter.observe(remaining=0, reset_seconds=1.0)
+    first = await limiter.acquire()
+    limiter.observe(first, remaining=0, reset_seconds=1.0)
     await limiter.acquire()
     assert 1.0 <= clock.monotonic() < 1.1
-    limiter.observe(remaining=5, reset_seconds=1.0)
+
+
+async def test_reported_spare_quota_is_used_less_what_was_sent_since() -> None:
+    """Monite reporting 10 remaining lets 10 - 3 in flight - margin 2 = 5 more go at once."""
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, burst=1, clock=clock)
+    sent = [await limiter.acquire() for _ in range(4)]  # 1 from the bucket, then 1/s
+    assert 3.0 == clock.monotonic()
+    limiter.observe(sent[0], remaining=10, reset_seconds=1.0)
+    for _ in range(5):
+        await limiter.acquire()
+    assert 3.0 == clock.monotonic()
+    await limiter.acquire()
+    assert 4.0 == clock.monotonic()
+
+
+async def test_older_answers_do_not_override_newer_ones() -> None:
+    """An answer to an earlier request cannot restore spare quota a later answer took away."""
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, burst=1, clock=clock)
+    a = await limiter.acquire()
+    b = await limiter.acquire()
+    limiter.observe(b, remaining=2, reset_seconds=1.0)  # spare 0 after the margin
+    limiter.observe(a, remaining=30, reset_seconds=1.0)  # stale: ignored
     before = clock.monotonic()
     await limiter.acquire()
-    assert before == clock.monotonic()
+    assert 1.0 == clock.monotonic() - before
 
 
 async def test_limited_client_never_meets_a_429(monite_settings: MoniteSettings) -> None:

@@ -13,6 +13,8 @@ Every secret, access token and client secret it hands out is passed to
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 import math
 import random
@@ -195,6 +197,9 @@ class MoniteEmulator:
         self._clients: dict[str, str] = {}
         self._tokens: dict[str, _AccessToken] = {}
         self._subs: dict[str, _Subscription] = {}
+        # Bumped by every change to a subscription; keys the sorted-listing cache.
+        self._version = 0
+        self._sorted_cache: dict[_ListQuery, tuple[int, list[_Subscription], list[Any]]] = {}
         self._seq = 0
         self._pagination: dict[str, _Cursor] = {}
         self._regenerations: Counter[str] = Counter()
@@ -279,6 +284,7 @@ class MoniteEmulator:
         """Delete a subscription behind the client's back (an orphaned record)."""
         with self._lock:
             del self._subs[subscription_id]
+            self._version += 1
 
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         """The subscription as the API lists it (no secret)."""
@@ -426,6 +432,7 @@ class MoniteEmulator:
                 return Response(200, sub.resource())
             if name == "delete":
                 del self._subs[sub_id]
+                self._version += 1
                 return Response(204)
             if name in ("enable", "disable"):
                 sub.status = "enabled" if name == "enable" else "disabled"
@@ -435,6 +442,7 @@ class MoniteEmulator:
                     if parsed.get(key) is not None:
                         setattr(sub, key, parsed[key])
             sub.updated_at = _now()
+            self._version += 1
             return Response(200, sub.resource())
 
     # -- operations ----------------------------------------------------------
@@ -482,6 +490,7 @@ class MoniteEmulator:
             sub.secret = secrets.token_urlsafe(32)
             record_issued(sub.secret)
             sub.updated_at = _now()
+            self._version += 1
             self._regenerations[sub_id] += 1
             body = sub.resource(with_secret=True)
             drop = self.faults.drop_after_regenerate > 0
@@ -491,53 +500,72 @@ class MoniteEmulator:
             raise Drop
         return Response(200, body)
 
+    def _sorted_locked(self, query: _ListQuery) -> tuple[list[_Subscription], list[Any]]:
+        """Matching subscriptions in ascending key order, cached until the next change.
+
+        Listing 10,000 subscriptions page by page must not re-sort them for every
+        page, or the emulator, not the client, sets the pace of a benchmark.
+        """
+        shape = dataclasses.replace(query, limit=0, order="asc")
+        cached = self._sorted_cache.get(shape)
+        if cached is not None and cached[0] == self._version:
+            return cached[1], cached[2]
+        items = sorted(
+            (s for s in self._subs.values() if _matches(s, query)),
+            key=lambda s: _sort_key(s, query.sort),
+        )
+        keys = [_sort_key(s, query.sort) for s in items]
+        self._sorted_cache = {shape: (self._version, items, keys)}
+        return items, keys
+
     def _list(self, request: _ListRequest) -> Response:
         faults = self.faults
         query, cursor = request.query, request.cursor
         with self._lock:
-            items = sorted(
-                (s for s in self._subs.values() if _matches(s, query)),
-                key=lambda s: _sort_key(s, query.sort),
-                reverse=query.order == "desc",
-            )
-            keys = [_sort_key(s, query.sort) for s in items]
+            items, keys = self._sorted_locked(query)
             descending = query.order == "desc"
 
             # Keyset pagination: a cursor names the sort key it continues from,
             # so a concurrent create or delete shifts nothing already listed.
-            def after(anchor: tuple[datetime, int]) -> list[_Subscription]:
+            def after(anchor: tuple[datetime, int], n: int) -> list[_Subscription]:
+                """The first n items after `anchor`, in listing order."""
                 if descending:
-                    return [s for s, k in zip(items, keys, strict=True) if k < anchor]
-                return [s for s, k in zip(items, keys, strict=True) if k > anchor]
+                    i = bisect.bisect_left(keys, anchor)
+                    return items[max(0, i - n) : i][::-1]
+                i = bisect.bisect_right(keys, anchor)
+                return items[i : i + n]
 
-            def before(anchor: tuple[datetime, int]) -> list[_Subscription]:
+            def before(anchor: tuple[datetime, int], n: int) -> list[_Subscription]:
+                """The last n items before `anchor`, in listing order."""
                 if descending:
-                    return [s for s, k in zip(items, keys, strict=True) if k > anchor]
-                return [s for s, k in zip(items, keys, strict=True) if k < anchor]
+                    i = bisect.bisect_right(keys, anchor)
+                    return items[i : i + n][::-1]
+                i = bisect.bisect_left(keys, anchor)
+                return items[max(0, i - n) : i]
 
             page: list[_Subscription]
             if cursor is None:
-                page = items[: query.limit]
+                page = items[::-1][: query.limit] if descending else items[: query.limit]
             elif cursor.direction == "prev":
-                page = before(cursor.anchor)[-query.limit :]
+                page = before(cursor.anchor, query.limit)
             else:
                 repeated = (
                     self._subs.get(cursor.anchor_id) if faults.duplicate_across_pages else None
                 )
                 if repeated is not None:
                     # At least one new item, so even limit=1 still moves forward.
-                    page = [repeated, *after(cursor.anchor)[: max(1, query.limit - 1)]]
+                    page = [repeated, *after(cursor.anchor, max(1, query.limit - 1))]
                 else:
-                    page = after(cursor.anchor)[: query.limit]
+                    page = after(cursor.anchor, query.limit)
 
             next_token: str | None = None
             prev_token: str | None = None
             if page:
                 last_key = _sort_key(page[-1], query.sort)
                 first_key = _sort_key(page[0], query.sort)
-                if after(last_key) or (faults.pagination_loop and request.token is None):
+                if after(last_key, 1) or (faults.pagination_loop and request.token is None):
                     next_token = self._mint_locked(_Cursor(query, "next", last_key, page[-1].id))
-                if cursor is not None and before(first_key):
+                if cursor is not None and before(first_key, 1):
                     prev_token = self._mint_locked(_Cursor(query, "prev", first_key, page[0].id))
             if faults.pagination_loop and request.token is not None:
                 next_token = request.token
@@ -616,6 +644,7 @@ class MoniteEmulator:
             extra=extra,
         )
         self._subs[sub.id] = sub
+        self._version += 1
         return sub
 
     def _mint_locked(self, cursor: _Cursor) -> str:
