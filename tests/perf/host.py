@@ -1,0 +1,258 @@
+"""The Monite and Vault emulators in a process of their own, driven over a pipe.
+
+Why a separate process: the emulators are threaded Python servers. Run inside
+the bench process they would share its GIL with the rotator under test, and
+every millisecond they spend serving would show up as the rotator's latency.
+A real Monite and a real Vault run elsewhere; so do these. The pipe carries
+only setup (seeding), knobs (latency) and counters, never the traffic measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import multiprocessing.connection
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+RPC_TIMEOUT = 120.0  # seconds: seeding 100k subscriptions takes about 2 s
+MONITE_ROUTES = (
+    "token",
+    "revoke",
+    "list",
+    "create",
+    "get",
+    "patch",
+    "delete",
+    "enable",
+    "disable",
+    "regenerate_secret",
+    "not_found",
+    "method_not_allowed",
+)
+VAULT_KINDS = (
+    "kv_read",
+    "kv_write",
+    "kv_list",
+    "kv_delete",
+    "kv_metadata_read",
+    "kv_metadata_write",
+    "kv_config",
+    "health",
+    "seal_status",
+    "login",
+    "token",
+    "sys",
+    "other",
+)
+MOUNT = "secret"
+PREFIX = "monite/webhooks"
+
+
+class EmulatorHost:
+    """Starts both emulators in a child process; `call` runs a named operation there."""
+
+    def __init__(
+        self,
+        *,
+        rate_limit: float,
+        burst: int | None = None,
+        monite_latency: float = 0.0,
+        vault_latency: float = 0.0,
+    ) -> None:
+        self._options = {
+            "rate_limit": rate_limit,
+            "burst": burst,
+            "monite_latency": monite_latency,
+            "vault_latency": vault_latency,
+        }
+        # spawn, not fork: the bench process may already run threads of its own.
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, self._options), name="bench-emulators", daemon=True
+        )
+        self._child_conn = child
+        self.env: dict[str, str] = {}
+        self.monite_url = ""
+        self.vault_url = ""
+
+    def __enter__(self) -> EmulatorHost:
+        self._process.start()
+        self._child_conn.close()
+        info = self._receive(60.0)
+        self.monite_url = info["monite_url"]
+        self.vault_url = info["vault_url"]
+        self.env = info["env"]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(("stop", {}))
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
+        self._conn.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def call(self, op: str, timeout: float = RPC_TIMEOUT, **kwargs: Any) -> Any:
+        self._conn.send((op, kwargs))
+        return self._receive(timeout)
+
+    def _receive(self, timeout: float) -> Any:
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"emulator process did not answer within {timeout:g}s")
+        try:
+            status, payload = self._conn.recv()
+        except EOFError as exc:
+            raise RuntimeError(f"emulator process exited (code {self._process.exitcode})") from exc
+        if status != "ok":
+            raise RuntimeError(f"emulator process: {payload}")
+        return payload
+
+    # Typed wrappers for the operations the scenarios use.
+
+    def seed(self, count: int, records: str, *, age_days: float = 0.0) -> list[str]:
+        """Create `count` subscriptions, with no record ("none") or one aged `age_days`."""
+        ids: list[str] = self.call("seed", count=count, records=records, age_days=age_days)
+        return ids
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = self.call("counts")
+        return result
+
+    def consistent(self, ids: list[str]) -> int:
+        """How many of `ids` have a Vault record holding Monite's current secret."""
+        return int(self.call("consistent", ids=ids))
+
+
+def counts_delta(
+    after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    return {
+        side: {k: after[side].get(k, 0) - before[side].get(k, 0) for k in after[side]}
+        for side in after
+    }
+
+
+# ---------------------------------------------------------------- the child
+
+
+def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any]) -> None:
+    # Imported here so the parent's import of this module stays light.
+    from rotator.model import Record, Secret
+    from rotator.sandbox.demo import ROTATOR_POLICY_HCL
+    from rotator.sandbox.monite import MoniteEmulator
+    from rotator.sandbox.vault import VaultEmulator
+
+    parent = os.getppid()
+    monite = MoniteEmulator(rate_limit=options["rate_limit"], burst=options["burst"], seed=1)
+    vault = VaultEmulator(seed=1)
+    monite.faults.latency = options["monite_latency"]
+    vault.faults.latency = options["vault_latency"]
+    monite.start()
+    vault.start()
+    try:
+        client_id, client_secret = monite.add_client()
+        vault.put_policy("rotator", ROTATOR_POLICY_HCL)
+        token = vault.create_token(policies=["rotator"])
+        env = {
+            "ROTATOR_MONITE__BASE_URL": monite.base_url,
+            "ROTATOR_MONITE__CLIENT_ID": client_id,
+            "ROTATOR_MONITE__CLIENT_SECRET": client_secret,
+            "VAULT_ADDR": vault.address,
+            "VAULT_TOKEN": token,
+            "ROTATOR_VAULT__MOUNT": MOUNT,
+            "ROTATOR_VAULT__PATH_PREFIX": PREFIX,
+        }
+        conn.send(("ok", {"monite_url": monite.base_url, "vault_url": vault.address, "env": env}))
+
+        def seed(count: int, records: str, age_days: float) -> list[str]:
+            now = datetime.now(UTC)
+            ids = []
+            for n in range(count):
+                url = f"https://hooks.example.com/bench/{n}"
+                sid = monite.seed(url=url, object_type="payable")
+                ids.append(sid)
+                if records == "stored":
+                    record = Record(
+                        subscription_id=sid,
+                        secret=Secret(monite.current_secret(sid)),
+                        rotated_at=now - timedelta(days=age_days),
+                        url=url,
+                        object_type="payable",
+                        event_types=("created", "updated"),
+                    )
+                    vault.kv_write(MOUNT, f"{PREFIX}/{sid}", record.to_vault())
+            return ids
+
+        def counts() -> dict[str, dict[str, int]]:
+            return {
+                "monite": {r: monite.request_count(r) for r in MONITE_ROUTES},
+                "vault": {k: vault.request_count(k) for k in VAULT_KINDS},
+            }
+
+        def consistent(ids: list[str]) -> int:
+            good = 0
+            for sid in ids:
+                found = vault.kv_read(MOUNT, f"{PREFIX}/{sid}")
+                if found is not None and found[0].get("secret") == monite.current_secret(sid):
+                    good += 1
+            return good
+
+        def latency(monite_s: float, vault_s: float) -> None:
+            monite.faults.latency = monite_s
+            vault.faults.latency = vault_s
+
+        def rss() -> int:
+            return _own_rss_kib()
+
+        ops: dict[str, Callable[..., Any]] = {
+            "seed": seed,
+            "counts": counts,
+            "consistent": consistent,
+            "latency": latency,
+            "rss": rss,
+        }
+        while True:
+            # Poll with a timeout so an orphaned child notices its parent died.
+            if not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
+                continue
+            try:
+                op, kwargs = conn.recv()
+            except EOFError:
+                return
+            if op == "stop":
+                return
+            try:
+                conn.send(("ok", ops[op](**kwargs)))
+            except Exception as exc:
+                conn.send(("err", f"{op}: {type(exc).__name__}: {exc}"))
+    finally:
+        monite.stop()
+        vault.stop()
+
+
+def _own_rss_kib() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
