@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -23,13 +25,14 @@ from rotator.audit import configure_logging
 from rotator.config import Settings, load_settings
 from rotator.engine import (
     CycleReport,
+    Engine,
     force_for,
     open_engine,
     owner_identity,
     subscriptions_missing,
 )
 from rotator.errors import ConfigError, DependencyError
-from rotator.policy import REASONS, Decision
+from rotator.policy import REASONS, Decision, Force
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -218,14 +221,73 @@ def _exit_code(report: CycleReport) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+async def _cycle_until_signal(
+    engine: Engine, settings: Settings, force: Force | None = None
+) -> tuple[CycleReport | None, int | None]:
+    """One cycle that SIGTERM/SIGINT cannot cut between regenerate and commit.
+
+    A signal stops new rotations; those in flight get `rotation.shutdown_timeout`
+    to commit. Returns the report (None if the drain timed out) and the signal.
+    """
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            _say(
+                f"{signal.Signals(signum).name}: finishing the rotations in flight, "
+                "starting no new ones"
+            )
+        received.append(signum)
+        engine.request_stop()
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    cycle = asyncio.ensure_future(engine.run_cycle(force))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({cycle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not cycle.done():
+            timeout = settings.rotation.shutdown_timeout.total_seconds()
+            await asyncio.wait({cycle}, timeout=timeout)
+        if not cycle.done():
+            cycle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cycle
+            _say(
+                "rotations still in flight after rotation.shutdown_timeout; "
+                "their claims expire and the next run recovers them"
+            )
+            return None, received[0]
+        return cycle.result(), received[0] if received else None
+    finally:
+        stopped.cancel()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def _signal_exit(code: int, received: int | None) -> int:
+    # Ctrl-C keeps its conventional 130; SIGTERM is an orderly stop, judged by the cycle.
+    return 130 if received == signal.SIGINT else code
+
+
 async def _run_once(settings: Settings, owner: str) -> int:
     async with open_engine(settings, owner=owner) as engine:
-        return _exit_code(await engine.run_cycle())
+        report, received = await _cycle_until_signal(engine, settings)
+    if report is None:
+        return _signal_exit(EXIT_FAILED, received)
+    return _signal_exit(_exit_code(report), received)
 
 
 async def _rotate(settings: Settings, owner: str, ids: list[str] | None, everything: bool) -> int:
     async with open_engine(settings, owner=owner) as engine:
-        report = await engine.run_cycle(force_for(ids, everything))
+        report, received = await _cycle_until_signal(engine, settings, force_for(ids, everything))
+    if report is None:
+        return _signal_exit(EXIT_FAILED, received)
+    if received is not None:
+        return _signal_exit(_exit_code(report), received)
     code = _exit_code(report)
     missing = subscriptions_missing(report, ids or ()) if report.error is None else []
     for subscription_id in missing:

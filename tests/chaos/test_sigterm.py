@@ -115,14 +115,6 @@ def test_sigterm_daemon_commits_every_rotation_that_reached_monite(
     assert any(s.reached_monite for s in stops)  # the signal did land mid-cycle somewhere
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: `run --once` (and `rotate --force`) install no SIGTERM handler: SIGTERM kills "
-        "the process between regenerate and commit; Vault keeps the dead secret until a "
-        "later run recovers it after claim_ttl"
-    ),
-)
 @pytest.mark.timeout(300)
 def test_sigterm_run_once_commits_every_rotation_that_reached_monite(
     make_world: WorldFactory,
@@ -155,13 +147,6 @@ def test_idle_daemon_stops_cleanly_on_sigterm(make_world: WorldFactory) -> None:
     assert (0, [], []) == (code, errors, tracebacks([daemon]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Ctrl-C (SIGINT) during `rotate --force` cancels the asyncio task mid-rotation "
-        "(cli.py returns 130): secrets Monite already replaced are not committed"
-    ),
-)
 @pytest.mark.timeout(300)
 def test_ctrl_c_during_forced_rotation_commits_what_reached_monite(
     make_world: WorldFactory,
