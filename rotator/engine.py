@@ -351,6 +351,15 @@ class Engine:
             secret_fingerprint=fingerprint,
             exposure_ms=round(exposure * 1000, 3),
         )
+        if committed.state == "rotating":
+            log.warning(
+                audit.ROTATION_SETTLING,
+                **fields,
+                vault_version=committed.version,
+                rotation_id=rotation_id,
+                uncertain_attempts=regenerated.uncertain_attempts,
+                rotate_again_at=_iso(committed.claim_expires_at),
+            )
         return Outcome(
             sub.id,
             sub.object_type,
@@ -373,7 +382,10 @@ class Engine:
         Returns (record, None) on success, (None, "superseded") when a newer claim
         took the record over, (None, "failed") when Vault stayed unavailable.
         """
-        record = claimed.committed(regenerated, rotation_id=rotation_id, at=self._clock.now())
+        now = self._clock.now()
+        record = claimed.committed(regenerated, rotation_id=rotation_id, at=now)
+        if regenerated.uncertain_attempts:
+            record = record.settling(owner=self._owner, until=now + self._rotation.claim_ttl)
         give_up_at = self._clock.monotonic() + self._rotation.commit_retry_for.total_seconds()
         attempt = 0
         while True:
@@ -444,8 +456,7 @@ class Engine:
 
 def _is_ours(record: Record, rotation_id: str, regenerated: Regenerated) -> bool:
     return (
-        record.state == "active"
-        and record.rotation_id == rotation_id
+        record.rotation_id == rotation_id
         and record.secret is not None
         and record.secret == regenerated.secret
     )

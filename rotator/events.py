@@ -34,6 +34,7 @@ __all__ = [
     "ROTATION_CONFLICT",
     "ROTATION_FAILED",
     "ROTATION_RECOVERED",
+    "ROTATION_SETTLING",
     "ROTATION_SKIPPED",
     "ROTATION_SUCCEEDED",
     "SUBSCRIPTION_ORPHANED",
@@ -50,6 +51,9 @@ ROTATION_SKIPPED: Final = "rotation.skipped"
 ROTATION_RECOVERED: Final = "rotation.recovered"
 ROTATION_CONFLICT: Final = "rotation.conflict"
 ROTATION_COMMIT_RETRY: Final = "rotation.commit_retry"
+# Committed, but an earlier attempt timed out and may still land at Monite: the
+# record stays claimed and is rotated again when the claim expires.
+ROTATION_SETTLING: Final = "rotation.settling"
 SUBSCRIPTION_ORPHANED: Final = "subscription.orphaned"
 SUBSCRIPTION_UNMANAGED: Final = "subscription.unmanaged"
 CONFIG_LOADED: Final = "config.loaded"
@@ -80,6 +84,7 @@ EVENTS: Final[frozenset[str]] = frozenset(
         ROTATION_RECOVERED,
         ROTATION_CONFLICT,
         ROTATION_COMMIT_RETRY,
+        ROTATION_SETTLING,
         SUBSCRIPTION_ORPHANED,
         SUBSCRIPTION_UNMANAGED,
         CONFIG_LOADED,

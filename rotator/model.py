@@ -145,10 +145,16 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Regenerated:
-    """What `regenerate_secret` returned: the subscription and its only copy of the new secret."""
+    """What `regenerate_secret` returned: the subscription and its only copy of the new secret.
+
+    `uncertain_attempts` counts earlier attempts of the same regenerate that
+    timed out while Monite may still have been working on them: one of those
+    can be applied after this one, leaving Monite with a secret nobody holds.
+    """
 
     subscription: Subscription
     secret: Secret
+    uncertain_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,16 @@ class Record:
             object_type=sub.object_type,
             event_types=sub.event_types,
         )
+
+    def settling(self, *, owner: str, until: datetime) -> Record:
+        """A committed record that stays claimed until `until`, then is rotated again.
+
+        For a secret won after timed-out attempts: Monite may still apply one of
+        those later. The secret we hold is stored (it is the best we know), and
+        the claim's expiry makes the record due for recovery once any straggler
+        has had time to land.
+        """
+        return replace(self, state="rotating", claimed_by=owner, claim_expires_at=until)
 
     def at_version(self, version: int) -> Record:
         return replace(self, version=version)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import email.utils
 import math
 import random
@@ -144,13 +145,18 @@ class MoniteClient:
         RotationAborted when not even the first could start (nothing was
         destroyed), MoniteUnavailable when a retry could not.
         """
-        return await self._call(
+        attempts = _Attempts()
+        regenerated = await self._call(
             "regenerate_secret",
             "POST",
             f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
             parse=_parse_regenerated,
             deadline=deadline,
+            attempts=attempts,
         )
+        if attempts.uncertain:
+            return dataclasses.replace(regenerated, uncertain_attempts=attempts.uncertain)
+        return regenerated
 
     async def check(self) -> None:
         """Prove the credentials work and listing is allowed: a token and one small page."""
@@ -287,6 +293,7 @@ class MoniteClient:
         json_body: Mapping[str, Any] | None = None,
         auth: bool = True,
         deadline: float | None = None,
+        attempts: _Attempts | None = None,
     ) -> T:
         """One logical request: re-auth once on 401, retry what may succeed next time."""
         retries = 0
@@ -308,6 +315,8 @@ class MoniteClient:
                 response = await self._send(method, path, params, json_body, token)
             except (*_HTTPX_ERRORS, TimeoutError) as exc:
                 self.requests[operation, 0] += 1
+                if attempts is not None and _may_still_apply(exc):
+                    attempts.uncertain += 1
                 error = _translate(exc, operation=operation, host=self._host)
                 cause = exc
             else:
@@ -562,6 +571,23 @@ def _retry_after(response: httpx.Response, clock: Clock) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+@dataclass
+class _Attempts:
+    """What the retry loop learned about the attempts of one logical request."""
+
+    uncertain: int = 0  # timed out after sending: Monite may still apply them
+
+
+def _may_still_apply(exc: BaseException) -> bool:
+    """True when the request may have reached Monite and still be in progress there.
+
+    A read or write timeout (or our whole-exchange timeout) gave up waiting on a
+    request Monite may be working on. A connect or pool timeout never sent it; a
+    dropped connection means Monite finished with it (applied or not) before ours.
+    """
+    return isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | TimeoutError)
 
 
 def _header_number(response: httpx.Response, name: str) -> int | None:

@@ -437,3 +437,65 @@ async def test_max_rotations_per_cycle_defers_the_freshest(
     assert [newest] == [o.subscription_id for o in second.outcomes if o.kind == "rotated"]
     for sid in ages:
         assert monite.current_secret(sid) == vault_secret(vault, sid)
+
+
+async def test_regenerate_applied_after_its_retry_is_rotated_again(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    monite_http: httpx.AsyncClient,
+    monite_settings: MoniteSettings,
+    vault_settings: VaultSettings,
+) -> None:
+    """An attempt Monite applies after its retry leaves the record claimed, then recovered."""
+    sid = monite.seed()
+    store = VaultStore(vault_settings)
+    engine = Engine(
+        monite=MoniteClient(
+            monite_http, monite_settings.model_copy(update={"timeout": timedelta(seconds=0.4)})
+        ),
+        store=store,
+        policy=Policy(max_age=MAX_AGE),
+        rotation=RotationSettings(claim_ttl=timedelta(seconds=2), concurrency=1),
+        owner="test-rotator",
+    )
+
+    async def straggle_once() -> None:
+        # The first regenerate stalls past the client timeout; Monite applies it late.
+        # Vault's latency holds the claim long enough to switch the stall on after listing.
+        vault.faults.latency = 0.2
+        for _ in range(400):
+            if vault.request_count("kv_write") >= 1:
+                monite.faults.hang = 0.7
+                vault.faults.latency = 0.0
+                break
+            await asyncio.sleep(0.005)
+        for _ in range(400):
+            if monite.request_count("regenerate_secret") >= 1:
+                await asyncio.sleep(0.1)
+                monite.faults.hang = 0.0
+                return
+            await asyncio.sleep(0.005)
+
+    try:
+        with capture_audit() as captured:
+            _, first = await asyncio.gather(straggle_once(), engine.run_cycle())
+        assert [("rotated", "unmanaged")] == [(o.kind, o.reason) for o in first.outcomes]
+        for _ in range(200):  # until the straggler has landed at Monite
+            if monite.regenerate_count(sid) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert monite.current_secret(sid) != vault_secret(vault, sid)
+        found = vault.kv_read("secret", f"{PREFIX}/{sid}")
+        assert found is not None
+        assert "rotating" == found[0]["state"]
+        [settling] = events(captured, "rotation.settling")
+        assert 1 == settling["uncertain_attempts"]
+
+        assert first.next_claim_expiry is not None
+        wait = (first.next_claim_expiry - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, wait) + 0.05)
+        again = await engine.run_cycle()
+        assert [("recovered", "claim_expired")] == [(o.kind, o.reason) for o in again.outcomes]
+        assert monite.current_secret(sid) == vault_secret(vault, sid)
+    finally:
+        store.close()

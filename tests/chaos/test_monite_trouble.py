@@ -167,14 +167,6 @@ def test_monite_trouble_converges_within_three_cycles(make_world: WorldFactory) 
     assert expected == actual, [(r.fault, r.cycles, r.exit_codes) for r in results]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a regenerate that timed out at the client but is applied by Monite later "
-        "than the retry's regenerate leaves Vault with a dead secret marked active; "
-        "nothing ever recovers it (monite.py retries a timed-out regenerate at once)"
-    ),
-)
 @pytest.mark.timeout(120)
 def test_regenerate_applied_after_its_retry_is_not_lost(make_world: WorldFactory) -> None:
     """A timed-out regenerate that Monite applies after the retry's must not leave a dead secret."""
