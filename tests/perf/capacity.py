@@ -217,6 +217,6 @@ def run_f(profile: Profile, budget: Budget, scenario: Scenario, shared: dict[str
             s.set(f"vwrite_{c}", rate)
     s.notes.append(
         f"each rate is the best of {WINDOWS} windows after a warm-up; time per list page "
-        "includes the client's own share; the emulator sorts and filters every "
-        "subscription on every page, so it grows with N"
+        "includes the client's own share; the emulator sorts once per change and "
+        "finds each page by bisection"
     )

@@ -174,7 +174,7 @@ def run_b(profile: Profile, budget: Budget, scenario: Scenario, shared: dict[str
     s.notes.append(
         f"measured round trip per page {per_page:.1f} ms, of which "
         f"{MONITE_LATENCY * 1000:g} ms is injected latency and the rest the emulator's "
-        "own time per page (it grows with N; see scenario f)"
+        "own time per page (see scenario f)"
     )
 
 
