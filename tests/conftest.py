@@ -41,23 +41,31 @@ _WORD = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 def leaked(values: set[str], texts: list[str]) -> list[str]:
-    """The values that occur in any of the texts.
+    """The values that occur anywhere in the texts, glued to other characters or not.
 
-    Linear in the text: URL-safe values are looked up in the set of word runs;
-    only values with other characters (Vault's `hvs.` tokens) fall back to a
-    substring search.
+    URL-safe values (every secret the emulators make) are looked for inside the
+    distinct runs of URL-safe characters: a run equal to a value, or longer and
+    holding one (`whsec_<secret>`, `Bearer-<secret>-x`). Other values (Vault's
+    `hvs.` tokens) fall back to a plain substring search.
     """
-    words: set[str] = set()
+    urlsafe = {v for v in values if _WORD.fullmatch(v)}
+    others = values - urlsafe
+    lengths = sorted({len(v) for v in urlsafe})
+    runs: set[str] = set()
     for text in texts:
-        words.update(_WORD.findall(text))
+        runs.update(_WORD.findall(text))
+    hits = set(urlsafe & runs)
+    if lengths:
+        for run in runs:
+            for size in lengths:
+                if size >= len(run):
+                    break
+                for start in range(len(run) - size + 1):
+                    piece = run[start : start + size]
+                    if piece in urlsafe:
+                        hits.add(piece)
     joined = "\n".join(texts)
-    hits = []
-    for value in values:
-        if _WORD.fullmatch(value):
-            if value in words:
-                hits.append(value)
-        elif value in joined:
-            hits.append(value)
+    hits.update(v for v in others if v in joined)
     return sorted(hits)
 
 

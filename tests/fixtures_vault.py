@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -14,18 +15,9 @@ from rotator.config import VaultSettings
 from rotator.model import Secret
 from rotator.sandbox.vault import VaultEmulator
 
-# What the rotator needs and nothing more: it never deletes, and reads metadata only to list.
-ROTATOR_POLICY = """
-path "secret/data/monite/webhooks/*" {
-  capabilities = ["create", "read", "update", "list"]
-}
-path "secret/metadata/monite/webhooks/*" {
-  capabilities = ["read", "list"]
-}
-path "secret/metadata/monite/webhooks" {
-  capabilities = ["read", "list"]
-}
-"""
+# The policy operators install (deploy/vault/policy.hcl): every test that talks
+# to Vault proves the least privilege we ship is also enough.
+ROTATOR_POLICY = (Path(__file__).parent.parent / "deploy" / "vault" / "policy.hcl").read_text()
 
 
 @pytest.fixture

@@ -187,13 +187,19 @@ def test_usage_errors_exit_2() -> None:
 
 
 CID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
-MONITE = f'[monite]\nclient_id = "{CID}"\nclient_secret = "x"\n'
-VAULT = '[vault]\naddress = "http://127.0.0.1:1"\ntoken = "t"\n'
+# MONITE_URL and VAULT_ADDR are replaced by the live emulators' addresses, so a
+# config that wrongly passed validation would be seen reaching them.
+MONITE = f'[monite]\nbase_url = "MONITE_URL"\nclient_id = "{CID}"\nclient_secret = "x"\n'
+VAULT = '[vault]\naddress = "VAULT_ADDR"\ntoken = "t"\n'
 GOOD = MONITE + VAULT
 
 # (case, config text, a phrase the one-line message must contain)
 BAD_CONFIGS: list[tuple[str, str, str]] = [
-    ("missing client_id", '[monite]\nclient_secret = "x"\n' + VAULT, "client_id"),
+    (
+        "missing client_id",
+        '[monite]\nbase_url = "MONITE_URL"\nclient_secret = "x"\n' + VAULT,
+        "client_id",
+    ),
     ("client_id not a uuid", GOOD.replace(CID, "abc"), "client_id"),
     ("typo in key", GOOD.replace("client_secret", "client_secert"), "client_secret"),
     ("unknown table", GOOD + '[polcy]\nmax_age = "1d"\n', "polcy"),
@@ -213,8 +219,8 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
         "claim_ttl",
     ),
     ("concurrency zero", GOOD + "[rotation]\nconcurrency = 0\n", "concurrency"),
-    ("vault address not a url", GOOD.replace("http://127.0.0.1:1", "vault:8200"), "address"),
-    ("missing vault token", MONITE + '[vault]\naddress = "http://127.0.0.1:1"\n', "token"),
+    ("vault address not a url", GOOD.replace("VAULT_ADDR", "vault:8200"), "address"),
+    ("missing vault token", MONITE + '[vault]\naddress = "VAULT_ADDR"\n', "token"),
     (
         "secret file missing",
         GOOD.replace('client_secret = "x"', 'client_secret_file = "/nonexistent/secret"'),
@@ -241,7 +247,9 @@ def test_bad_config_exits_78_with_one_line(
 ) -> None:
     """Each bad config gives exit 78, one line naming the problem, and no request to anything."""
     path = tmp_path / "bad.toml"
-    path.write_text(text)
+    path.write_text(
+        text.replace("MONITE_URL", monite.base_url).replace("VAULT_ADDR", vault.address)
+    )
     code = main(["run", "--once", "--config", str(path)], environ={"HOME": str(tmp_path)})
     err = capsys.readouterr().err
     assert 78 == code

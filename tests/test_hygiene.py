@@ -16,9 +16,16 @@ def test_scan_finds_an_issued_value_in_text() -> None:
     assert sorted(values) == leaked(values, texts)
 
 
-def test_scan_ignores_absent_values_and_prefixes() -> None:
-    """A value that only shares a prefix with a word in the text is not a hit."""
-    assert [] == leaked({"abcdefgh12345678"}, ["abcdefgh1234567 and abcdefgh123456789"])
+def test_scan_finds_a_value_glued_to_other_characters() -> None:
+    """A value with a prefix or suffix stuck to it (`whsec_<v>`, `Bearer-<v>-x`) is a hit."""
+    value = "Zq3secretvalue0123456789abcdefghijk"
+    assert [value] == leaked({value}, [f"sig whsec_{value}"])
+    assert [value] == leaked({value}, [f"Authorization: Bearer-{value}-x"])
+
+
+def test_scan_ignores_values_that_are_absent() -> None:
+    """Text holding only part of a value, or a different value, is not a hit."""
+    assert [] == leaked({"abcdefgh12345678"}, ["abcdefgh1234567 and bcdefgh12345678x"])
 
 
 def test_short_placeholders_are_not_tracked() -> None:
