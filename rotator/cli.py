@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -289,10 +290,22 @@ async def _rotate(settings: Settings, owner: str, ids: list[str] | None, everyth
     if received is not None:
         return _signal_exit(_exit_code(report), received)
     code = _exit_code(report)
-    missing = subscriptions_missing(report, ids or ()) if report.error is None else []
+    missing = subscriptions_missing(report, ids or ())
     for subscription_id in missing:
         _say(f"subscription {subscription_id} is not listed by Monite; nothing rotated for it")
-    if missing and code == EXIT_OK:
+    # Asked for by id, or under --all but held by someone else's live claim: the
+    # user asked for "now", so anything not rotated is reported and fails the run.
+    wanted = set(ids or ())
+    unrotated = [
+        o
+        for o in report.outcomes
+        if o.kind not in ("rotated", "recovered")
+        and (o.subscription_id in wanted or (everything and o.reason == "claimed"))
+    ]
+    for outcome in unrotated:
+        why = REASONS.get(outcome.reason, outcome.reason)
+        _say(f"subscription {outcome.subscription_id} was not rotated: {why}")
+    if (missing or unrotated) and code == EXIT_OK:
         return EXIT_FAILED
     return code
 
@@ -341,13 +354,23 @@ def _plan_row(decision: Decision) -> dict[str, Any]:
         "subscription_id": sub.id,
         "object_type": sub.object_type,
         "status": sub.status,
-        "url": sub.url,
+        "url": _display_url(sub.url),
         "action": decision.action,
         "reason": decision.reason,
         "age_seconds": None if decision.age is None else decision.age.total_seconds(),
         "max_age_seconds": decision.max_age.total_seconds(),
         "vault_version": decision.record.version or None,
     }
+
+
+def _display_url(url: str) -> str:
+    """A webhook URL without user info or query: those often carry credentials."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    query = "?…" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
 def _human_age(seconds: float | None) -> str:

@@ -156,7 +156,7 @@ class Engine:
         records = await self._load_records(now)
         report.decisions = decide(subscriptions, records, self.policy, now, force)
         report.orphans = orphans(subscriptions, records.keys())
-        report.next_claim_expiry = next_claim_expiry(records.values(), now)
+        report.next_claim_expiry = next_claim_expiry((d.record for d in report.decisions), now)
         report.finished_at = self._clock.now()
         return report
 
@@ -184,7 +184,8 @@ class Engine:
             for decision in report.decisions:
                 if decision.action == "skip":
                     report.outcomes.append(self._skipped(decision))
-            cap = self._rotation.max_rotations_per_cycle
+            # A forced rotation is someone asking now: the cap does not apply.
+            cap = 0 if force is not None else self._rotation.max_rotations_per_cycle
             if cap and len(due) > cap:
                 # Decisions come oldest first, so the cap defers the freshest of the due.
                 for decision in due[cap:]:
@@ -207,7 +208,13 @@ class Engine:
                     return await self.rotate(decision, now)
 
             report.outcomes.extend(await asyncio.gather(*(bounded(d) for d in due)))
-            report.next_claim_expiry = next_claim_expiry(self._records.values(), now)
+            # Orphans are never rotated, so their claims must not schedule checks.
+            listed = [
+                self._records[d.subscription.id]
+                for d in report.decisions
+                if d.subscription.id in self._records
+            ]
+            report.next_claim_expiry = next_claim_expiry(listed, now)
             report.finished_at = self._clock.now()
             log.info(
                 audit.CYCLE_FINISHED,
@@ -263,6 +270,19 @@ class Engine:
         self._in_flight += 1
         try:
             return await self._rotate(decision, now)
+        except Exception as exc:
+            # A bug must cost one rotation, not the cycle: the claim (if any) stays
+            # and the record is recovered when it expires.
+            sub = decision.subscription
+            log.critical(
+                audit.ROTATION_FAILED,
+                subscription_id=sub.id,
+                object_type=sub.object_type,
+                reason=decision.reason,
+                stage="unexpected",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return Outcome(sub.id, sub.object_type, "failed", "internal_error", error=str(exc))
         finally:
             self._in_flight -= 1
 
@@ -308,11 +328,12 @@ class Engine:
         except RotationAborted as exc:
             await self._release(claimed)
             log.error(audit.ROTATION_FAILED, **fields, stage="regenerate", error=str(exc))
-            return Outcome(sub.id, sub.object_type, "failed", "claim_too_short", error=str(exc))
+            return Outcome(sub.id, sub.object_type, "failed", exc.reason, error=str(exc))
         except MoniteNotFound as exc:
+            # Deleted between listing and regenerating: a harmless race, not a failure.
             await self._release(claimed)
-            log.warning(audit.ROTATION_FAILED, **fields, stage="regenerate", error=str(exc))
-            return Outcome(sub.id, sub.object_type, "failed", "not_found", error=str(exc))
+            log.info(audit.ROTATION_SKIPPED, **{**fields, "reason": "gone"}, stage="regenerate")
+            return Outcome(sub.id, sub.object_type, "skipped", "gone", error=str(exc))
         except MoniteError as exc:
             # Ambiguous: Monite may have applied it. The claim stays, so the record is
             # recovered (regenerated again) when the claim expires.
@@ -327,7 +348,33 @@ class Engine:
         received = self._clock.monotonic()
 
         # 3. Commit, holding the only copy of the secret in memory until Vault has it.
-        committed, conflict_error = await self._commit(claimed, regenerated, rotation_id, fields)
+        try:
+            committed, conflict_error = await self._commit(
+                claimed, regenerated, rotation_id, fields
+            )
+        except (asyncio.CancelledError, Exception) as exc:
+            # Cancelled (a drain that ran out of time) or a bug: the secret dies with
+            # this frame. Say which subscription, so people know what to expect; its
+            # claim is still in Vault, so recovery rotates it when the claim expires.
+            log.critical(
+                audit.ROTATION_FAILED,
+                **fields,
+                stage="commit",
+                error=f"{type(exc).__name__}: {exc}",
+                rotation_id=rotation_id,
+                secret_fingerprint=regenerated.secret.fingerprint(),
+                recovery_at=_iso(expires_at),
+            )
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return Outcome(
+                sub.id,
+                sub.object_type,
+                "failed",
+                "internal_error",
+                secret_fingerprint=regenerated.secret.fingerprint(),
+                error=str(exc),
+            )
         exposure = self._clock.monotonic() - received
         fingerprint = regenerated.secret.fingerprint()
         if committed is None:
@@ -396,10 +443,19 @@ class Engine:
                 # Either our own write landed and its answer was lost, or the claim
                 # expired and a newer rotation owns the record: the newer holder wins.
                 current = await self._read_quietly(claimed.subscription_id)
-                if current is not None and _is_ours(current, rotation_id, regenerated):
+                if current is None:
+                    # We cannot tell whether our own write landed; the claim decides.
+                    log.error(
+                        audit.ROTATION_FAILED,
+                        **fields,
+                        stage="commit",
+                        error="check-and-set failed and the record could not be read back",
+                        secret_fingerprint=regenerated.secret.fingerprint(),
+                    )
+                    return None, "unknown"
+                if _is_ours(current, rotation_id, regenerated):
                     return current, None
-                if current is not None:
-                    self._remember(current)
+                self._remember(current)
                 log.error(
                     audit.ROTATION_CONFLICT,
                     **fields,

@@ -96,4 +96,13 @@ class VaultConflict(VaultError):
 
 
 class RotationAborted(RotatorError):
-    """A rotation stopped before it regenerated anything; nothing was destroyed."""
+    """A rotation stopped before it regenerated anything; nothing was destroyed.
+
+    `reason` is a stable code for the audit log: `claim_too_short` when the
+    claim had too little time left to start, `monite_refused` when Monite
+    refused or never received every attempt.
+    """
+
+    def __init__(self, message: str, *, reason: str = "claim_too_short") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -90,6 +90,10 @@ class _RequestCounters(Collector):
         yield vault_family
 
 
+# Decisions that leave a subscription alone by policy; they are not "managed".
+DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip"})
+
+
 class Metrics:
     """Every metric of the daemon; `observe` feeds it one finished cycle."""
 
@@ -178,6 +182,10 @@ class Metrics:
         unmanaged = 0
         for decision in report.decisions:
             sub_id = decision.subscription.id
+            if decision.reason in DELIBERATELY_SKIPPED:
+                # Left alone on purpose (disabled, a skip rule): an age alert on
+                # them would fire forever.
+                continue
             if sub_id in renewed:
                 rotated_at = finished.timestamp()
             elif decision.record.exists and decision.record.rotated_at is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -78,7 +79,7 @@ class Secret:
             raise TypeError("Secret takes a str")
         self._value = value
         if value:
-            _LIVE_SECRETS[value] = self
+            _remember(self, value)
 
     def reveal(self) -> str:
         """The plaintext. Only for the wire and the Vault record, never for logs."""
@@ -112,10 +113,28 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-# Every live Secret by value, so the log redactor can recognise a secret's text
-# anywhere, even where it was not passed as a Secret. Weak: a secret the process
-# has dropped is not kept alive by this index.
-_LIVE_SECRETS: weakref.WeakValueDictionary[str, Secret] = weakref.WeakValueDictionary()
+# How many live Secret objects hold each value, so the log redactor can
+# recognise a secret's text anywhere, even where it was not passed as a Secret.
+# Counted, not one entry per value: two Secrets with the same value (a config
+# reload, a record read back) must not make the first one forgotten when the
+# second dies. A value is dropped when its last Secret is garbage.
+_LIVE_SECRETS: dict[str, int] = {}
+_live_lock = threading.Lock()
+
+
+def _remember(secret: Secret, value: str) -> None:
+    with _live_lock:
+        _LIVE_SECRETS[value] = _LIVE_SECRETS.get(value, 0) + 1
+    weakref.finalize(secret, _forget, value)
+
+
+def _forget(value: str) -> None:
+    with _live_lock:
+        left = _LIVE_SECRETS.get(value, 0) - 1
+        if left > 0:
+            _LIVE_SECRETS[value] = left
+        else:
+            _LIVE_SECRETS.pop(value, None)
 
 
 def is_known_secret(text: str) -> bool:

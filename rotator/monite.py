@@ -25,6 +25,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -146,14 +147,23 @@ class MoniteClient:
         destroyed), MoniteUnavailable when a retry could not.
         """
         attempts = _Attempts()
-        regenerated = await self._call(
-            "regenerate_secret",
-            "POST",
-            f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
-            parse=_parse_regenerated,
-            deadline=deadline,
-            attempts=attempts,
-        )
+        try:
+            regenerated = await self._call(
+                "regenerate_secret",
+                "POST",
+                f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
+                parse=_parse_regenerated,
+                deadline=deadline,
+                attempts=attempts,
+            )
+        except MoniteError as exc:
+            if attempts.maybe_applied or isinstance(exc, MoniteNotFound):
+                raise
+            # Every attempt was refused or never sent: the old secret still works,
+            # so the claim can be given back instead of forcing a recovery.
+            raise RotationAborted(
+                f"Monite did not apply the regenerate: {exc}", reason="monite_refused"
+            ) from exc
         if attempts.uncertain:
             return dataclasses.replace(regenerated, uncertain_attempts=attempts.uncertain)
         return regenerated
@@ -315,14 +325,17 @@ class MoniteClient:
                 response = await self._send(method, path, params, json_body, token)
             except (*_HTTPX_ERRORS, TimeoutError) as exc:
                 self.requests[operation, 0] += 1
-                if attempts is not None and _may_still_apply(exc):
-                    attempts.uncertain += 1
+                if attempts is not None:
+                    attempts.saw_failure(exc)
                 error = _translate(exc, operation=operation, host=self._host)
                 cause = exc
             else:
                 status = response.status_code
                 self.requests[operation, status] += 1
                 self._follow_rate_limit(response, sequence)
+                if attempts is not None and (status >= 500 or 200 <= status < 300):
+                    # A 5xx may come after the change was made; a 2xx made it.
+                    attempts.maybe_applied = True
                 if status == 401 and token is not None and not reauthed:
                     # The token expired or was revoked early: one fresh token, one more try.
                     reauthed = True
@@ -565,8 +578,10 @@ def _retry_after(response: httpx.Response, clock: Clock) -> float | None:
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):
             return None
+        if when.tzinfo is None:  # "-0000" means UTC with no zone information
+            when = when.replace(tzinfo=UTC)
         seconds = (when - clock.now()).total_seconds()
     if not math.isfinite(seconds):
         return None
@@ -578,6 +593,14 @@ class _Attempts:
     """What the retry loop learned about the attempts of one logical request."""
 
     uncertain: int = 0  # timed out after sending: Monite may still apply them
+    maybe_applied: bool = False  # some attempt may have changed the secret at Monite
+
+    def saw_failure(self, exc: BaseException) -> None:
+        if _may_still_apply(exc):
+            self.uncertain += 1
+        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            # Anything else failed after the request may have left: assume it arrived.
+            self.maybe_applied = True
 
 
 def _may_still_apply(exc: BaseException) -> bool:
@@ -593,9 +616,11 @@ def _may_still_apply(exc: BaseException) -> bool:
 def _header_number(response: httpx.Response, name: str) -> int | None:
     """An integer rate-limit header, or None when absent or not a number."""
     try:
-        return int(float(response.headers[name]))
+        value = float(response.headers[name])
     except (KeyError, ValueError):
         return None
+    # A header is data from the network: inf, nan or 1e999 must not raise here.
+    return int(value) if math.isfinite(value) else None
 
 
 def _request_host(exc: BaseException) -> str | None:

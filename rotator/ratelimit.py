@@ -19,6 +19,9 @@ from rotator.clock import Clock
 # Requests of Monite's reported spare we leave unused: another client of the
 # same account, or a refill we counted too early, must not tip us into a 429.
 SPARE_MARGIN = 2
+# The longest pause one answer can impose: a Retry-After or reset of hours (or an
+# epoch timestamp sent where seconds were meant) must not stall the daemon.
+MAX_PAUSE_SECONDS = 60.0
 
 
 class RateLimiter:
@@ -69,7 +72,7 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for `seconds` (Monite said 429 + Retry-After)."""
-        until = self._clock.monotonic() + max(0.0, seconds)
+        until = self._clock.monotonic() + min(max(0.0, seconds), MAX_PAUSE_SECONDS)
         self._paused_until = max(self._paused_until, until)
         self._tokens = 0.0
         self._spare = 0

@@ -1,0 +1,277 @@
+"""Edges of the rotation protocol: refusals, races, bugs and cancellations mid-rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rotator.cli import _display_url
+from rotator.clock import SystemClock
+from rotator.config import MoniteSettings, RotationSettings, VaultSettings
+from rotator.engine import Engine
+from rotator.metrics import Metrics
+from rotator.model import Record, Secret, is_known_secret
+from rotator.monite import MoniteClient, _header_number, _retry_after
+from rotator.policy import Force, Policy, Rule
+from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.vault import VaultEmulator
+from rotator.vault import VaultStore
+from tests.conftest import capture_audit
+
+PREFIX = "monite/webhooks"
+
+
+class _BrokenCommitStore(VaultStore):
+    """A store with a bug in its second write of one subscription (the commit)."""
+
+    def __init__(self, settings: VaultSettings, broken_id: str) -> None:
+        super().__init__(settings)
+        self.broken_id = broken_id
+        self.writes = 0
+
+    async def write(self, record: Record, *, cas: int) -> Record:
+        if record.subscription_id == self.broken_id and record.state == "active":
+            raise ValueError("a bug in the commit path")
+        return await super().write(record, cas=cas)
+
+
+@pytest.fixture
+async def make_engine(
+    monite_http: httpx.AsyncClient,
+    monite_settings: MoniteSettings,
+    vault_settings: VaultSettings,
+) -> AsyncIterator[Callable[..., Engine]]:
+    stores: list[VaultStore] = []
+
+    def factory(
+        *, store: VaultStore | None = None, policy: Policy | None = None, **rotation: Any
+    ) -> Engine:
+        store = store or VaultStore(vault_settings)
+        stores.append(store)
+        return Engine(
+            monite=MoniteClient(monite_http, monite_settings),
+            store=store,
+            policy=policy or Policy(max_age=timedelta(days=30)),
+            rotation=RotationSettings(claim_ttl=timedelta(seconds=30), concurrency=4, **rotation),
+            owner="edge-test",
+        )
+
+    yield factory
+    for store in stores:
+        store.close()
+
+
+def _record(vault: VaultEmulator, sid: str) -> dict[str, Any]:
+    found = vault.kv_read("secret", f"{PREFIX}/{sid}")
+    assert found is not None
+    return found[0]
+
+
+async def test_refused_regenerate_gives_the_claim_back(
+    monite: MoniteEmulator, vault: VaultEmulator, make_engine: Callable[..., Engine]
+) -> None:
+    """A regenerate Monite refuses (4xx) destroyed nothing: the claim is released, not left."""
+    sid = monite.seed()
+    monite.faults.error_status = 400
+    monite.faults.fail_regenerate = 10
+    report = await make_engine().run_cycle()
+    assert [("failed", "monite_refused")] == [(o.kind, o.reason) for o in report.outcomes]
+    assert 0 == monite.regenerate_count(sid)
+    assert "active" == _record(vault, sid)["state"]
+    assert report.next_claim_expiry is None
+
+
+async def test_regenerate_that_may_have_applied_keeps_the_claim(
+    monite: MoniteEmulator, vault: VaultEmulator, make_engine: Callable[..., Engine]
+) -> None:
+    """A 5xx may come after Monite changed the secret: the claim stays for recovery."""
+    sid = monite.seed()
+    monite.faults.error_status = 500
+    monite.faults.fail_regenerate = 10
+    report = await make_engine().run_cycle()
+    assert [("failed", "monite_error")] == [(o.kind, o.reason) for o in report.outcomes]
+    assert "rotating" == _record(vault, sid)["state"]
+    assert report.next_claim_expiry is not None
+
+
+async def test_subscription_deleted_mid_cycle_is_skipped_not_failed(
+    monite: MoniteEmulator, vault: VaultEmulator, make_engine: Callable[..., Engine]
+) -> None:
+    """A subscription deleted after listing is skipped as gone and its claim released."""
+    sid = monite.seed()
+    engine = make_engine()
+    plan = await engine.plan()
+    monite.remove(sid)
+    outcome = await engine.rotate(plan.decisions[0], datetime.now(UTC))
+    assert ("skipped", "gone") == (outcome.kind, outcome.reason)
+    assert "active" == _record(vault, sid)["state"]
+
+
+async def test_a_bug_in_one_rotation_does_not_stop_the_others(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: Callable[..., Engine]
+) -> None:
+    """An unexpected exception costs one rotation (logged critical), the rest of the cycle runs."""
+    broken, fine = monite.seed(), monite.seed()
+    engine = make_engine(store=_BrokenCommitStore(vault_settings, broken))
+    with capture_audit() as captured:
+        report = await engine.run_cycle()
+    outcomes = {o.subscription_id: (o.kind, o.reason) for o in report.outcomes}
+    assert {broken: ("failed", "internal_error"), fine: ("rotated", "unmanaged")} == outcomes
+    critical = [e for e in captured if e["log_level"] == "critical"]
+    assert [broken] == [e["subscription_id"] for e in critical]
+    assert critical[0]["secret_fingerprint"]
+    assert "cycle.finished" == captured[-1]["event"]
+
+
+async def test_cancelled_commit_names_the_subscription_it_drops(
+    monite: MoniteEmulator, vault: VaultEmulator, make_engine: Callable[..., Engine]
+) -> None:
+    """Cancelling a rotation that holds a new secret logs which one, critically, then re-raises."""
+    sid = monite.seed()
+    engine = make_engine(commit_retry_for=timedelta(minutes=5))
+    plan = await engine.plan()
+    monite.faults.latency = 0.2
+
+    async def seal_after_claim() -> None:
+        for _ in range(400):
+            if vault.request_count("kv_write") >= 1:
+                vault.seal()
+                return
+            await asyncio.sleep(0.005)
+
+    with capture_audit() as captured:
+        sealing = asyncio.ensure_future(seal_after_claim())
+        rotation = asyncio.ensure_future(engine.rotate(plan.decisions[0], datetime.now(UTC)))
+        for _ in range(400):  # until the commit is being retried
+            if any(e["event"] == "rotation.commit_retry" for e in captured):
+                break
+            await asyncio.sleep(0.01)
+        rotation.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await rotation
+        await sealing
+    [dropped] = [e for e in captured if e["log_level"] == "critical"]
+    assert (sid, "commit") == (dropped["subscription_id"], dropped["stage"])
+    assert dropped["recovery_at"]
+
+
+async def test_forced_rotation_ignores_the_per_cycle_cap(
+    monite: MoniteEmulator, make_engine: Callable[..., Engine]
+) -> None:
+    """rotate --force --all rotates everything even with max_rotations_per_cycle set."""
+    ids = [monite.seed() for _ in range(3)]
+    report = await make_engine(max_rotations_per_cycle=1).run_cycle(Force(all=True))
+    assert 3 == report.count("rotated")
+    assert [1, 1, 1] == [monite.regenerate_count(sid) for sid in ids]
+
+
+async def test_orphaned_claims_schedule_no_checks(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: Callable[..., Engine]
+) -> None:
+    """A claim on a record whose subscription is gone does not schedule claim checks."""
+    store = VaultStore(vault_settings)
+    try:
+        await store.write(
+            Record(
+                subscription_id="6f1c1f8e-0000-4000-8000-00000000abcd",
+                secret=Secret("orphaned-secret-0001"),
+                rotated_at=datetime.now(UTC),
+                state="rotating",
+                claimed_by="gone-host:1",
+                claim_expires_at=datetime.now(UTC) + timedelta(minutes=1),
+            ),
+            cas=0,
+        )
+    finally:
+        store.close()
+    report = await make_engine().run_cycle()
+    assert 1 == len(report.orphans)
+    assert report.next_claim_expiry is None
+
+
+def test_hostile_rate_limit_headers_do_not_raise() -> None:
+    """inf, nan and 1e999 in RateLimit headers, and a zone-less HTTP date, parse safely."""
+    for value in ("inf", "nan", "1e999", "-inf"):
+        response = httpx.Response(200, headers={"RateLimit-Remaining": value})
+        assert _header_number(response, "RateLimit-Remaining") is None
+    dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 -0000"})
+    waited = _retry_after(dated, SystemClock())
+    assert waited is not None
+    assert waited > 0
+
+
+async def test_a_huge_retry_after_pauses_at_most_a_minute() -> None:
+    """A Retry-After of a day is capped, so one answer cannot stall the daemon for hours."""
+
+    class Clock:
+        t = 0.0
+
+        def now(self) -> datetime:
+            return datetime.fromtimestamp(self.t, UTC)
+
+        def monotonic(self) -> float:
+            return self.t
+
+        async def sleep(self, seconds: float) -> None:
+            self.t += seconds
+
+    clock = Clock()
+    limiter = RateLimiter(100.0, burst=5, clock=clock)
+    limiter.pause(86400)
+    await limiter.acquire()
+    assert MAX_PAUSE_SECONDS == pytest.approx(clock.t)
+
+
+def test_a_second_secret_with_the_same_value_does_not_hide_the_first() -> None:
+    """While any Secret holding a value lives, the redactor still knows that value."""
+    first = Secret("shared-value-abcdef123")
+    second = Secret("shared-value-abcdef123")
+    del second
+    gc.collect()
+    assert is_known_secret("shared-value-abcdef123")
+    del first
+    gc.collect()
+    assert not is_known_secret("shared-value-abcdef123")
+
+
+def test_plan_shows_webhook_urls_without_credentials() -> None:
+    """User info and query strings (often tokens) are not printed by `rotator plan`."""
+    assert "https://hooks.example.com:8443/in?…" == _display_url(
+        "https://user:pass@hooks.example.com:8443/in?token=abc"
+    )
+    assert "https://hooks.example.com/in" == _display_url("https://hooks.example.com/in")
+
+
+async def test_age_gauge_leaves_out_subscriptions_skipped_on_purpose(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: Callable[..., Engine]
+) -> None:
+    """A disabled subscription's old secret does not drive the oldest-age gauge."""
+    old_disabled = monite.seed(status="disabled")
+    store = VaultStore(vault_settings)
+    try:
+        await store.write(
+            Record(
+                subscription_id=old_disabled,
+                secret=Secret(monite.current_secret(old_disabled)),
+                rotated_at=datetime.now(UTC) - timedelta(days=400),
+            ),
+            cas=0,
+        )
+    finally:
+        store.close()
+    monite.seed()  # rotated now, age ~0
+    engine = make_engine(policy=Policy(max_age=timedelta(days=30), rules=(Rule(),)))
+    report = await engine.run_cycle()
+    metrics = Metrics()
+    metrics.observe(report)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    [sample] = families["rotator_oldest_managed_secret_age_seconds"].samples
+    assert sample.value < 60
