@@ -286,3 +286,27 @@ def test_help_lists_commands_and_exit_codes() -> None:
     assert 0 == result.returncode
     for word in ("run", "rotate", "plan", "check", "demo", "78"):
         assert word in result.stdout
+
+
+def test_rotate_force_of_a_claimed_id_fails_and_says_why(
+    config_file: Path, monite: MoniteEmulator, vault: VaultEmulator
+) -> None:
+    """Forcing an id another rotator holds a live claim on exits 1 and names it."""
+    sid = monite.seed()
+    vault.kv_write(
+        "secret",
+        f"{PREFIX}/{sid}",
+        {
+            "secret": monite.current_secret(sid),
+            "state": "rotating",
+            "claimed_by": "other-host:7",
+            "claim_expires_at": "2999-01-01T00:00:00Z",
+            "rotated_at": "2026-01-01T00:00:00Z",
+        },
+    )
+    result = run_cli("rotate", "--force", "--id", sid, "--config", str(config_file))
+    assert 1 == result.returncode
+    assert f"subscription {sid} was not rotated: another rotation holds a live claim" in (
+        result.stderr
+    )
+    assert 0 == monite.regenerate_count(sid)
