@@ -303,11 +303,7 @@ def test_vault_client_certificate_from_vault_variables(tmp_path: Path) -> None:
 
 
 def test_monite_credentials_path_makes_client_credentials_optional(tmp_path: Path) -> None:
-    """With credentials_path, no client id or secret is needed, and stray implicit ones are unused.
-
-    A monite_client_secret systemd credential is not read, and VAULT_TOKEN is
-    ignored when Vault auth is AppRole.
-    """
+    """With credentials_path, a systemd client secret and VAULT_TOKEN (under AppRole) go unused."""
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     write(credentials, CLIENT_SECRET, "monite_client_secret")
@@ -882,6 +878,8 @@ def test_bad_configuration_is_one_line_naming_the_key(case: Bad, tmp_path: Path)
 
 def test_health_endpoint_settings_from_file_and_env(tmp_path: Path) -> None:
     """[health] defaults to 127.0.0.1:9464 and can be moved or turned off."""
+    default = load_settings(None, FULL_ENV).health
+    assert ("127.0.0.1", 9464, True) == (default.host, default.port, default.enabled)
     path = tmp_path / "c.toml"
     path.write_text(
         '[monite]\nclient_id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"\n'

@@ -36,6 +36,7 @@ from rotator.config import (
     cron_trigger,
     crontab_weekdays,
 )
+from rotator.daemon import READINESS_CACHE_SECONDS
 from rotator.daemon import Daemon as RotatorDaemon
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
@@ -394,6 +395,12 @@ def test_sighup_new_vault_token_rebuilds_engine(
     daemon.signal(signal.SIGHUP)
     failed = daemon.wait_for("config.reload_failed")
     assert "cannot reach Monite and Vault" in failed["reason"]
+    # the old engine (old token) still serves: a fresh readiness check past the cache passes
+    time.sleep(READINESS_CACHE_SECONDS + 0.2)
+    lists_before = vault.request_count("kv_list")
+    status, _, body = http_get(config.port, "/readyz")
+    assert (200, True) == (status, json.loads(body)["ready"])
+    assert 1 == vault.request_count("kv_list") - lists_before
 
     token_file.write_text(vault.create_token(policies=["rotator", "default"]))
     vault.revoke_token(vault_token)

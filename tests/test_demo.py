@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+from rotator.sandbox.demo import ROTATOR_POLICY_HCL
 from tests.conftest import remember_output
 
 
@@ -31,3 +34,21 @@ def test_demo_runs_and_vault_matches_monite_everywhere() -> None:
     assert 12 == len(rows)
     assert all(row.rstrip().endswith("yes") for row in rows), "\n".join(rows)
     assert "nothing was lost" in out
+
+
+def test_demo_policy_grants_no_more_than_the_shipped_policy() -> None:
+    """The demo's Vault policy asks for nothing beyond deploy/vault/policy.hcl."""
+
+    def rules(hcl: str) -> set[tuple[str, str]]:
+        found = re.findall(r'path "([^"]+)" \{\s*capabilities = \[([^\]]*)\]', hcl)
+        return {(path, cap.strip().strip('"')) for path, caps in found for cap in caps.split(",")}
+
+    def covered(rule: tuple[str, str], shipped: set[tuple[str, str]]) -> bool:
+        # Vault checks a LIST on P as "P/", which a shipped "P/*" list grant covers.
+        path, cap = rule
+        return rule in shipped or (cap == "list" and (f"{path}/*", "list") in shipped)
+
+    shipped = rules((Path(__file__).parent.parent / "deploy/vault/policy.hcl").read_text())
+    demo = rules(ROTATOR_POLICY_HCL)
+    assert demo, "no rule parsed from the demo policy"
+    assert set() == {rule for rule in demo if not covered(rule, shipped)}

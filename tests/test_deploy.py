@@ -300,13 +300,16 @@ def test_deployment_probes_hit_the_health_port() -> None:
     )
 
 
-@pytest.mark.parametrize("config", [BASE / "rotator.toml", OVERLAY / "rotator.toml"])
-def test_grace_period_covers_shutdown_timeout(config: Path) -> None:
-    """terminationGracePeriodSeconds leaves room for the SIGTERM drain of every config."""
-    timeout = parse_duration(_toml(config)["rotation"]["shutdown_timeout"]).total_seconds()
+def test_grace_period_covers_shutdown_timeout(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """terminationGracePeriodSeconds leaves room for the SIGTERM drain of the rendered config."""
+    _, objects = rendered
+    config = tomllib.loads(_one(objects, "ConfigMap")["data"]["rotator.toml"])
+    timeout = parse_duration(config["rotation"]["shutdown_timeout"]).total_seconds()
     for kind in ("Deployment", "CronJob"):
-        grace = _pod_spec(_one(_base_objects(), kind))["terminationGracePeriodSeconds"]
-        assert True is (grace >= timeout + 10), f"{kind}: {grace}s grace vs {timeout}s drain"
+        grace = _pod_spec(_one(objects, kind))["terminationGracePeriodSeconds"]
+        assert grace >= timeout + 10, f"{kind}: {grace}s grace vs {timeout}s drain"
 
 
 def test_cronjob_is_a_suspended_forced_rotation() -> None:
@@ -411,7 +414,7 @@ def test_vault_policy_is_least_privilege() -> None:
         "auth/token/renew-self": ["update"],
     } == _policy()
     # Outside the records, or the rotator would report it as an orphan record.
-    assert False is credentials.startswith(f"{prefix}/")
+    assert not credentials.startswith(f"{prefix}/"), credentials
 
 
 def test_vault_role_example_matches_the_manifests() -> None:
@@ -494,7 +497,7 @@ def test_systemd_security_exposure_within_target(unit: str) -> None:
     if match is None:
         pytest.skip(f"this systemd-analyze cannot rate units offline: {result.stderr.strip()}")
     exposure = float(match.group(1))
-    assert True is (exposure <= MAX_EXPOSURE), f"{unit}: exposure {exposure}"
+    assert exposure <= MAX_EXPOSURE, f"{unit}: exposure {exposure}"
     # The figure is documented in the unit; keep the comment honest.
     assert f"exposure: {exposure} OK" in path.read_text() or f"Reached: {exposure} OK" in (
         path.read_text()
@@ -528,7 +531,8 @@ def test_daemon_unit_contract() -> None:
         "Install.WantedBy": ["multi-user.target"],
     } == {key: unit[key] for key in unit if key in _DAEMON_KEYS}
     timeout = parse_duration(_toml(SYSTEMD / "rotator.toml")["rotation"]["shutdown_timeout"])
-    assert True is (timeout.total_seconds() + 10 <= int(unit["Service.TimeoutStopSec"][0]))
+    stop_budget = int(unit["Service.TimeoutStopSec"][0])
+    assert timeout.total_seconds() + 10 <= stop_budget
 
 
 _DAEMON_KEYS = frozenset(
@@ -566,7 +570,7 @@ def test_oneshot_unit_and_timer() -> None:
         "Timer.Unit": ["monite-secret-rotator-once.service"],
     } == {key: timer[key] for key in ("Timer.OnCalendar", "Timer.Persistent", "Timer.Unit")}
     assert "Timer.RandomizedDelaySec" in timer
-    assert True is (SYSTEMD / timer["Timer.Unit"][0]).is_file()
+    assert (SYSTEMD / timer["Timer.Unit"][0]).is_file(), timer["Timer.Unit"]
 
 
 def test_both_services_share_the_same_hardening() -> None:

@@ -484,6 +484,7 @@ async def test_regenerate_applied_after_its_retry_is_rotated_again(
             if monite.regenerate_count(sid) == 2:
                 break
             await asyncio.sleep(0.01)
+        assert 2 == monite.regenerate_count(sid)
         assert monite.current_secret(sid) != vault_secret(vault, sid)
         found = vault.kv_read("secret", f"{PREFIX}/{sid}")
         assert found is not None

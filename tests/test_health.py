@@ -91,12 +91,16 @@ async def test_unknown_paths_methods_and_garbage(server: tuple[HealthServer, dic
 async def test_close_drops_idle_connections(server: tuple[HealthServer, dict]) -> None:
     """Closing the server does not wait for a client that never finishes its request."""
     health, _ = server
-    _reader, writer = await asyncio.open_connection("127.0.0.1", health.address[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", health.address[1])
     writer.write(b"GET /healthz HTTP/1.1\r\n")
     await writer.drain()
     await asyncio.sleep(0.05)
     await asyncio.wait_for(health.close(), timeout=2)
-    writer.close()
+    try:
+        # the server hung up on the idle client: end of stream, no answer
+        assert b"" == await asyncio.wait_for(reader.read(), timeout=2)
+    finally:
+        writer.close()
 
 
 async def test_probe_is_cached_and_shared() -> None:

@@ -340,11 +340,15 @@ async def test_regenerate_unknown_id_is_not_found(
     assert 1 == monite.request_count("regenerate_secret")
 
 
-async def test_get_unknown_id_is_not_found(client: MoniteClient, leaks: Leaks) -> None:
-    """get_subscription of an id Monite does not know is MoniteNotFound."""
-    await expect(
+async def test_get_unknown_id_is_not_found(
+    monite: MoniteEmulator, client: MoniteClient, leaks: Leaks
+) -> None:
+    """get_subscription of an id Monite does not know is MoniteNotFound, with no retry."""
+    error = await expect(
         MoniteNotFound, client.get_subscription("00000000-0000-4000-8000-000000000001"), leaks
     )
+    assert 404 == error.status
+    assert 1 == monite.request_count("get")
 
 
 # ------------------------------------------------------------------ retries
@@ -630,4 +634,4 @@ def test_regenerate_answer_without_secret_is_retryable() -> None:
     """A regenerate answer missing its secret is a protocol error the client may retry."""
     with pytest.raises(MoniteProtocolError) as info:
         _parse_regenerated({"id": "a", "url": "https://x", "secret": ""})
-    assert True is info.value.retryable
+    assert info.value.retryable, info.value

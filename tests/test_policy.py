@@ -197,6 +197,25 @@ def test_every_reason_has_a_sentence() -> None:
     assert REASONS["fresh"] == one(sub(), rec()).explanation
 
 
+def test_decide_produces_every_reason_in_reasons() -> None:
+    """For each code in REASONS there is an input for which decide gives exactly that code."""
+    skip_rule = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable", skip=True),))
+    cases = {
+        "claimed": one(sub(), rec(state="rotating", claim_in=DAY)),
+        "claim_expired": one(sub(), rec(state="rotating", claim_in=-DAY)),
+        "forced": one(sub(), rec(), force=Force(ids=frozenset({"s1"}))),
+        "disabled": one(sub(status="disabled"), rec()),
+        "rule_skip": one(sub(), rec(), skip_rule),
+        "unmanaged": one(sub()),
+        "unmanaged_skip": one(sub(), None, Policy(max_age=30 * DAY, unmanaged="skip")),
+        "age_unknown": one(sub(), rec(age=None)),
+        "max_age_exceeded": one(sub(), rec(age=31 * DAY)),
+        "fresh": one(sub(), rec()),
+    }
+    assert sorted(REASONS) == sorted(cases)
+    assert {code: code for code in cases} == {code: d.reason for code, d in cases.items()}
+
+
 # --- rules ---------------------------------------------------------------------
 
 

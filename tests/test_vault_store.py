@@ -302,9 +302,20 @@ async def test_write_error_is_not_retried(store: VaultStore, vault: Any) -> None
 # -- check ------------------------------------------------------------------------
 
 
-async def test_check_passes(store: VaultStore) -> None:
+async def test_check_passes(store: VaultStore, vault: Any) -> None:
     """check() passes for an unsealed Vault, a live token and a policy that may list."""
+    vault.reset_request_counts()
     await store.check()
+    kinds = ("health", "token", "kv_list")
+    assert {"health": 1, "token": 2, "kv_list": 1} == {k: vault.request_count(k) for k in kinds}
+    assert 4 == vault.request_count()  # nothing beyond those
+    # every step succeeded; an empty prefix lists as not found, which check() accepts
+    assert {
+        ("health", "ok"): 1,
+        ("login", "ok"): 1,
+        ("lookup_self", "ok"): 1,
+        ("list", "not_found"): 1,
+    } == dict(store.requests)
 
 
 async def test_check_names_missing_list_capability(

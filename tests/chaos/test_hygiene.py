@@ -29,17 +29,20 @@ def test_fault_paths_print_no_secret(make_world: WorldFactory) -> None:
     cfg = world.config(rotation={"concurrency": 2, "commit_retry_for": "20s"})
     world.run_once(cfg)
     world.monite.faults.latency = 0.3
+    before = world.monite.request_count("regenerate_secret")
     victim = world.spawn("rotate", "--force", "--all", config=cfg)
-    wait_until(lambda: world.monite.request_count("regenerate_secret") >= 8, 20)
+    assert wait_until(lambda: world.monite.request_count("regenerate_secret") >= before + 3, 20)
     victim.kill9()
+    # killed mid-rotation: it had not exited, and it left claimed records behind
+    assert (-signal.SIGKILL, True) == (victim.returncode, bool(world.rotating()))
     world.monite.faults.latency = 0.0
     daemon = world.spawn("run", config=cfg)
-    wait_until(world.settled, 20, 0.05)
+    assert wait_until(world.settled, 20, 0.05)
     with urllib.request.urlopen(f"http://127.0.0.1:{world.health_port}/metrics", timeout=5) as r:
         metrics = r.read().decode()
     remember_output(metrics)
     daemon.signal(signal.SIGTERM)
-    daemon.wait(30)
+    assert 0 == daemon.wait(30)
     for proc in world.procs:
         proc.close()
     texts = [metrics] + [p.stdout() + p.stderr() for p in world.procs]

@@ -6,7 +6,8 @@ regenerate, malformed JSON, a pagination token that loops, the same id on two
 pages, unknown enum values and unknown fields, very large pages, slow answers.
 
 Timeouts on regenerate itself have their own test below: a timed-out
-regenerate that Monite applies after its retry is a known bug.
+regenerate that Monite applies after its retry leaves the record claimed
+(`rotation.settling`), and it is rotated again once the claim expires.
 
 A cycle is one `rotator run --once`; between cycles the harness waits out live
 claims the way the daemon does (its one-off check at the earliest claim expiry).
@@ -186,7 +187,7 @@ def test_regenerate_applied_after_its_retry_is_not_lost(make_world: WorldFactory
     # Give the daemon every chance to notice: several more cycles, past claim_ttl.
     time.sleep(6)
     daemon.signal(signal.SIGTERM)
-    daemon.wait(30)
+    code = daemon.wait(30)
     daemon.close()
     FIGURES.add(
         "3b-late-regenerate",
@@ -195,4 +196,4 @@ def test_regenerate_applied_after_its_retry_is_not_lost(make_world: WorldFactory
         fault="regenerate applied late (hang 3 s, timeout 1 s)",
         lost=world.lost(),
     )
-    assert [] == world.mismatched()
+    assert (0, []) == (code, world.mismatched())

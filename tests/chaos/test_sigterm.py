@@ -45,7 +45,9 @@ def _stop_at(
     cfg = world.config(rotation={"concurrency": 4})
     proc = world.spawn(*args, config=cfg)
     if anchor == "regenerate":
-        wait_until(lambda: world.monite.request_count("regenerate_secret") >= 1, 30, 0.005)
+        assert wait_until(
+            lambda: world.monite.request_count("regenerate_secret") >= 1, 30, 0.005
+        ), "the rotator never asked Monite to regenerate: the anchor never came"
     time.sleep(delay)
     sent = time.monotonic()
     proc.signal(signum)
@@ -131,6 +133,8 @@ def test_sigterm_run_once_commits_every_rotation_that_reached_monite(
         stops,
     )
     assert [_expected(s) for s in stops] == [_actual(s) for s in stops]
+    # every stop landed after a regenerate was applied, so there was something to commit
+    assert [] == [s.moment for s in stops if s.reached_monite == 0]
 
 
 def test_idle_daemon_stops_cleanly_on_sigterm(make_world: WorldFactory) -> None:
@@ -168,3 +172,5 @@ def test_ctrl_c_during_forced_rotation_commits_what_reached_monite(
         fault="SIGINT",
     )
     assert [(s.moment, 130, [], [], []) for s in stops] == [_actual(s) for s in stops]
+    # every stop landed after a regenerate was applied, so there was something to commit
+    assert [] == [s.moment for s in stops if s.reached_monite == 0]

@@ -429,13 +429,21 @@ def test_least_privilege_token_is_confined(vault: VaultEmulator, vault_token: st
         c.secrets.kv.v2.delete_metadata_and_all_versions(path=f"{PREFIX}/a")
 
 
-def test_create_and_update_capabilities_are_distinct(vault: VaultEmulator) -> None:
+def test_create_and_update_capabilities_are_distinct(
+    vault: VaultEmulator, root: hvac.Client
+) -> None:
     """Like Vault's KV existence check: "create" only creates, "update" only overwrites."""
     vault.put_policy("create-only", 'path "secret/data/*" { capabilities = ["create"] }')
     c = client(vault, vault.create_token(policies=["create-only"]))
     write(c, "k", {"v": 1})
     with pytest.raises(hvac.exceptions.Forbidden):
         write(c, "k", {"v": 2})
+    vault.put_policy("update-only", 'path "secret/data/*" { capabilities = ["update"] }')
+    u = client(vault, vault.create_token(policies=["update-only"]))
+    write(u, "k", {"v": 3})
+    assert {"v": 3} == read(root, "k")["data"]["data"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        write(u, "new", {"v": 1})
 
 
 def test_acl_plus_matches_exactly_one_segment(vault: VaultEmulator, root: hvac.Client) -> None:
@@ -484,6 +492,8 @@ def test_acl_most_specific_rule_wins_and_deny_overrides(
         read(c, "private")
     with pytest.raises(hvac.exceptions.Forbidden):
         read(c, "drop")
+    write(c, "drop", {"v": 2})
+    assert {"v": 2} == read(root, "drop")["data"]["data"]
 
 
 def test_policy_parser_refuses_bad_input() -> None:
