@@ -1,7 +1,8 @@
 """The `rotator` command line: argument parsing, exit codes, and nothing else.
 
 Exit codes (DESIGN.md): 0 all good, 1 some rotation failed, 2 usage,
-69 a dependency is unreachable, 78 bad configuration. A user mistake gets one
+69 a dependency is unreachable, 78 bad configuration; the daemon adds 70 for
+an internal error (a bug), 130 is Ctrl-C. A user mistake gets one
 line on stderr and no traceback.
 """
 
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit codes: 0 all good, 1 some rotation failed, 2 usage, "
-            "69 Monite or Vault unreachable, 78 bad configuration."
+            "69 Monite or Vault unreachable, 70 internal error, 78 bad configuration, "
+            "130 interrupted."
         ),
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")

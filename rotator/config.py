@@ -162,13 +162,32 @@ def _between(low: int, high: int) -> Callable[[int], int]:
     return check
 
 
+def _secret_text(value: str) -> str:
+    """A secret as typed, without the whitespace around it; raises on what cannot be sent.
+
+    Whitespace around a value is an accident of how it was stored (`kubectl
+    create secret --from-file`, `echo` into a file, `VAULT_TOKEN=$'...\\n'`) and
+    is never part of a Monite or Vault credential, so it is dropped. What is
+    left must be one word of printable characters: a control character or a
+    space inside would make the HTTP library reject the header and quote the
+    value in its error text. The message never shows the value.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(
+            "contains a line break, a space or another control character inside the value; "
+            "write the value alone, on one line"
+        )
+    return text
+
+
 def _to_secret(value: object) -> object:
     if isinstance(value, Secret):
         return value
     if isinstance(value, str):
-        if not value:
-            raise ValueError("must not be empty")
-        return Secret(value)
+        return Secret(_secret_text(value))
     raise ValueError("must be a string")
 
 
@@ -289,8 +308,7 @@ class MoniteSettings(_Group):
     @field_validator("client_id")
     @classmethod
     def _client_id(cls, value: str, info: ValidationInfo) -> str:
-        if not value:
-            raise ValueError("must not be empty")
+        value = _secret_text(value)  # it may come from a file or a credential, like the secret
         # Emulators and tests use readable ids; real Monite client ids are UUIDs.
         if _loading(info) and _UUID.fullmatch(value) is None:
             raise ValueError(
@@ -478,7 +496,7 @@ def crontab_weekdays(field: str) -> str:
             # "5/2" in crontab means from Friday to the end of the week, every 2nd day.
             last = last_day if last_day is not None else (6 if step else first_day)
             if last == 0 and first > 0:
-                last = 7  # a range ending in Sunday, like "5-7" or "fri-sun"
+                last = 7  # a range ending in Sunday by name or as 0, like "fri-sun" or "5-0"
             if first > last:
                 return field
         for number in range(first, last + 1, step or 1):
@@ -487,8 +505,9 @@ def crontab_weekdays(field: str) -> str:
 
 
 def _weekday(text: str) -> int | None:
+    """A crontab weekday as 0 (Sunday) to 7 (Sunday again): 7 stays 7, so "0-7" spans the week."""
     if text.isdigit() and 0 <= int(text) <= 7:
-        return int(text) % 7 if int(text) != 7 else 0
+        return int(text)
     if text[:3] in _WEEKDAYS and len(text) == 3:
         return _WEEKDAYS.index(text)
     return None
@@ -929,6 +948,35 @@ class _MappingEnvSource(EnvSettingsSource):
         }
 
 
+# A part of a ROTATOR_* name that is longer than this and names no group or key
+# may be pasted data (a secret typed as `ROTATOR_<secret>=...`): only its first
+# characters are shown. A long typo still gets its "did you mean" suggestion.
+_MAX_SHOWN_PART = 16
+
+
+def _shown_part(part: str) -> str:
+    known = {*GROUPS, *(k for g in GROUPS for k in group_keys(g))}
+    if len(part) <= _MAX_SHOWN_PART or part.lower() in known:
+        return part
+    return f"{part[:4]}…({len(part)} characters)"
+
+
+def _shown_env_name(name: str) -> str:
+    """`name` for a message, with any part that looks like pasted data cut short.
+
+    Judged on the unknown parts together: a secret that happens to contain `__`
+    splits into short parts, and each must not pass on its own.
+    """
+    known = {*GROUPS, *(k for g in GROUPS for k in group_keys(g))}
+    parts = name[len(ENV_PREFIX) :].split("__")
+    unknown = sum(len(p) for p in parts if p.lower() not in known)
+    if unknown <= _MAX_SHOWN_PART:
+        return name
+    return name[: len(ENV_PREFIX)] + "__".join(
+        p if p.lower() in known else f"{p[:4]}…({len(p)} characters)" for p in parts
+    )
+
+
 def _env_names(environ: Mapping[str, str]) -> Origins:
     """Map every ROTATOR_* variable to its key, rejecting any that names no key."""
     names: Origins = {}
@@ -937,6 +985,7 @@ def _env_names(environ: Mapping[str, str]) -> Origins:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in RESERVED_ENV:
             continue
+        shown = _shown_env_name(name)
         parts = upper[len(ENV_PREFIX) :].split("__")
         if len(parts) != 2 or not all(parts):
             hint = (
@@ -944,16 +993,18 @@ def _env_names(environ: Mapping[str, str]) -> Origins:
                 if upper.startswith("ROTATOR_POLICY__RULES__")
                 else ""
             )
-            raise ConfigError(f"environment variable {name} is not a setting; {shape}{hint}")
+            raise ConfigError(f"environment variable {shown} is not a setting; {shape}{hint}")
         group, key = parts[0].lower(), parts[1].lower()
         if group not in _GROUP_MODELS:
             close = difflib.get_close_matches(group, GROUPS, n=1, cutoff=0.6)
             hint = (
-                f"did you mean {ENV_PREFIX}{close[0].upper()}__{key.upper()}?"
+                f"did you mean {_shown_env_name(f'{ENV_PREFIX}{close[0].upper()}__{key.upper()}')}?"
                 if close
                 else "groups are " + ", ".join(g.upper() for g in GROUPS)
             )
-            raise ConfigError(f"unknown environment variable {name}: no group {group!r}; {hint}")
+            raise ConfigError(
+                f"unknown environment variable {shown}: no group {_shown_part(group)!r}; {hint}"
+            )
         if key not in group_keys(group):
             close = difflib.get_close_matches(key, group_keys(group), n=1, cutoff=0.6)
             hint = (
@@ -962,7 +1013,8 @@ def _env_names(environ: Mapping[str, str]) -> Origins:
                 else "valid keys: " + ", ".join(group_keys(group))
             )
             raise ConfigError(
-                f"unknown environment variable {name}: [{group}] has no key {key!r}; {hint}"
+                f"unknown environment variable {shown}: [{group}] has no key "
+                f"{_shown_part(key)!r}; {hint}"
             )
         if (group, key) in names:
             raise ConfigError(f"{names[(group, key)]} and {name} both set {group}.{key}; keep one")
@@ -1031,12 +1083,11 @@ def _read_secret(path: Path, key: str, origin: str | None) -> str:
         raise ConfigError(
             f"{where}: file {path} cannot be read ({exc.strerror}); check its permissions"
         ) from None
-    # Editors and `echo` add one newline; anything more is a malformed file,
-    # and sending it to Monite or Vault would fail far from here.
-    if text.endswith("\r\n"):
-        text = text[:-2]
-    elif text.endswith("\n"):
-        text = text[:-1]
+    # Editors, `echo` and `kubectl create secret --from-file` leave a newline
+    # (or spaces) around the value: dropped, as for every other source. A line
+    # break inside is a malformed file, and sending it to Monite or Vault would
+    # fail far from here; other control characters are refused by validation.
+    text = text.strip()
     if not text:
         raise ConfigError(f"{where}: file {path} is empty; write the value into it")
     if "\n" in text or "\r" in text:
@@ -1134,10 +1185,18 @@ def _render_loc(loc: tuple[str | int, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _describe(error: Mapping[str, Any], origins: Origins) -> tuple[tuple[str | int, ...], str]:
+# Added to a "required" problem when no config file was read: the usual cause
+# is a forgotten --config, not a missing key.
+_NO_FILE_HINT = "no config file: pass --config PATH or set ROTATOR_CONFIG"
+
+
+def _describe(
+    error: Mapping[str, Any], origins: Origins, *, no_file: bool = False
+) -> tuple[tuple[str | int, ...], str]:
     """One error as (location, message), built from its location and our own text only.
 
     Pydantic's own rendering includes the input value, which may be a secret.
+    `no_file`: no config file was read, so a missing key gets a hint saying so.
     """
     loc: tuple[str | int, ...] = tuple(error["loc"])
     kind: str = error["type"]
@@ -1161,16 +1220,18 @@ def _describe(error: Mapping[str, Any], origins: Origins) -> tuple[tuple[str | i
         problem = _TYPE_PROBLEMS.get(kind) or str(error["msg"]).replace(
             "Input should be", "must be"
         )
+    if no_file and problem.startswith("required"):
+        problem = f"{problem}; {_NO_FILE_HINT}"
     origin = origins.get((str(loc[0]), str(loc[1]))) if len(loc) >= 2 else None
     where = _render_loc(loc) + (f" (from {origin})" if origin else "")
     return loc, f"{where}: {problem}"
 
 
 def _errors(
-    exc: ValidationError, prefix: tuple[str, ...], origins: Origins
+    exc: ValidationError, prefix: tuple[str, ...], origins: Origins, *, no_file: bool = False
 ) -> list[tuple[Any, str]]:
     return [
-        _describe({**error, "loc": prefix + tuple(error["loc"])}, origins)
+        _describe({**error, "loc": prefix + tuple(error["loc"])}, origins, no_file=no_file)
         for error in exc.errors(include_url=False, include_input=False)
     ]
 
@@ -1196,13 +1257,13 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     try:
         policy = _PolicyInput.model_validate(raw["policy"], context=_LOADING).to_policy()
     except ValidationError as exc:
-        problems += _errors(exc, ("policy",), origins)
+        problems += _errors(exc, ("policy",), origins, no_file=config_path is None)
 
     settings: Settings | None = None
     try:
         settings = Settings.model_validate({**raw, "policy": policy}, context=_LOADING)
     except ValidationError as exc:
-        problems += _errors(exc, (), origins)
+        problems += _errors(exc, (), origins, no_file=config_path is None)
 
     if problems or settings is None:
         # Report in file order, so fixing top to bottom works.

@@ -28,7 +28,24 @@ Decisions that shape it:
   whole: policy, schedule, log level and the endpoint at once; Monite, Vault
   and rotation settings by swapping in a new engine between cycles.
 - **The watchdog proves progress, not just a loop.** `WATCHDOG=1` is sent
-  only while the scheduler runs and its cycle job is not stuck in the past.
+  (and `/healthz` answers 200) only while the scheduler runs, its cycle job
+  is not stuck in the past, and the cycle in flight (if any) has not run
+  longer than the cycle limit. APScheduler alone cannot tell: with
+  `max_instances=1` it skips the runs a hung cycle blocks and keeps moving
+  `next_run_time` forward. The limit is the longest a healthy cycle can
+  take, doubled: one Monite call per list page and per rotation
+  (`max_pages + max_pages × page_size`, or the per-cycle cap) at
+  `monite.rate_limit`, times 2 for retries and backoffs, plus
+  `rotation.commit_retry_for` (a commit may be retried that long) and
+  10 × `rotation.claim_ttl` for Vault; never less than `CYCLE_LIMIT_FLOOR`
+  (1 hour). With the defaults that is about 2.5 hours. A restart then is
+  safe: claims left behind are recovered after `claim_ttl`.
+- **An engine in use is never closed.** A reload that replaces or drops the
+  engine retires it; the preflight check and the readiness probe that hold
+  it finish on it, and the last one out closes it. A cycle holds the engine
+  lock, so a swap waits for it.
+- **An unexpected exception is a failure, said once.** `serve()` logs
+  `daemon.failed` with the traceback and exits 70 (EX_SOFTWARE), never 0.
 - **Ready means the last cycle succeeded.** `/readyz` is 200 only when the
   last cycle ran with no failed rotation and Monite and Vault answer now (a
   probe cached for a few seconds, so probes cannot eat Monite's rate limit).
@@ -60,6 +77,7 @@ from rotator.audit import (
     CYCLE_FAILED,
     DAEMON_CLAIM_CHECK,
     DAEMON_DRAIN_TIMEOUT,
+    DAEMON_FAILED,
     DAEMON_PREFLIGHT_FAILED,
     DAEMON_READY,
     DAEMON_STARTED,
@@ -81,6 +99,7 @@ log = structlog.get_logger("rotator.daemon")
 
 EXIT_OK: Final = 0
 EXIT_DRAIN_TIMEOUT: Final = 1
+EXIT_SOFTWARE: Final = 70  # sysexits EX_SOFTWARE: an unexpected exception (a bug)
 
 CYCLE_JOB: Final = "cycle"
 CLAIM_CHECK_JOB: Final = "claim-check"
@@ -96,6 +115,8 @@ READINESS_CACHE_SECONDS: Final = 3.0
 READINESS_TIMEOUT_SECONDS: Final = 5.0
 # A cycle job whose next run is this far in the past means the scheduler stopped working.
 SCHEDULER_STALE: Final = timedelta(minutes=2)
+# A cycle running longer than its limit (see cycle_limit) is hung; never less than this.
+CYCLE_LIMIT_FLOOR: Final = timedelta(hours=1)
 
 Phase = Literal["starting", "preflight", "running", "stopping"]
 EngineFactory = Callable[[Settings], contextlib.AbstractAsyncContextManager[Engine]]
@@ -116,6 +137,16 @@ def build_trigger(schedule: ScheduleSettings) -> BaseTrigger:
     return IntervalTrigger(seconds=schedule.interval.total_seconds(), jitter=jitter, timezone=UTC)
 
 
+def cycle_limit(settings: Settings) -> timedelta:
+    """The longest a healthy cycle can run; one running longer is hung (module docstring)."""
+    monite, rotation = settings.monite, settings.rotation
+    pages = monite.max_pages
+    rotations = rotation.max_rotations_per_cycle or pages * monite.page_size
+    calls = timedelta(seconds=(pages + rotations) / monite.rate_limit)
+    limit = 2 * calls + rotation.commit_retry_for + 10 * rotation.claim_ttl
+    return max(CYCLE_LIMIT_FLOOR, limit)
+
+
 def describe_schedule(schedule: ScheduleSettings) -> str:
     jitter = f" (jitter {schedule.jitter.total_seconds():g}s)" if schedule.jitter else ""
     if schedule.cron is not None:
@@ -133,6 +164,58 @@ class _Stopped(Exception):
     """Raised inside the daemon when SIGTERM arrives while it waits for something."""
 
 
+class _EngineHandle:
+    """An open engine and its exit stack, closed only once retired and no longer used.
+
+    `acquire()`/`release()` bracket a check that runs outside the engine lock
+    (the preflight, the readiness probe): a reload that retires the engine
+    meanwhile leaves it open until the last user releases it.
+    """
+
+    def __init__(self, engine: Engine, stack: contextlib.AsyncExitStack) -> None:
+        self.engine = engine
+        self._stack = stack
+        self._users = 0
+        self._retired = False
+        self._closing: asyncio.Task[None] | None = None
+
+    def acquire(self) -> Engine:
+        self._users += 1
+        return self.engine
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._retired and self._users == 0:
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None and self._closing.done()
+
+    def retire(self) -> asyncio.Task[None] | None:
+        """No new users from now on; closes at once if unused. The closing task, if started."""
+        self._retired = True
+        return self._close() if self._users == 0 else None
+
+    async def close_now(self) -> None:
+        """Close whoever still uses it (shutdown: the users have been cancelled)."""
+        self._retired = True
+        await asyncio.shield(self._close())
+
+    def _close(self) -> asyncio.Task[None]:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._aclose(), name="engine-close")
+        return self._closing
+
+    async def _aclose(self) -> None:
+        try:
+            await self._stack.aclose()
+        except Exception as exc:  # nothing is left to use; say so and carry on
+            log.warning(
+                DAEMON_UNHEALTHY, reason="closing an engine failed", error=type(exc).__name__
+            )
+
+
 class Daemon:
     """Schedules cycles on one Engine at a time, and drains them on stop."""
 
@@ -147,8 +230,12 @@ class Daemon:
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        cycle_limit: timedelta | None = None,
     ) -> None:
+        """`cycle_limit`: how long a cycle may run before the daemon counts as hung;
+        default `cycle_limit(settings)` (tests pass a short one)."""
         self._settings = settings
+        self._cycle_limit = cycle_limit
         self._owner = owner
         self._config_path = config_path
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
@@ -160,8 +247,9 @@ class Daemon:
         self._clock = clock or SystemClock()
         self._rng = random.Random()
 
-        self._engine: Engine | None = None
-        self._engine_stack: contextlib.AsyncExitStack | None = None
+        self._handle: _EngineHandle | None = None
+        self._retired: set[_EngineHandle] = set()  # swapped out, closed once unused
+        self._engine_generation = 0  # bumped by every swap
         self._engine_lock = asyncio.Lock()  # held by a cycle, and by an engine swap
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -170,6 +258,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._scheduler_stopping = False
         self._current: asyncio.Task[None] | None = None
+        self._current_started = 0.0  # clock.monotonic() when _current began
         self._background: set[asyncio.Task[Any]] = set()
         self._health: HealthServer | None = None
         self._immediate_checks = 0
@@ -196,6 +285,10 @@ class Daemon:
     @property
     def phase(self) -> Phase:
         return self._phase
+
+    @property
+    def _engine(self) -> Engine | None:
+        return None if self._handle is None else self._handle.engine
 
     @property
     def health_address(self) -> tuple[str, int] | None:
@@ -233,6 +326,12 @@ class Daemon:
         except ConfigError:
             code = 78
             raise
+        except Exception as exc:
+            # A bug: say so once, with the traceback in the log (redacted like
+            # every line), and fail the unit instead of a bare traceback.
+            code = EXIT_SOFTWARE
+            log.exception(DAEMON_FAILED, error=type(exc).__name__, exit_code=code)
+            self._notifier.status(f"failed: internal error ({type(exc).__name__})")
         finally:
             await self._cleanup()
             log.info(DAEMON_STOPPED, exit_code=code)
@@ -244,22 +343,23 @@ class Daemon:
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
+            generation = self._engine_generation
             try:
-                engine = await self._until_stopped(self._ensure_engine(), None)
-                await self._until_stopped(engine.check(), PREFLIGHT_ATTEMPT_SECONDS)
+                await self._until_stopped(self._preflight_attempt(), None)
             except _Stopped:
                 return False
-            except DependencyError as exc:
-                if attempt == 1 and not exc.retryable:
-                    self._notifier.status(f"cannot start: {exc}")
-                    log.error(DAEMON_PREFLIGHT_FAILED, attempt=attempt, error=str(exc), fatal=True)
+            except (DependencyError, TimeoutError):
+                if generation != self._engine_generation:
+                    # A reload replaced the settings during the attempt: this
+                    # answer is about the old ones. Try the new ones at once.
+                    attempt = 0
+                    continue
+                if not self._preflight_failed(attempt, sys.exc_info()[1]):
                     raise
-                self._preflight_error = str(exc)
-            except TimeoutError:
-                self._preflight_error = (
-                    f"Monite and Vault did not answer within {PREFLIGHT_ATTEMPT_SECONDS:g}s"
-                )
             else:
+                if generation != self._engine_generation:
+                    attempt = 0
+                    continue  # passed on settings a reload has since replaced
                 self._preflight_error = None
                 return True
             delay = self._rng.uniform(0.5, 1.0) * min(
@@ -276,12 +376,36 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
         return False
 
-    async def _ensure_engine(self) -> Engine:
+    def _preflight_failed(self, attempt: int, exc: BaseException | None) -> bool:
+        """Record a failed attempt; False when it is fatal (the caller re-raises)."""
+        if isinstance(exc, DependencyError):
+            if attempt == 1 and not exc.retryable:
+                self._notifier.status(f"cannot start: {exc}")
+                log.error(DAEMON_PREFLIGHT_FAILED, attempt=attempt, error=str(exc), fatal=True)
+                return False
+            self._preflight_error = str(exc)
+        else:
+            self._preflight_error = (
+                f"Monite and Vault did not answer within {PREFLIGHT_ATTEMPT_SECONDS:g}s"
+            )
+        return True
+
+    async def _preflight_attempt(self) -> None:
+        """Open the engine if there is none, and check it (bounded); it stays open meanwhile."""
+        handle = await self._acquire_engine()
+        try:
+            await asyncio.wait_for(handle.engine.check(), timeout=PREFLIGHT_ATTEMPT_SECONDS)
+        finally:
+            handle.release()
+
+    async def _acquire_engine(self) -> _EngineHandle:
+        """The current engine (opened when there is none), acquired: the caller releases it."""
         async with self._engine_lock:
-            if self._engine is None:
-                self._engine, self._engine_stack = await self._open_engine(self._settings)
-                self.metrics.attach(self._engine)
-            return self._engine
+            if self._handle is None:
+                self._handle = _EngineHandle(*await self._open_engine(self._settings))
+                self.metrics.attach(self._handle.engine)
+            self._handle.acquire()
+            return self._handle
 
     async def _open_engine(self, settings: Settings) -> tuple[Engine, contextlib.AsyncExitStack]:
         stack = contextlib.AsyncExitStack()
@@ -339,6 +463,7 @@ class Daemon:
         if self._current is not None and not self._current.done():
             # The claim check and the regular cycle met; the running cycle covers both.
             return
+        self._current_started = self._clock.monotonic()
         self._current = asyncio.create_task(self._run_cycle(), name="rotation-cycle")
         try:
             await asyncio.shield(self._current)
@@ -349,9 +474,16 @@ class Daemon:
 
     async def _run_cycle(self) -> None:
         async with self._engine_lock:
-            engine = self._engine
-            if engine is None:
-                return
+            if self._handle is None:
+                # A reload dropped the engine just as the preflight passed: open
+                # one on the current settings; the next cycle tries again if not.
+                try:
+                    self._handle = _EngineHandle(*await self._open_engine(self._settings))
+                except DependencyError as exc:
+                    log.error(CYCLE_FAILED, reason="dependency_unavailable", error=str(exc))
+                    return
+                self.metrics.attach(self._handle.engine)
+            engine = self._handle.engine
             try:
                 report = await engine.run_cycle()
             except Exception as exc:
@@ -406,21 +538,32 @@ class Daemon:
     # -- health -----------------------------------------------------------------
 
     def alive(self) -> bool:
-        """The loop runs (we are here) and the scheduler still schedules."""
+        """The loop runs (we are here), the scheduler still schedules, no cycle is hung."""
+        return self._unhealthy_reason() is None
+
+    def _unhealthy_reason(self) -> str | None:
         if self._phase != "running":
-            return True  # starting, waiting for dependencies, or draining: all bounded
+            return None  # starting, waiting for dependencies, or draining: all bounded
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
-            return False
+            return "scheduler stopped"
         job = scheduler.get_job(CYCLE_JOB)
         if job is None:
-            return False
+            return "scheduler stopped"
         next_run: datetime | None = job.next_run_time
-        return next_run is None or next_run > self._clock.now() - SCHEDULER_STALE
+        if next_run is not None and next_run <= self._clock.now() - SCHEDULER_STALE:
+            return "scheduler stopped"
+        current = self._current
+        if current is not None and not current.done():
+            limit = (self._cycle_limit or cycle_limit(self._settings)).total_seconds()
+            running = self._clock.monotonic() - self._current_started
+            if running > limit:
+                return f"cycle hung: running for {running:.0f}s, over the {limit:g}s limit"
+        return None
 
     def _liveness(self) -> Verdict:
-        ok = self.alive()
-        return Verdict(ok, {"status": "ok" if ok else "scheduler stopped", "phase": self._phase})
+        reason = self._unhealthy_reason()
+        return Verdict(reason is None, {"status": reason or "ok", "phase": self._phase})
 
     async def _readiness(self) -> Verdict:
         reasons: list[str] = []
@@ -451,10 +594,16 @@ class Daemon:
         return Verdict(not reasons, detail)
 
     async def _check_dependencies(self) -> None:
-        engine = self._engine
-        if engine is None:
+        handle = self._handle
+        if handle is None:
             raise DependencyError("no connection to Monite and Vault yet")
-        await engine.check()
+        # Held until the check ends: a reload swapping the engine meanwhile
+        # leaves this one open until then.
+        engine = handle.acquire()
+        try:
+            await engine.check()
+        finally:
+            handle.release()
 
     def _routes(self) -> Routes:
         return Routes(
@@ -482,12 +631,13 @@ class Daemon:
 
     async def _watchdog(self, interval: float) -> None:
         while True:
-            if self.alive():
+            reason = self._unhealthy_reason()
+            if reason is None:
                 self._notifier.watchdog()
                 self._unhealthy_logged = False
             elif not self._unhealthy_logged:
                 # Withholding WATCHDOG=1 lets systemd restart us; say why once.
-                log.error(DAEMON_UNHEALTHY, reason="the scheduler stopped scheduling cycles")
+                log.error(DAEMON_UNHEALTHY, reason=reason)
                 self._unhealthy_logged = True
             await asyncio.sleep(interval)
 
@@ -576,14 +726,24 @@ class Daemon:
         return await self._bind_health(new)
 
     async def _swap_engine(self, new: tuple[Engine, contextlib.AsyncExitStack] | None) -> None:
-        """Replace the engine once no cycle runs; None drops it (the preflight opens one)."""
+        """Replace the engine once no cycle runs; None drops it (the preflight opens one).
+
+        The old engine is closed now if nothing uses it, else by its last user
+        (a preflight check or a readiness probe still running on it).
+        """
         async with self._engine_lock:
-            old_stack = self._engine_stack
-            self._engine, self._engine_stack = new if new is not None else (None, None)
+            old = self._handle
+            self._handle = None if new is None else _EngineHandle(*new)
+            self._engine_generation += 1
             self.metrics.attach(self._engine)
         self._probe.invalidate()
-        if old_stack is not None:
-            await old_stack.aclose()
+        if old is None:
+            return
+        self._retired = {h for h in self._retired if not h.closed}
+        self._retired.add(old)
+        closing = old.retire()
+        if closing is not None:
+            await asyncio.shield(closing)
 
     # -- shutdown ---------------------------------------------------------------
 
@@ -632,10 +792,10 @@ class Daemon:
         if self._health is not None:
             await self._health.close()
             self._health = None
-        if self._engine_stack is not None:
-            with contextlib.suppress(Exception):
-                await self._engine_stack.aclose()
-            self._engine, self._engine_stack = None, None
+        handles = [*self._retired, *([self._handle] if self._handle is not None else [])]
+        self._handle, self._retired = None, set()
+        for handle in handles:
+            await handle.close_now()
         self._notifier.close()
 
     def _spawn(self, work: Awaitable[Any], name: str) -> None:

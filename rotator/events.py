@@ -20,6 +20,7 @@ __all__ = [
     "CYCLE_STARTED",
     "DAEMON_CLAIM_CHECK",
     "DAEMON_DRAIN_TIMEOUT",
+    "DAEMON_FAILED",
     "DAEMON_PREFLIGHT_FAILED",
     "DAEMON_READY",
     "DAEMON_STARTED",
@@ -39,6 +40,15 @@ __all__ = [
     "ROTATION_SUCCEEDED",
     "SUBSCRIPTION_ORPHANED",
     "SUBSCRIPTION_UNMANAGED",
+    "VAULT_CLIENT_CLOSE_FAILED",
+    "VAULT_LOGIN",
+    "VAULT_LOGIN_FAILED",
+    "VAULT_RELOGIN",
+    "VAULT_RENEW_FAILED",
+    "VAULT_RETRY",
+    "VAULT_TOKEN_LOOKUP_FAILED",
+    "VAULT_TOKEN_MAX_TTL",
+    "VAULT_TOKEN_RENEWED",
 ]
 
 CYCLE_STARTED: Final = "cycle.started"
@@ -67,10 +77,21 @@ DAEMON_STOPPING: Final = "daemon.stopping"
 DAEMON_STOPPED: Final = "daemon.stopped"
 DAEMON_PREFLIGHT_FAILED: Final = "daemon.preflight_failed"
 DAEMON_DRAIN_TIMEOUT: Final = "daemon.drain_timeout"
+DAEMON_FAILED: Final = "daemon.failed"  # an unexpected exception ended the daemon (exit 70)
 DAEMON_UNHEALTHY: Final = "daemon.unhealthy"
 DAEMON_CLAIM_CHECK: Final = "daemon.claim_check_scheduled"
 MONITE_RETRY: Final = "monite.retry"
 MONITE_LIST_ITEMS_SKIPPED: Final = "monite.list_items_skipped"
+# Vault authentication and transport (rotator.vault); fields never carry a token.
+VAULT_LOGIN: Final = "vault.login"  # an AppRole/Kubernetes login gave a new token
+VAULT_LOGIN_FAILED: Final = "vault.login_failed"  # a re-login failed; the current token serves on
+VAULT_RELOGIN: Final = "vault.relogin"  # Vault refused the token as dead: log in again
+VAULT_TOKEN_LOOKUP_FAILED: Final = "vault.token_lookup_failed"
+VAULT_TOKEN_RENEWED: Final = "vault.token_renewed"
+VAULT_RENEW_FAILED: Final = "vault.renew_failed"  # retrying=True: an outage; False: refused
+VAULT_TOKEN_MAX_TTL: Final = "vault.token_max_ttl"  # renewal cannot pass the max TTL
+VAULT_RETRY: Final = "vault.retry"  # a read or list is tried again after an outage
+VAULT_CLIENT_CLOSE_FAILED: Final = "vault.client_close_failed"
 
 EVENTS: Final[frozenset[str]] = frozenset(
     {
@@ -98,9 +119,19 @@ EVENTS: Final[frozenset[str]] = frozenset(
         DAEMON_STOPPED,
         DAEMON_PREFLIGHT_FAILED,
         DAEMON_DRAIN_TIMEOUT,
+        DAEMON_FAILED,
         DAEMON_UNHEALTHY,
         DAEMON_CLAIM_CHECK,
         MONITE_RETRY,
         MONITE_LIST_ITEMS_SKIPPED,
+        VAULT_LOGIN,
+        VAULT_LOGIN_FAILED,
+        VAULT_RELOGIN,
+        VAULT_TOKEN_LOOKUP_FAILED,
+        VAULT_TOKEN_RENEWED,
+        VAULT_RENEW_FAILED,
+        VAULT_TOKEN_MAX_TTL,
+        VAULT_RETRY,
+        VAULT_CLIENT_CLOSE_FAILED,
     }
 )

@@ -14,7 +14,11 @@ refuses it), plus the TLS and namespace options of the clients; and reading
 the Monite credentials that may live in Vault.
 
 Nothing in this module puts a token, a login credential or a secret value in a
-repr, an exception message or a log line.
+repr, an exception message or a log line. The text of a library exception that
+may quote the request it refused (requests' InvalidHeader quotes the header
+value, that is the token) is never copied into a message, and is blanked in
+the exception chained as the cause. Log lines are structlog events with the
+stable `vault.*` names of `rotator.events`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import collections
 import concurrent.futures
 import contextvars
 import dataclasses
-import logging
 import random
 import threading
 import time
@@ -34,6 +37,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+import structlog
 
 from rotator.clock import full_jitter
 from rotator.config import VaultSettings
@@ -44,11 +48,22 @@ from rotator.errors import (
     VaultRequestError,
     VaultUnavailable,
 )
+from rotator.events import (
+    VAULT_CLIENT_CLOSE_FAILED,
+    VAULT_LOGIN,
+    VAULT_LOGIN_FAILED,
+    VAULT_RELOGIN,
+    VAULT_RENEW_FAILED,
+    VAULT_RETRY,
+    VAULT_TOKEN_LOOKUP_FAILED,
+    VAULT_TOKEN_MAX_TTL,
+    VAULT_TOKEN_RENEWED,
+)
 from rotator.model import Record, Secret
 
 __all__ = ["VaultStore", "client_options", "read_monite_credentials", "translate_hvac_error"]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("rotator.vault")
 
 T = TypeVar("T")
 
@@ -97,11 +112,35 @@ def _vault_detail(exc: hvac.exceptions.VaultError) -> str:
     return text[:_MAX_DETAIL]
 
 
+_MIN_SCRUB_PART = 8  # shorter pieces of a secret are not hunted for on their own
+
+
+def _scrub_forms(value: str) -> list[str]:
+    """The texts `value` may show up as: itself, as a repr() escapes it, trimmed, and its
+    whitespace-separated pieces (messages are folded onto one line), longest first."""
+    found = {value, value.encode("unicode_escape").decode("ascii"), value.strip()}
+    found.update(part for part in value.split() if len(part) >= _MIN_SCRUB_PART)
+    return sorted((f for f in found if f), key=len, reverse=True)
+
+
 def _scrub(text: str, secrets: Iterable[str]) -> str:
     for value in secrets:
-        if value:
-            text = text.replace(value, "<redacted>")
+        for form in _scrub_forms(value):
+            text = text.replace(form, "<redacted>")
     return text
+
+
+# requests exceptions whose text only describes the transport (host, port, URL
+# path, the socket or TLS error). Every other one may quote the request it
+# refused, a header value (the token) or a body, so its text is never used.
+_TRANSPORT_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _text_withheld(exc: BaseException) -> bool:
+    """Whether the text of `exc` may quote request data and must never be shown."""
+    return isinstance(exc, requests.exceptions.RequestException) and not isinstance(
+        exc, _TRANSPORT_ERRORS
+    )
 
 
 def translate_hvac_error(
@@ -167,29 +206,53 @@ def translate_hvac_error(
         return VaultRequestError(message, status=status)
 
     if isinstance(exc, requests.exceptions.RequestException):
-        # str(exc) names host, port and URL path: useful, and never the headers.
-        detail = _scrub(" ".join(str(exc).split())[:_MAX_DETAIL], secrets)
         name = type(exc).__name__
-        if isinstance(exc, requests.exceptions.SSLError):
-            return VaultUnavailable(
-                f"{where} failed: TLS error (check vault.ca_cert and the address): {detail}"
+        if isinstance(exc, requests.exceptions.Timeout):
+            return VaultUnavailable(f"{where} timed out ({name})")
+        if isinstance(exc, _TRANSPORT_ERRORS):
+            # Only these texts are used: they name host, port and URL path, never
+            # a header or a body. Scrubbed all the same.
+            detail = _scrub(" ".join(_scrub(str(exc), secrets).split())[:_MAX_DETAIL], secrets)
+            if isinstance(exc, requests.exceptions.SSLError):
+                return VaultUnavailable(
+                    f"{where} failed: TLS error (check vault.ca_cert and the address): {detail}"
+                )
+            return VaultUnavailable(f"{where} failed ({name}): {detail}")
+        # From here on the text may quote the request (InvalidHeader quotes the
+        # header value: the token), so a fixed hint stands in for it.
+        if isinstance(exc, requests.exceptions.InvalidHeader):
+            return VaultRequestError(
+                f"{where} failed ({name}): a request header holds a value HTTP cannot carry; "
+                "check that the Vault token and credentials are one line without spaces or "
+                "control characters"
             )
         if isinstance(
             exc,
             requests.exceptions.InvalidURL
             | requests.exceptions.MissingSchema
             | requests.exceptions.InvalidSchema
-            | requests.exceptions.URLRequired
-            | requests.exceptions.InvalidHeader
-            | requests.exceptions.TooManyRedirects
+            | requests.exceptions.URLRequired,
+        ):
+            return VaultRequestError(
+                f"{where} failed ({name}): the request URL is not valid; check vault.address, "
+                "vault.mount and vault.path_prefix"
+            )
+        if isinstance(exc, requests.exceptions.TooManyRedirects):
+            return VaultRequestError(
+                f"{where} failed ({name}): Vault redirected too often; check vault.address"
+            )
+        if isinstance(exc, requests.exceptions.JSONDecodeError):
+            # The answer, not the request: a proxy page, say. Trying again may help.
+            return VaultUnavailable(f"{where} failed ({name}): the answer is not JSON")
+        if isinstance(
+            exc,
+            requests.exceptions.InvalidJSONError
             | requests.exceptions.StreamConsumedError
             | requests.exceptions.UnrewindableBodyError,
         ):
-            # Retrying cannot fix a bad address or a request we cannot send.
-            return VaultRequestError(f"{where} failed ({name}): {detail}")
-        if isinstance(exc, requests.exceptions.Timeout):
-            return VaultUnavailable(f"{where} timed out ({name})")
-        return VaultUnavailable(f"{where} failed ({name}): {detail}")
+            # Retrying cannot fix a request we cannot send.
+            return VaultRequestError(f"{where} failed ({name}): the request could not be sent")
+        return VaultUnavailable(f"{where} failed ({name})")
 
     if isinstance(exc, OSError):
         return VaultUnavailable(f"{where} failed ({type(exc).__name__})")
@@ -202,8 +265,10 @@ def _without_tracebacks(exc: BaseException) -> BaseException:
     """Drop the library frames from `exc` and everything chained to it.
 
     Their locals hold the request headers (the token) and body (the secret); a
-    traceback renderer that shows locals must never see them. Types and
-    messages stay, so the chain still says what went wrong.
+    traceback renderer that shows locals must never see them. Types stay, and
+    messages too, except those that may quote the request (`_text_withheld`):
+    they are replaced, so a rendered chain cannot show the token. The request
+    object a requests exception carries (with its headers) is dropped as well.
     """
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
@@ -213,6 +278,12 @@ def _without_tracebacks(exc: BaseException) -> BaseException:
             continue
         seen.add(id(current))
         current.__traceback__ = None
+        if isinstance(current, requests.exceptions.RequestException):
+            current.request = None
+            if _text_withheld(current):
+                current.args = (
+                    f"{type(current).__name__} (text withheld: it may quote the request)",
+                )
         stack += [current.__cause__, current.__context__]
     return exc
 
@@ -350,7 +421,7 @@ class _Auth:
                     return False
                 else:
                     return False
-            log.info("Vault refused the %s token as dead; logging in again", self._method)
+            log.info(VAULT_RELOGIN, method=self._method, mount=self._settings.login_mount)
             self._lease = None
             self._not_before = float("-inf")
             return True
@@ -389,11 +460,17 @@ class _Auth:
             if isinstance(error, VaultUnavailable):
                 # Bookkeeping must not block work: this request goes ahead (and
                 # meets the same outage, or not); the next one looks up again.
-                log.debug("looking up the Vault token failed, will try again: %s", error)
+                log.debug(VAULT_TOKEN_LOOKUP_FAILED, retrying=True, error=str(error))
                 return lease
             # A token without the "default" policy may not look itself up yet still
             # work for the KV paths: use it, without renewal, and let requests tell.
-            log.warning("cannot look up the Vault token, so it will not be renewed: %s", error)
+            log.warning(
+                VAULT_TOKEN_LOOKUP_FAILED,
+                retrying=False,
+                renewed=False,
+                error=str(error),
+                note="the token is used as is and will not be renewed",
+            )
         else:
             data = _as_mapping(_as_mapping(response).get("data"))
             ttl = _seconds(data.get("ttl"))
@@ -417,7 +494,15 @@ class _Auth:
             if lease.expires_at is not None and now < lease.expires_at:
                 # The old token still works for a while: keep serving with it.
                 self._not_before = now + _REFRESH_BACKOFF
-                log.warning("Vault re-login failed; the current token still serves: %s", exc)
+                log.warning(
+                    VAULT_LOGIN_FAILED,
+                    method=self._method,
+                    mount=self._settings.login_mount,
+                    expires_in_seconds=max(0, round(lease.expires_at - now)),
+                    retry_in_seconds=_REFRESH_BACKOFF,
+                    error=str(exc),
+                    note="the current token still serves",
+                )
                 return lease
             raise
 
@@ -433,13 +518,20 @@ class _Auth:
             left = max(0, round((lease.expires_at or now) - now))
             if isinstance(error, VaultUnavailable):
                 self._not_before = now + _REFRESH_BACKOFF
-                log.warning("renewing the Vault token failed, will try again: %s", error)
+                log.warning(
+                    VAULT_RENEW_FAILED,
+                    retrying=True,
+                    expires_in_seconds=left,
+                    retry_in_seconds=_REFRESH_BACKOFF,
+                    error=str(error),
+                )
                 return lease
             log.warning(
-                "Vault refused to renew the token, which expires in %ds: %s; give the daemon "
-                "a new token before then",
-                left,
-                error,
+                VAULT_RENEW_FAILED,
+                retrying=False,
+                expires_in_seconds=left,
+                error=str(error),
+                note="Vault refused to renew the token; give the daemon a new one before then",
             )
             lease = dataclasses.replace(lease, renewable=False)
             self._lease = lease
@@ -452,9 +544,10 @@ class _Auth:
         if ttl + 1 < lease.period:
             renewable = False
             log.warning(
-                "the Vault token reaches its maximum TTL in %ds and cannot be renewed past "
-                "it; give the daemon a new token (or use approle or kubernetes auth) before then",
-                round(ttl),
+                VAULT_TOKEN_MAX_TTL,
+                expires_in_seconds=round(ttl),
+                note="the token cannot be renewed past its maximum TTL; give the daemon a new "
+                "token (or use approle or kubernetes auth) before then",
             )
         lease = dataclasses.replace(
             lease,
@@ -463,7 +556,7 @@ class _Auth:
             renewable=renewable,
         )
         self._lease = lease
-        log.debug("renewed the Vault token for %ds", round(ttl))
+        log.debug(VAULT_TOKEN_RENEWED, ttl_seconds=round(ttl), renewable=renewable)
         return lease
 
     def _login(self, client: Any) -> _Lease:
@@ -486,7 +579,13 @@ class _Auth:
             Secret(token), self._generation, expires_at=now + ttl if ttl else None, period=ttl
         )
         self._lease = lease
-        log.info("logged in to Vault with %s at %s", self._method, self._login_path)
+        log.info(
+            VAULT_LOGIN,
+            method=self._method,
+            mount=self._settings.login_mount,
+            ttl_seconds=round(ttl),
+            logins=self.logins,
+        )
         return lease
 
     def _approle_login(self, client: Any) -> Any:
@@ -635,7 +734,7 @@ class VaultStore:
             try:
                 client.adapter.close()
             except Exception:  # a close that fails leaves nothing to clean up
-                log.debug("closing a Vault client failed", exc_info=False)
+                log.debug(VAULT_CLIENT_CLOSE_FAILED)
 
     # -- plumbing --------------------------------------------------------
 
@@ -718,7 +817,13 @@ class VaultStore:
                 if n >= retries:
                     raise
                 delay = full_jitter(n, base=_RETRY_BASE, cap=_RETRY_CAP, rng=_RNG)
-                log.debug("vault %s: %s; retry %d in %.2fs", operation, exc, n + 1, delay)
+                log.debug(
+                    VAULT_RETRY,
+                    operation=operation,
+                    retry=n + 1,
+                    retry_in_seconds=round(delay, 2),
+                    error=str(exc),
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -922,42 +1027,47 @@ class VaultStore:
 
         return await self._retrying("read", once)
 
+    async def read_monite_credentials(self, path: str) -> tuple[str, Secret]:
+        """The Monite client id and secret kept at `path` in this store's KV v2 mount.
+
+        The secret there must hold the string keys `client_id` and `client_secret`.
+        A missing secret or key is a VaultRequestError that names the path and the
+        keys (never a value); a policy that denies the read is a VaultAuthError.
+        """
+        where = self._display("data", path)
+        expected = "a KV v2 secret with the keys client_id and client_secret"
+        hint = (
+            f"write them with `vault kv put -mount={self._mount} {path} client_id=... "
+            "client_secret=...`, or fix monite.credentials_path"
+        )
+        try:
+            data = await self._read_data(path)
+        except VaultAuthError as exc:
+            raise VaultAuthError(
+                f"Vault refused to read the Monite credentials at {where}: the policy needs "
+                f'"read" on {where}',
+                status=exc.status,
+            ) from exc
+        if data is None:
+            raise VaultRequestError(
+                f"monite.credentials_path: Vault has nothing at {where}; expected {expected}; "
+                f"{hint}",
+                status=404,
+            )
+        client_id, client_secret = (data.get(key) for key in _MONITE_KEYS)
+        missing = [
+            key
+            for key, value in zip(_MONITE_KEYS, (client_id, client_secret), strict=True)
+            if not isinstance(value, str) or not value.strip()
+        ]
+        if missing or not isinstance(client_id, str) or not isinstance(client_secret, str):
+            raise VaultRequestError(
+                f"monite.credentials_path: the secret at {where} has no usable "
+                f"{' or '.join(missing)} (a non-empty string); expected {expected}; {hint}"
+            )
+        return client_id.strip(), Secret(client_secret.strip())
+
 
 async def read_monite_credentials(store: VaultStore, path: str) -> tuple[str, Secret]:
-    """The Monite client id and secret kept at `path` in the store's KV v2 mount.
-
-    The secret there must hold the string keys `client_id` and `client_secret`.
-    A missing secret or key is a VaultRequestError that names the path and the
-    keys (never a value); a policy that denies the read is a VaultAuthError.
-    """
-    where = store._display("data", path)
-    expected = "a KV v2 secret with the keys client_id and client_secret"
-    hint = (
-        f"write them with `vault kv put -mount={store._mount} {path} client_id=... "
-        "client_secret=...`, or fix monite.credentials_path"
-    )
-    try:
-        data = await store._read_data(path)
-    except VaultAuthError as exc:
-        raise VaultAuthError(
-            f"Vault refused to read the Monite credentials at {where}: the policy needs "
-            f'"read" on {where}',
-            status=exc.status,
-        ) from exc
-    if data is None:
-        raise VaultRequestError(
-            f"monite.credentials_path: Vault has nothing at {where}; expected {expected}; {hint}",
-            status=404,
-        )
-    client_id, client_secret = (data.get(key) for key in _MONITE_KEYS)
-    missing = [
-        key
-        for key, value in zip(_MONITE_KEYS, (client_id, client_secret), strict=True)
-        if not isinstance(value, str) or not value.strip()
-    ]
-    if missing or not isinstance(client_id, str) or not isinstance(client_secret, str):
-        raise VaultRequestError(
-            f"monite.credentials_path: the secret at {where} has no usable "
-            f"{' or '.join(missing)} (a non-empty string); expected {expected}; {hint}"
-        )
-    return client_id.strip(), Secret(client_secret.strip())
+    """`store.read_monite_credentials(path)`; kept as a function for existing callers."""
+    return await store.read_monite_credentials(path)

@@ -174,12 +174,16 @@ def test_regenerate_applied_after_its_retry_is_not_lost(make_world: WorldFactory
     world = make_world()
     [sid] = world.seed(1)
     cfg = world.config(rotation={"concurrency": 1})
+    # A slow Vault holds the claim write open, so the stall below is switched on
+    # after the listing and before the first regenerate, every time.
+    world.vault.faults.latency = 0.3
     daemon = world.spawn("run", config=cfg)
     monite = world.monite
     assert wait_until(lambda: world.vault.request_count("kv_write") >= 1, 20)
     # Attempts 1 and 2 stall 3 s at Monite (past the 1 s client timeout); attempt 3 is
     # answered at once and committed; then attempts 1 and 2 are applied, in that order.
     monite.faults.hang = 3.0
+    world.vault.faults.latency = 0.0
     assert wait_until(lambda: monite.request_count("regenerate_secret") >= 2, 10)
     time.sleep(0.8)
     monite.faults.hang = 0.0

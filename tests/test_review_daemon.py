@@ -1,0 +1,351 @@
+"""Review fixes in rotator.daemon: SIGHUP during preflight, hung-cycle watchdog, internal errors.
+
+The reload test runs `python -m rotator run` as a real process against the
+emulators; the others build a Daemon in process (to shrink the cycle limit).
+Every wait is bounded, and every captured line joins the secret hygiene scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rotator import events
+from rotator.config import (
+    HealthSettings,
+    MoniteSettings,
+    RotationSettings,
+    ScheduleSettings,
+    Settings,
+    VaultSettings,
+)
+from rotator.daemon import CYCLE_LIMIT_FLOOR, EXIT_SOFTWARE, Daemon, cycle_limit
+from rotator.engine import Engine
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.vault import VaultEmulator
+from tests.conftest import capture_audit, remember_output
+
+Event = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def toml(values: dict[str, dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for group, table in values.items():
+        lines.append(f"[{group}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Process:
+    """A `rotator run` subprocess whose JSON audit log is parsed as it arrives."""
+
+    def __init__(self, config: Path) -> None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+        environ.pop("NOTIFY_SOCKET", None)
+        self.events: list[Event] = []
+        self._new: queue.Queue[Event] = queue.Queue()
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rotator", "run", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+        )
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: Any, parse: bool) -> None:
+        for line in stream:
+            (self._stdout if parse else self._stderr).append(line)
+            if not parse:
+                continue
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                self.events.append(event)
+                self._new.put(event)
+
+    def wait_for(self, name: str, timeout: float = 20) -> Event:
+        """The next event called `name` (after those already returned), within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                event = self._new.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                if self.proc.poll() is not None and self._new.empty():
+                    break
+                continue
+            if event["event"] == name:
+                return event
+        raise AssertionError(
+            f"no {name} within {timeout}s (exit {self.proc.poll()}); "
+            f"events: {[e['event'] for e in self.events]}; stderr: {self.stderr[-2000:]}"
+        )
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        remember_output("".join(self._stdout), self.stderr)
+
+
+def poll(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return False
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Daemon processes started by a test; killed (if still running) afterwards."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.close()
+
+
+# ---------------------------------------------------------------------------
+# SIGHUP while the preflight check is in flight
+# ---------------------------------------------------------------------------
+
+
+def test_sighup_during_preflight_check_keeps_running_then_ready(
+    tmp_path: Path,
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_token: str,
+    processes: list[Process],
+) -> None:
+    """A reload that drops the engine mid-check neither crashes nor hides it; ready after unseal."""
+    client_id, client_secret = monite.credentials
+    (tmp_path / "client_secret").write_text(client_secret)
+    (tmp_path / "vault_token").write_text(vault_token + "\n")
+    values: dict[str, dict[str, Any]] = {
+        "monite": {
+            "base_url": monite.base_url,
+            "client_id": client_id,
+            "client_secret_file": str(tmp_path / "client_secret"),
+            "timeout": "2s",
+            "max_retries": 1,
+        },
+        "vault": {
+            "address": vault.address,
+            "token_file": str(tmp_path / "vault_token"),
+            "timeout": "2s",
+        },
+        "schedule": {"interval": "1h"},
+        "rotation": {"claim_ttl": "8s", "shutdown_timeout": "10s"},
+        "health": {"listen": f"127.0.0.1:{free_port()}"},
+    }
+    config = tmp_path / "rotator.toml"
+    config.write_text(toml(values))
+    sub = monite.seed()
+    vault.seal()
+    monite.faults.hang = 6.0  # every list waits out the client's 2s timeout
+    daemon = Process(config)
+    processes.append(daemon)
+
+    daemon.wait_for(events.DAEMON_PREFLIGHT_FAILED)
+    lists = monite.request_count("list")
+    # The next attempt's first list is in flight (hanging): reload now.
+    assert poll(lambda: monite.request_count("list") > lists, timeout=10)
+    values["rotation"]["claim_ttl"] = "9s"
+    config.write_text(toml(values))
+    daemon.proc.send_signal(signal.SIGHUP)
+    reloaded = daemon.wait_for(events.CONFIG_RELOADED)
+    monite.faults.hang = 0.0
+    vault.unseal()
+
+    daemon.wait_for(events.DAEMON_READY, timeout=30)
+    daemon.wait_for(events.ROTATION_SUCCEEDED, timeout=20)
+    assert 0 == daemon.stop()
+    assert ["rotation"] == reloaded["changed"]
+    assert 1 == monite.regenerate_count(sub)
+    assert "Traceback" not in daemon.stderr
+    assert [] == [e for e in daemon.events if e["event"] == events.DAEMON_FAILED]
+    assert [0] == [e["exit_code"] for e in daemon.events if e["event"] == events.DAEMON_STOPPED]
+
+
+# ---------------------------------------------------------------------------
+# In process
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[str, socket.socket]]:
+    """A datagram socket standing in for systemd's notify socket."""
+    directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
+    address = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.setblocking(False)
+    try:
+        yield address, sock
+    finally:
+        sock.close()
+        Path(address).unlink(missing_ok=True)
+        os.rmdir(directory)
+
+
+def drain(sock: socket.socket) -> list[str]:
+    """Every datagram waiting on `sock`, split into assignments (bounded by what is queued)."""
+    got: list[str] = []
+    for _ in range(10_000):
+        try:
+            got += sock.recv(4096).decode().split("\n")
+        except BlockingIOError:
+            break
+    return got
+
+
+async def wait_until(check: Callable[[], bool], seconds: float) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+@contextlib.asynccontextmanager
+async def serving(daemon: Daemon) -> AsyncIterator[asyncio.Task[int]]:
+    task = asyncio.create_task(daemon.serve())
+    try:
+        yield task
+    finally:
+        daemon.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=15)
+
+
+async def test_hung_cycle_withholds_watchdog_and_fails_healthz(
+    monite: MoniteEmulator,
+    monite_settings: MoniteSettings,
+    vault_settings: VaultSettings,
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    """A cycle running past the cycle limit: no WATCHDOG=1, /healthz 503; healthy once it ends."""
+    address, sock = notify_socket
+    settings = Settings(
+        monite=monite_settings,
+        vault=vault_settings,
+        schedule=ScheduleSettings(interval=timedelta(seconds=1)),
+        health=HealthSettings(listen="127.0.0.1:0"),
+    )
+    daemon = Daemon(
+        settings,
+        owner="test:1",
+        environ={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "100000"},
+        cycle_limit=timedelta(seconds=0.5),
+    )
+    with capture_audit() as captured:
+        async with serving(daemon) as task, httpx.AsyncClient(timeout=5) as http:
+            assert await wait_until(lambda: daemon.last_report is not None, seconds=10)
+            assert daemon.alive()
+            monite.faults.hang = 5.0  # the next cycle's list hangs past its 2s timeout
+            assert await wait_until(lambda: not daemon.alive(), seconds=10)
+            drain(sock)
+            await asyncio.sleep(0.4)  # four watchdog intervals
+            withheld = drain(sock)
+            address_port = daemon.health_address
+            assert address_port is not None
+            url = f"http://127.0.0.1:{address_port[1]}/healthz"
+            hung = await http.get(url)
+            still_hung = not daemon.alive()
+            monite.faults.hang = 0.0
+            assert await wait_until(daemon.alive, seconds=15)
+            healthy = await http.get(url)
+            await asyncio.sleep(0.3)
+            resumed = drain(sock)
+            daemon.stop()
+            assert 0 == await asyncio.wait_for(task, timeout=15)
+    assert still_hung
+    assert [] == [a for a in withheld if a == "WATCHDOG=1"]
+    assert "WATCHDOG=1" in resumed
+    assert (503, 200) == (hung.status_code, healthy.status_code)
+    assert hung.json()["status"].startswith("cycle hung: running for ")
+    unhealthy = [e for e in captured if e["event"] == events.DAEMON_UNHEALTHY]
+    assert 1 == len(unhealthy)
+    assert unhealthy[0]["reason"].endswith("over the 0.5s limit")
+
+
+def test_default_cycle_limit_covers_a_full_fleet_at_the_rate_limit() -> None:
+    """The default limit: about 2.5h for the defaults, the 1h floor for small capped settings."""
+    base = Settings(
+        monite=MoniteSettings(client_id="c", client_secret="s"),
+        vault=VaultSettings(address="http://127.0.0.1:8200"),
+    )
+    default = cycle_limit(base)
+    assert timedelta(hours=2) < default < timedelta(hours=3)
+    capped = base.model_copy(
+        update={"rotation": RotationSettings(max_rotations_per_cycle=10)}
+    ).model_copy(update={"monite": base.monite.model_copy(update={"max_pages": 1})})
+    assert CYCLE_LIMIT_FLOOR == cycle_limit(capped)
+
+
+async def test_unexpected_exception_exits_70_with_one_logged_error(
+    monite_settings: MoniteSettings, vault_settings: VaultSettings
+) -> None:
+    """A bug escaping serve() logs daemon.failed and daemon.stopped with exit code 70, not 0."""
+
+    @contextlib.asynccontextmanager
+    async def broken(settings: Settings) -> AsyncIterator[Engine]:
+        raise RuntimeError("Cannot send a request, as the client has been closed.")
+        yield  # pragma: no cover
+
+    settings = Settings(
+        monite=monite_settings, vault=vault_settings, health=HealthSettings(enabled=False)
+    )
+    daemon = Daemon(settings, owner="test:1", environ={}, engine_factory=broken)
+    with capture_audit() as captured:
+        code = await asyncio.wait_for(daemon.serve(), timeout=15)
+    assert EXIT_SOFTWARE == code
+    assert 70 == code
+    failed = [e for e in captured if e["event"] == events.DAEMON_FAILED]
+    assert [("RuntimeError", "error")] == [(e["error"], e["log_level"]) for e in failed]
+    stopped = [e["exit_code"] for e in captured if e["event"] == events.DAEMON_STOPPED]
+    assert [70] == stopped
