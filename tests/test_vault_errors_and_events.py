@@ -1,4 +1,4 @@
-"""Review fixes in rotator.vault: request-quoting errors withheld, stable `vault.*` events.
+"""Vault errors that could quote request data are withheld; vault.* audit events are stable.
 
 Everything runs against the Vault emulator over real HTTP through hvac and requests.
 """

@@ -1,4 +1,4 @@
-"""Review fixes in rotator.daemon: SIGHUP during preflight, hung-cycle watchdog, internal errors.
+"""Daemon robustness: SIGHUP during preflight, the hung-cycle watchdog, internal errors.
 
 The reload test runs `python -m rotator run` as a real process against the
 emulators; the others build a Daemon in process (to shrink the cycle limit).

@@ -1,4 +1,4 @@
-"""Review fixes in rotator.config: secrets trimmed and checked, crontab "0-7", no-file hint."""
+"""Config edge cases: secrets trimmed and checked, crontab "0-7", the no-config-file hint."""
 
 from __future__ import annotations
 
