@@ -319,7 +319,7 @@ async def _plan(settings: Settings, owner: str, *, as_json: bool) -> int:
     if as_json:
         print(
             json.dumps(
-                {"decisions": rows, "orphans": report.orphans},
+                {"decisions": rows, "orphans": report.orphans, "unreadable": report.unreadable},
                 indent=2,
             )
         )
@@ -345,6 +345,8 @@ async def _plan(settings: Settings, owner: str, *, as_json: bool) -> int:
         print("  ".join([*cells, str(row[-1])]))
     for orphan in report.orphans:
         print(f"orphan: Vault holds a record for {orphan}, which Monite no longer lists")
+    for subscription_id in report.unreadable:
+        print(f"unreadable: Vault did not return the record of {subscription_id}; see the log")
     due = sum(1 for r in rows if r["action"] == "rotate")
     print(f"{due} of {len(rows)} subscriptions would be rotated now.")
     return EXIT_OK

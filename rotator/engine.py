@@ -65,6 +65,7 @@ class CycleReport:
     decisions: list[Decision] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # listed, record not readable
     next_claim_expiry: datetime | None = None
     finished_at: datetime | None = None
     error: str | None = None  # set when the cycle itself could not run
@@ -153,9 +154,11 @@ class Engine:
         now = self._clock.now()
         report = CycleReport(run_id=_new_id(), started_at=now)
         subscriptions = await self._monite.list_subscriptions()
-        records = await self._load_records(now)
-        report.decisions = decide(subscriptions, records, self.policy, now, force)
-        report.orphans = orphans(subscriptions, records.keys())
+        records, unreadable = await self._load_records(now)
+        readable = [s for s in subscriptions if s.id not in unreadable]
+        report.unreadable = sorted(s.id for s in subscriptions if s.id in unreadable)
+        report.decisions = decide(readable, records, self.policy, now, force)
+        report.orphans = orphans(subscriptions, records.keys() | unreadable)
         report.next_claim_expiry = next_claim_expiry((d.record for d in report.decisions), now)
         report.finished_at = self._clock.now()
         return report
@@ -168,15 +171,22 @@ class Engine:
             log.info(audit.CYCLE_STARTED, forced=_describe_force(force))
             try:
                 subscriptions = await self._monite.list_subscriptions()
-                records = await self._load_records(now)
+                records, unreadable = await self._load_records(now)
             except DependencyError as exc:
                 report.error = str(exc)
                 report.finished_at = self._clock.now()
                 log.error(audit.CYCLE_FAILED, reason=_reason_of(exc), error=str(exc))
                 return report
 
-            report.decisions = decide(subscriptions, records, self.policy, now, force)
-            report.orphans = orphans(subscriptions, records.keys())
+            readable = [s for s in subscriptions if s.id not in unreadable]
+            report.decisions = decide(readable, records, self.policy, now, force)
+            report.orphans = orphans(subscriptions, records.keys() | unreadable)
+            for sub in subscriptions:
+                if sub.id in unreadable:
+                    report.unreadable.append(sub.id)
+                    report.outcomes.append(
+                        Outcome(sub.id, sub.object_type, "failed", "vault_unreadable")
+                    )
             for orphan_id in report.orphans:
                 log.warning(audit.SUBSCRIPTION_ORPHANED, subscription_id=orphan_id)
 
@@ -230,19 +240,50 @@ class Engine:
             )
         return report
 
-    async def _load_records(self, now: datetime) -> dict[str, Record]:
-        """The cached records, reading Vault only when the cache is cold, old or marked stale."""
+    async def _load_records(self, now: datetime) -> tuple[dict[str, Record], set[str]]:
+        """The cached records, reading Vault only when the cache is cold, old or marked stale.
+
+        Also returns the ids whose record could not be read this time: one bad
+        record (a path the policy denies, say) costs that subscription a cycle,
+        not every subscription.
+        """
         expired = self._cache_loaded_at is None or now - self._cache_loaded_at >= self._cache_ttl
         if expired:
-            self._records = await self._store.read_all(concurrency=self._rotation.concurrency)
+            ids = await self._store.list_ids()
+            self._records = {}
+            self._stale = set(ids)
             self._cache_loaded_at = now
-            self._stale.clear()
-        elif self._stale:
+        unreadable: set[str] = set()
+        if self._stale:
             stale, self._stale = sorted(self._stale), set()
-            fresh = await asyncio.gather(*(self._store.read(sid) for sid in stale))
-            for record in fresh:
-                self._remember(record)
-        return dict(self._records)
+            unreadable = await self._read_into_cache(stale)
+        return dict(self._records), unreadable
+
+    async def _read_into_cache(self, ids: Sequence[str]) -> set[str]:
+        gate = asyncio.Semaphore(self._rotation.concurrency)
+
+        async def read(subscription_id: str) -> Record:
+            async with gate:
+                return await self._store.read(subscription_id)
+
+        results = await asyncio.gather(*(read(i) for i in ids), return_exceptions=True)
+        unreadable: set[str] = set()
+        for subscription_id, result in zip(ids, results, strict=True):
+            if isinstance(result, VaultError):
+                unreadable.add(subscription_id)
+                self._stale.add(subscription_id)  # try again next cycle
+                log.error(
+                    audit.ROTATION_FAILED,
+                    subscription_id=subscription_id,
+                    stage="read",
+                    reason="vault_unreadable",
+                    error=str(result),
+                )
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self._remember(result)
+        return unreadable
 
     def _remember(self, record: Record) -> None:
         if record.exists:

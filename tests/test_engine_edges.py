@@ -275,3 +275,39 @@ async def test_age_gauge_leaves_out_subscriptions_skipped_on_purpose(
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     [sample] = families["rotator_oldest_managed_secret_age_seconds"].samples
     assert sample.value < 60
+
+
+async def test_one_unreadable_record_costs_only_its_subscription(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: Callable[..., Engine],
+) -> None:
+    """A record the policy cannot read fails that subscription; the others still rotate."""
+    blocked, fine = monite.seed(), monite.seed()
+    store = VaultStore(vault_settings)
+    try:
+        for sid in (blocked, fine):
+            await store.write(
+                Record(
+                    subscription_id=sid,
+                    secret=Secret(monite.current_secret(sid)),
+                    rotated_at=datetime.now(UTC) - timedelta(days=45),
+                ),
+                cas=0,
+            )
+    finally:
+        store.close()
+    vault.put_policy(
+        "deny-one", f'path "secret/data/{PREFIX}/{blocked}" {{\n  capabilities = ["deny"]\n}}\n'
+    )
+    token = vault.create_token(policies=["rotator", "deny-one"])
+    denied = VaultStore(vault_settings.model_copy(update={"token": Secret(token)}))
+    report = await make_engine(store=denied).run_cycle()
+    outcomes = {o.subscription_id: (o.kind, o.reason) for o in report.outcomes}
+    assert {blocked: ("failed", "vault_unreadable"), fine: ("rotated", "max_age_exceeded")} == (
+        outcomes
+    )
+    assert [blocked] == report.unreadable
+    assert [] == report.orphans
+    assert 0 == monite.regenerate_count(blocked)
