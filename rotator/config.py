@@ -81,7 +81,6 @@ _METHOD_KEYS: Mapping[str, str] = {
     "jwt_file": "kubernetes",
 }
 
-WEBHOOK_OBJECT_TYPES = MONITE_OBJECT_TYPES
 
 DEFAULT_POLICY = Policy(max_age=timedelta(days=30))
 
@@ -676,8 +675,8 @@ class _RuleInput(_Group):
     @field_validator("object_type")
     @classmethod
     def _object_type(cls, value: str | None) -> str | None:
-        if value is not None and value not in WEBHOOK_OBJECT_TYPES:
-            hint = _suggest(value, WEBHOOK_OBJECT_TYPES) or "; see Monite's WebhookObjectType"
+        if value is not None and value not in MONITE_OBJECT_TYPES:
+            hint = _suggest(value, MONITE_OBJECT_TYPES) or "; see Monite's WebhookObjectType"
             raise ValueError(f"{value!r} is not a Monite webhook object type{hint}")
         return value
 

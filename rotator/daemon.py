@@ -92,6 +92,7 @@ from rotator.engine import CycleReport, Engine, open_engine
 from rotator.errors import ConfigError, DependencyError
 from rotator.health import CachedProbe, HealthServer, Routes, Verdict
 from rotator.metrics import CONTENT_TYPE, Metrics
+from rotator.model import format_time
 from rotator.sdnotify import Notifier
 
 log = structlog.get_logger("rotator.daemon")
@@ -533,7 +534,7 @@ class Daemon:
             name="claim expiry check",
             replace_existing=True,
         )
-        log.info(DAEMON_CLAIM_CHECK, run_id=report.run_id, run_at=_iso(run_at))
+        log.info(DAEMON_CLAIM_CHECK, run_id=report.run_id, run_at=format_time(run_at))
 
     # -- health -----------------------------------------------------------------
 
@@ -588,7 +589,7 @@ class Daemon:
         if report is not None:
             detail["last_cycle"] = {
                 "run_id": report.run_id,
-                "finished_at": _iso(report.finished_at),
+                "finished_at": format_time(report.finished_at),
                 "summary": report.summary(),
             }
         return Verdict(not reasons, detail)
@@ -814,10 +815,6 @@ def _connection_settings(settings: Settings) -> tuple[Any, ...]:
 def _remove_job(scheduler: AsyncIOScheduler, job_id: str) -> None:
     if scheduler.get_job(job_id) is not None:
         scheduler.remove_job(job_id)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _address_text(address: tuple[str, int] | None) -> str:

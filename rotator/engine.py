@@ -140,10 +140,6 @@ class Engine:
         """Start no new rotation; those already claimed run on to their commit."""
         self._stopping = True
 
-    def invalidate_cache(self) -> None:
-        """Forget every cached record; the next cycle reads them all again."""
-        self._cache_loaded_at = None
-
     async def check(self) -> None:
         """Authenticate to Monite and Vault and read once from each; raises DependencyError."""
         await self._monite.check()
@@ -236,7 +232,7 @@ class Engine:
                 orphaned=len(report.orphans),
                 subscriptions=len(report.decisions),
                 duration_seconds=round((report.finished_at - now).total_seconds(), 3),
-                next_claim_expiry=_iso(report.next_claim_expiry),
+                next_claim_expiry=format_time(report.next_claim_expiry),
             )
         return report
 
@@ -360,7 +356,7 @@ class Engine:
             **fields,
             vault_version=claimed.version,
             rotation_id=rotation_id,
-            claim_expires_at=_iso(expires_at),
+            claim_expires_at=format_time(expires_at),
         )
 
         # 2. Regenerate. From here on the old secret may be dead.
@@ -383,7 +379,7 @@ class Engine:
                 **fields,
                 stage="regenerate",
                 error=str(exc),
-                recovery_at=_iso(expires_at),
+                recovery_at=format_time(expires_at),
             )
             return Outcome(sub.id, sub.object_type, "failed", "monite_error", error=str(exc))
         received = self._clock.monotonic()
@@ -404,7 +400,7 @@ class Engine:
                 error=f"{type(exc).__name__}: {exc}",
                 rotation_id=rotation_id,
                 secret_fingerprint=regenerated.secret.fingerprint(),
-                recovery_at=_iso(expires_at),
+                recovery_at=format_time(expires_at),
             )
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -446,7 +442,7 @@ class Engine:
                 vault_version=committed.version,
                 rotation_id=rotation_id,
                 uncertain_attempts=regenerated.uncertain_attempts,
-                rotate_again_at=_iso(committed.claim_expires_at),
+                rotate_again_at=format_time(committed.claim_expires_at),
             )
         return Outcome(
             sub.id,
@@ -536,15 +532,7 @@ class Engine:
 
     async def _release(self, claimed: Record) -> None:
         """Give a claim back when we know Monite was not asked to regenerate."""
-        released = Record(
-            subscription_id=claimed.subscription_id,
-            secret=claimed.secret,
-            rotated_at=claimed.rotated_at,
-            rotation_id=claimed.rotation_id,
-            url=claimed.url,
-            object_type=claimed.object_type,
-            event_types=claimed.event_types,
-        )
+        released = claimed.released()
         try:
             self._remember(await self._store.write(released, cas=claimed.version))
         except VaultError:
@@ -565,10 +553,6 @@ def _new_id() -> str:
 
 def _seconds(value: timedelta | None) -> float | None:
     return None if value is None else round(value.total_seconds(), 3)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return format_time(value)
 
 
 def _reason_of(exc: Exception) -> str:

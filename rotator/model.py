@@ -254,6 +254,10 @@ class Record:
             event_types=sub.event_types,
         )
 
+    def released(self) -> Record:
+        """The claim given back untouched: same secret, state=active, no claim fields."""
+        return replace(self, state="active", claimed_by=None, claim_expires_at=None)
+
     def settling(self, *, owner: str, until: datetime) -> Record:
         """A committed record that stays claimed until `until`, then is rotated again.
 
