@@ -10,20 +10,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,159 +33,7 @@ from rotator.daemon import Daemon as RotatorDaemon
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
-
-PREFIX = "monite/webhooks"
-Event = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Config:
-    """Writes the daemon's TOML for the emulators; tests rewrite it to exercise SIGHUP."""
-
-    def __init__(
-        self,
-        directory: Path,
-        monite: MoniteEmulator,
-        vault: VaultEmulator,
-        vault_token: str,
-    ) -> None:
-        client_id, client_secret = monite.credentials
-        self.path = directory / "rotator.toml"
-        (directory / "client_secret").write_text(client_secret)
-        (directory / "vault_token").write_text(vault_token)
-        self.port = free_port()
-        self.values: dict[str, dict[str, Any]] = {
-            "monite": {
-                "base_url": monite.base_url,
-                "client_id": client_id,
-                "client_secret_file": str(directory / "client_secret"),
-                "timeout": "2s",
-                "max_retries": 1,
-            },
-            "vault": {
-                "address": vault.address,
-                "token_file": str(directory / "vault_token"),
-                "mount": "secret",
-                "path_prefix": PREFIX,
-                "timeout": "2s",
-            },
-            "policy": {"max_age": "30d"},
-            "schedule": {"interval": "1h"},
-            "rotation": {"claim_ttl": "8s", "shutdown_timeout": "10s"},
-            "health": {"listen": f"127.0.0.1:{self.port}"},
-        }
-
-    def write(self, **changes: dict[str, Any]) -> Path:
-        for group, table in changes.items():
-            self.values.setdefault(group, {}).update(table)
-        lines = []
-        for group, table in self.values.items():
-            lines.append(f"[{group}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
-        self.path.write_text("\n".join(lines) + "\n")
-        return self.path
-
-
-class Daemon:
-    """A `rotator run` subprocess whose audit log is parsed as it arrives."""
-
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-        environ.pop("NOTIFY_SOCKET", None)
-        environ.update(env or {})
-        self.events: list[Event] = []
-        self._new: queue.Queue[Event] = queue.Queue()
-        self._stdout: list[str] = []
-        self._stderr: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rotator", "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environ,
-        )
-        self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-        self._seen = 0
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._stdout.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            self.events.append(event)
-            self._new.put(event)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    def wait_for(
-        self, name: str, timeout: float = 15, where: Callable[[Event], bool] = lambda e: True
-    ) -> Event:
-        """The next event called `name` (after those already returned) matching `where`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"no {name} within {timeout}s; events: {[e['event'] for e in self.events]}; "
-                    f"stderr: {''.join(self._stderr)[-2000:]}"
-                )
-            try:
-                event = self._new.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.proc.poll() is not None and self._new.empty():
-                    raise AssertionError(
-                        f"daemon exited {self.proc.returncode} before {name}; "
-                        f"stderr: {''.join(self._stderr)[-2000:]}"
-                    ) from None
-                continue
-            if event["event"] == name and where(event):
-                return event
-
-    def names(self) -> list[str]:
-        return [e["event"] for e in self.events]
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM, then the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = 20) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._stderr)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        remember_output("".join(self._stdout), "".join(self._stderr))
+from tests.daemon_harness import PREFIX, Config, DaemonProcess, bound_notify_socket, poll
 
 
 @pytest.fixture
@@ -205,14 +45,14 @@ def config(
 
 
 @pytest.fixture
-def start(config: Config) -> Iterator[Callable[..., Daemon]]:
+def start(config: Config) -> Iterator[Callable[..., DaemonProcess]]:
     """Starts daemons on the written config; kills any still running after the test."""
-    started: list[Daemon] = []
+    started: list[DaemonProcess] = []
 
-    def launch(env: dict[str, str] | None = None) -> Daemon:
+    def launch(env: dict[str, str] | None = None) -> DaemonProcess:
         if not config.path.exists():
             config.write()
-        daemon = Daemon(config.path, env)
+        daemon = DaemonProcess(config.path, env)
         started.append(daemon)
         return daemon
 
@@ -239,15 +79,6 @@ def http_get(port: int, path: str) -> tuple[int, str, str]:
     return response.status, response.getheader("Content-Type") or "", body
 
 
-def poll(fn: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return True
-        time.sleep(interval)
-    return False
-
-
 # ---------------------------------------------------------------------------
 # sd_notify
 # ---------------------------------------------------------------------------
@@ -256,23 +87,8 @@ def poll(fn: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool
 @pytest.fixture(params=["path", "abstract"])
 def notify_socket(request: pytest.FixtureRequest) -> Iterator[tuple[str, socket.socket]]:
     """A datagram socket standing in for systemd: a short path, or an abstract @name."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    directory = None
-    if request.param == "path":
-        directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
-        address = os.path.join(directory, "notify")
-        sock.bind(address)
-    else:
-        name = f"rotator-test-{uuid.uuid4().hex}"
-        sock.bind("\0" + name)
-        address = "@" + name
-    try:
-        yield address, sock
-    finally:
-        sock.close()
-        if directory is not None:
-            Path(address).unlink(missing_ok=True)
-            os.rmdir(directory)
+    with bound_notify_socket(request.param) as bound:
+        yield bound
 
 
 def receive(sock: socket.socket, until: Callable[[list[str]], bool], timeout: float) -> list[str]:
@@ -293,7 +109,7 @@ def receive(sock: socket.socket, until: Callable[[list[str]], bool], timeout: fl
 
 def test_notify_socket_gets_ready_status_watchdog_stopping(
     notify_socket: tuple[str, socket.socket],
-    start: Callable[..., Daemon],
+    start: Callable[..., DaemonProcess],
     monite: MoniteEmulator,
 ) -> None:
     """A real daemon sends READY=1, STATUS=, WATCHDOG=1 and, on SIGTERM, STOPPING=1; exit 0."""
@@ -324,7 +140,10 @@ def test_notify_socket_gets_ready_status_watchdog_stopping(
 
 
 def test_sigterm_during_slow_rotation_still_commits(
-    config: Config, start: Callable[..., Daemon], monite: MoniteEmulator, vault: VaultEmulator
+    config: Config,
+    start: Callable[..., DaemonProcess],
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
 ) -> None:
     """SIGTERM mid-regenerate: the secret still reaches Vault, nothing new starts, exit 0."""
     first, second = monite.seed(), monite.seed()
@@ -351,7 +170,10 @@ def test_sigterm_during_slow_rotation_still_commits(
 
 
 def test_sighup_broken_config_keeps_old_then_valid_config_applies(
-    config: Config, start: Callable[..., Daemon], monite: MoniteEmulator, vault: VaultEmulator
+    config: Config,
+    start: Callable[..., DaemonProcess],
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
 ) -> None:
     """A broken config on SIGHUP is refused and cycles go on; a valid one applies its policy."""
     sub = monite.seed()
@@ -381,7 +203,7 @@ def test_sighup_broken_config_keeps_old_then_valid_config_applies(
 
 def test_sighup_new_vault_token_rebuilds_engine(
     config: Config,
-    start: Callable[..., Daemon],
+    start: Callable[..., DaemonProcess],
     monite: MoniteEmulator,
     vault: VaultEmulator,
     vault_token: str,
@@ -417,7 +239,10 @@ def test_sighup_new_vault_token_rebuilds_engine(
 
 
 def test_health_readiness_and_metrics(
-    config: Config, start: Callable[..., Daemon], monite: MoniteEmulator, vault: VaultEmulator
+    config: Config,
+    start: Callable[..., DaemonProcess],
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
 ) -> None:
     """The endpoint answers liveness, readiness (503 while Vault is sealed) and metrics."""
     ids = [monite.seed() for _ in range(3)]
@@ -477,7 +302,10 @@ def test_health_readiness_and_metrics(
 
 
 def test_preflight_waits_for_sealed_vault(
-    config: Config, start: Callable[..., Daemon], monite: MoniteEmulator, vault: VaultEmulator
+    config: Config,
+    start: Callable[..., DaemonProcess],
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
 ) -> None:
     """With Vault sealed at start the daemon waits (alive, not ready) and comes up after unseal."""
     sid = monite.seed()
@@ -495,7 +323,7 @@ def test_preflight_waits_for_sealed_vault(
 
 
 def test_first_preflight_refused_token_exits_69(
-    config: Config, start: Callable[..., Daemon], vault: VaultEmulator, vault_token: str
+    config: Config, start: Callable[..., DaemonProcess], vault: VaultEmulator, vault_token: str
 ) -> None:
     """A Vault token that is refused at start cannot be waited out: exit 69, one line on stderr."""
     vault.revoke_token(vault_token)
@@ -506,7 +334,7 @@ def test_first_preflight_refused_token_exits_69(
 
 
 def test_sigterm_during_preflight_exits_0(
-    config: Config, start: Callable[..., Daemon], vault: VaultEmulator
+    config: Config, start: Callable[..., DaemonProcess], vault: VaultEmulator
 ) -> None:
     """SIGTERM while waiting for dependencies stops at once with exit 0."""
     vault.seal()
@@ -523,7 +351,10 @@ def test_sigterm_during_preflight_exits_0(
 
 
 def test_claim_left_behind_is_recovered_after_claim_ttl(
-    config: Config, start: Callable[..., Daemon], monite: MoniteEmulator, vault: VaultEmulator
+    config: Config,
+    start: Callable[..., DaemonProcess],
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
 ) -> None:
     """A claim left by a failed regenerate is recovered about claim_ttl later, not next hour."""
     sid = monite.seed()

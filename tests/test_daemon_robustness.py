@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -40,110 +31,14 @@ from rotator.daemon import CYCLE_LIMIT_FLOOR, EXIT_SOFTWARE, Daemon, cycle_limit
 from rotator.engine import Engine
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from tests.conftest import capture_audit, remember_output
-
-Event = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def toml(values: dict[str, dict[str, Any]]) -> str:
-    lines: list[str] = []
-    for group, table in values.items():
-        lines.append(f"[{group}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-class Process:
-    """A `rotator run` subprocess whose JSON audit log is parsed as it arrives."""
-
-    def __init__(self, config: Path) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-        environ.pop("NOTIFY_SOCKET", None)
-        self.events: list[Event] = []
-        self._new: queue.Queue[Event] = queue.Queue()
-        self._stdout: list[str] = []
-        self._stderr: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rotator", "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environ,
-        )
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream: Any, parse: bool) -> None:
-        for line in stream:
-            (self._stdout if parse else self._stderr).append(line)
-            if not parse:
-                continue
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                self.events.append(event)
-                self._new.put(event)
-
-    def wait_for(self, name: str, timeout: float = 20) -> Event:
-        """The next event called `name` (after those already returned), within `timeout`."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                event = self._new.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                if self.proc.poll() is not None and self._new.empty():
-                    break
-                continue
-            if event["event"] == name:
-                return event
-        raise AssertionError(
-            f"no {name} within {timeout}s (exit {self.proc.poll()}); "
-            f"events: {[e['event'] for e in self.events]}; stderr: {self.stderr[-2000:]}"
-        )
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._stderr)
-
-    def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=timeout)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        remember_output("".join(self._stdout), self.stderr)
-
-
-def poll(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return False
+from tests.conftest import capture_audit
+from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, poll
 
 
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
+def processes() -> Iterator[list[DaemonProcess]]:
     """Daemon processes started by a test; killed (if still running) afterwards."""
-    started: list[Process] = []
+    started: list[DaemonProcess] = []
     yield started
     for process in started:
         process.close()
@@ -159,45 +54,25 @@ def test_sighup_during_preflight_check_keeps_running_then_ready(
     monite: MoniteEmulator,
     vault: VaultEmulator,
     vault_token: str,
-    processes: list[Process],
+    processes: list[DaemonProcess],
 ) -> None:
     """A reload that drops the engine mid-check neither crashes nor hides it; ready after unseal."""
-    client_id, client_secret = monite.credentials
-    (tmp_path / "client_secret").write_text(client_secret)
-    (tmp_path / "vault_token").write_text(vault_token + "\n")
-    values: dict[str, dict[str, Any]] = {
-        "monite": {
-            "base_url": monite.base_url,
-            "client_id": client_id,
-            "client_secret_file": str(tmp_path / "client_secret"),
-            "timeout": "2s",
-            "max_retries": 1,
-        },
-        "vault": {
-            "address": vault.address,
-            "token_file": str(tmp_path / "vault_token"),
-            "timeout": "2s",
-        },
-        "schedule": {"interval": "1h"},
-        "rotation": {"claim_ttl": "8s", "shutdown_timeout": "10s"},
-        "health": {"listen": f"127.0.0.1:{free_port()}"},
-    }
-    config = tmp_path / "rotator.toml"
-    config.write_text(toml(values))
+    config = Config(tmp_path, monite, vault, vault_token)
+    (tmp_path / "vault_token").write_text(vault_token + "\n")  # a token file ending in a newline
+    config.write()
     sub = monite.seed()
     vault.seal()
     monite.faults.hang = 6.0  # every list waits out the client's 2s timeout
-    daemon = Process(config)
+    daemon = DaemonProcess(config.path)
     processes.append(daemon)
 
-    daemon.wait_for(events.DAEMON_PREFLIGHT_FAILED)
+    daemon.wait_for(events.DAEMON_PREFLIGHT_FAILED, timeout=20)
     lists = monite.request_count("list")
     # The next attempt's first list is in flight (hanging): reload now.
-    assert poll(lambda: monite.request_count("list") > lists, timeout=10)
-    values["rotation"]["claim_ttl"] = "9s"
-    config.write_text(toml(values))
-    daemon.proc.send_signal(signal.SIGHUP)
-    reloaded = daemon.wait_for(events.CONFIG_RELOADED)
+    assert poll(lambda: monite.request_count("list") > lists, timeout=10, interval=0.05)
+    config.write(rotation={"claim_ttl": "9s"})
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_for(events.CONFIG_RELOADED, timeout=20)
     monite.faults.hang = 0.0
     vault.unseal()
 
@@ -219,17 +94,9 @@ def test_sighup_during_preflight_check_keeps_running_then_ready(
 @pytest.fixture
 def notify_socket() -> Iterator[tuple[str, socket.socket]]:
     """A datagram socket standing in for systemd's notify socket."""
-    directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
-    address = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(address)
-    sock.setblocking(False)
-    try:
+    with bound_notify_socket("path") as (address, sock):
+        sock.setblocking(False)
         yield address, sock
-    finally:
-        sock.close()
-        Path(address).unlink(missing_ok=True)
-        os.rmdir(directory)
 
 
 def drain(sock: socket.socket) -> list[str]:
