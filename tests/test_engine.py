@@ -19,6 +19,7 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
+from tests.records import put_record
 
 MAX_AGE = timedelta(days=30)
 PREFIX = "monite/webhooks"
@@ -59,23 +60,6 @@ async def make_engine(
 
     yield factory
     for store in stores:
-        store.close()
-
-
-async def put_record(
-    vault_settings: VaultSettings, subscription_id: str, secret: str, age: timedelta, **extra: Any
-) -> None:
-    """Write a record as an earlier rotation would have left it."""
-    store = VaultStore(vault_settings)
-    try:
-        record = Record(
-            subscription_id=subscription_id,
-            secret=Secret(secret),
-            rotated_at=datetime.now(UTC) - age,
-            **extra,
-        )
-        await store.write(record, cas=0)
-    finally:
         store.close()
 
 

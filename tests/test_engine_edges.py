@@ -19,12 +19,13 @@ from rotator.engine import Engine
 from rotator.metrics import Metrics
 from rotator.model import Record, Secret, is_known_secret
 from rotator.monite import MoniteClient, _header_number, _retry_after
-from rotator.policy import Force, Policy, Rule
+from rotator.policy import Force, Policy
 from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
+from tests.records import put_record
 
 PREFIX = "monite/webhooks"
 
@@ -177,21 +178,15 @@ async def test_orphaned_claims_schedule_no_checks(
     monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: Callable[..., Engine]
 ) -> None:
     """A claim on a record whose subscription is gone does not schedule claim checks."""
-    store = VaultStore(vault_settings)
-    try:
-        await store.write(
-            Record(
-                subscription_id="6f1c1f8e-0000-4000-8000-00000000abcd",
-                secret=Secret("orphaned-secret-0001"),
-                rotated_at=datetime.now(UTC),
-                state="rotating",
-                claimed_by="gone-host:1",
-                claim_expires_at=datetime.now(UTC) + timedelta(minutes=1),
-            ),
-            cas=0,
-        )
-    finally:
-        store.close()
+    await put_record(
+        vault_settings,
+        "6f1c1f8e-0000-4000-8000-00000000abcd",
+        "orphaned-secret-0001",
+        timedelta(0),
+        state="rotating",
+        claimed_by="gone-host:1",
+        claim_expires_at=datetime.now(UTC) + timedelta(minutes=1),
+    )
     report = await make_engine().run_cycle()
     assert 1 == len(report.orphans)
     assert report.next_claim_expiry is None
@@ -255,21 +250,11 @@ async def test_age_gauge_leaves_out_subscriptions_skipped_on_purpose(
 ) -> None:
     """A disabled subscription's old secret does not drive the oldest-age gauge."""
     old_disabled = monite.seed(status="disabled")
-    store = VaultStore(vault_settings)
-    try:
-        await store.write(
-            Record(
-                subscription_id=old_disabled,
-                secret=Secret(monite.current_secret(old_disabled)),
-                rotated_at=datetime.now(UTC) - timedelta(days=400),
-            ),
-            cas=0,
-        )
-    finally:
-        store.close()
+    await put_record(
+        vault_settings, old_disabled, monite.current_secret(old_disabled), timedelta(days=400)
+    )
     monite.seed()  # rotated now, age ~0
-    engine = make_engine(policy=Policy(max_age=timedelta(days=30), rules=(Rule(),)))
-    report = await engine.run_cycle()
+    report = await make_engine().run_cycle()
     metrics = Metrics()
     metrics.observe(report)
     families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
@@ -285,19 +270,8 @@ async def test_one_unreadable_record_costs_only_its_subscription(
 ) -> None:
     """A record the policy cannot read fails that subscription; the others still rotate."""
     blocked, fine = monite.seed(), monite.seed()
-    store = VaultStore(vault_settings)
-    try:
-        for sid in (blocked, fine):
-            await store.write(
-                Record(
-                    subscription_id=sid,
-                    secret=Secret(monite.current_secret(sid)),
-                    rotated_at=datetime.now(UTC) - timedelta(days=45),
-                ),
-                cas=0,
-            )
-    finally:
-        store.close()
+    for sid in (blocked, fine):
+        await put_record(vault_settings, sid, monite.current_secret(sid), timedelta(days=45))
     vault.put_policy(
         "deny-one", f'path "secret/data/{PREFIX}/{blocked}" {{\n  capabilities = ["deny"]\n}}\n'
     )
