@@ -8,6 +8,7 @@ faults that live below the application (latency, dropped connections).
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import socket
 import sys
@@ -46,7 +47,10 @@ class Request:
 
 @dataclass
 class Response:
-    """What a handler returns. `body` is JSON-encoded unless `raw` is given."""
+    """What a handler returns. `body` is JSON-encoded unless `raw` is given.
+
+    A `Date` in `headers` replaces the server's own, so a response never has two.
+    """
 
     status: int
     body: Any = None
@@ -63,10 +67,22 @@ Handler = Callable[[Request], Response]
 
 
 class LoopbackServer:
-    """Serves `handler` on 127.0.0.1 in a background thread until `stop()`."""
+    """Serves `handler` on 127.0.0.1 in a background thread until `stop()`.
 
-    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    `clock` (Unix seconds) dates every response, so an emulator whose time was
+    moved forward says so in its `Date` header as a real server would.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._handler = handler
+        self.clock = clock
         self.latency = 0.0  # seconds added before every answer
         self.requests_served = 0
         self._lock = threading.Lock()
@@ -163,6 +179,10 @@ def _make_handler_class(owner: LoopbackServer) -> type[BaseHTTPRequestHandler]:
             # Request lines can carry ids; the tests' output stays quiet and clean.
             return
 
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            when = owner.clock() if timestamp is None else timestamp
+            return email.utils.formatdate(when, usegmt=True)
+
         def _handle(self) -> None:
             split = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -187,11 +207,21 @@ def _make_handler_class(owner: LoopbackServer) -> type[BaseHTTPRequestHandler]:
                 payload = b""
             else:
                 payload = json.dumps(response.body).encode()
-            self.send_response(response.status)
+            headers = {k: v for k, v in response.headers.items() if k.lower() != "date"}
+            date = next(
+                (v for k, v in response.headers.items() if k.lower() == "date"),
+                self.date_time_string(),
+            )
+            # Not send_response(): it would add its own Date ahead of one the
+            # handler chose, and a client must see exactly one.
+            self.log_request(response.status)
+            self.send_response_only(response.status)
+            self.send_header("Server", self.version_string())
+            self.send_header("Date", date)
             if payload or response.status not in (204, 304):
                 self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(payload)))
-            for name, value in response.headers.items():
+            for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if payload and self.command != "HEAD":

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from rotator.model import MONITE_OBJECT_TYPES
@@ -52,12 +52,29 @@ class MoniteFaults:
     error_rate: float = 0.0
     """Fraction of /v1 API requests (not /auth/token) answered with `error_status`."""
     error_status: int = 500
+    retry_after: float | None = None
+    """Seconds in the Retry-After of injected 429/503 answers; None sends "1".
+
+    The gateway's own rate-limit 429 keeps computing its value from the bucket.
+    """
     hang: float = 0.0
     """Every /v1 API request (not /auth/token) sleeps this long before it is processed."""
     drop_after_regenerate: int = 0
     """The next N regenerations are applied, then the connection closes with no answer."""
     fail_regenerate: int = 0
     """The next N regenerations answer `error_status` without applying."""
+    regenerate_not_found: int = 0
+    """The next N regenerations answer 404 "Webhook subscription not found" without applying."""
+    straggle_regenerate: int = 0
+    """The next N valid regenerations are held unanswered and applied only later.
+
+    The client times out, or sees the connection drop when the request is
+    released; the new secret is minted at `release_stragglers()` (or after
+    `straggle_after`), long after the client gave up. On `stop()` held
+    requests are dropped unapplied.
+    """
+    straggle_after: float | None = None
+    """Seconds after which a held regeneration applies by itself; None waits for a release."""
     malformed_json: int = 0
     """The next N successful /v1 API responses are 200 with a body that is not JSON."""
     pagination_loop: bool = False
@@ -120,6 +137,15 @@ class _Cursor:
     anchor_id: str
 
 
+@dataclass(eq=False)
+class _Straggler:
+    """A regeneration Monite received but has not applied (the straggle fault)."""
+
+    subscription_id: str
+    after: float | None  # seconds until it applies by itself
+    settled: threading.Event = field(default_factory=threading.Event)
+
+
 @dataclass(frozen=True)
 class _Route:
     name: str  # operation name as counted by request_count
@@ -137,6 +163,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _seconds(value: float) -> str:
+    """A delay for a header: whole seconds as HTTP writes them, a fraction only if there is one."""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 class _TokenBucket:
@@ -203,6 +234,7 @@ class MoniteEmulator:
         self._seq = 0
         self._pagination: dict[str, _Cursor] = {}
         self._regenerations: Counter[str] = Counter()
+        self._stragglers: list[_Straggler] = []  # in arrival order
         self._requests: Counter[str] = Counter()
         self._server = LoopbackServer(self._handle)
 
@@ -215,6 +247,9 @@ class MoniteEmulator:
     def stop(self) -> None:
         # Wakes requests parked by the hang fault so the server can shut down.
         self._stopping.set()
+        with self._lock:
+            for held in list(self._stragglers):
+                self._settle_locked(held, apply=False)
         self._server.stop()
 
     def __enter__(self) -> MoniteEmulator:
@@ -301,9 +336,23 @@ class MoniteEmulator:
             return [s.id for s in sorted(self._subs.values(), key=lambda s: s.seq)]
 
     def regenerate_count(self, subscription_id: str) -> int:
-        """How many regenerations were applied (dropped and malformed answers included)."""
+        """How many regenerations were applied (dropped, malformed and released ones included)."""
         with self._lock:
             return self._regenerations[subscription_id]
+
+    def held_stragglers(self) -> int:
+        """How many regenerations the straggle fault holds unapplied right now."""
+        with self._lock:
+            return len(self._stragglers)
+
+    def release_stragglers(self) -> int:
+        """Apply every held regeneration now, in arrival order; returns how many applied.
+
+        The subscription is looked up now: one deleted meanwhile gets nothing.
+        A client still waiting on a released request sees its connection drop.
+        """
+        with self._lock:
+            return sum(self._settle_locked(held, apply=True) for held in list(self._stragglers))
 
     def expire_tokens(self) -> None:
         """Every access token issued so far is now expired."""
@@ -480,25 +529,66 @@ class MoniteEmulator:
         return Response(200, {"message": "Token revoked"})
 
     def _regenerate(self, sub_id: str) -> Response:
+        faults = self.faults
         with self._lock:
             sub = self._subs.get(sub_id)
             if sub is None:
                 return _error(404, "Webhook subscription not found")
-            if self.faults.fail_regenerate > 0:
-                self.faults.fail_regenerate -= 1
+            if faults.regenerate_not_found > 0:
+                faults.regenerate_not_found -= 1
+                return _error(404, "Webhook subscription not found")
+            if faults.fail_regenerate > 0:
+                faults.fail_regenerate -= 1
                 return self._fault_error()
-            sub.secret = secrets.token_urlsafe(32)
-            record_issued(sub.secret)
-            sub.updated_at = _now()
-            self._version += 1
-            self._regenerations[sub_id] += 1
-            body = sub.resource(with_secret=True)
-            drop = self.faults.drop_after_regenerate > 0
-            if drop:
-                self.faults.drop_after_regenerate -= 1
+            if faults.straggle_regenerate > 0:
+                faults.straggle_regenerate -= 1
+                if self._stopping.is_set():
+                    raise Drop  # stop() already emptied the queue; nothing would wake this
+                held = _Straggler(sub_id, faults.straggle_after)
+                self._stragglers.append(held)
+            else:
+                held = None
+                body = self._rotate_locked(sub)
+                drop = faults.drop_after_regenerate > 0
+                if drop:
+                    faults.drop_after_regenerate -= 1
+        if held is not None:
+            self._await_straggler(held)  # never returns: this client gets no answer
         if drop:
             raise Drop
         return Response(200, body)
+
+    def _await_straggler(self, held: _Straggler) -> NoReturn:
+        if not held.settled.wait(held.after):
+            with self._lock:
+                self._settle_locked(held, apply=True)
+        # Even if the client is somehow still connected, it must not read
+        # success: at Monite this request's answer never came.
+        raise Drop
+
+    def _settle_locked(self, held: _Straggler, *, apply: bool) -> bool:
+        """Take `held` off the queue, applying it if asked; True if a secret changed.
+
+        Release, the straggle_after timeout and stop() may race; only the first settles it.
+        """
+        if held not in self._stragglers:
+            return False
+        self._stragglers.remove(held)
+        held.settled.set()
+        sub = self._subs.get(held.subscription_id)
+        if not apply or sub is None:
+            return False
+        self._rotate_locked(sub)
+        return True
+
+    def _rotate_locked(self, sub: _Subscription) -> dict[str, Any]:
+        """Mint a new secret (the old one stops working at once); the resource with it."""
+        sub.secret = secrets.token_urlsafe(32)
+        record_issued(sub.secret)
+        sub.updated_at = _now()
+        self._version += 1
+        self._regenerations[sub.id] += 1
+        return sub.resource(with_secret=True)
 
     def _sorted_locked(self, query: _ListQuery) -> tuple[list[_Subscription], list[Any]]:
         """Matching subscriptions in ascending key order, cached until the next change.
@@ -606,8 +696,10 @@ class MoniteEmulator:
             return True
 
     def _fault_error(self) -> Response:
-        status = self.faults.error_status
-        headers = {"Retry-After": "1"} if status in (429, 503) else {}
+        status, retry_after = self.faults.error_status, self.faults.retry_after
+        headers: dict[str, str] = {}
+        if status in (429, 503):
+            headers["Retry-After"] = "1" if retry_after is None else _seconds(retry_after)
         return _error(
             status, "Internal Server Error" if status >= 500 else "Injected error", headers
         )

@@ -458,7 +458,7 @@ class VaultEmulator:
         self.root_token = self._issue_token(
             policies=["root"], ttl=0, renewable=False, num_uses=0, path="auth/token/root"
         ).id
-        self._server: LoopbackServer | None = LoopbackServer(self._handle)
+        self._server: LoopbackServer | None = LoopbackServer(self._handle, clock=self.now)
         self._port = self._server.port
 
     # -- lifecycle ----------------------------------------------------------
@@ -507,7 +507,7 @@ class VaultEmulator:
             self._refusing = False
             if self._server is not None:
                 return
-            self._server = LoopbackServer(self._handle, port=self._port)
+            self._server = LoopbackServer(self._handle, port=self._port, clock=self.now)
             server, started = self._server, self._started
         if started:
             server.start()
@@ -631,6 +631,11 @@ class VaultEmulator:
 
     def kv_read(self, mount: str, path: str) -> tuple[dict[str, Any], int] | None:
         """The current data and version of a secret, or None (absent, deleted or destroyed)."""
+        full = self.kv_read_full(mount, path)
+        return None if full is None else (full[0], full[1])
+
+    def kv_read_full(self, mount: str, path: str) -> tuple[dict[str, Any], int, str] | None:
+        """Like `kv_read`, plus the version's `created_time` exactly as the HTTP API prints it."""
         with self._lock:
             kv = self._mounts.get(mount.strip("/"))
             secret = kv.secrets.get(path.strip("/")) if kv else None
@@ -639,7 +644,17 @@ class VaultEmulator:
             version = secret.versions.get(secret.current_version)
             if version is None or version.destroyed or version.deleted(self.now()):
                 return None
-            return copy.deepcopy(version.data or {}), secret.current_version
+            data = copy.deepcopy(version.data or {})
+            return data, secret.current_version, _rfc3339(version.created)
+
+    def kv_delete_metadata(self, mount: str, path: str) -> bool:
+        """Remove a secret and all its versions, as `DELETE {mount}/metadata/{path}` does.
+
+        No HTTP, so no ACL and no faults. True if there was something to remove.
+        """
+        with self._lock:
+            kv = self._mounts[mount.strip("/")]
+            return kv.secrets.pop(path.strip("/"), None) is not None
 
     def kv_write(self, mount: str, path: str, data: dict[str, Any]) -> int:
         """Seed a secret without HTTP (no ACL, no faults, no CAS); returns the new version."""

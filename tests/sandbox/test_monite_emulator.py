@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -570,6 +571,19 @@ async def test_delete_is_204_then_404(api: Api, monite: MoniteEmulator) -> None:
     assert [] == monite.subscription_ids()
 
 
+async def test_get_confirms_a_subscription_is_gone(api: Api, monite: MoniteEmulator) -> None:
+    """GET by id answers the subscription, then Monite's not-found 404 once it is deleted."""
+    sub_id = monite.seed()
+    found = await api.call("GET", ONE, sub_id=sub_id)
+    assert (200, monite.subscription(sub_id)) == (found.status_code, found.json())
+    monite.remove(sub_id)
+    gone = await api.call("GET", ONE, sub_id=sub_id)
+    assert (404, {"error": {"message": "Webhook subscription not found"}}) == (
+        gone.status_code,
+        gone.json(),
+    )
+
+
 async def test_disable_and_enable_flip_status(api: Api, monite: MoniteEmulator) -> None:
     """/disable and /enable set the status and return the subscription."""
     sub_id = monite.seed()
@@ -772,6 +786,145 @@ async def test_duplicate_across_pages(api: Api, monite: MoniteEmulator) -> None:
     assert seeded == list(dict.fromkeys(i for page in pages for i in ids(page)))
 
 
+async def _until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Wait (briefly polling) until `condition()` holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_regenerate_not_found_is_404_without_applying(
+    api: Api, monite: MoniteEmulator
+) -> None:
+    """regenerate_not_found answers Monite's missing-subscription 404 and leaves the secret."""
+    sub_id = monite.seed()
+    old = monite.current_secret(sub_id)
+    monite.faults.regenerate_not_found = 1
+    missing = await api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret")
+    assert (404, {"error": {"message": "Webhook subscription not found"}}) == (
+        missing.status_code,
+        missing.json(),
+    )
+    assert (old, 0) == (monite.current_secret(sub_id), monite.regenerate_count(sub_id))
+    ok = await api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret")
+    assert (200, 1) == (ok.status_code, monite.regenerate_count(sub_id))
+
+
+@pytest.mark.parametrize(("retry_after", "header"), [(None, "1"), (7.0, "7"), (0.25, "0.25")])
+async def test_retry_after_of_injected_errors(
+    api: Api, monite: MoniteEmulator, retry_after: float | None, header: str
+) -> None:
+    """Injected 429s carry Retry-After from faults.retry_after: whole seconds as an integer."""
+    await api.token()
+    monite.faults.error_rate = 1.0
+    monite.faults.error_status = 429
+    monite.faults.retry_after = retry_after
+    response = await api.call("GET", LIST)
+    assert (429, header) == (response.status_code, response.headers["retry-after"])
+
+
+async def test_straggler_times_out_then_applies_on_release(
+    api: Api, monite: MoniteEmulator
+) -> None:
+    """A held regeneration times the client out and changes the secret only at release."""
+    sub_id = monite.seed()
+    old = monite.current_secret(sub_id)
+    await api.token()
+    monite.faults.straggle_regenerate = 1
+    with pytest.raises(httpx.ReadTimeout):
+        await api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret", client_timeout=0.2)
+    assert (1, old, 0) == (
+        monite.held_stragglers(),
+        monite.current_secret(sub_id),
+        monite.regenerate_count(sub_id),
+    )
+    assert 1 == monite.release_stragglers()
+    new = monite.current_secret(sub_id)
+    assert (0, 1, True, True) == (
+        monite.held_stragglers(),
+        monite.regenerate_count(sub_id),
+        old != new,
+        new in ISSUED,
+    )
+
+
+async def test_released_straggler_drops_a_waiting_client(api: Api, monite: MoniteEmulator) -> None:
+    """A client still waiting when its straggler is released gets a dropped connection."""
+    sub_id = monite.seed()
+    await api.token()
+    monite.faults.straggle_regenerate = 1
+    waiting = asyncio.create_task(api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret"))
+    await _until(lambda: 1 == monite.held_stragglers())
+    assert 1 == monite.release_stragglers()
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await waiting
+    assert 1 == monite.regenerate_count(sub_id)
+
+
+async def test_straggler_applies_by_itself_after_straggle_after(
+    api: Api, monite: MoniteEmulator
+) -> None:
+    """With straggle_after set, a held regeneration applies on its own that much later."""
+    sub_id = monite.seed()
+    await api.token()
+    monite.faults.straggle_regenerate = 1
+    monite.faults.straggle_after = 0.3
+    with pytest.raises(httpx.ReadTimeout):
+        await api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret", client_timeout=0.1)
+    assert 0 == monite.regenerate_count(sub_id)
+    await _until(lambda: 1 == monite.regenerate_count(sub_id))
+    assert (0, 0) == (monite.held_stragglers(), monite.release_stragglers())
+
+
+async def test_straggler_for_a_deleted_subscription_applies_nothing(
+    api: Api, monite: MoniteEmulator
+) -> None:
+    """The subscription is looked up at release: one deleted meanwhile gets no new secret."""
+    doomed, kept = monite.seed(), monite.seed()
+    await api.token()
+    monite.faults.straggle_regenerate = 2
+    for sub_id in (doomed, kept):
+        with pytest.raises(httpx.ReadTimeout):
+            await api.call(
+                "POST", ONE, sub_id=sub_id, suffix="/regenerate_secret", client_timeout=0.1
+            )
+    monite.remove(doomed)
+    assert (2, 1) == (monite.held_stragglers(), monite.release_stragglers())
+    assert (0, 1) == (monite.regenerate_count(doomed), monite.regenerate_count(kept))
+
+
+async def test_straggle_validates_before_holding(api: Api, monite: MoniteEmulator) -> None:
+    """An unknown id is answered 404 at once and does not use up the straggle count."""
+    monite.faults.straggle_regenerate = 1
+    missing = await api.call("POST", ONE, sub_id=UNKNOWN_ID, suffix="/regenerate_secret")
+    assert (404, 0, 1) == (
+        missing.status_code,
+        monite.held_stragglers(),
+        monite.faults.straggle_regenerate,
+    )
+
+
+async def test_stop_drops_held_stragglers_unapplied(api: Api, monite: MoniteEmulator) -> None:
+    """stop() returns promptly while a request is held, and the held change never applies."""
+    sub_id = monite.seed()
+    old = monite.current_secret(sub_id)
+    await api.token()
+    monite.faults.straggle_regenerate = 1
+    waiting = asyncio.create_task(api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret"))
+    await _until(lambda: 1 == monite.held_stragglers())
+    started = time.monotonic()
+    await asyncio.to_thread(monite.stop)
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(httpx.TransportError):
+        await waiting
+    assert (0, 0, old) == (
+        monite.held_stragglers(),
+        monite.release_stragglers(),
+        monite.current_secret(sub_id),
+    )
+
+
 async def test_hang_outlasts_a_short_client_timeout(api: Api, monite: MoniteEmulator) -> None:
     """hang parks an API request past the client's timeout: httpx raises ReadTimeout."""
     await api.token()
@@ -816,6 +969,14 @@ async def test_json_content_type_is_exact(api: Api, monite: MoniteEmulator) -> N
         (405, "application/json"),
         (422, "application/json"),
     ] == statuses
+
+
+async def test_date_header_is_real_time_and_single(api: Api) -> None:
+    """Every answer carries exactly one Date, in RFC 7231 form, close to real time."""
+    response = await api.call("GET", LIST)
+    (date,) = response.headers.get_list("date")
+    assert date.endswith(" GMT")
+    assert abs(time.time() - parsedate_to_datetime(date).timestamp()) < 5
 
 
 async def test_client_secret_is_recorded_as_issued(monite: MoniteEmulator) -> None:

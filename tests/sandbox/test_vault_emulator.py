@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -45,6 +47,10 @@ def health(c: hvac.Client, **params: Any) -> tuple[int, dict[str, Any]]:
     if isinstance(answer, dict):
         return 200, answer
     return answer.status_code, answer.json()
+
+
+def _rfc3339_seconds(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
 
 
 @pytest.fixture
@@ -328,6 +334,50 @@ def test_metadata_write_is_204_and_creates_empty_key(raw: httpx.Client) -> None:
     response = raw.post("/secret/metadata/k", json={"max_versions": 4})
     assert (204, b"") == (response.status_code, response.content)
     assert 0 == raw.get("/secret/metadata/k").json()["data"]["current_version"]
+
+
+def test_created_time_follows_advance_time(
+    root: hvac.Client, raw: httpx.Client, vault: VaultEmulator
+) -> None:
+    """created_time in write answers, reads and metadata is the emulator's advanced clock."""
+    write(root, "k", {"v": 1})
+    vault.advance_time(10 * 86400)
+    written = write(root, "k", {"v": 2})["data"]["created_time"]
+    assert abs(vault.now() - _rfc3339_seconds(written)) < 5
+    meta = raw.get("/secret/metadata/k").json()["data"]
+    first = meta["versions"]["1"]["created_time"]
+    assert abs(10 * 86400 - (_rfc3339_seconds(written) - _rfc3339_seconds(first))) < 5
+    assert [written, written] == [
+        meta["versions"]["2"]["created_time"],
+        read(root, "k")["data"]["metadata"]["created_time"],
+    ]
+    assert ({"v": 2}, 2, written) == vault.kv_read_full("secret", "k")
+
+
+def test_kv_read_full_gives_data_version_and_created_time(
+    root: hvac.Client, vault: VaultEmulator
+) -> None:
+    """kv_read_full answers what an HTTP read shows, and None for a missing key."""
+    write(root, "k", {"v": 1})
+    metadata = write(root, "k", {"v": 2})["data"]
+    assert ({"v": 2}, 2, metadata["created_time"]) == vault.kv_read_full("secret", "k")
+    assert vault.kv_read_full("secret", "missing") is None
+
+
+def test_kv_delete_metadata_removes_every_version(
+    root: hvac.Client, raw: httpx.Client, vault: VaultEmulator
+) -> None:
+    """kv_delete_metadata forgets the key and its versions, like DELETE metadata over HTTP."""
+    write(root, "k", {"v": 1})
+    write(root, "k", {"v": 2})
+    assert vault.kv_delete_metadata("secret", "k")
+    assert (None, [], 404) == (
+        vault.kv_read("secret", "k"),
+        vault.kv_versions("secret", "k"),
+        raw.get("/secret/metadata/k").status_code,
+    )
+    assert not vault.kv_delete_metadata("secret", "k")
+    assert 1 == write(root, "k", {"v": 3})["data"]["version"]
 
 
 def test_patch_merges_and_needs_merge_patch_content_type(
@@ -704,6 +754,27 @@ def test_content_type_is_exactly_application_json(vault: VaultEmulator, raw: htt
         deleted.content,
         deleted.headers.get("content-type"),
     )
+
+
+def test_date_header_follows_the_emulators_clock(vault: VaultEmulator, raw: httpx.Client) -> None:
+    """Every answer has exactly one RFC 7231 Date, from the emulator's clock, not real time."""
+    raw.post("/secret/data/k", json={"data": {"v": 1}})
+    vault.advance_time(3 * 86400)
+    responses = [
+        raw.get("/secret/data/k"),
+        raw.get("/secret/data/missing"),
+        raw.delete("/secret/data/k"),
+        raw.get("/sys/health"),
+    ]
+    vault.refuse_connections()
+    vault.accept_connections()
+    with httpx.Client() as fresh:
+        responses.append(fresh.get(vault.address + "/v1/sys/health"))
+    assert [200, 404, 204, 200, 200] == [r.status_code for r in responses]
+    for response in responses:
+        (date,) = response.headers.get_list("date")
+        assert date.endswith(" GMT")
+        assert abs(vault.now() - parsedate_to_datetime(date).timestamp()) < 5
 
 
 def test_envelope_has_vaults_fields(raw: httpx.Client) -> None:
