@@ -565,6 +565,9 @@ class ScheduleSettings(_Group):
 
 class RotationSettings(_Group):
     claim_ttl: PositiveDuration = timedelta(minutes=2)
+    # No claim fences a record longer than this, whatever a record says: a
+    # replica with a wild clock or ttl cannot lock a subscription out for a year.
+    max_claim_ttl: PositiveDuration = timedelta(hours=1)
     concurrency: Concurrency = 8
     owner: str = ""  # who claims; default "<hostname>:<pid>"
     commit_retry_for: PositiveDuration = timedelta(minutes=10)  # how long a commit is retried
@@ -632,6 +635,13 @@ class Settings(_Group):
                 f"must be at least 4 × monite.timeout ({format_duration(minimum)}), because a "
                 "rotation never starts a regenerate unless its claim has 2 × the request "
                 "timeout left; raise rotation.claim_ttl or lower monite.timeout",
+            )
+        if self.rotation.claim_ttl > self.rotation.max_claim_ttl:
+            raise _Problem(
+                ("rotation", "claim_ttl"),
+                f"must not exceed rotation.max_claim_ttl "
+                f"({format_duration(self.rotation.max_claim_ttl)}): other replicas would cut "
+                "the claim short; lower rotation.claim_ttl or raise rotation.max_claim_ttl",
             )
         return self
 

@@ -505,13 +505,15 @@ class Daemon:
         scheduler = self._scheduler
         if report.error is not None or scheduler is None or self._stop.is_set():
             return
-        expiry = report.next_claim_expiry
-        if expiry is None:
+        # Claims are judged on Vault's clock; the scheduler runs on ours, so the
+        # check is scheduled by the delay the cycle measured on Vault's clock.
+        due_in = report.next_check_in
+        if due_in is None:
             self._immediate_checks = 0
             _remove_job(scheduler, CLAIM_CHECK_JOB)
             return
         now = self._clock.now()
-        if expiry <= now:
+        if due_in <= timedelta(0):
             # Due already and this cycle did not clear it (its takeover failed):
             # back off rather than cycle in a tight loop.
             self._immediate_checks += 1
@@ -522,7 +524,7 @@ class Daemon:
             run_at = now + timedelta(seconds=backoff)
         else:
             self._immediate_checks = 0
-            run_at = expiry + CLAIM_CHECK_DELAY
+            run_at = now + due_in + CLAIM_CHECK_DELAY
         cycle = scheduler.get_job(CYCLE_JOB)
         if cycle is not None and cycle.next_run_time is not None and cycle.next_run_time <= run_at:
             _remove_job(scheduler, CLAIM_CHECK_JOB)  # the regular cycle comes first anyway

@@ -12,48 +12,26 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
 
 import httpx
 import structlog
 
 from rotator import audit
-from rotator.clock import Clock, SystemClock, full_jitter
+from rotator.clock import Clock, SystemClock
 from rotator.config import RotationSettings, Settings
-from rotator.errors import (
-    DependencyError,
-    MoniteError,
-    MoniteNotFound,
-    RotationAborted,
-    VaultConflict,
-    VaultError,
-)
-from rotator.model import Record, Regenerated, format_time
+from rotator.errors import DependencyError, MoniteError, VaultError
+from rotator.model import Record, Subscription, format_time
 from rotator.monite import MoniteClient
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
+from rotator.ports import RecordStore, SubscriptionSource
 from rotator.ratelimit import RateLimiter
+from rotator.rotation import Context, Outcome, OutcomeKind, rotate
 from rotator.vault import VaultStore, read_monite_credentials
 
-OutcomeKind = Literal["rotated", "recovered", "skipped", "failed", "conflict"]
-
 log = structlog.get_logger("rotator.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one subscription in one cycle."""
-
-    subscription_id: str
-    object_type: str
-    kind: OutcomeKind
-    reason: str
-    vault_version: int | None = None
-    secret_fingerprint: str | None = None
-    exposure_seconds: float | None = None  # Monite response to Vault commit
-    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,7 +44,8 @@ class CycleReport:
     outcomes: list[Outcome] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # listed, record not readable
-    next_claim_expiry: datetime | None = None
+    next_claim_expiry: datetime | None = None  # on Vault's clock
+    next_check_in: timedelta | None = None  # from the cycle's start: when a record falls due
     finished_at: datetime | None = None
     error: str | None = None  # set when the cycle itself could not run
 
@@ -101,13 +80,14 @@ class Engine:
     def __init__(
         self,
         *,
-        monite: MoniteClient,
-        store: VaultStore,
+        monite: SubscriptionSource,
+        store: RecordStore,
         policy: Policy,
         rotation: RotationSettings,
         owner: str,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        max_retries: int = 3,
     ) -> None:
         self._monite = monite
         self._store = store
@@ -118,17 +98,30 @@ class Engine:
         self._cache_ttl = rotation.cache_refresh
         self._rng = rng or random.Random()
         self._records: dict[str, Record] = {}
-        self._cache_loaded_at: datetime | None = None
+        self._cache_loaded_at: float | None = None  # monotonic
         self._stale: set[str] = set()
         self._in_flight = 0
         self._stopping = False
+        self._context = Context(
+            store=store,
+            monite=monite,
+            clock=self._clock,
+            owner=owner,
+            claim_ttl=rotation.claim_ttl,
+            max_claim_ttl=rotation.max_claim_ttl,
+            commit_retry_for=rotation.commit_retry_for,
+            max_retries=max_retries,
+            rng=self._rng,
+            remember=self._remember,
+            reread=self._stale.add,
+        )
 
     @property
-    def monite(self) -> MoniteClient:
+    def monite(self) -> SubscriptionSource:
         return self._monite
 
     @property
-    def store(self) -> VaultStore:
+    def store(self) -> RecordStore:
         return self._store
 
     @property
@@ -145,38 +138,55 @@ class Engine:
         await self._monite.check()
         await self._store.check()
 
+    def _decide(
+        self,
+        report: CycleReport,
+        subscriptions: Sequence[Subscription],
+        records: dict[str, Record],
+        unreadable: set[str],
+        now: datetime,
+        force: Force | None,
+    ) -> None:
+        readable = [s for s in subscriptions if s.id not in unreadable]
+        report.decisions = decide(
+            readable, records, self.policy, now, force, max_claim_ttl=self._rotation.max_claim_ttl
+        )
+        report.orphans = orphans(subscriptions, records.keys() | unreadable)
+
+    def _next_check(self, report: CycleReport, records: Iterable[Record], now: datetime) -> None:
+        expiry = next_claim_expiry(records, now, self._rotation.max_claim_ttl)
+        report.next_claim_expiry = expiry
+        report.next_check_in = None if expiry is None else expiry - now
+
     async def plan(self, force: Force | None = None) -> CycleReport:
         """What a cycle would do now, and why. Reads only; writes nothing."""
-        now = self._clock.now()
-        report = CycleReport(run_id=_new_id(), started_at=now)
+        report = CycleReport(run_id=_new_id(), started_at=self._clock.now())
         subscriptions = await self._monite.list_subscriptions()
-        records, unreadable = await self._load_records(now)
-        readable = [s for s in subscriptions if s.id not in unreadable]
+        records, unreadable = await self._load_records()
+        now = await self._vault_now(records.values())
         report.unreadable = sorted(s.id for s in subscriptions if s.id in unreadable)
-        report.decisions = decide(readable, records, self.policy, now, force)
-        report.orphans = orphans(subscriptions, records.keys() | unreadable)
-        report.next_claim_expiry = next_claim_expiry((d.record for d in report.decisions), now)
+        self._decide(report, subscriptions, records, unreadable, now, force)
+        self._next_check(report, (d.record for d in report.decisions), now)
         report.finished_at = self._clock.now()
         return report
 
     async def run_cycle(self, force: Force | None = None) -> CycleReport:
         """One cycle. Never raises for a dependency failure: the report says what failed."""
-        now = self._clock.now()
-        report = CycleReport(run_id=_new_id(), started_at=now)
+        started = self._clock.monotonic()
+        report = CycleReport(run_id=_new_id(), started_at=self._clock.now())
         with structlog.contextvars.bound_contextvars(run_id=report.run_id):
             log.info(audit.CYCLE_STARTED, forced=_describe_force(force))
             try:
                 subscriptions = await self._monite.list_subscriptions()
-                records, unreadable = await self._load_records(now)
+                records, unreadable = await self._load_records()
+                now = await self._vault_now(records.values())
             except DependencyError as exc:
                 report.error = str(exc)
                 report.finished_at = self._clock.now()
                 log.error(audit.CYCLE_FAILED, reason=_reason_of(exc), error=str(exc))
                 return report
 
-            readable = [s for s in subscriptions if s.id not in unreadable]
-            report.decisions = decide(readable, records, self.policy, now, force)
-            report.orphans = orphans(subscriptions, records.keys() | unreadable)
+            self._decide(report, subscriptions, records, unreadable, now, force)
             for sub in subscriptions:
                 if sub.id in unreadable:
                     report.unreadable.append(sub.id)
@@ -211,7 +221,7 @@ class Engine:
                             reason="shutting_down",
                         )
                         return Outcome(sub.id, sub.object_type, "skipped", "shutting_down")
-                    return await self.rotate(decision, now)
+                    return await self.rotate(decision)
 
             report.outcomes.extend(await asyncio.gather(*(bounded(d) for d in due)))
             # Orphans are never rotated, so their claims must not schedule checks.
@@ -220,7 +230,7 @@ class Engine:
                 for d in report.decisions
                 if d.subscription.id in self._records
             ]
-            report.next_claim_expiry = next_claim_expiry(listed, now)
+            self._next_check(report, listed, now)
             report.finished_at = self._clock.now()
             log.info(
                 audit.CYCLE_FINISHED,
@@ -231,27 +241,43 @@ class Engine:
                 skipped=report.count("skipped"),
                 orphaned=len(report.orphans),
                 subscriptions=len(report.decisions),
-                duration_seconds=round((report.finished_at - now).total_seconds(), 3),
+                duration_seconds=round(self._clock.monotonic() - started, 3),
                 next_claim_expiry=format_time(report.next_claim_expiry),
             )
         return report
 
-    async def _load_records(self, now: datetime) -> tuple[dict[str, Record], set[str]]:
+    async def _vault_now(self, records: Iterable[Record]) -> datetime:
+        """The cycle's `now`, read once: Vault's time, the clock of every created_time.
+
+        Carried forward from Vault's last answer on the monotonic clock; asked
+        afresh (one `sys/health` call) only when a claim or horizon is to be
+        judged, so a steady cycle still makes no Vault request.
+        """
+        judging = any(r.state != "active" for r in records)
+        return await self._store.vault_now(refresh=judging)
+
+    async def _load_records(self) -> tuple[dict[str, Record], set[str]]:
         """The cached records, reading Vault only when the cache is cold, old or marked stale.
 
         Also returns the ids whose record could not be read this time: one bad
         record (a path the policy denies, say) costs that subscription a cycle,
         not every subscription.
         """
-        expired = self._cache_loaded_at is None or now - self._cache_loaded_at >= self._cache_ttl
+        now = self._clock.monotonic()
+        expired = (
+            self._cache_loaded_at is None
+            or now - self._cache_loaded_at >= self._cache_ttl.total_seconds()
+        )
         if expired:
             ids = await self._store.list_ids()
             self._records = {}
-            self._stale = set(ids)
+            self._stale.clear()
+            self._stale.update(ids)
             self._cache_loaded_at = now
         unreadable: set[str] = set()
         if self._stale:
-            stale, self._stale = sorted(self._stale), set()
+            stale = sorted(self._stale)
+            self._stale.clear()  # the rotation context holds this very set
             unreadable = await self._read_into_cache(stale)
         return dict(self._records), unreadable
 
@@ -302,249 +328,13 @@ class Engine:
             log.warning(audit.SUBSCRIPTION_UNMANAGED, subscription_id=sub.id)
         return Outcome(sub.id, sub.object_type, "skipped", reason)
 
-    async def rotate(self, decision: Decision, now: datetime) -> Outcome:
-        """Claim, regenerate, commit one subscription. Returns its outcome; never raises."""
+    async def rotate(self, decision: Decision) -> Outcome:
+        """Run the protocol (`rotator.rotation`) for one subscription; never raises."""
         self._in_flight += 1
         try:
-            return await self._rotate(decision, now)
-        except Exception as exc:
-            # A bug must cost one rotation, not the cycle: the claim (if any) stays
-            # and the record is recovered when it expires.
-            sub = decision.subscription
-            log.critical(
-                audit.ROTATION_FAILED,
-                subscription_id=sub.id,
-                object_type=sub.object_type,
-                reason=decision.reason,
-                stage="unexpected",
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return Outcome(sub.id, sub.object_type, "failed", "internal_error", error=str(exc))
+            return await rotate(self._context, decision)
         finally:
             self._in_flight -= 1
-
-    async def _rotate(self, decision: Decision, now: datetime) -> Outcome:
-        sub, record = decision.subscription, decision.record
-        fields = {
-            "subscription_id": sub.id,
-            "object_type": sub.object_type,
-            "reason": decision.reason,
-            "age_seconds": _seconds(decision.age),
-        }
-        rotation_id = _new_id()
-
-        # 1. Claim. A failure here has destroyed nothing: no regenerate follows.
-        deadline = self._clock.monotonic() + self._rotation.claim_ttl.total_seconds()
-        expires_at = self._clock.now() + self._rotation.claim_ttl
-        claim = record.claimed(
-            sub, rotation_id=rotation_id, owner=self._owner, expires_at=expires_at
-        )
-        try:
-            claimed = await self._store.write(claim, cas=record.version)
-        except VaultConflict:
-            self._stale.add(sub.id)
-            log.info(audit.ROTATION_CONFLICT, **fields, stage="claim")
-            return Outcome(sub.id, sub.object_type, "conflict", "claimed_elsewhere")
-        except VaultError as exc:
-            # The claim may have landed even though its answer was lost: re-read next cycle.
-            self._stale.add(sub.id)
-            log.error(audit.ROTATION_FAILED, **fields, stage="claim", error=str(exc))
-            return Outcome(sub.id, sub.object_type, "failed", "vault_error", error=str(exc))
-        self._remember(claimed)
-        log.info(
-            audit.ROTATION_CLAIMED,
-            **fields,
-            vault_version=claimed.version,
-            rotation_id=rotation_id,
-            claim_expires_at=format_time(expires_at),
-        )
-
-        # 2. Regenerate. From here on the old secret may be dead.
-        try:
-            regenerated = await self._monite.regenerate_secret(sub.id, deadline=deadline)
-        except RotationAborted as exc:
-            await self._release(claimed)
-            log.error(audit.ROTATION_FAILED, **fields, stage="regenerate", error=str(exc))
-            return Outcome(sub.id, sub.object_type, "failed", exc.reason, error=str(exc))
-        except MoniteNotFound as exc:
-            # Deleted between listing and regenerating: a harmless race, not a failure.
-            await self._release(claimed)
-            log.info(audit.ROTATION_SKIPPED, **{**fields, "reason": "gone"}, stage="regenerate")
-            return Outcome(sub.id, sub.object_type, "skipped", "gone", error=str(exc))
-        except MoniteError as exc:
-            # Ambiguous: Monite may have applied it. The claim stays, so the record is
-            # recovered (regenerated again) when the claim expires.
-            log.error(
-                audit.ROTATION_FAILED,
-                **fields,
-                stage="regenerate",
-                error=str(exc),
-                recovery_at=format_time(expires_at),
-            )
-            return Outcome(sub.id, sub.object_type, "failed", "monite_error", error=str(exc))
-        received = self._clock.monotonic()
-
-        # 3. Commit, holding the only copy of the secret in memory until Vault has it.
-        try:
-            committed, conflict_error = await self._commit(
-                claimed, regenerated, rotation_id, fields
-            )
-        except (asyncio.CancelledError, Exception) as exc:
-            # Cancelled (a drain that ran out of time) or a bug: the secret dies with
-            # this frame. Say which subscription, so people know what to expect; its
-            # claim is still in Vault, so recovery rotates it when the claim expires.
-            log.critical(
-                audit.ROTATION_FAILED,
-                **fields,
-                stage="commit",
-                error=f"{type(exc).__name__}: {exc}",
-                rotation_id=rotation_id,
-                secret_fingerprint=regenerated.secret.fingerprint(),
-                recovery_at=format_time(expires_at),
-            )
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return Outcome(
-                sub.id,
-                sub.object_type,
-                "failed",
-                "internal_error",
-                secret_fingerprint=regenerated.secret.fingerprint(),
-                error=str(exc),
-            )
-        exposure = self._clock.monotonic() - received
-        fingerprint = regenerated.secret.fingerprint()
-        if committed is None:
-            kind: OutcomeKind = "conflict" if conflict_error == "superseded" else "failed"
-            return Outcome(
-                sub.id,
-                sub.object_type,
-                kind,
-                "commit_" + (conflict_error or "failed"),
-                secret_fingerprint=fingerprint,
-                exposure_seconds=exposure,
-                error=conflict_error,
-            )
-        self._remember(committed)
-        event = audit.ROTATION_RECOVERED if decision.recovery else audit.ROTATION_SUCCEEDED
-        log.info(
-            event,
-            **fields,
-            vault_version=committed.version,
-            rotation_id=rotation_id,
-            secret_fingerprint=fingerprint,
-            exposure_ms=round(exposure * 1000, 3),
-        )
-        if committed.state == "rotating":
-            log.warning(
-                audit.ROTATION_SETTLING,
-                **fields,
-                vault_version=committed.version,
-                rotation_id=rotation_id,
-                uncertain_attempts=regenerated.uncertain_attempts,
-                rotate_again_at=format_time(committed.claim_expires_at),
-            )
-        return Outcome(
-            sub.id,
-            sub.object_type,
-            "recovered" if decision.recovery else "rotated",
-            decision.reason,
-            vault_version=committed.version,
-            secret_fingerprint=fingerprint,
-            exposure_seconds=exposure,
-        )
-
-    async def _commit(
-        self,
-        claimed: Record,
-        regenerated: Regenerated,
-        rotation_id: str,
-        fields: Mapping[str, Any],
-    ) -> tuple[Record | None, str | None]:
-        """Write the new secret with cas=claim version, retrying Vault errors for a bounded time.
-
-        Returns (record, None) on success, (None, "superseded") when a newer claim
-        took the record over, (None, "failed") when Vault stayed unavailable.
-        """
-        now = self._clock.now()
-        record = claimed.committed(regenerated, rotation_id=rotation_id, at=now)
-        if regenerated.uncertain_attempts:
-            record = record.settling(owner=self._owner, until=now + self._rotation.claim_ttl)
-        give_up_at = self._clock.monotonic() + self._rotation.commit_retry_for.total_seconds()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._store.write(record, cas=claimed.version), None
-            except VaultConflict:
-                # Either our own write landed and its answer was lost, or the claim
-                # expired and a newer rotation owns the record: the newer holder wins.
-                current = await self._read_quietly(claimed.subscription_id)
-                if current is None:
-                    # We cannot tell whether our own write landed; the claim decides.
-                    log.error(
-                        audit.ROTATION_FAILED,
-                        **fields,
-                        stage="commit",
-                        error="check-and-set failed and the record could not be read back",
-                        secret_fingerprint=regenerated.secret.fingerprint(),
-                    )
-                    return None, "unknown"
-                if _is_ours(current, rotation_id, regenerated):
-                    return current, None
-                self._remember(current)
-                log.error(
-                    audit.ROTATION_CONFLICT,
-                    **fields,
-                    stage="commit",
-                    secret_fingerprint=regenerated.secret.fingerprint(),
-                )
-                return None, "superseded"
-            except VaultError as exc:
-                remaining = give_up_at - self._clock.monotonic()
-                if remaining <= 0:
-                    self._stale.add(claimed.subscription_id)
-                    log.critical(
-                        audit.ROTATION_FAILED,
-                        **fields,
-                        stage="commit",
-                        attempts=attempt,
-                        error=str(exc),
-                        secret_fingerprint=regenerated.secret.fingerprint(),
-                    )
-                    return None, "failed"
-                delay = min(remaining, full_jitter(attempt, base=0.25, cap=10.0, rng=self._rng))
-                log.warning(
-                    audit.ROTATION_COMMIT_RETRY,
-                    **fields,
-                    attempt=attempt,
-                    retry_in_seconds=round(delay, 3),
-                    error=str(exc),
-                )
-                await self._clock.sleep(delay)
-
-    async def _read_quietly(self, subscription_id: str) -> Record | None:
-        try:
-            return await self._store.read(subscription_id)
-        except VaultError:
-            self._stale.add(subscription_id)
-            return None
-
-    async def _release(self, claimed: Record) -> None:
-        """Give a claim back when we know Monite was not asked to regenerate."""
-        released = claimed.released()
-        try:
-            self._remember(await self._store.write(released, cas=claimed.version))
-        except VaultError:
-            self._stale.add(claimed.subscription_id)
-
-
-def _is_ours(record: Record, rotation_id: str, regenerated: Regenerated) -> bool:
-    return (
-        record.rotation_id == rotation_id
-        and record.secret is not None
-        and record.secret == regenerated.secret
-    )
 
 
 def _new_id() -> str:
@@ -607,6 +397,7 @@ async def open_engine(
                     rotation=settings.rotation,
                     owner=settings.rotation.owner or owner,
                     clock=clock,
+                    max_retries=monite_settings.max_retries,
                 )
             finally:
                 with contextlib.suppress(Exception):
@@ -630,6 +421,7 @@ __all__ = [
     "CycleReport",
     "Engine",
     "Outcome",
+    "OutcomeKind",
     "force_for",
     "open_engine",
     "owner_identity",

@@ -14,7 +14,6 @@
     │       ├── VaultAuthError       token missing, expired or lacking permission (403)
     │       ├── VaultRequestError    any other 4xx
     │       └── VaultConflict        check-and-set lost: someone else wrote first
-    └── RotationAborted          a rotation stopped before regenerating (claim lost or too short)
 
 Messages never contain a secret, a token or a client secret: callers pass only
 identifiers, status codes and the service's own error text.
@@ -32,13 +31,22 @@ class ConfigError(RotatorError):
 
 
 class DependencyError(RotatorError):
-    """Monite or Vault did not do what we asked."""
+    """Monite or Vault did not do what we asked.
+
+    `may_have_applied` is True when the request may have reached the service
+    and changed something there although we got no usable answer (a timeout
+    after sending, a 5xx, a 2xx we could not read): for a regenerate, the old
+    secret may be dead.
+    """
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, may_have_applied: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.may_have_applied = may_have_applied
 
 
 class MoniteError(DependencyError):
@@ -51,9 +59,14 @@ class MoniteUnavailable(MoniteError):
     retryable = True
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        may_have_applied: bool = False,
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, may_have_applied=may_have_applied)
         self.retry_after = retry_after
 
 
@@ -93,16 +106,3 @@ class VaultRequestError(VaultError):
 
 class VaultConflict(VaultError):
     """A check-and-set write lost: the record changed since we read it."""
-
-
-class RotationAborted(RotatorError):
-    """A rotation stopped before it regenerated anything; nothing was destroyed.
-
-    `reason` is a stable code for the audit log: `claim_too_short` when the
-    claim had too little time left to start, `monite_refused` when Monite
-    refused or never received every attempt.
-    """
-
-    def __init__(self, message: str, *, reason: str = "claim_too_short") -> None:
-        super().__init__(message)
-        self.reason = reason

@@ -35,9 +35,11 @@ __all__ = [
     "ROTATION_CONFLICT",
     "ROTATION_FAILED",
     "ROTATION_RECOVERED",
+    "ROTATION_RELEASED",
     "ROTATION_SETTLING",
     "ROTATION_SKIPPED",
     "ROTATION_SUCCEEDED",
+    "ROTATION_SUPERSEDED",
     "SUBSCRIPTION_ORPHANED",
     "SUBSCRIPTION_UNMANAGED",
     "VAULT_CLIENT_CLOSE_FAILED",
@@ -64,6 +66,13 @@ ROTATION_COMMIT_RETRY: Final = "rotation.commit_retry"
 # Committed, but an earlier attempt timed out and may still land at Monite: the
 # record stays claimed and is rotated again when the claim expires.
 ROTATION_SETTLING: Final = "rotation.settling"
+# A commit lost its check-and-set to a rotation that took over an expired
+# claim: our secret is dropped (Monite has since replaced it) and the other
+# rotation settles; worth a look, because it means a claim ran out mid-rotation.
+ROTATION_SUPERSEDED: Final = "rotation.superseded"
+# Monite refused every attempt, so the claim was given back (the old record
+# restored, or marked stale when its secret may be dead).
+ROTATION_RELEASED: Final = "rotation.released"
 SUBSCRIPTION_ORPHANED: Final = "subscription.orphaned"
 SUBSCRIPTION_UNMANAGED: Final = "subscription.unmanaged"
 CONFIG_LOADED: Final = "config.loaded"
@@ -106,6 +115,8 @@ EVENTS: Final[frozenset[str]] = frozenset(
         ROTATION_CONFLICT,
         ROTATION_COMMIT_RETRY,
         ROTATION_SETTLING,
+        ROTATION_SUPERSEDED,
+        ROTATION_RELEASED,
         SUBSCRIPTION_ORPHANED,
         SUBSCRIPTION_UNMANAGED,
         CONFIG_LOADED,

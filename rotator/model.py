@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import threading
 import weakref
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-RecordState = Literal["active", "rotating"]
+RecordState = Literal["active", "rotating", "settling", "stale"]
 
 # Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
 # A copy, not a lookup: nothing may read test data at run time.
@@ -164,16 +165,18 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Regenerated:
-    """What `regenerate_secret` returned: the subscription and its only copy of the new secret.
-
-    `uncertain_attempts` counts earlier attempts of the same regenerate that
-    timed out while Monite may still have been working on them: one of those
-    can be applied after this one, leaving Monite with a secret nobody holds.
-    """
+    """What `regenerate_secret` returned: the subscription and its only copy of the new secret."""
 
     subscription: Subscription
     secret: Secret
-    uncertain_attempts: int = 0
+
+
+# How much a judgement of Vault's time leaves to doubt: `Date` headers are
+# whole seconds, and a claim must never look expired a moment early.
+CLOCK_MARGIN = timedelta(seconds=1)
+# No claim fences a record longer than this, whatever the record says
+# (`rotation.max_claim_ttl`): a writer with a wild clock or ttl cannot lock it out.
+DEFAULT_MAX_CLAIM_TTL = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,15 @@ class Record:
 
     `version` is the KV version this record was read or written at; 0 means no
     record exists (a check-and-set write with cas=0 creates it).
+    `created_time` is Vault's own time for that version (from KV metadata, never
+    stored in the data): claims and settling horizons are measured from it.
+
+    States (DESIGN.md, protocol version 2):
+    - `active`: `secret` is Monite's current secret.
+    - `rotating`: a claim is held until `created_time + claim_ttl`.
+    - `settling`: committed, but an earlier regenerate may still land at
+      Monite until `created_time + claim_ttl`; rotated once more after that.
+    - `stale`: the secret may be dead; rotate at once.
     """
 
     subscription_id: str
@@ -191,10 +203,12 @@ class Record:
     state: RecordState = "active"
     rotation_id: str | None = None
     claimed_by: str | None = None
-    claim_expires_at: datetime | None = None
+    claim_ttl_seconds: float | None = None
+    claim_expires_at: datetime | None = None  # informational (the writer's estimate)
     url: str | None = None
     object_type: str | None = None
     event_types: tuple[str, ...] = ()
+    created_time: datetime | None = field(default=None, compare=False)
 
     @property
     def exists(self) -> bool:
@@ -206,17 +220,28 @@ class Record:
             return None
         return now - self.rotated_at
 
-    def claim_expired(self, now: datetime) -> bool:
-        """True when a rotation claimed this record and its claim ran out."""
-        return (
-            self.state == "rotating"
-            and self.claim_expires_at is not None
-            and self.claim_expires_at <= now
-        )
+    def fence_ends(self, cap: timedelta) -> datetime | None:
+        """When this version's claim or settling horizon ends, on Vault's clock.
 
-    def claim_active(self, now: datetime) -> bool:
-        """True while another (or this) rotation holds a live claim."""
-        return self.state == "rotating" and not self.claim_expired(now)
+        `created_time + claim_ttl`, the ttl capped at `cap` whatever the record
+        says. None when the record holds no fence, or when its fence cannot be
+        measured (missing or unparseable fields): such a fence counts as over.
+        A record written by protocol version 1 has no `claim_ttl_seconds`; its
+        ttl is read as `claim_expires_at - created_time`, still capped.
+        """
+        if self.state not in ("rotating", "settling") or self.created_time is None:
+            return None
+        ttl = self.claim_ttl_seconds
+        if ttl is None and self.claim_expires_at is not None:
+            ttl = (self.claim_expires_at - self.created_time).total_seconds()
+        if ttl is None or not math.isfinite(ttl) or ttl <= 0:
+            return None
+        return self.created_time + min(timedelta(seconds=ttl), cap)
+
+    def fenced(self, now: datetime, cap: timedelta) -> bool:
+        """True while a claim or settling horizon still holds at Vault time `now`."""
+        ends = self.fence_ends(cap)
+        return ends is not None and now < ends + CLOCK_MARGIN
 
     def claimed(
         self,
@@ -224,52 +249,55 @@ class Record:
         *,
         rotation_id: str,
         owner: str,
-        expires_at: datetime,
+        ttl: timedelta,
+        now: datetime,
     ) -> Record:
-        """The claim write: same secret, state=rotating, fenced until `expires_at`."""
+        """The claim write: same secret, state=rotating, fenced for `ttl` from its created_time."""
         return replace(
             self,
             state="rotating",
             rotation_id=rotation_id,
             claimed_by=owner,
-            claim_expires_at=expires_at,
+            claim_ttl_seconds=ttl.total_seconds(),
+            claim_expires_at=now + ttl,
             url=subscription.url,
             object_type=subscription.object_type,
             event_types=subscription.event_types,
         )
 
-    def committed(self, regenerated: Regenerated, *, rotation_id: str, at: datetime) -> Record:
-        """The commit write: the new secret, state=active, claim released."""
+    def committed(
+        self,
+        regenerated: Regenerated,
+        *,
+        rotation_id: str,
+        at: datetime,
+        settle_for: timedelta | None,
+    ) -> Record:
+        """The commit write: the new secret, `active`, or `settling` for `settle_for`."""
         sub = regenerated.subscription
+        settling = settle_for is not None
         return replace(
             self,
             secret=regenerated.secret,
             rotated_at=at,
-            state="active",
+            state="settling" if settling else "active",
             rotation_id=rotation_id,
-            claimed_by=None,
-            claim_expires_at=None,
+            claimed_by=self.claimed_by if settling else None,
+            claim_ttl_seconds=settle_for.total_seconds() if settle_for is not None else None,
+            claim_expires_at=at + settle_for if settle_for is not None else None,
             url=sub.url,
             object_type=sub.object_type,
             event_types=sub.event_types,
         )
 
-    def released(self) -> Record:
-        """The claim given back untouched: same secret, state=active, no claim fields."""
-        return replace(self, state="active", claimed_by=None, claim_expires_at=None)
+    def stale(self) -> Record:
+        """The claim given back over a secret that may be dead: rotate it at once."""
+        return replace(
+            self, state="stale", claimed_by=None, claim_ttl_seconds=None, claim_expires_at=None
+        )
 
-    def settling(self, *, owner: str, until: datetime) -> Record:
-        """A committed record that stays claimed until `until`, then is rotated again.
-
-        For a secret won after timed-out attempts: Monite may still apply one of
-        those later. The secret we hold is stored (it is the best we know), and
-        the claim's expiry makes the record due for recovery once any straggler
-        has had time to land.
-        """
-        return replace(self, state="rotating", claimed_by=owner, claim_expires_at=until)
-
-    def at_version(self, version: int) -> Record:
-        return replace(self, version=version)
+    def at_version(self, version: int, created_time: datetime | None = None) -> Record:
+        return replace(self, version=version, created_time=created_time)
 
     def to_vault(self) -> dict[str, Any]:
         """The KV v2 `data` object, field names as in DESIGN.md."""
@@ -279,6 +307,7 @@ class Record:
             "state": self.state,
             "rotation_id": self.rotation_id,
             "claimed_by": self.claimed_by,
+            "claim_ttl_seconds": self.claim_ttl_seconds,
             "claim_expires_at": format_time(self.claim_expires_at),
             "subscription_id": self.subscription_id,
             "url": self.url,
@@ -287,28 +316,53 @@ class Record:
         }
 
     @classmethod
-    def from_vault(cls, subscription_id: str, data: Mapping[str, Any], version: int) -> Record:
+    def from_vault(
+        cls,
+        subscription_id: str,
+        data: Mapping[str, Any],
+        version: int,
+        created_time: datetime | None = None,
+    ) -> Record:
         """Parse a KV v2 `data` object, tolerating missing or foreign fields.
 
-        A record someone edited by hand must not crash the cycle: unknown
-        `state` values read as `active`, unparseable times as absent.
+        A record someone edited by hand must not crash the cycle: unparseable
+        times read as absent. A missing `state` reads as `active` (a record
+        imported by hand); a `state` this version does not know reads as
+        `stale`, because rule zero says a secret we cannot vouch for is rotated.
         """
         raw_secret = data.get("secret")
         state = data.get("state")
         events = data.get("event_types")
+        ttl = data.get("claim_ttl_seconds")
         return cls(
             subscription_id=subscription_id,
             version=version,
             secret=Secret(raw_secret) if isinstance(raw_secret, str) and raw_secret else None,
             rotated_at=parse_time(data.get("rotated_at")),
-            state="rotating" if state == "rotating" else "active",
+            state=_state(state),
             rotation_id=_opt_str(data.get("rotation_id")),
             claimed_by=_opt_str(data.get("claimed_by")),
+            claim_ttl_seconds=(
+                float(ttl) if isinstance(ttl, int | float) and not isinstance(ttl, bool) else None
+            ),
             claim_expires_at=parse_time(data.get("claim_expires_at")),
             url=_opt_str(data.get("url")),
             object_type=_opt_str(data.get("object_type")),
             event_types=tuple(str(e) for e in events) if isinstance(events, list) else (),
+            created_time=created_time,
         )
+
+
+RECORD_STATES: tuple[RecordState, ...] = ("active", "rotating", "settling", "stale")
+
+
+def _state(value: object) -> RecordState:
+    if value is None or value == "":
+        return "active"
+    for state in RECORD_STATES:
+        if value == state:
+            return state
+    return "stale"
 
 
 def _opt_str(value: object) -> str | None:

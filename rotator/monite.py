@@ -7,8 +7,9 @@ Everything the rotator says to Monite goes through `MoniteClient`, on an
   before it expires and once more when Monite answers 401);
 - retries with capped exponential backoff and full jitter for 429 (honouring
   `Retry-After`), 5xx, timeouts, dropped connections and unparseable bodies;
-- the claim deadline of `regenerate_secret`: an attempt that might not finish
-  inside the claim is never started;
+- `regenerate_secret` as one attempt, never retried here: each retry is a new
+  regenerate, and only the rotation protocol (`rotator.rotation`) can judge
+  whether another may start; every failure says whether it may have applied;
 - translating every httpx exception and every HTTP status into the project's
   error tree (`rotator.errors`), with messages that carry an operation, a
   status, a host and Monite's own error text, and never a secret, a token, a
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import email.utils
 import math
 import random
@@ -42,7 +42,6 @@ from rotator.errors import (
     MoniteProtocolError,
     MoniteRequestError,
     MoniteUnavailable,
-    RotationAborted,
 )
 from rotator.model import Regenerated, Secret, Subscription
 from rotator.ratelimit import RateLimiter
@@ -136,37 +135,29 @@ class MoniteClient:
             parse=lambda body: _parse_single(body, "get"),
         )
 
-    async def regenerate_secret(
-        self, subscription_id: str, *, deadline: float | None = None
-    ) -> Regenerated:
-        """Regenerate the subscription's secret and return the only copy of the new one.
+    @property
+    def request_timeout(self) -> float:
+        """Seconds one request may take, whole exchange included."""
+        return self._timeout_s
 
-        `deadline` is a `clock.monotonic()` instant (the claim's expiry). An
-        attempt starts only when at least twice the request timeout is left:
-        RotationAborted when not even the first could start (nothing was
-        destroyed), MoniteUnavailable when a retry could not.
+    async def regenerate_secret(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> Regenerated:
+        """One regenerate attempt, never retried: the new secret's only copy, or a MoniteError.
+
+        The error's `may_have_applied` says whether Monite may have killed the
+        old secret anyway. `send_by` is a `clock.monotonic()` instant after
+        which the request is not sent (waiting for a token or the rate limiter
+        can take long): a MoniteUnavailable that was surely not applied.
         """
-        attempts = _Attempts()
-        try:
-            regenerated = await self._call(
-                "regenerate_secret",
-                "POST",
-                f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
-                parse=_parse_regenerated,
-                deadline=deadline,
-                attempts=attempts,
-            )
-        except MoniteError as exc:
-            if attempts.maybe_applied or isinstance(exc, MoniteNotFound):
-                raise
-            # Every attempt was refused or never sent: the old secret still works,
-            # so the claim can be given back instead of forcing a recovery.
-            raise RotationAborted(
-                f"Monite did not apply the regenerate: {exc}", reason="monite_refused"
-            ) from exc
-        if attempts.uncertain:
-            return dataclasses.replace(regenerated, uncertain_attempts=attempts.uncertain)
-        return regenerated
+        return await self._call(
+            "regenerate_secret",
+            "POST",
+            f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
+            parse=_parse_regenerated,
+            retries=0,
+            send_by=send_by,
+        )
 
     async def check(self) -> None:
         """Prove the credentials work and listing is allowed: a token and one small page."""
@@ -302,40 +293,33 @@ class MoniteClient:
         params: Mapping[str, str | int] | None = None,
         json_body: Mapping[str, Any] | None = None,
         auth: bool = True,
-        deadline: float | None = None,
-        attempts: _Attempts | None = None,
+        retries: int | None = None,
+        send_by: float | None = None,
     ) -> T:
         """One logical request: re-auth once on 401, retry what may succeed next time."""
+        max_retries = self._settings.max_retries if retries is None else retries
         retries = 0
         reauthed = False
-        started = False
         while True:
-            if deadline is not None:
-                self._check_deadline(operation, deadline, started=started)
             token = await self._get_token() if auth else None
             sequence = await self._limiter.acquire() if self._limiter is not None else 0
-            if deadline is not None:
-                # Fetching the token and waiting for our turn took time; look again
-                # right before sending.
-                self._check_deadline(operation, deadline, started=started)
-            started = True
+            if send_by is not None and self._clock.monotonic() > send_by:
+                raise MoniteUnavailable(
+                    f"Monite {operation}: not sent, its send deadline passed while waiting "
+                    "for a token or the rate limiter"
+                )
 
             cause: BaseException | None = None
             try:
                 response = await self._send(method, path, params, json_body, token)
             except (*_HTTPX_ERRORS, TimeoutError) as exc:
                 self.requests[operation, 0] += 1
-                if attempts is not None:
-                    attempts.saw_failure(exc)
                 error = _translate(exc, operation=operation, host=self._host)
                 cause = exc
             else:
                 status = response.status_code
                 self.requests[operation, status] += 1
                 self._follow_rate_limit(response, sequence)
-                if attempts is not None and (status >= 500 or 200 <= status < 300):
-                    # A 5xx may come after the change was made; a 2xx made it.
-                    attempts.maybe_applied = True
                 if status == 401 and token is not None and not reauthed:
                     # The token expired or was revoked early: one fresh token, one more try.
                     reauthed = True
@@ -349,31 +333,26 @@ class MoniteClient:
                         error = MoniteProtocolError(
                             f"Monite {operation}: HTTP {status} with a body that is not JSON",
                             status=status,
+                            may_have_applied=True,
                         )
                         error.retryable = True
                     else:
                         try:
                             return parse(body)
                         except MoniteProtocolError as exc:
-                            error = exc
-                            error.status = status
+                            # A 2xx did whatever it was asked, even if we cannot read it.
+                            error = MoniteProtocolError(
+                                str(exc), status=status, may_have_applied=True
+                            )
+                            error.retryable = exc.retryable
                 else:
                     error = self._error_for_status(operation, response)
 
-            if not error.retryable or retries >= self._settings.max_retries:
-                if error.retryable:
+            if not error.retryable or retries >= max_retries:
+                if error.retryable and max_retries > 0:
                     error.args = (f"{error.args[0]} (gave up after {retries + 1} attempts)",)
                 raise error from cause
             delay = self._backoff(retries, error)
-            if deadline is not None and deadline - (self._clock.monotonic() + delay) < (
-                2 * self._timeout_s
-            ):
-                raise MoniteUnavailable(
-                    f"Monite {operation}: claim too short to retry after "
-                    f"{retries + 1} attempts ({error})",
-                    status=error.status,
-                    retry_after=getattr(error, "retry_after", None),
-                ) from cause
             log.info(
                 events.MONITE_RETRY,
                 operation=operation,
@@ -416,20 +395,6 @@ class MoniteClient:
             sequence,
             _header_number(response, "RateLimit-Remaining"),
             _header_number(response, "RateLimit-Reset"),
-        )
-
-    def _check_deadline(self, operation: str, deadline: float, *, started: bool) -> None:
-        left = deadline - self._clock.monotonic()
-        need = 2 * self._timeout_s
-        if left >= need:
-            return
-        if not started:
-            raise RotationAborted(
-                f"Monite {operation} not started: the claim has {left:.1f}s left, "
-                f"at least {need:.1f}s (twice the request timeout) is needed"
-            )
-        raise MoniteUnavailable(
-            f"Monite {operation}: claim too short to retry ({left:.1f}s left, need {need:.1f}s)"
         )
 
     def _backoff(self, retries: int, error: MoniteError) -> float:
@@ -487,31 +452,36 @@ def _translate(exc: BaseException, *, operation: str, host: str | None) -> Monit
         return _error_for_status(
             operation, response.status_code, "", _retry_after(response, SystemClock())
         )
+    # Only a failure to connect proves the request never left; after that,
+    # Monite may have acted on it whatever we saw.
+    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return MoniteUnavailable(f"{what}: timed out")
+        return MoniteUnavailable(f"{what}: timed out", may_have_applied=sent)
     if isinstance(exc, httpx.NetworkError):
-        return MoniteUnavailable(f"{what}: connection failed")
+        return MoniteUnavailable(f"{what}: connection failed", may_have_applied=sent)
     if isinstance(exc, httpx.LocalProtocolError):
         # We built a request HTTP cannot carry: sending it again changes nothing.
         return MoniteRequestError(f"{what}: the request broke the HTTP protocol")
     if isinstance(exc, httpx.ProtocolError):
         # Usually the server closed the connection mid-exchange.
-        return MoniteUnavailable(f"{what}: connection dropped")
+        return MoniteUnavailable(f"{what}: connection dropped", may_have_applied=True)
     if isinstance(exc, httpx.ProxyError):
-        return MoniteUnavailable(f"{what}: the proxy failed")
+        return MoniteUnavailable(f"{what}: the proxy failed", may_have_applied=True)
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return MoniteRequestError(f"{what}: check monite.base_url (https://...)")
     if isinstance(exc, httpx.DecodingError):
-        error = MoniteProtocolError(f"{what}: the response body could not be decoded")
+        error = MoniteProtocolError(
+            f"{what}: the response body could not be decoded", may_have_applied=True
+        )
         error.retryable = True
         return error
     if isinstance(exc, httpx.TooManyRedirects):
         return MoniteProtocolError(f"{what}: too many redirects; check monite.base_url")
     if isinstance(exc, httpx.CookieConflict | httpx.StreamError):
-        return MoniteProtocolError(f"{what}: the response could not be read")
+        return MoniteProtocolError(f"{what}: the response could not be read", may_have_applied=True)
     if isinstance(exc, httpx.TransportError | httpx.RequestError):
-        return MoniteUnavailable(f"{what}: transport failure")
-    return MoniteUnavailable(f"{what}: request failed")
+        return MoniteUnavailable(f"{what}: transport failure", may_have_applied=sent)
+    return MoniteUnavailable(f"{what}: request failed", may_have_applied=sent)
 
 
 def _error_for_status(
@@ -522,7 +492,10 @@ def _error_for_status(
     if status == 429:
         return MoniteUnavailable(message, status=status, retry_after=retry_after)
     if status >= 500:
-        return MoniteUnavailable(message, status=status, retry_after=retry_after)
+        # A gateway may answer 5xx after Monite made the change.
+        return MoniteUnavailable(
+            message, status=status, retry_after=retry_after, may_have_applied=True
+        )
     if status == 404:
         return MoniteNotFound(message, status=status)
     if status in (401, 403):
@@ -586,31 +559,6 @@ def _retry_after(response: httpx.Response, clock: Clock) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
-
-
-@dataclass
-class _Attempts:
-    """What the retry loop learned about the attempts of one logical request."""
-
-    uncertain: int = 0  # timed out after sending: Monite may still apply them
-    maybe_applied: bool = False  # some attempt may have changed the secret at Monite
-
-    def saw_failure(self, exc: BaseException) -> None:
-        if _may_still_apply(exc):
-            self.uncertain += 1
-        if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            # Anything else failed after the request may have left: assume it arrived.
-            self.maybe_applied = True
-
-
-def _may_still_apply(exc: BaseException) -> bool:
-    """True when the request may have reached Monite and still be in progress there.
-
-    A read or write timeout (or our whole-exchange timeout) gave up waiting on a
-    request Monite may be working on. A connect or pool timeout never sent it; a
-    dropped connection means Monite finished with it (applied or not) before ours.
-    """
-    return isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | TimeoutError)
 
 
 def _header_number(response: httpx.Response, name: str) -> int | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from rotator.model import Record, Subscription
+from rotator.model import CLOCK_MARGIN, DEFAULT_MAX_CLAIM_TTL, Record, Subscription
 
 Action = Literal["rotate", "skip"]
 
@@ -21,8 +21,21 @@ Action = Literal["rotate", "skip"]
 REASONS: Mapping[str, str] = {
     "claimed": "another rotation holds a live claim on this record",
     "claim_expired": (
-        "a rotation claimed this record and its claim ran out; the old secret may be "
-        "dead and the new one lost, so it is rotated again at once"
+        "a rotation claimed this record and its claim ran out (on Vault's clock); the old "
+        "secret may be dead and the new one lost, so it is rotated again at once"
+    ),
+    "settling": (
+        "the last rotation was committed, but an earlier regenerate may still land at "
+        "Monite; it is rotated once more when that window has passed"
+    ),
+    "settled": (
+        "the settling window of the last rotation has passed; one more rotation makes "
+        "sure Vault holds Monite's current secret"
+    ),
+    "stale": "the record's secret may be dead (a rotation was refused mid-recovery)",
+    "rotated_in_future": (
+        "the record's rotation time lies in the future (a writer's clock was wrong), "
+        "so its age cannot be trusted"
     ),
     "forced": "rotation was forced",
     "disabled": "the subscription is disabled and the policy leaves disabled ones alone",
@@ -33,6 +46,9 @@ REASONS: Mapping[str, str] = {
     "max_age_exceeded": "the secret is at least as old as the policy allows",
     "fresh": "the secret is younger than the policy's maximum age",
 }
+
+
+RECOVERY_REASONS = frozenset({"claim_expired", "settled", "stale"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +108,8 @@ class Decision:
 
     @property
     def recovery(self) -> bool:
-        return self.reason == "claim_expired"
+        """True when the record may hold a dead secret: rotate whatever the policy says."""
+        return self.reason in RECOVERY_REASONS
 
     @property
     def rotate(self) -> bool:
@@ -110,8 +127,13 @@ def decide(
     policy: Policy,
     now: datetime,
     force: Force | None = None,
+    *,
+    max_claim_ttl: timedelta = DEFAULT_MAX_CLAIM_TTL,
 ) -> list[Decision]:
-    """One decision per subscription id, rotations first (see `_order`)."""
+    """One decision per subscription id, rotations first (see `_order`).
+
+    `now` is Vault's time (the clock every record's `created_time` is on).
+    """
     force = force or Force()
     seen: set[str] = set()
     decisions: list[Decision] = []
@@ -120,13 +142,18 @@ def decide(
             continue
         seen.add(subscription.id)
         record = records.get(subscription.id) or Record(subscription_id=subscription.id)
-        decisions.append(_decide_one(subscription, record, policy, now, force))
+        decisions.append(_decide_one(subscription, record, policy, now, force, max_claim_ttl))
     decisions.sort(key=_order)
     return decisions
 
 
 def _decide_one(
-    subscription: Subscription, record: Record, policy: Policy, now: datetime, force: Force
+    subscription: Subscription,
+    record: Record,
+    policy: Policy,
+    now: datetime,
+    force: Force,
+    max_claim_ttl: timedelta,
 ) -> Decision:
     rule = policy.rule_for(subscription)
     max_age = rule.max_age if rule is not None and rule.max_age is not None else policy.max_age
@@ -136,13 +163,20 @@ def _decide_one(
         return Decision(subscription, record, action, reason, age, max_age)
 
     # The order of these checks is the protocol: a live claim fences everything,
-    # even a forced rotation, and an expired claim overrides every policy because
-    # the secret Monite holds may no longer match the one in Vault.
-    if record.claim_active(now):
-        return decision("skip", "claimed")
-    if record.claim_expired(now):
-        return decision("rotate", "claim_expired")
-    if subscription.id in force.ids:
+    # even a forced rotation, and a record that may hold a dead secret overrides
+    # every policy, because rule zero says it must not stay marked current.
+    fenced = record.fenced(now, max_claim_ttl)
+    forced = subscription.id in force.ids
+    if record.state == "rotating":
+        return decision("skip", "claimed") if fenced else decision("rotate", "claim_expired")
+    if record.state == "stale":
+        return decision("rotate", "stale")
+    if record.state == "settling":
+        if not fenced:
+            return decision("rotate", "settled")
+        if not forced and not force.all:
+            return decision("skip", "settling")
+    if forced:
         return decision("rotate", "forced")
     if not subscription.enabled and not policy.include_disabled:
         return decision("skip", "disabled")
@@ -157,6 +191,8 @@ def _decide_one(
     if age is None:
         # A hand-edited record without rotated_at: treat the unknown age as too old.
         return decision("rotate", "age_unknown")
+    if age < -CLOCK_MARGIN:
+        return decision("rotate", "rotated_in_future")
     if age >= max_age:
         return decision("rotate", "max_age_exceeded")
     return decision("skip", "fresh")
@@ -184,17 +220,22 @@ def orphans(subscriptions: Iterable[Subscription], record_ids: Collection[str]) 
     return sorted(set(record_ids) - live)
 
 
-def next_claim_expiry(records: Iterable[Record], now: datetime) -> datetime | None:
-    """When the daemon should next look for a claim to recover, or None.
+def next_claim_expiry(
+    records: Iterable[Record], now: datetime, max_claim_ttl: timedelta = DEFAULT_MAX_CLAIM_TTL
+) -> datetime | None:
+    """When the daemon should next look for a record to recover, on Vault's clock, or None.
 
-    The earliest `claim_expires_at` of any record in state `rotating`, never
-    earlier than `now`: a claim that already ran out means "check at once".
+    The earliest end of a claim or settling horizon (plus the clock margin, so
+    the record is surely due by then), never earlier than `now`; a record that
+    is due already (an expired claim, `stale`) means "check at once".
     """
-    expiries = [
-        record.claim_expires_at
-        for record in records
-        if record.state == "rotating" and record.claim_expires_at is not None
-    ]
-    if not expiries:
+    ends: list[datetime] = []
+    for record in records:
+        if record.state == "stale":
+            ends.append(now)
+        elif record.state in ("rotating", "settling"):
+            end = record.fence_ends(max_claim_ttl)
+            ends.append(now if end is None else end + CLOCK_MARGIN)
+    if not ends:
         return None
-    return max(min(expiries), now)
+    return max(min(ends), now)

@@ -28,18 +28,21 @@ import collections
 import concurrent.futures
 import contextvars
 import dataclasses
+import email.utils
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import hvac
+import hvac.adapters
 import hvac.exceptions
 import requests
 import structlog
 
-from rotator.clock import full_jitter
+from rotator.clock import ServerClock, full_jitter
 from rotator.config import VaultSettings
 from rotator.errors import (
     VaultAuthError,
@@ -59,7 +62,7 @@ from rotator.events import (
     VAULT_TOKEN_MAX_TTL,
     VAULT_TOKEN_RENEWED,
 )
-from rotator.model import Record, Secret
+from rotator.model import Record, Secret, parse_time
 
 __all__ = ["VaultStore", "client_options", "read_monite_credentials", "translate_hvac_error"]
 
@@ -286,6 +289,19 @@ def _without_tracebacks(exc: BaseException) -> BaseException:
                 )
         stack += [current.__cause__, current.__context__]
     return exc
+
+
+def _http_date(value: object) -> datetime | None:
+    """An HTTP `Date` header as an aware UTC datetime, or None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def _as_mapping(value: object) -> Mapping[str, Any]:
@@ -682,6 +698,7 @@ class VaultStore:
         self._generation = 0
         self._prefix = settings.path_prefix.strip("/")
         self._mount = settings.mount.strip("/")
+        self._vault_clock = ServerClock(clock)
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def __repr__(self) -> str:
@@ -848,7 +865,10 @@ class VaultStore:
             return await self._read_deleted(subscription_id, path, exc.__cause__)
 
         body = _as_mapping(_as_mapping(response).get("data"))
-        version = _as_version(_as_mapping(body.get("metadata")).get("version"))
+        metadata = _as_mapping(body.get("metadata"))
+        version = _as_version(metadata.get("version"))
+        created = parse_time(metadata.get("created_time"))
+        self._vault_clock.observe(created)
         data = body.get("data")
         if version is None:
             raise VaultUnavailable(
@@ -857,7 +877,7 @@ class VaultStore:
         if not isinstance(data, Mapping):
             # Deleted or destroyed latest version answered with 200.
             return Record(subscription_id=subscription_id, version=version)
-        return Record.from_vault(subscription_id, data, version)
+        return Record.from_vault(subscription_id, data, version, created)
 
     async def _read_deleted(
         self, subscription_id: str, path: str, cause: BaseException | None
@@ -936,12 +956,48 @@ class VaultStore:
             )
 
         response = await self._call("write", self._display("data", path), write)
-        version = _as_version(_as_mapping(_as_mapping(response).get("data")).get("version"))
+        answer = _as_mapping(_as_mapping(response).get("data"))
+        version = _as_version(answer.get("version"))
         if not version:
             raise VaultUnavailable(
                 f"Vault write {self._display('data', path)}: answer has no version"
             )
-        return record.at_version(version)
+        created = parse_time(answer.get("created_time"))
+        self._vault_clock.observe(created)
+        return record.at_version(version, created)
+
+    # -- Vault's clock ---------------------------------------------------
+
+    async def vault_now(self, *, refresh: bool = False) -> datetime:
+        """Vault's current time (a lower bound), the clock every claim is judged on.
+
+        Learned from `created_time` in Vault's answers and carried forward on the
+        local monotonic clock; with `refresh` (once per cycle), or when nothing
+        has been seen yet, also from the `Date` header of one unauthenticated
+        `sys/health` call, which catches up after the host was suspended.
+        """
+        now = self._vault_clock.now()
+        if now is not None and not refresh:
+            return now
+
+        def date_header(client: Any) -> Any:
+            # hvac's JSON adapter drops the headers; the raw one keeps them.
+            response = hvac.adapters.RawAdapter.request(
+                client.adapter, "GET", "/v1/sys/health", raise_exception=False
+            )
+            return response.headers.get("Date")
+
+        raw = await self._retrying(
+            "time", lambda: self._call("time", "sys/health", date_header, auth=False)
+        )
+        self._vault_clock.observe(_http_date(raw))
+        now = self._vault_clock.now()
+        if now is None:
+            raise VaultUnavailable(
+                "Vault's answer carries no usable Date header, so claims cannot be judged on "
+                "Vault's clock; check that no proxy strips it"
+            )
+        return now
 
     # -- health ----------------------------------------------------------
 

@@ -214,8 +214,8 @@ async def test_claim_race_second_rotator_loses_and_does_not_regenerate(
     plan_a, plan_b = await first.plan(), await second.plan()
     assert ["rotate"] == [d.action for d in plan_a.decisions]
     assert ["rotate"] == [d.action for d in plan_b.decisions]
-    outcome_a = await first.rotate(plan_a.decisions[0], datetime.now(UTC))
-    outcome_b = await second.rotate(plan_b.decisions[0], datetime.now(UTC))
+    outcome_a = await first.rotate(plan_a.decisions[0])
+    outcome_b = await second.rotate(plan_b.decisions[0])
     assert ("rotated", "conflict") == (outcome_a.kind, outcome_b.kind)
     assert 1 == monite.regenerate_count(sid)
     assert monite.current_secret(sid) == vault_secret(vault, sid)
@@ -472,15 +472,15 @@ async def test_regenerate_applied_after_its_retry_is_rotated_again(
         assert monite.current_secret(sid) != vault_secret(vault, sid)
         found = vault.kv_read("secret", f"{PREFIX}/{sid}")
         assert found is not None
-        assert "rotating" == found[0]["state"]
+        assert "settling" == found[0]["state"]
         [settling] = events(captured, "rotation.settling")
-        assert 1 == settling["uncertain_attempts"]
+        assert settling["doubtful_attempt"] is True
 
         assert first.next_claim_expiry is not None
         wait = (first.next_claim_expiry - datetime.now(UTC)).total_seconds()
         await asyncio.sleep(max(0.0, wait) + 0.05)
         again = await engine.run_cycle()
-        assert [("recovered", "claim_expired")] == [(o.kind, o.reason) for o in again.outcomes]
+        assert [("recovered", "settled")] == [(o.kind, o.reason) for o in again.outcomes]
         assert monite.current_secret(sid) == vault_secret(vault, sid)
     finally:
         store.close()

@@ -77,17 +77,28 @@ def _record(vault: VaultEmulator, sid: str) -> dict[str, Any]:
 
 
 async def test_refused_regenerate_gives_the_claim_back(
-    monite: MoniteEmulator, vault: VaultEmulator, make_engine: Callable[..., Engine]
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: Callable[..., Engine],
 ) -> None:
-    """A regenerate Monite refuses (4xx) destroyed nothing: the claim is released, not left."""
-    sid = monite.seed()
+    """A regenerate Monite refuses (4xx) destroyed nothing: the claim is released, not left.
+
+    An active record is restored exactly; a subscription with no record before
+    gets a `stale` one (a release never writes `active`), due again at once.
+    """
+    sid, managed = monite.seed(), monite.seed()
+    await put_record(vault_settings, managed, monite.current_secret(managed), timedelta(days=40))
+    before = _record(vault, managed)
     monite.faults.error_status = 400
     monite.faults.fail_regenerate = 10
     report = await make_engine().run_cycle()
-    assert [("failed", "monite_refused")] == [(o.kind, o.reason) for o in report.outcomes]
-    assert 0 == monite.regenerate_count(sid)
-    assert "active" == _record(vault, sid)["state"]
-    assert report.next_claim_expiry is None
+    assert {("failed", "monite_refused")} == {(o.kind, o.reason) for o in report.outcomes}
+    assert 0 == monite.regenerate_count(sid) + monite.regenerate_count(managed)
+    assert before == _record(vault, managed)
+    assert "stale" == _record(vault, sid)["state"]
+    assert report.next_check_in is not None
+    assert timedelta(0) >= report.next_check_in
 
 
 async def test_regenerate_that_may_have_applied_keeps_the_claim(
@@ -106,14 +117,20 @@ async def test_regenerate_that_may_have_applied_keeps_the_claim(
 async def test_subscription_deleted_mid_cycle_is_skipped_not_failed(
     monite: MoniteEmulator, vault: VaultEmulator, make_engine: Callable[..., Engine]
 ) -> None:
-    """A subscription deleted after listing is skipped as gone and its claim released."""
+    """A subscription deleted after listing is skipped as gone (confirmed by a GET), claim released.
+
+    It had no record, so the release writes `stale` (never `active`): the
+    record is an orphan from now on and is reported as one.
+    """
     sid = monite.seed()
     engine = make_engine()
     plan = await engine.plan()
     monite.remove(sid)
-    outcome = await engine.rotate(plan.decisions[0], datetime.now(UTC))
+    outcome = await engine.rotate(plan.decisions[0])
     assert ("skipped", "gone") == (outcome.kind, outcome.reason)
-    assert "active" == _record(vault, sid)["state"]
+    assert "stale" == _record(vault, sid)["state"]
+    assert 1 == monite.request_count("get")
+    assert [sid] == (await engine.run_cycle()).orphans
 
 
 async def test_a_bug_in_one_rotation_does_not_stop_the_others(
@@ -150,7 +167,7 @@ async def test_cancelled_commit_names_the_subscription_it_drops(
 
     with capture_audit() as captured:
         sealing = asyncio.ensure_future(seal_after_claim())
-        rotation = asyncio.ensure_future(engine.rotate(plan.decisions[0], datetime.now(UTC)))
+        rotation = asyncio.ensure_future(engine.rotate(plan.decisions[0]))
         for _ in range(400):  # until the commit is being retried
             if any(e["event"] == "rotation.commit_retry" for e in captured):
                 break

@@ -20,7 +20,6 @@ from rotator.errors import (
     MoniteProtocolError,
     MoniteRequestError,
     MoniteUnavailable,
-    RotationAborted,
 )
 from rotator.monite import MoniteClient, _parse_page, _parse_regenerated, translate_httpx_error
 from rotator.sandbox import ISSUED
@@ -290,44 +289,47 @@ async def test_regenerate_returns_the_current_secret(
     assert "secret" not in result.subscription.extra
 
 
-async def test_regenerate_after_dropped_response_keeps_the_last_secret(
-    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock
+async def test_regenerate_is_one_attempt_and_a_dropped_answer_may_have_applied(
+    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock, leaks: Leaks
 ) -> None:
-    """A regenerate whose answer was lost is regenerated again; the second secret is current."""
+    """The adapter never retries a regenerate; a lost answer says it may have been applied."""
     sub_id = monite.seed(url="https://hooks.example.com/a")
     monite.faults.drop_after_regenerate = 1
-    result = await client.regenerate_secret(sub_id, deadline=clock.monotonic() + 120)
-    assert monite.current_secret(sub_id) == result.secret.reveal()
-    assert 2 == monite.regenerate_count(sub_id)
-    assert 1 == len(clock.sleeps)
+    error = await expect(MoniteUnavailable, client.regenerate_secret(sub_id), leaks)
+    assert error.may_have_applied
+    assert 1 == monite.regenerate_count(sub_id)
+    assert [] == clock.sleeps
 
 
-async def test_regenerate_not_started_when_claim_too_short(
-    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock, leaks: Leaks
+@pytest.mark.parametrize(
+    ("status", "applied"), [(429, False), (500, True), (503, True), (400, False)]
+)
+async def test_regenerate_error_says_whether_it_may_have_applied(
+    monite: MoniteEmulator,
+    client: MoniteClient,
+    leaks: Leaks,
+    status: int,
+    applied: bool,
 ) -> None:
-    """With less than twice the timeout left, nothing is sent and RotationAborted says so."""
+    """A 429 or 4xx was refused; a 5xx may come after Monite made the change."""
     sub_id = monite.seed(url="https://hooks.example.com/a")
-    await expect(
-        RotationAborted, client.regenerate_secret(sub_id, deadline=clock.monotonic() + 3.9), leaks
-    )
-    assert 0 == monite.request_count("regenerate_secret")
-    assert 0 == monite.regenerate_count(sub_id)
-
-
-async def test_regenerate_retry_refused_when_claim_runs_short(
-    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock, leaks: Leaks
-) -> None:
-    """A retry that might outlive the claim is not started: MoniteUnavailable, one attempt."""
-    sub_id = monite.seed(url="https://hooks.example.com/a")
-    monite.faults.error_status = 500
+    monite.faults.error_status = status
     monite.faults.fail_regenerate = 1
-    error = await expect(
-        MoniteUnavailable,
-        client.regenerate_secret(sub_id, deadline=clock.monotonic() + 4.05),
-        leaks,
-    )
-    assert "claim too short to retry" in str(error)
+    error = await expect(MoniteError, client.regenerate_secret(sub_id), leaks)
+    assert (status, applied) == (error.status, error.may_have_applied)
     assert 1 == monite.request_count("regenerate_secret")
+
+
+async def test_regenerate_not_sent_after_its_send_deadline(
+    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock, leaks: Leaks
+) -> None:
+    """A send deadline already past means nothing is sent, and nothing may have applied."""
+    sub_id = monite.seed(url="https://hooks.example.com/a")
+    error = await expect(
+        MoniteUnavailable, client.regenerate_secret(sub_id, send_by=clock.monotonic() - 1), leaks
+    )
+    assert not error.may_have_applied
+    assert 0 == monite.request_count("regenerate_secret")
 
 
 async def test_regenerate_unknown_id_is_not_found(
@@ -373,31 +375,17 @@ async def test_429_waits_for_retry_after(
         await client.aclose()
 
 
-async def test_503_retry_after_is_honoured(
-    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock
+async def test_503_carries_its_retry_after_to_the_caller(
+    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock, leaks: Leaks
 ) -> None:
-    """A 503 carrying Retry-After waits that long instead of the jittered backoff."""
+    """A regenerate's 503 is not retried here; its Retry-After reaches the protocol's retry."""
     sub_id = monite.seed(url="https://hooks.example.com/a")
     monite.faults.error_status = 503
+    monite.faults.retry_after = 7
     monite.faults.fail_regenerate = 1
-    result = await client.regenerate_secret(sub_id)
-    assert monite.current_secret(sub_id) == result.secret.reveal()
-    assert [1.0] == clock.sleeps
-
-
-async def test_5xx_then_success(
-    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock
-) -> None:
-    """Two 500s then a 200: the caller sees only the success, after two jittered sleeps."""
-    sub_id = monite.seed(url="https://hooks.example.com/a")
-    monite.faults.error_status = 500
-    monite.faults.fail_regenerate = 2
-    result = await client.regenerate_secret(sub_id)
-    assert monite.current_secret(sub_id) == result.secret.reveal()
-    assert 1 == monite.regenerate_count(sub_id)
-    assert 2 == client.requests["regenerate_secret", 500]
-    assert 2 == len(clock.sleeps)
-    assert all(0 <= d <= 0.25 * 2**i for i, d in enumerate(clock.sleeps))
+    error = await expect(MoniteUnavailable, client.regenerate_secret(sub_id), leaks)
+    assert (503, 7.0, True) == (error.status, error.retry_after, error.may_have_applied)
+    assert [] == clock.sleeps
 
 
 async def test_retries_exhausted_raise_unavailable(
@@ -438,15 +426,16 @@ async def test_malformed_json_is_retried(
     assert 1 == len(clock.sleeps)
 
 
-async def test_malformed_regenerate_answer_is_regenerated_again(
+async def test_malformed_regenerate_answer_may_have_applied(
     monite: MoniteEmulator, client: MoniteClient, clock: FakeClock
 ) -> None:
-    """A regenerate answer cut short is retried; the secret returned is the current one."""
+    """A regenerate answer cut short was applied: a retryable error that may have applied."""
     sub_id = monite.seed(url="https://hooks.example.com/a")
     monite.faults.malformed_json = 1
-    result = await client.regenerate_secret(sub_id, deadline=clock.monotonic() + 60)
-    assert monite.current_secret(sub_id) == result.secret.reveal()
-    assert 2 == monite.regenerate_count(sub_id)
+    with pytest.raises(MoniteProtocolError) as caught:
+        await client.regenerate_secret(sub_id)
+    assert (True, True) == (caught.value.retryable, caught.value.may_have_applied)
+    assert 1 == monite.regenerate_count(sub_id)
 
 
 async def test_connection_refused_is_unavailable(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator.model import Record, Secret, Subscription
+from rotator.model import CLOCK_MARGIN, Record, Secret, Subscription
 from rotator.policy import (
     REASONS,
     Decision,
@@ -22,6 +23,7 @@ from rotator.policy import (
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 POLICY = Policy(max_age=30 * DAY)
+CLAIM_TTL = timedelta(minutes=10)
 
 
 def sub(
@@ -43,13 +45,15 @@ def rec(
     state: str = "active",
     claim_in: timedelta | None = None,
 ) -> Record:
+    # A claim of CLAIM_TTL whose Vault created_time puts its end `claim_in` from NOW.
     return Record(
         subscription_id=id,
         version=version,
         secret=Secret(secret) if secret is not None else None,
         rotated_at=NOW - age if age is not None else None,
-        state="rotating" if state == "rotating" else "active",
-        claim_expires_at=NOW + claim_in if claim_in is not None else None,
+        state=state,  # type: ignore[arg-type]
+        claim_ttl_seconds=CLAIM_TTL.total_seconds() if claim_in is not None else None,
+        created_time=NOW + claim_in - CLAIM_TTL if claim_in is not None else None,
     )
 
 
@@ -92,10 +96,11 @@ def test_expired_claim_is_recovered_whatever_the_policy() -> None:
     assert decision.recovery
 
 
-def test_claim_expiring_exactly_now_counts_as_expired() -> None:
-    """A claim whose expiry equals `now` has run out."""
+def test_claim_is_live_for_the_clock_margin_after_its_end() -> None:
+    """A claim still fences for CLOCK_MARGIN past its end (Date headers are whole seconds)."""
+    assert ("skip", "claimed") == outcome(one(sub(), rec(state="rotating", claim_in=timedelta(0))))
     assert ("rotate", "claim_expired") == outcome(
-        one(sub(), rec(state="rotating", claim_in=timedelta(0)))
+        one(sub(), rec(state="rotating", claim_in=-CLOCK_MARGIN))
     )
 
 
@@ -191,6 +196,7 @@ def test_every_reason_has_a_sentence() -> None:
     emitted = {
         "claimed", "claim_expired", "forced", "disabled", "rule_skip",
         "unmanaged", "unmanaged_skip", "age_unknown", "max_age_exceeded", "fresh",
+        "settling", "settled", "stale", "rotated_in_future",
     }  # fmt: skip
     assert emitted == set(REASONS)
     assert all(sentence for sentence in REASONS.values())
@@ -211,6 +217,10 @@ def test_decide_produces_every_reason_in_reasons() -> None:
         "age_unknown": one(sub(), rec(age=None)),
         "max_age_exceeded": one(sub(), rec(age=31 * DAY)),
         "fresh": one(sub(), rec()),
+        "settling": one(sub(), rec(state="settling", claim_in=DAY)),
+        "settled": one(sub(), rec(state="settling", claim_in=-DAY)),
+        "stale": one(sub(), rec(state="stale")),
+        "rotated_in_future": one(sub(), rec(age=-DAY)),
     }
     assert sorted(REASONS) == sorted(cases)
     assert {code: code for code in cases} == {code: d.reason for code, d in cases.items()}
@@ -327,21 +337,117 @@ def test_orphans_are_record_ids_without_subscription_sorted() -> None:
     assert [] == orphans([sub("s1")], [])
 
 
-def test_next_claim_expiry_is_earliest_rotating_claim() -> None:
-    """Only rotating records count, and the earliest claim expiry wins."""
+def test_next_claim_expiry_is_earliest_fence_end_plus_margin() -> None:
+    """Rotating and settling records count, active ones do not; the earliest end wins."""
     records = [
-        rec("a", state="rotating", claim_in=10 * DAY),
-        rec("b", state="rotating", claim_in=timedelta(minutes=2)),
+        rec("a", state="rotating", claim_in=timedelta(minutes=9)),
+        rec("b", state="settling", claim_in=timedelta(minutes=2)),
         rec("c", state="active", claim_in=timedelta(seconds=1)),
-        rec("d", state="rotating", claim_in=None),
     ]
-    assert NOW + timedelta(minutes=2) == next_claim_expiry(records, NOW)
+    assert NOW + timedelta(minutes=2) + CLOCK_MARGIN == next_claim_expiry(records, NOW)
 
 
 def test_next_claim_expiry_none_without_claims() -> None:
-    """No rotating record means no recovery check to schedule."""
-    assert next_claim_expiry([rec("a"), rec("b", state="rotating")], NOW) is None
+    """No rotating, settling or stale record means no recovery check to schedule."""
+    assert next_claim_expiry([rec("a"), rec("b", state="active")], NOW) is None
     assert next_claim_expiry([], NOW) is None
+
+
+def test_next_claim_expiry_is_now_for_a_malformed_claim_or_a_stale_record() -> None:
+    """A claim that cannot be measured, or a stale record, is due at once."""
+    assert NOW == next_claim_expiry([rec("a", state="rotating", claim_in=None)], NOW)
+    assert NOW == next_claim_expiry([rec("a", state="stale")], NOW)
+
+
+# --- protocol version 2: Vault's clock, capped claims, settle after doubt --------
+
+
+def test_claim_is_judged_on_created_time_not_the_claim_expires_at_a_host_wrote() -> None:
+    """A claim_expires_at a year ahead (a skewed host) does not extend the claim."""
+    record = replace(
+        rec(state="rotating", claim_in=-timedelta(minutes=1)),
+        claim_expires_at=NOW + 365 * DAY,
+    )
+    assert ("rotate", "claim_expired") == outcome(one(sub(), record))
+
+
+def test_claim_ttl_is_capped_by_max_claim_ttl() -> None:
+    """A record claiming a ttl of a year fences for max_claim_ttl only."""
+    record = replace(
+        rec(state="rotating"),
+        claim_ttl_seconds=(365 * DAY).total_seconds(),
+        created_time=NOW - timedelta(hours=2),
+    )
+    (decision,) = decide([sub()], {"s1": record}, POLICY, NOW, max_claim_ttl=timedelta(hours=1))
+    assert ("rotate", "claim_expired") == outcome(decision)
+    (decision,) = decide([sub()], {"s1": record}, POLICY, NOW, max_claim_ttl=timedelta(hours=3))
+    assert ("skip", "claimed") == outcome(decision)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"claim_ttl_seconds": None, "claim_expires_at": None},
+        {"claim_ttl_seconds": -5.0},
+        {"claim_ttl_seconds": float("nan")},
+        {"created_time": None},
+    ],
+)
+def test_malformed_claim_counts_as_expired(broken: dict[str, object]) -> None:
+    """A rotating record whose claim cannot be measured is not claimed forever."""
+    record = replace(rec(state="rotating", claim_in=DAY), **broken)  # type: ignore[arg-type]
+    assert ("rotate", "claim_expired") == outcome(one(sub(), record))
+
+
+def test_version_1_claim_reads_its_ttl_from_claim_expires_at() -> None:
+    """A v1 record (no claim_ttl_seconds) is fenced until its claim_expires_at, capped."""
+    live = replace(
+        rec(state="rotating"),
+        created_time=NOW - timedelta(minutes=1),
+        claim_expires_at=NOW + timedelta(minutes=1),
+    )
+    assert ("skip", "claimed") == outcome(one(sub(), live))
+    expired = replace(live, claim_expires_at=NOW - timedelta(seconds=2))
+    assert ("rotate", "claim_expired") == outcome(one(sub(), expired))
+    a_year = replace(live, claim_expires_at=NOW + 365 * DAY)
+    (decision,) = decide([sub()], {"s1": a_year}, POLICY, NOW, max_claim_ttl=timedelta(seconds=30))
+    assert ("rotate", "claim_expired") == outcome(decision)
+
+
+def test_settling_record_is_rotated_once_its_horizon_passed() -> None:
+    """Settling is left alone until created_time + ttl, then rotated as a recovery."""
+    waiting = one(sub(), rec(state="settling", claim_in=timedelta(seconds=30)))
+    assert ("skip", "settling") == outcome(waiting)
+    done = one(sub(), rec(state="settling", claim_in=-timedelta(seconds=30)))
+    assert ("rotate", "settled") == outcome(done)
+    assert done.recovery
+
+
+def test_stale_record_rotates_at_once_whatever_the_policy() -> None:
+    """A stale record is due even when disabled, rule-skipped or fresh."""
+    skip_rule = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable", skip=True),))
+    decision = one(sub(status="disabled"), rec(state="stale"), skip_rule)
+    assert ("rotate", "stale") == outcome(decision)
+    assert decision.recovery
+
+
+def test_forced_rotation_may_start_from_a_settling_record() -> None:
+    """Forcing a settling subscription rotates it (the commit will settle again)."""
+    record = rec(state="settling", claim_in=DAY)
+    assert ("rotate", "forced") == outcome(one(sub(), record, force=Force(ids=frozenset({"s1"}))))
+    assert ("rotate", "forced") == outcome(one(sub(), record, force=Force(all=True)))
+
+
+def test_forced_rotation_never_breaks_a_live_claim() -> None:
+    """A live claim fences a forced rotation too."""
+    record = rec(state="rotating", claim_in=DAY)
+    assert ("skip", "claimed") == outcome(one(sub(), record, force=Force(all=True)))
+
+
+def test_rotation_time_in_the_future_is_not_trusted() -> None:
+    """A rotated_at ahead of Vault's time (a skewed writer) makes the age unknown: rotate."""
+    assert ("rotate", "rotated_in_future") == outcome(one(sub(), rec(age=-DAY)))
+    assert ("skip", "fresh") == outcome(one(sub(), rec(age=-CLOCK_MARGIN)))
 
 
 def test_next_claim_expiry_in_the_past_means_now() -> None:

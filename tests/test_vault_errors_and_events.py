@@ -139,7 +139,7 @@ def test_vault_event_names_are_registered() -> None:
         events.VAULT_CLIENT_CLOSE_FAILED,
     }
     assert names == {e for e in events.EVENTS if e.startswith("vault.")}
-    assert 38 == len(events.EVENTS)
+    assert 40 == len(events.EVENTS)
 
 
 async def test_approle_login_and_relogin_are_events_without_tokens(vault: VaultEmulator) -> None:

@@ -105,15 +105,18 @@ async def test_cas_mismatch_is_conflict(store: VaultStore) -> None:
 async def test_claim_commit_sequence(store: VaultStore) -> None:
     """The protocol's create, claim and commit writes make versions 1, 2 and 3 under cas."""
     v1 = await store.write(active_record(), cas=0)
-    claim = v1.claimed(
-        SUB, rotation_id="rot-2", owner="host:1", expires_at=NOW + timedelta(minutes=2)
-    )
+    claim = v1.claimed(SUB, rotation_id="rot-2", owner="host:1", ttl=timedelta(minutes=2), now=NOW)
     v2 = await store.write(claim, cas=v1.version)
     assert 2 == v2.version
     assert v2 == await store.read(SUB.id)
-    assert "rotating" == v2.state
+    assert ("rotating", 120.0) == (v2.state, v2.claim_ttl_seconds)
+    assert v2.created_time is not None
+    assert v2.created_time + timedelta(minutes=2) == v2.fence_ends(timedelta(hours=1))
     commit = v2.committed(
-        Regenerated(SUB, Secret("whsec-two")), rotation_id="rot-2", at=NOW + timedelta(seconds=1)
+        Regenerated(SUB, Secret("whsec-two")),
+        rotation_id="rot-2",
+        at=NOW + timedelta(seconds=1),
+        settle_for=None,
     )
     v3 = await store.write(commit, cas=v2.version)
     assert 3 == v3.version

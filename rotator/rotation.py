@@ -1,0 +1,483 @@
+"""The rotation protocol, version 2 (DESIGN.md), for one subscription, step by step.
+
+Owns what happens between a decision to rotate and its outcome: claim,
+regenerate, commit, settle, release. It talks only to the ports in
+`rotator.ports` and the injected clock, so the same code runs on hvac and
+httpx and in the simulation's virtual time.
+
+Rule zero: a record says `active` only for a secret that is Monite's current
+secret. Wherever this code cannot be sure, the record says `settling` or
+`stale`, and the subscription is rotated again.
+
+Between Monite's answer and the Vault commit, the new secret exists only in
+this process: no branch after step 3 may drop it without saying so loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import structlog
+
+from rotator import events
+from rotator.clock import Clock, full_jitter
+from rotator.errors import (
+    MoniteError,
+    MoniteNotFound,
+    VaultConflict,
+    VaultError,
+)
+from rotator.model import Record, Regenerated, format_time
+from rotator.policy import Decision
+from rotator.ports import RecordStore, SubscriptionSource
+
+__all__ = ["Context", "Outcome", "OutcomeKind", "rotate"]
+
+OutcomeKind = Literal["rotated", "recovered", "skipped", "failed", "conflict"]
+
+log = structlog.get_logger("rotator.rotation")
+
+# Backoff of regenerate retries when Monite sends no Retry-After, and its caps.
+_REGENERATE_BACKOFF = (0.25, 8.0)
+_RETRY_AFTER_CAP = 60.0
+# Backoff of commit retries: the secret is in memory only, so keep trying for
+# `rotation.commit_retry_for`, but never hammer a Vault that is down.
+_COMMIT_BACKOFF = (0.25, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one subscription in one cycle."""
+
+    subscription_id: str
+    object_type: str
+    kind: OutcomeKind
+    reason: str
+    vault_version: int | None = None
+    secret_fingerprint: str | None = None
+    exposure_seconds: float | None = None  # Monite response to Vault commit
+    error: str | None = None
+    state: str | None = None  # the state the commit wrote: active or settling
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What one rotation needs from the engine: ports, clock, settings, and its cache."""
+
+    store: RecordStore
+    monite: SubscriptionSource
+    clock: Clock
+    owner: str
+    claim_ttl: timedelta
+    max_claim_ttl: timedelta
+    commit_retry_for: timedelta
+    max_retries: int
+    rng: random.Random
+    remember: Callable[[Record], None]  # a record we wrote or read: keep it in the cache
+    reread: Callable[[str], None]  # the cached record may be wrong: read it next cycle
+
+
+# -- typed results of step 3 --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Won:
+    """Monite answered with a new secret. `doubtful`: an earlier attempt may still land."""
+
+    regenerated: Regenerated
+    doubtful: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """No attempt can have been applied: the old secret still works."""
+
+    error: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Gone:
+    """The subscription no longer exists (a first-attempt 404, confirmed with a GET)."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Doubt:
+    """An attempt may have been applied and no secret came back: keep the claim."""
+
+    error: str
+    reason: str
+
+
+async def rotate(ctx: Context, decision: Decision) -> Outcome:
+    """Claim, regenerate, commit one subscription (DESIGN.md steps 1 to 7); never raises."""
+    return await _Rotation(ctx, decision).run()
+
+
+class _Rotation:
+    """One rotation of one subscription; its methods are the protocol's steps, in order."""
+
+    def __init__(self, ctx: Context, decision: Decision) -> None:
+        self.ctx = ctx
+        self.decision = decision
+        self.sub = decision.subscription
+        self.start = decision.record  # step 1: the version we know (cache or read)
+        self.rotation_id = uuid.uuid4().hex
+        self.log = log.bind(
+            subscription_id=self.sub.id,
+            object_type=self.sub.object_type,
+            reason=decision.reason,
+            age_seconds=_seconds(decision.age),
+        )
+
+    def outcome(self, kind: OutcomeKind, reason: str, **fields: Any) -> Outcome:
+        return Outcome(self.sub.id, self.sub.object_type, kind, reason, **fields)
+
+    async def run(self) -> Outcome:
+        try:
+            claim = await self.claim()
+            if isinstance(claim, Outcome):
+                return claim
+            result = await self.regenerate(claim)
+            if isinstance(result, _Won):
+                return await self.commit(claim, result)
+            return await self.give_back(claim, result)
+        except Exception as exc:
+            # A bug must cost one rotation, not the cycle: a claim left behind is
+            # recovered when it expires.
+            self.log.critical(
+                events.ROTATION_FAILED, stage="unexpected", error=f"{type(exc).__name__}: {exc}"
+            )
+            return self.outcome("failed", "internal_error", error=str(exc))
+
+    # -- step 2: claim -----------------------------------------------------------
+
+    async def claim(self) -> Record | Outcome:
+        """Write v+1 with cas=v, same secret, state=rotating; no regenerate unless it lands."""
+        ctx = self.ctx
+        # The claimant's own deadline is local monotonic time taken before the claim
+        # is sent, so it ends before the claim's true expiry on Vault's clock.
+        self.deadline = ctx.clock.monotonic() + ctx.claim_ttl.total_seconds()
+        now = await ctx.store.vault_now()
+        wanted = self.start.claimed(
+            self.sub, rotation_id=self.rotation_id, owner=ctx.owner, ttl=ctx.claim_ttl, now=now
+        )
+        try:
+            claimed = await ctx.store.write(wanted, cas=self.start.version)
+        except VaultConflict:
+            ctx.reread(self.sub.id)
+            self.log.info(events.ROTATION_CONFLICT, stage="claim")
+            return self.outcome("conflict", "claimed_elsewhere")
+        except VaultError as exc:
+            # The claim may have landed with its answer lost; no regenerate follows, and
+            # the record is read again next cycle.
+            ctx.reread(self.sub.id)
+            self.log.error(events.ROTATION_FAILED, stage="claim", error=str(exc))
+            return self.outcome("failed", "vault_error", error=str(exc))
+        ctx.remember(claimed)
+        # Vault's time at the claim, carried forward on the monotonic clock: the
+        # commit's rotation time needs no Vault call while the secret is in memory.
+        self.claimed_at = (claimed.created_time or now, ctx.clock.monotonic())
+        self.log.info(
+            events.ROTATION_CLAIMED,
+            vault_version=claimed.version,
+            rotation_id=self.rotation_id,
+            claim_expires_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
+        )
+        return claimed
+
+    # -- step 3: regenerate ------------------------------------------------------
+
+    async def regenerate(self, claimed: Record) -> _Won | _Refused | _Gone | _Doubt:
+        """Regenerate at Monite; each retry is a new regenerate and only the last counts."""
+        ctx = self.ctx
+        need = 2 * ctx.monite.request_timeout
+        doubtful = False  # some attempt may have been applied at Monite
+        attempt = 0
+        while True:
+            left = self.deadline - ctx.clock.monotonic()
+            if left < need:
+                message = (
+                    f"the claim has {left:.1f}s left, a regenerate needs {need:.1f}s "
+                    "(twice the request timeout)"
+                )
+                if doubtful:
+                    return _Doubt(message, "claim_too_short")
+                return _Refused(message, "claim_too_short")
+            try:
+                regenerated = await ctx.monite.regenerate_secret(
+                    self.sub.id, send_by=self.deadline - need
+                )
+            except MoniteNotFound as exc:
+                if doubtful:
+                    # The earlier attempt may have killed the secret; a gateway's 404
+                    # proves nothing about it.
+                    return _Doubt(str(exc), "not_found_after_attempt")
+                if await self.confirmed_gone():
+                    return _Gone(str(exc))
+                return _Refused(str(exc), "monite_refused")
+            except MoniteError as exc:
+                doubtful = doubtful or exc.may_have_applied
+                delay = self.retry_delay(attempt, exc)
+                if delay is None or self.deadline - (ctx.clock.monotonic() + delay) < need:
+                    if doubtful:
+                        return _Doubt(str(exc), "monite_error")
+                    return _Refused(str(exc), "monite_refused")
+                self.log.info(
+                    events.MONITE_RETRY,
+                    operation="regenerate_secret",
+                    status=exc.status,
+                    attempt=attempt + 1,
+                    retry_in_seconds=round(delay, 3),
+                    error=str(exc),
+                )
+                await ctx.clock.sleep(delay)
+                attempt += 1
+                continue
+            return _Won(regenerated, doubtful)
+
+    def retry_delay(self, attempt: int, exc: MoniteError) -> float | None:
+        """How long to wait before the next attempt, or None when no retry may follow."""
+        if not exc.retryable or attempt >= self.ctx.max_retries:
+            return None
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after >= 0:
+            return min(float(retry_after), _RETRY_AFTER_CAP)
+        base, cap = _REGENERATE_BACKOFF
+        return full_jitter(attempt, base=base, cap=cap, rng=self.ctx.rng)
+
+    async def confirmed_gone(self) -> bool:
+        """A first-attempt 404 counts as "gone" only when a GET says so too."""
+        try:
+            await self.ctx.monite.get_subscription(self.sub.id)
+        except MoniteNotFound:
+            return True
+        except MoniteError:
+            return False
+        return False
+
+    # -- step 4: commit ------------------------------------------------------------
+
+    def may_settle_active(self, claimed: Record, won: _Won) -> bool:
+        """True when no other regenerate for this subscription can still land at Monite.
+
+        This rotation's attempts are all accounted for, and the record it started
+        from vouched for its secret: `active`, absent, or `settling` whose horizon
+        had passed when our claim was written (on Vault's clock).
+        """
+        if won.doubtful:
+            return False
+        start = self.start
+        if not start.exists or start.state == "active":
+            return True
+        if start.state == "settling":
+            horizon = start.fence_ends(self.ctx.max_claim_ttl)
+            return (
+                horizon is not None
+                and claimed.created_time is not None
+                and claimed.created_time >= horizon
+            )
+        return False  # took over an expired claim, or started from `stale`
+
+    def settle_for(self) -> timedelta:
+        """How long a straggler may still land: the longest claim it could have been sent under."""
+        ttl = self.ctx.claim_ttl
+        start = self.start
+        ends = start.fence_ends(self.ctx.max_claim_ttl)  # already capped
+        if ends is not None and start.created_time is not None:
+            ttl = max(ttl, ends - start.created_time)
+        return min(ttl, self.ctx.max_claim_ttl)
+
+    async def commit(self, claimed: Record, won: _Won) -> Outcome:
+        """Write v+2 with cas=v+1 and the new secret; retry Vault errors with it in memory only."""
+        ctx = self.ctx
+        received = ctx.clock.monotonic()
+        fingerprint = won.regenerated.secret.fingerprint()
+        settling = not self.may_settle_active(claimed, won)
+        vault_time, local = self.claimed_at
+        at = vault_time + timedelta(seconds=received - local)
+        record = claimed.committed(
+            won.regenerated,
+            rotation_id=self.rotation_id,
+            at=at,
+            settle_for=self.settle_for() if settling else None,
+        )
+        try:
+            committed = await self.write_commit(
+                record, cas=claimed.version, fingerprint=fingerprint
+            )
+        except (asyncio.CancelledError, Exception) as exc:
+            # Cancelled (a drain that ran out of time) or a bug: the secret dies with
+            # this frame. Say which subscription; its claim is still in Vault, so
+            # recovery rotates it when the claim expires.
+            self.log.critical(
+                events.ROTATION_FAILED,
+                stage="commit",
+                error=f"{type(exc).__name__}: {exc}",
+                rotation_id=self.rotation_id,
+                secret_fingerprint=fingerprint,
+                recovery_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
+            )
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return self.outcome(
+                "failed", "internal_error", secret_fingerprint=fingerprint, error=str(exc)
+            )
+        exposure = ctx.clock.monotonic() - received
+        if isinstance(committed, Outcome):
+            return committed
+        # -- step 7: audit (hooks will follow the commit, never precede it) --
+        ctx.remember(committed)
+        recovery = self.decision.recovery
+        self.log.info(
+            events.ROTATION_RECOVERED if recovery else events.ROTATION_SUCCEEDED,
+            vault_version=committed.version,
+            rotation_id=self.rotation_id,
+            secret_fingerprint=fingerprint,
+            state=committed.state,
+            exposure_ms=round(exposure * 1000, 3),
+        )
+        if committed.state == "settling":
+            self.log.warning(
+                events.ROTATION_SETTLING,
+                vault_version=committed.version,
+                rotation_id=self.rotation_id,
+                doubtful_attempt=won.doubtful,
+                started_from=self.start.state if self.start.exists else "absent",
+                rotate_again_at=format_time(committed.fence_ends(ctx.max_claim_ttl)),
+            )
+        return self.outcome(
+            "recovered" if recovery else "rotated",
+            self.decision.reason,
+            vault_version=committed.version,
+            secret_fingerprint=fingerprint,
+            exposure_seconds=exposure,
+            state=committed.state,
+        )
+
+    async def write_commit(self, record: Record, *, cas: int, fingerprint: str) -> Record | Outcome:
+        """The commit write and its retries; step 5 when the check-and-set fails."""
+        ctx = self.ctx
+        give_up_at = ctx.clock.monotonic() + ctx.commit_retry_for.total_seconds()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await ctx.store.write(record, cas=cas)
+            except VaultConflict:
+                current = await self.read_back()
+                if current is not None:
+                    if _is_ours(current, self.rotation_id, record):
+                        return current  # our write landed and its answer was lost
+                    if not (current.rotation_id is None and current.secret is None):
+                        return self.superseded(current, fingerprint)
+                    # The record is gone (metadata deleted, or its latest version
+                    # deleted): we hold the only copy, so write over what is there.
+                    cas = current.version
+                    error = "the record vanished during the rotation; writing it again"
+                else:
+                    error = "check-and-set failed and the record could not be read back"
+            except VaultError as exc:
+                error = str(exc)
+            remaining = give_up_at - ctx.clock.monotonic()
+            if remaining <= 0:
+                ctx.reread(self.sub.id)
+                self.log.critical(
+                    events.ROTATION_FAILED,
+                    stage="commit",
+                    attempts=attempt,
+                    error=error,
+                    rotation_id=self.rotation_id,
+                    secret_fingerprint=fingerprint,
+                )
+                return self.outcome(
+                    "failed", "commit_failed", secret_fingerprint=fingerprint, error=error
+                )
+            base, cap = _COMMIT_BACKOFF
+            delay = min(remaining, full_jitter(attempt, base=base, cap=cap, rng=ctx.rng))
+            self.log.warning(
+                events.ROTATION_COMMIT_RETRY,
+                attempt=attempt,
+                retry_in_seconds=round(delay, 3),
+                error=error,
+            )
+            await ctx.clock.sleep(delay)
+
+    async def read_back(self) -> Record | None:
+        try:
+            current = await self.ctx.store.read(self.sub.id)
+        except VaultError:
+            return None
+        self.ctx.remember(current)
+        return current
+
+    # -- step 5: superseded ----------------------------------------------------------
+
+    def superseded(self, current: Record, fingerprint: str) -> Outcome:
+        """Another rotation took over our expired claim: Monite has replaced our secret."""
+        self.log.error(
+            events.ROTATION_SUPERSEDED,
+            rotation_id=self.rotation_id,
+            secret_fingerprint=fingerprint,
+            vault_version=current.version,
+            superseded_by=current.rotation_id,
+            holder_state=current.state,
+        )
+        return self.outcome(
+            "conflict",
+            "superseded",
+            vault_version=current.version,
+            secret_fingerprint=fingerprint,
+            error="superseded",
+        )
+
+    # -- step 6: give the claim back, or keep it -----------------------------------------
+
+    async def give_back(self, claimed: Record, result: _Refused | _Gone | _Doubt) -> Outcome:
+        """After a refusal, restore the record (or mark it stale); after doubt, keep the claim."""
+        ctx = self.ctx
+        if isinstance(result, _Doubt):
+            # An attempt may have killed the old secret: the claim stays, and the
+            # record is recovered (regenerated again) when it expires.
+            self.log.error(
+                events.ROTATION_FAILED,
+                stage="regenerate",
+                error=result.error,
+                rotation_id=self.rotation_id,
+                recovery_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
+            )
+            return self.outcome("failed", result.reason, error=result.error)
+        start = self.start
+        # Never write `active` from a release unless the previous record vouched
+        # for its secret: the exact previous record, or `stale`.
+        restored = start if start.exists and start.state == "active" else claimed.stale()
+        try:
+            ctx.remember(await ctx.store.write(restored, cas=claimed.version))
+        except VaultError:
+            ctx.reread(self.sub.id)  # the claim stays; recovery takes it over later
+        self.log.info(events.ROTATION_RELEASED, rotation_id=self.rotation_id, state=restored.state)
+        if isinstance(result, _Gone):
+            self.log.info(events.ROTATION_SKIPPED, reason="gone", stage="regenerate")
+            return self.outcome("skipped", "gone", error=result.error)
+        self.log.error(events.ROTATION_FAILED, stage="regenerate", error=result.error)
+        return self.outcome("failed", result.reason, error=result.error)
+
+
+def _is_ours(current: Record, rotation_id: str, written: Record) -> bool:
+    return (
+        current.rotation_id == rotation_id
+        and current.secret is not None
+        and current.secret == written.secret
+    )
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else round(value.total_seconds(), 3)
