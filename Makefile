@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest chaos bench clean
+.PHONY: demo test lint typecheck layers pytest chaos bench sim clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=python3.11)")'
@@ -40,6 +40,9 @@ chaos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.perf $(ARGS)
+
+sim: $(STAMP)
+	$(BIN)/python -m tests.sim --profile full $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

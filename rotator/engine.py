@@ -374,7 +374,7 @@ async def open_engine(
     from Vault first (a VaultError if they cannot be).
     """
     clock = clock or SystemClock()
-    store = VaultStore(settings.vault)
+    store = VaultStore(settings.vault, clock=clock.monotonic, sleep=clock.sleep)
     try:
         monite_settings = settings.monite
         if monite_settings.credentials_path is not None:

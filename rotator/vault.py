@@ -686,8 +686,15 @@ class VaultStore:
         *,
         client_factory: Callable[[], hvac.Client] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """`clock` (seconds) times token leases; tests pass the Vault emulator's clock."""
+        """A store on one clock: `clock` and `sleep` are the engine's injected clock.
+
+        `clock` (seconds) times token leases and carries Vault's time forward
+        between answers; `sleep` waits between retries. Tests may pass the
+        Vault emulator's clock.
+        """
+        self._sleep = sleep
         self._settings = settings
         self._factory: Callable[[], Any] = client_factory or self._default_client
         self._auth = _Auth(settings, clock)
@@ -841,7 +848,7 @@ class VaultStore:
                     retry_in_seconds=round(delay, 2),
                     error=str(exc),
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- records ---------------------------------------------------------
