@@ -364,6 +364,8 @@ def _plan_row(decision: Decision) -> dict[str, Any]:
         "age_seconds": None if decision.age is None else decision.age.total_seconds(),
         "max_age_seconds": decision.max_age.total_seconds(),
         "vault_version": decision.record.version or None,
+        # The record's protocol state (active, rotating, settling, stale); None: no record.
+        "record_state": decision.record.state if decision.record.exists else None,
     }
 
 

@@ -140,6 +140,27 @@ def test_plan_json_changes_nothing(
     assert vault.kv_read("secret", f"{PREFIX}/{sid}") is None
 
 
+def test_plan_json_shows_a_settling_record_and_why_it_waits(
+    config_file: Path, monite: MoniteEmulator, vault: VaultEmulator
+) -> None:
+    """`plan --json` names the record's protocol state and the settling reason."""
+    sid = monite.seed()
+    vault.kv_write(
+        "secret",
+        f"{PREFIX}/{sid}",
+        {
+            "secret": monite.current_secret(sid),
+            "state": "settling",
+            "claim_ttl_seconds": 600,
+            "rotated_at": "2026-01-01T00:00:00Z",
+        },
+    )
+    result = run_cli("plan", "--json", "--config", str(config_file))
+    assert 0 == result.returncode, result.stderr
+    [row] = json.loads(result.stdout)["decisions"]
+    assert ("skip", "settling", "settling") == (row["action"], row["reason"], row["record_state"])
+
+
 def test_plan_table_for_humans(config_file: Path, monite: MoniteEmulator) -> None:
     """`rotator plan` prints a table with the reason in words."""
     monite.seed()
