@@ -31,6 +31,11 @@ class Clock(Protocol):
         ...
 
 
+# CLOCK_BOOTTIME keeps counting while the host is suspended; CLOCK_MONOTONIC
+# does not, and a claimant's deadline must not stretch over a suspend.
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 class SystemClock:
     """The real clock."""
 
@@ -38,6 +43,8 @@ class SystemClock:
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
+        if _BOOTTIME is not None:
+            return time.clock_gettime(_BOOTTIME)
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
@@ -53,31 +60,43 @@ class ServerClock:
     estimate advances with the local monotonic clock, which measures intervals
     faithfully even when the host's wall clock is wrong.
 
-    The estimate is a lower bound of Vault's time: an observation is at most
-    the time Vault answered, and a `Date` header is truncated to the second
-    (callers pass `resolution=1`, which is added to every judgement's margin).
-    Judging a claim with a lower bound can only make it look younger, never
-    expired early.
+    The estimate is meant as a lower bound of Vault's time: judging a claim
+    with a lower bound can only make it look younger, never expired early.
+    Two sources are kept apart. `created_time` of a version is Vault's own
+    clock at a write, exact and never later than now: the newest one seen
+    wins. A `Date` header is whatever answered (a standby node, a proxy that
+    rewrites it), truncated to whole seconds: the latest one replaces the
+    last, so a wrong clock that answered once is forgotten at the next
+    refresh. The estimate is the lower of the two.
     """
 
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self._monotonic = monotonic
-        self._anchor: tuple[datetime, float] | None = None
+        self._created: tuple[datetime, float] | None = None
+        self._date: tuple[datetime, float] | None = None
 
-    def observe(self, server_time: datetime | None) -> None:
-        """Learn from a time the server reported; older observations never move it back."""
-        if server_time is None:
+    def observe(self, created_time: datetime | None) -> None:
+        """Learn from a `created_time`; an older one (of an old version) never moves it back."""
+        if created_time is None:
             return
-        local = self._monotonic()
-        current = self.now()
-        if current is None or server_time > current:
-            self._anchor = (server_time, local)
+        current = self._carry(self._created)
+        if current is None or created_time > current:
+            self._created = (created_time, self._monotonic())
+
+    def observe_date(self, date: datetime | None) -> None:
+        """Learn from a `Date` header (whole seconds); it replaces the previous one."""
+        if date is not None:
+            self._date = (date, self._monotonic())
 
     def now(self) -> datetime | None:
         """The server's time now (a lower bound), or None before the first observation."""
-        if self._anchor is None:
+        estimates = [e for e in (self._carry(self._created), self._carry(self._date)) if e]
+        return min(estimates) if estimates else None
+
+    def _carry(self, anchor: tuple[datetime, float] | None) -> datetime | None:
+        if anchor is None:
             return None
-        seen, at = self._anchor
+        seen, at = anchor
         return seen + timedelta(seconds=max(0.0, self._monotonic() - at))
 
 

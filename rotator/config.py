@@ -51,7 +51,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from rotator.errors import ConfigError
-from rotator.model import MONITE_OBJECT_TYPES, Secret, format_duration, parse_duration
+from rotator.model import (
+    DEFAULT_CLAIM_TTL,
+    DEFAULT_MAX_CLAIM_TTL,
+    MONITE_OBJECT_TYPES,
+    Secret,
+    format_duration,
+    parse_duration,
+)
 from rotator.policy import Policy, Rule
 
 ENV_PREFIX = "ROTATOR_"
@@ -564,10 +571,10 @@ class ScheduleSettings(_Group):
 
 
 class RotationSettings(_Group):
-    claim_ttl: PositiveDuration = timedelta(minutes=2)
+    claim_ttl: PositiveDuration = DEFAULT_CLAIM_TTL
     # No claim fences a record longer than this, whatever a record says: a
     # replica with a wild clock or ttl cannot lock a subscription out for a year.
-    max_claim_ttl: PositiveDuration = timedelta(hours=1)
+    max_claim_ttl: PositiveDuration = DEFAULT_MAX_CLAIM_TTL
     concurrency: Concurrency = 8
     owner: str = ""  # who claims; default "<hostname>:<pid>"
     commit_retry_for: PositiveDuration = timedelta(minutes=10)  # how long a commit is retried
@@ -636,12 +643,13 @@ class Settings(_Group):
                 "rotation never starts a regenerate unless its claim has 2 × the request "
                 "timeout left; raise rotation.claim_ttl or lower monite.timeout",
             )
-        if self.rotation.claim_ttl > self.rotation.max_claim_ttl:
+        if 2 * self.rotation.claim_ttl > self.rotation.max_claim_ttl:
             raise _Problem(
                 ("rotation", "claim_ttl"),
-                f"must not exceed rotation.max_claim_ttl "
-                f"({format_duration(self.rotation.max_claim_ttl)}): other replicas would cut "
-                "the claim short; lower rotation.claim_ttl or raise rotation.max_claim_ttl",
+                f"must be at most half of rotation.max_claim_ttl "
+                f"({format_duration(self.rotation.max_claim_ttl)}), because a rotation that "
+                "cannot see an earlier claim settles for 2 × claim_ttl and no window may "
+                "exceed max_claim_ttl; lower rotation.claim_ttl or raise rotation.max_claim_ttl",
             )
         return self
 

@@ -149,12 +149,20 @@ class Engine:
     ) -> None:
         readable = [s for s in subscriptions if s.id not in unreadable]
         report.decisions = decide(
-            readable, records, self.policy, now, force, max_claim_ttl=self._rotation.max_claim_ttl
+            readable,
+            records,
+            self.policy,
+            now,
+            force,
+            max_claim_ttl=self._rotation.max_claim_ttl,
+            claim_ttl=self._rotation.claim_ttl,
         )
         report.orphans = orphans(subscriptions, records.keys() | unreadable)
 
     def _next_check(self, report: CycleReport, records: Iterable[Record], now: datetime) -> None:
-        expiry = next_claim_expiry(records, now, self._rotation.max_claim_ttl)
+        expiry = next_claim_expiry(
+            records, now, self._rotation.max_claim_ttl, self._rotation.claim_ttl
+        )
         report.next_claim_expiry = expiry
         report.next_check_in = None if expiry is None else expiry - now
 

@@ -177,6 +177,7 @@ CLOCK_MARGIN = timedelta(seconds=1)
 # No claim fences a record longer than this, whatever the record says
 # (`rotation.max_claim_ttl`): a writer with a wild clock or ttl cannot lock it out.
 DEFAULT_MAX_CLAIM_TTL = timedelta(hours=1)
+DEFAULT_CLAIM_TTL = timedelta(minutes=2)  # `rotation.claim_ttl`
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,27 +221,30 @@ class Record:
             return None
         return now - self.rotated_at
 
-    def fence_ends(self, cap: timedelta) -> datetime | None:
+    def fence_ends(self, cap: timedelta, floor: timedelta = timedelta(0)) -> datetime | None:
         """When this version's claim or settling horizon ends, on Vault's clock.
 
         `created_time + claim_ttl`, the ttl capped at `cap` whatever the record
         says. None when the record holds no fence, or when its fence cannot be
         measured (missing or unparseable fields): such a fence counts as over.
         A record written by protocol version 1 has no `claim_ttl_seconds`; its
-        ttl is read as `claim_expires_at - created_time`, still capped.
+        ttl is read as `claim_expires_at - created_time` (a wall clock of that
+        host), at least `floor` (our own claim ttl: a v1 host whose clock runs
+        behind must not shorten its claim), still capped.
         """
         if self.state not in ("rotating", "settling") or self.created_time is None:
             return None
         ttl = self.claim_ttl_seconds
         if ttl is None and self.claim_expires_at is not None:
-            ttl = (self.claim_expires_at - self.created_time).total_seconds()
+            measured = (self.claim_expires_at - self.created_time).total_seconds()
+            ttl = max(measured, floor.total_seconds())
         if ttl is None or not math.isfinite(ttl) or ttl <= 0:
             return None
         return self.created_time + min(timedelta(seconds=ttl), cap)
 
-    def fenced(self, now: datetime, cap: timedelta) -> bool:
+    def fenced(self, now: datetime, cap: timedelta, floor: timedelta = timedelta(0)) -> bool:
         """True while a claim or settling horizon still holds at Vault time `now`."""
-        ends = self.fence_ends(cap)
+        ends = self.fence_ends(cap, floor)
         return ends is not None and now < ends + CLOCK_MARGIN
 
     def claimed(
@@ -290,10 +294,18 @@ class Record:
             event_types=sub.event_types,
         )
 
-    def stale(self) -> Record:
-        """The claim given back over a secret that may be dead: rotate it at once."""
+    def stale(self, window: timedelta | None = None) -> Record:
+        """The claim given back over a secret that may be dead: rotate it at once.
+
+        `window` is kept as `claim_ttl_seconds`: how long a regenerate sent under
+        an earlier claim may still land, so the next rotation settles that long.
+        """
         return replace(
-            self, state="stale", claimed_by=None, claim_ttl_seconds=None, claim_expires_at=None
+            self,
+            state="stale",
+            claimed_by=None,
+            claim_ttl_seconds=window.total_seconds() if window is not None else None,
+            claim_expires_at=None,
         )
 
     def at_version(self, version: int, created_time: datetime | None = None) -> Record:

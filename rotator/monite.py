@@ -301,7 +301,16 @@ class MoniteClient:
         retries = 0
         reauthed = False
         while True:
-            token = await self._get_token() if auth else None
+            try:
+                token = await self._get_token() if auth else None
+            except MoniteError as exc:
+                if not exc.may_have_applied:
+                    raise
+                # The token request may have reached Monite; this request never did.
+                raise MoniteUnavailable(
+                    f"Monite {operation}: not sent, the token request failed ({exc})",
+                    status=exc.status,
+                ) from exc
             sequence = await self._limiter.acquire() if self._limiter is not None else 0
             if send_by is not None and self._clock.monotonic() > send_by:
                 raise MoniteUnavailable(

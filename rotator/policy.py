@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from rotator.model import CLOCK_MARGIN, DEFAULT_MAX_CLAIM_TTL, Record, Subscription
+from rotator.model import (
+    CLOCK_MARGIN,
+    DEFAULT_CLAIM_TTL,
+    DEFAULT_MAX_CLAIM_TTL,
+    Record,
+    Subscription,
+)
 
 Action = Literal["rotate", "skip"]
 
@@ -129,10 +135,12 @@ def decide(
     force: Force | None = None,
     *,
     max_claim_ttl: timedelta = DEFAULT_MAX_CLAIM_TTL,
+    claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
 ) -> list[Decision]:
     """One decision per subscription id, rotations first (see `_order`).
 
     `now` is Vault's time (the clock every record's `created_time` is on).
+    `claim_ttl` is our own: the shortest a version-1 claim is taken to last.
     """
     force = force or Force()
     seen: set[str] = set()
@@ -142,7 +150,9 @@ def decide(
             continue
         seen.add(subscription.id)
         record = records.get(subscription.id) or Record(subscription_id=subscription.id)
-        decisions.append(_decide_one(subscription, record, policy, now, force, max_claim_ttl))
+        decisions.append(
+            _decide_one(subscription, record, policy, now, force, (max_claim_ttl, claim_ttl))
+        )
     decisions.sort(key=_order)
     return decisions
 
@@ -153,7 +163,7 @@ def _decide_one(
     policy: Policy,
     now: datetime,
     force: Force,
-    max_claim_ttl: timedelta,
+    claim_limits: tuple[timedelta, timedelta],
 ) -> Decision:
     rule = policy.rule_for(subscription)
     max_age = rule.max_age if rule is not None and rule.max_age is not None else policy.max_age
@@ -165,7 +175,7 @@ def _decide_one(
     # The order of these checks is the protocol: a live claim fences everything,
     # even a forced rotation, and a record that may hold a dead secret overrides
     # every policy, because rule zero says it must not stay marked current.
-    fenced = record.fenced(now, max_claim_ttl)
+    fenced = record.fenced(now, *claim_limits)
     forced = subscription.id in force.ids
     if record.state == "rotating":
         return decision("skip", "claimed") if fenced else decision("rotate", "claim_expired")
@@ -221,21 +231,25 @@ def orphans(subscriptions: Iterable[Subscription], record_ids: Collection[str]) 
 
 
 def next_claim_expiry(
-    records: Iterable[Record], now: datetime, max_claim_ttl: timedelta = DEFAULT_MAX_CLAIM_TTL
+    records: Iterable[Record],
+    now: datetime,
+    max_claim_ttl: timedelta = DEFAULT_MAX_CLAIM_TTL,
+    claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
 ) -> datetime | None:
     """When the daemon should next look for a record to recover, on Vault's clock, or None.
 
-    The earliest end of a claim or settling horizon (plus the clock margin, so
-    the record is surely due by then), never earlier than `now`; a record that
-    is due already (an expired claim, `stale`) means "check at once".
+    The earliest end of a claim or settling horizon, plus the clock margin and
+    the one second a `Date` header may lag, so the record is surely due by
+    then; never earlier than `now`. A record that is due already (an expired
+    claim, `stale`) means "check at once".
     """
     ends: list[datetime] = []
     for record in records:
         if record.state == "stale":
             ends.append(now)
         elif record.state in ("rotating", "settling"):
-            end = record.fence_ends(max_claim_ttl)
-            ends.append(now if end is None else end + CLOCK_MARGIN)
+            end = record.fence_ends(max_claim_ttl, claim_ttl)
+            ends.append(now if end is None else end + 2 * CLOCK_MARGIN)
     if not ends:
         return None
     return max(min(ends), now)

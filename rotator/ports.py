@@ -20,8 +20,11 @@ class RecordStore(Protocol):
 
     requests: collections.Counter[tuple[str, str]]  # (operation, outcome), for metrics
 
-    async def read(self, subscription_id: str) -> Record:
-        """The latest version with its `created_time`; version 0 when there is none."""
+    async def read(self, subscription_id: str, *, version: int | None = None) -> Record:
+        """The latest version (or `version`) with its `created_time`; version 0 when none.
+
+        A version that was deleted or destroyed reads as a record without data.
+        """
         ...
 
     async def write(self, record: Record, *, cas: int) -> Record:

@@ -16,10 +16,11 @@ this process: no branch after step 3 may drop it without saying so loudly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -131,6 +132,7 @@ class _Rotation:
         self.sub = decision.subscription
         self.start = decision.record  # step 1: the version we know (cache or read)
         self.rotation_id = uuid.uuid4().hex
+        self.start_verified = False  # the version our claim replaced is `start` (see verify_start)
         self.log = log.bind(
             subscription_id=self.sub.id,
             object_type=self.sub.object_type,
@@ -177,12 +179,18 @@ class _Rotation:
             self.log.info(events.ROTATION_CONFLICT, stage="claim")
             return self.outcome("conflict", "claimed_elsewhere")
         except VaultError as exc:
-            # The claim may have landed with its answer lost; no regenerate follows, and
-            # the record is read again next cycle.
-            ctx.reread(self.sub.id)
-            self.log.error(events.ROTATION_FAILED, stage="claim", error=str(exc))
-            return self.outcome("failed", "vault_error", error=str(exc))
+            # The claim may have landed with its answer lost: if Vault shows it, go
+            # on (the deadline was taken before the write); if not, nothing follows.
+            landed = await self.read_back()
+            if landed is None or not self.holds(landed):
+                ctx.reread(self.sub.id)
+                self.log.error(events.ROTATION_FAILED, stage="claim", error=str(exc))
+                return self.outcome("failed", "vault_error", error=str(exc))
+            claimed = landed
         ctx.remember(claimed)
+        undone = await self.verify_start(claimed)
+        if undone is not None:
+            return undone
         # Vault's time at the claim, carried forward on the monotonic clock: the
         # commit's rotation time needs no Vault call while the secret is in memory.
         self.claimed_at = (claimed.created_time or now, ctx.clock.monotonic())
@@ -193,6 +201,44 @@ class _Rotation:
             claim_expires_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
         )
         return claimed
+
+    def holds(self, record: Record) -> bool:
+        """True when `record` is this rotation's own claim."""
+        return record.rotation_id == self.rotation_id and record.state == "rotating"
+
+    async def verify_start(self, claimed: Record) -> Outcome | None:
+        """Check that the version our claim replaced is the record we decided on.
+
+        A cached record is the usual start, and after someone deletes a record's
+        metadata Vault numbers its versions from 1 again: `cas=v` can then land
+        on a different record at the same version, even another rotation's live
+        claim. The version our claim replaced is still in Vault's history, so
+        it is read back and compared by `created_time`. When it differs, the
+        claim is undone (that record written back as it was) and nothing is
+        regenerated. When it cannot be read, the start is not trusted: the
+        commit settles and a release writes `stale`.
+        """
+        self.start_verified = False
+        start = self.start
+        if not start.exists:
+            return None  # cas=0 created the record: nothing was replaced
+        try:
+            replaced = await self.ctx.store.read(self.sub.id, version=claimed.version - 1)
+        except VaultError:
+            return None
+        if start.created_time is not None and replaced.created_time == start.created_time:
+            self.start_verified = True
+            return None
+        # Someone else's record: put it back as it was (a record without data as
+        # `stale`), and decide again from a fresh read next cycle.
+        restore = replaced if replaced.secret is not None else replaced.stale(self.settle_for())
+        with contextlib.suppress(VaultError):  # else our claim stays and expires
+            self.ctx.remember(await self.ctx.store.write(restore, cas=claimed.version))
+        self.ctx.reread(self.sub.id)
+        self.log.warning(
+            events.ROTATION_CONFLICT, stage="claim", error="the cached record was replaced"
+        )
+        return self.outcome("conflict", "record_replaced")
 
     # -- step 3: regenerate ------------------------------------------------------
 
@@ -270,31 +316,40 @@ class _Rotation:
         """True when no other regenerate for this subscription can still land at Monite.
 
         This rotation's attempts are all accounted for, and the record it started
-        from vouched for its secret: `active`, absent, or `settling` whose horizon
-        had passed when our claim was written (on Vault's clock).
+        from (verified in Vault's history) vouched for its secret: `active`, or
+        `settling` whose horizon had passed when our claim was written. An absent
+        record does not vouch: a record deleted while a rotation held its claim
+        also looks absent, and that rotation's regenerate may still land.
         """
-        if won.doubtful:
+        if won.doubtful or not self.start_verified:
             return False
         start = self.start
-        if not start.exists or start.state == "active":
+        if start.state == "active":
             return True
         if start.state == "settling":
-            horizon = start.fence_ends(self.ctx.max_claim_ttl)
-            return (
-                horizon is not None
-                and claimed.created_time is not None
-                and claimed.created_time >= horizon
-            )
+            horizon = start.fence_ends(self.ctx.max_claim_ttl, floor=self.ctx.claim_ttl)
+            return horizon is not None and self.claimed_at[0] >= horizon
         return False  # took over an expired claim, or started from `stale`
 
     def settle_for(self) -> timedelta:
-        """How long a straggler may still land: the longest claim it could have been sent under."""
-        ttl = self.ctx.claim_ttl
+        """How long a straggler may still land: the longest claim it could have been sent under.
+
+        A claim we cannot see (the record absent or unverified: perhaps deleted
+        under a live claim) may have been written up to one claim ttl before
+        ours and sent its last attempt a ttl later: two ttls from our commit
+        cover it. All replicas are assumed to share `rotation.claim_ttl`.
+        """
+        ctx = self.ctx
         start = self.start
-        ends = start.fence_ends(self.ctx.max_claim_ttl)  # already capped
+        ttl = ctx.claim_ttl
+        if not self.start_verified or start.secret is None:
+            ttl = 2 * ctx.claim_ttl
+        ends = start.fence_ends(ctx.max_claim_ttl, floor=ctx.claim_ttl)  # already capped
         if ends is not None and start.created_time is not None:
             ttl = max(ttl, ends - start.created_time)
-        return min(ttl, self.ctx.max_claim_ttl)
+        if start.state == "stale" and start.claim_ttl_seconds is not None:
+            ttl = max(ttl, timedelta(seconds=start.claim_ttl_seconds))
+        return min(ttl, ctx.max_claim_ttl)
 
     async def commit(self, claimed: Record, won: _Won) -> Outcome:
         """Write v+2 with cas=v+1 and the new secret; retry Vault errors with it in memory only."""
@@ -334,6 +389,8 @@ class _Rotation:
         exposure = ctx.clock.monotonic() - received
         if isinstance(committed, Outcome):
             return committed
+        if committed.state == "active":
+            committed = await self.verify_commit(committed)
         # -- step 7: audit (hooks will follow the commit, never precede it) --
         ctx.remember(committed)
         recovery = self.decision.recovery
@@ -362,6 +419,39 @@ class _Rotation:
             exposure_seconds=exposure,
             state=committed.state,
         )
+
+    async def verify_commit(self, committed: Record) -> Record:
+        """Check that an `active` commit replaced our own claim, not a record recreated since.
+
+        Outside the exposure window: the secret is in Vault already. When the
+        version before ours is not our claim (the record was deleted and made
+        again while we held the new secret), another rotation's regenerate may
+        still land, so our commit is rewritten as `settling`.
+        """
+        ctx = self.ctx
+        if committed.version == 1:
+            return committed  # written with cas=0 over nothing: no claim was there to land
+        try:
+            replaced = await ctx.store.read(self.sub.id, version=committed.version - 1)
+        except VaultError:
+            return committed  # cannot tell; a failed read is no evidence of reuse
+        if self.holds(replaced):
+            return committed
+        settling = replace(
+            committed,
+            state="settling",
+            claimed_by=ctx.owner,
+            claim_ttl_seconds=(2 * ctx.claim_ttl).total_seconds(),
+        )
+        try:
+            written = await ctx.store.write(settling, cas=committed.version)
+        except VaultError:
+            ctx.reread(self.sub.id)
+            return committed
+        self.log.warning(
+            events.ROTATION_CONFLICT, stage="commit", error="the record was replaced meanwhile"
+        )
+        return written
 
     async def write_commit(self, record: Record, *, cas: int, fingerprint: str) -> Record | Outcome:
         """The commit write and its retries; step 5 when the check-and-set fails."""
@@ -457,8 +547,13 @@ class _Rotation:
             return self.outcome("failed", result.reason, error=result.error)
         start = self.start
         # Never write `active` from a release unless the previous record vouched
-        # for its secret: the exact previous record, or `stale`.
-        restored = start if start.exists and start.state == "active" else claimed.stale()
+        # for its secret: the exact previous record (`active`, or `settling` with
+        # its window), verified in Vault's history; otherwise `stale`, keeping the
+        # longest window a straggler may still land in.
+        if self.start_verified and start.state in ("active", "settling"):
+            restored = start
+        else:
+            restored = claimed.stale(self.settle_for())
         try:
             ctx.remember(await ctx.store.write(restored, cas=claimed.version))
         except VaultError:

@@ -291,6 +291,21 @@ def _without_tracebacks(exc: BaseException) -> BaseException:
     return exc
 
 
+def _without_data(subscription_id: str, version: int, cause: BaseException | None) -> Record:
+    """A deleted or destroyed version, from the metadata Vault puts in its 404 body.
+
+    Version 0 when the body names none. Its state is `stale`: a record whose
+    data is gone vouches for nothing.
+    """
+    body = getattr(cause, "json", None)
+    meta = _as_mapping(_as_mapping(_as_mapping(body).get("data")).get("metadata"))
+    number = _as_version(meta.get("version")) or version
+    if not number:
+        return Record(subscription_id=subscription_id)
+    created = parse_time(meta.get("created_time"))
+    return Record(subscription_id, version=number, state="stale", created_time=created)
+
+
 def _http_date(value: object) -> datetime | None:
     """An HTTP `Date` header as an aware UTC datetime, or None when absent or unreadable."""
     if not isinstance(value, str):
@@ -853,15 +868,19 @@ class VaultStore:
 
     # -- records ---------------------------------------------------------
 
-    async def read(self, subscription_id: str) -> Record:
-        """The latest version of a record; version 0 when there is none."""
-        path = self._record_path(subscription_id)
-        return await self._retrying("read", lambda: self._read_once(subscription_id, path))
+    async def read(self, subscription_id: str, *, version: int | None = None) -> Record:
+        """The latest version (or `version`); version 0 when there is none.
 
-    async def _read_once(self, subscription_id: str, path: str) -> Record:
+        A deleted or destroyed version reads as a record without data, in state
+        `stale`: whatever it held, nobody can vouch for the secret at Monite.
+        """
+        path = self._record_path(subscription_id)
+        return await self._retrying("read", lambda: self._read_once(subscription_id, path, version))
+
+    async def _read_once(self, subscription_id: str, path: str, version: int | None) -> Record:
         def read(client: Any) -> Any:
             return client.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=self._mount, raise_on_deleted_version=True
+                path=path, version=version, mount_point=self._mount, raise_on_deleted_version=True
             )
 
         try:
@@ -869,22 +888,24 @@ class VaultStore:
         except VaultRequestError as exc:
             if exc.status != 404:
                 raise
+            if version is not None:
+                return _without_data(subscription_id, version, exc.__cause__)
             return await self._read_deleted(subscription_id, path, exc.__cause__)
 
         body = _as_mapping(_as_mapping(response).get("data"))
         metadata = _as_mapping(body.get("metadata"))
-        version = _as_version(metadata.get("version"))
+        number = _as_version(metadata.get("version"))
         created = parse_time(metadata.get("created_time"))
         self._vault_clock.observe(created)
         data = body.get("data")
-        if version is None:
+        if number is None:
             raise VaultUnavailable(
                 f"Vault read {self._display('data', path)}: answer has no version"
             )
         if not isinstance(data, Mapping):
-            # Deleted or destroyed latest version answered with 200.
-            return Record(subscription_id=subscription_id, version=version)
-        return Record.from_vault(subscription_id, data, version, created)
+            # Deleted or destroyed version answered with 200.
+            return Record(subscription_id, version=number, state="stale", created_time=created)
+        return Record.from_vault(subscription_id, data, number, created)
 
     async def _read_deleted(
         self, subscription_id: str, path: str, cause: BaseException | None
@@ -895,11 +916,9 @@ class VaultStore:
         taken from the 404 body (Vault includes the metadata of a deleted or
         destroyed version) or else from the metadata endpoint.
         """
-        body = getattr(cause, "json", None)
-        meta = _as_mapping(_as_mapping(_as_mapping(body).get("data")).get("metadata"))
-        version = _as_version(meta.get("version"))
-        if version:
-            return Record(subscription_id=subscription_id, version=version)
+        deleted = _without_data(subscription_id, 0, cause)
+        if deleted.version:
+            return deleted
 
         def metadata(client: Any) -> Any:
             return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self._mount)
@@ -997,7 +1016,7 @@ class VaultStore:
         raw = await self._retrying(
             "time", lambda: self._call("time", "sys/health", date_header, auth=False)
         )
-        self._vault_clock.observe(_http_date(raw))
+        self._vault_clock.observe_date(_http_date(raw))
         now = self._vault_clock.now()
         if now is None:
             raise VaultUnavailable(

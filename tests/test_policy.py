@@ -344,7 +344,7 @@ def test_next_claim_expiry_is_earliest_fence_end_plus_margin() -> None:
         rec("b", state="settling", claim_in=timedelta(minutes=2)),
         rec("c", state="active", claim_in=timedelta(seconds=1)),
     ]
-    assert NOW + timedelta(minutes=2) + CLOCK_MARGIN == next_claim_expiry(records, NOW)
+    assert NOW + timedelta(minutes=2) + 2 * CLOCK_MARGIN == next_claim_expiry(records, NOW)
 
 
 def test_next_claim_expiry_none_without_claims() -> None:
@@ -407,8 +407,14 @@ def test_version_1_claim_reads_its_ttl_from_claim_expires_at() -> None:
         claim_expires_at=NOW + timedelta(minutes=1),
     )
     assert ("skip", "claimed") == outcome(one(sub(), live))
-    expired = replace(live, claim_expires_at=NOW - timedelta(seconds=2))
+    expired = replace(
+        live, created_time=NOW - timedelta(minutes=3), claim_expires_at=NOW - timedelta(seconds=2)
+    )
     assert ("rotate", "claim_expired") == outcome(one(sub(), expired))
+    # A v1 host whose clock ran behind Vault's wrote an expiry before created_time:
+    # the claim still lasts our own claim_ttl (2m by default), not zero.
+    behind = replace(live, claim_expires_at=NOW - timedelta(hours=1))
+    assert ("skip", "claimed") == outcome(one(sub(), behind))
     a_year = replace(live, claim_expires_at=NOW + 365 * DAY)
     (decision,) = decide([sub()], {"s1": a_year}, POLICY, NOW, max_claim_ttl=timedelta(seconds=30))
     assert ("rotate", "claim_expired") == outcome(decision)

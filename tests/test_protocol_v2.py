@@ -63,7 +63,7 @@ EngineFactory = Callable[..., Engine]
 
 @pytest.fixture
 async def replica(
-    monite_settings: MoniteSettings, vault_settings: VaultSettings
+    monite_settings: MoniteSettings, vault_settings: VaultSettings, vault: VaultEmulator
 ) -> AsyncIterator[EngineFactory]:
     """Builds replicas: each its own HTTP client, Vault store, clock and owner name."""
     opened: list[tuple[httpx.AsyncClient, VaultStore]] = []
@@ -77,7 +77,9 @@ async def replica(
         max_claim_ttl: timedelta = timedelta(hours=1),
     ) -> Engine:
         http = httpx.AsyncClient(transport=transport)
-        store = VaultStore(vault_settings)
+        # The store carries Vault's time forward on the emulator's clock, so
+        # `advance_time` reads as time passing (it would look like a jump otherwise).
+        store = VaultStore(vault_settings, clock=vault.now)
         opened.append((http, store))
         clock = SkewedClock(skew)
         settings = monite_settings.model_copy(

@@ -130,25 +130,25 @@ async def test_claim_commit_sequence(store: VaultStore) -> None:
 async def test_deleted_latest_version_reads_current_version(
     store: VaultStore, root_client: Any, vault_settings: VaultSettings
 ) -> None:
-    """After the latest version is deleted, read gives its version so a cas write succeeds."""
+    """After the latest version is deleted, read gives its version (stale, no data) for cas."""
     await store.write(active_record(), cas=0)
     await store.write(active_record(secret="whsec-2"), cas=1)
     root_client.secrets.kv.v2.delete_latest_version_of_secret(
         path=record_path(vault_settings, SUB.id), mount_point=vault_settings.mount
     )
-    assert Record(subscription_id=SUB.id, version=2) == await store.read(SUB.id)
+    assert Record(subscription_id=SUB.id, version=2, state="stale") == await store.read(SUB.id)
     assert 3 == (await store.write(active_record(secret="whsec-3"), cas=2)).version
 
 
 async def test_destroyed_latest_version_reads_current_version(
     store: VaultStore, root_client: Any, vault_settings: VaultSettings
 ) -> None:
-    """After the latest version is destroyed, read gives its version so a cas write succeeds."""
+    """After the latest version is destroyed, read gives its version (stale, no data) for cas."""
     await store.write(active_record(), cas=0)
     root_client.secrets.kv.v2.destroy_secret_versions(
         path=record_path(vault_settings, SUB.id), versions=[1], mount_point=vault_settings.mount
     )
-    assert Record(subscription_id=SUB.id, version=1) == await store.read(SUB.id)
+    assert Record(subscription_id=SUB.id, version=1, state="stale") == await store.read(SUB.id)
     assert 2 == (await store.write(active_record(), cas=1)).version
 
 

@@ -54,7 +54,8 @@ async def test_store_reads_vaults_time_not_the_hosts(
 ) -> None:
     """vault_now follows Vault's clock (Date header, created_time), however far it is off."""
     vault.advance_time(timedelta(days=10).total_seconds())  # within the token's ttl
-    store = VaultStore(vault_settings)
+    # Time carried forward on the emulator's clock, so `advance_time` reads as time passing.
+    store = VaultStore(vault_settings, clock=vault.now)
     try:
         seen = await store.vault_now()
         vault_time = datetime.fromtimestamp(vault.now(), UTC)
