@@ -1,0 +1,547 @@
+"""In-memory Monite and Vault, and the per-replica clients the real engine talks to.
+
+Server side (one of each per scenario):
+- `VaultModel`: KV v2 as Vault documents it. Versions start at 1; a write with
+  `cas=v` lands only if the current version is `v` (`cas=0`: the key must not
+  exist); every version carries `created_time`, Vault's true time (virtual
+  time plus Vault's own clock offset); deleting metadata removes every version
+  and the next write is version 1 again.
+- `MoniteModel`: subscriptions, each with its current secret (a fresh seeded
+  random token per regenerate) and a count of regenerates; also how many
+  regenerates of each are still unresolved (sent, neither applied nor known
+  never to apply): the safety invariant needs it.
+
+Client side (one of each per replica incarnation), implementing the ports:
+- `SimVaultStore` (`rotator.ports.RecordStore`) builds records with
+  `Record.from_vault` and writes `record.to_vault()`, so the real
+  serialisation runs; learns Vault's time with `rotator.clock.ServerClock`
+  from `created_time` and a whole-second `Date` observation.
+- `SimMonite` (`rotator.ports.SubscriptionSource`): one attempt per call.
+
+Every request travels: it reaches the server after a latency, is applied there
+by a loop callback (so cancelling the caller, a crash, does not un-send it),
+and its answer travels back. Faults are decided when a request is sent, from
+the fault windows active then and the scenario's seeded rng; every injected
+fault is counted by kind in `Faults.injected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from rotator.clock import ServerClock
+from rotator.errors import (
+    MoniteError,
+    MoniteNotFound,
+    MoniteUnavailable,
+    VaultConflict,
+    VaultUnavailable,
+)
+from rotator.model import Record, Regenerated, Secret, Subscription
+from tests.sim.loop import EPOCH, SimClock, VirtualLoop
+
+T = TypeVar("T")
+
+# -- fault windows ------------------------------------------------------------------
+
+MONITE_MODES = ("flaky", "outage", "throttle", "straggle", "slow")
+VAULT_MODES = ("flaky", "outage", "slow")
+
+# What one regenerate attempt can run into at Monite (decided when it is sent).
+REGENERATE_FATES = (
+    "timeout_never",  # no answer within the timeout; never applied
+    "timeout_before",  # no answer within the timeout; applied before the timeout
+    "timeout_straggler",  # no answer; applied later, within claim_ttl of sending
+    "dropped",  # applied, the answer is lost (may_have_applied=True)
+    "throttled",  # 429 with Retry-After, not applied
+    "error_applied",  # 503 after applying
+    "error_not_applied",  # 503, not applied
+    "not_found",  # a transient 404 (a gateway's), not applied
+    "connect",  # connection refused, never sent
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fault window: from `start` for `duration` seconds, `mode`, hitting `rate` of calls."""
+
+    start: float
+    duration: float
+    mode: str
+    rate: float
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t < self.start + self.duration
+
+
+@dataclass(slots=True)
+class Faults:
+    """The scenario's fault windows and the seeded rng that draws per-call faults."""
+
+    rng: random.Random
+    monite: list[Window] = field(default_factory=list)
+    vault: list[Window] = field(default_factory=list)
+    injected: collections.Counter[str] = field(default_factory=collections.Counter)
+    enabled: bool = True
+
+    def _active(self, windows: list[Window], t: float) -> list[Window]:
+        if not self.enabled:
+            return []
+        return [w for w in windows if w.covers(t)]
+
+    def monite_mode(self, t: float) -> str | None:
+        """The fault mode hitting a Monite call sent at `t`, or None."""
+        for w in self._active(self.monite, t):
+            if w.mode == "outage" or self.rng.random() < w.rate:
+                return w.mode
+        return None
+
+    def vault_mode(self, t: float) -> str | None:
+        """The fault mode hitting a Vault call at `t`, or None."""
+        for w in self._active(self.vault, t):
+            if w.mode == "outage" or self.rng.random() < w.rate:
+                return w.mode
+        return None
+
+    def count(self, kind: str) -> None:
+        self.injected[kind] += 1
+
+
+def _deliver(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():  # the caller was cancelled (crashed) meanwhile
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
+
+# -- Vault ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Version:
+    data: dict[str, Any]
+    created_time: datetime
+
+
+@dataclass(slots=True)
+class _Entry:
+    versions: dict[int, _Version] = field(default_factory=dict)
+    current: int = 0
+
+
+class VaultModel:
+    """KV v2, one mount, one prefix; Vault's clock is virtual time plus `offset`."""
+
+    def __init__(
+        self,
+        loop: VirtualLoop,
+        *,
+        offset: float,
+        on_change: Callable[[str], None],
+        trace: Callable[[str], None],
+    ) -> None:
+        self._loop = loop
+        self.offset = offset
+        self._entries: dict[str, _Entry] = {}
+        self._on_change = on_change
+        self._trace = trace
+
+    def true_now(self) -> datetime:
+        return EPOCH + timedelta(seconds=self._loop.time() + self.offset)
+
+    def read(
+        self, key: str, version: int | None = None
+    ) -> tuple[dict[str, Any], int, datetime] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry.current == 0:
+            return None
+        number = entry.current if version is None else version
+        found = entry.versions.get(number)
+        if found is None:
+            return None
+        return json.loads(json.dumps(found.data)), number, found.created_time
+
+    def write(self, key: str, data: dict[str, Any], cas: int) -> tuple[int, datetime]:
+        entry = self._entries.get(key)
+        current = 0 if entry is None else entry.current
+        if cas != current:
+            raise VaultConflict(
+                f"check-and-set parameter did not match the current version of {key}",
+                status=400,
+            )
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        created = self.true_now()
+        entry.current += 1
+        entry.versions[entry.current] = _Version(json.loads(json.dumps(data)), created)
+        self._trace(f"vault.write {key} v{entry.current} {data.get('state')}")
+        self._on_change(key)
+        return entry.current, created
+
+    def delete_metadata(self, key: str) -> None:
+        if self._entries.pop(key, None) is not None:
+            self._trace(f"vault.delete_metadata {key}")
+            self._on_change(key)
+
+    def list_ids(self) -> list[str]:
+        return sorted(k for k, e in self._entries.items() if e.current > 0)
+
+    def record(self, key: str) -> Record | None:
+        """The latest version as a Record, for the invariant checks (no I/O, no faults)."""
+        got = self.read(key)
+        if got is None:
+            return None
+        data, version, created = got
+        return Record.from_vault(key, data, version, created)
+
+
+class SimVaultStore:
+    """`rotator.ports.RecordStore` over `VaultModel`, for one replica incarnation."""
+
+    def __init__(
+        self,
+        loop: VirtualLoop,
+        vault: VaultModel,
+        clock: SimClock,
+        faults: Faults,
+    ) -> None:
+        self._loop = loop
+        self._vault = vault
+        self._faults = faults
+        self._clock = ServerClock(clock.monotonic)
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def _latency(self, mode: str | None) -> float:
+        if mode == "slow":
+            return self._faults.rng.uniform(0.2, 5.0)
+        return self._faults.rng.uniform(0.0005, 0.02)
+
+    async def _call(self, op: str, apply: Callable[[], T]) -> T:
+        """One request: travel, apply at the server (unless a fault hits), travel back."""
+        loop = self._loop
+        mode = self._faults.vault_mode(loop.time())
+        fate = "ok"
+        if mode == "outage":
+            fate = "before"
+        elif mode == "flaky":
+            fate = self._faults.rng.choice(("before", "after") if op == "write" else ("before",))
+        go, back = self._latency(mode), self._latency(mode)
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def arrive() -> None:
+            # An outage that began while the request travelled refuses it too.
+            down = self._faults.vault_mode(loop.time()) == "outage"
+            if fate == "before" or down:
+                self._faults.count("vault.unavailable" if not down else "vault.outage")
+                error = VaultUnavailable(f"Vault {op}: 503 (simulated)", status=503)
+                loop.call_later(back, _deliver, fut, None, error)
+                return
+            try:
+                result = apply()
+            except VaultConflict as exc:
+                loop.call_later(back, _deliver, fut, None, exc)
+                return
+            if fate == "after":
+                self._faults.count("vault.answer_lost")
+                error = VaultUnavailable(f"Vault {op}: connection reset (simulated)")
+                loop.call_later(back, _deliver, fut, None, error)
+                return
+            loop.call_later(back, _deliver, fut, result, None)
+
+        loop.call_later(go, arrive)
+        try:
+            result = await fut
+        except VaultConflict:
+            self.requests[(op, "conflict")] += 1
+            raise
+        except VaultUnavailable:
+            self.requests[(op, "error")] += 1
+            raise
+        self.requests[(op, "ok")] += 1
+        return result
+
+    async def read(self, subscription_id: str, *, version: int | None = None) -> Record:
+        got = await self._call("read", lambda: self._vault.read(subscription_id, version))
+        if got is None:
+            return Record(subscription_id=subscription_id)
+        data, version, created = got
+        self._clock.observe(created)
+        return Record.from_vault(subscription_id, data, version, created)
+
+    async def write(self, record: Record, *, cas: int) -> Record:
+        data = record.to_vault()
+        version, created = await self._call(
+            "write", lambda: self._vault.write(record.subscription_id, data, cas)
+        )
+        self._clock.observe(created)
+        return record.at_version(version, created)
+
+    async def list_ids(self) -> list[str]:
+        return await self._call("list", self._vault.list_ids)
+
+    async def vault_now(self, *, refresh: bool = False) -> datetime:
+        now = self._clock.now()
+        if now is not None and not refresh:
+            return now
+
+        def date_header() -> datetime:
+            # HTTP `Date`: Vault's time truncated to the whole second.
+            true = self._vault.true_now()
+            return true.replace(microsecond=0)
+
+        self._clock.observe_date(await self._call("time", date_header))
+        now = self._clock.now()
+        assert now is not None
+        return now
+
+    async def check(self) -> None:
+        await self._call("check", lambda: None)
+
+
+# -- Monite -------------------------------------------------------------------------------
+
+
+class MoniteModel:
+    """Monite's webhook subscriptions: the current secret of each, and regenerate counts."""
+
+    def __init__(
+        self,
+        subscription_ids: list[str],
+        *,
+        rng: random.Random,
+        on_change: Callable[[str], None],
+        trace: Callable[[str], None],
+    ) -> None:
+        self._rng = rng
+        self._on_change = on_change
+        self._trace = trace
+        self.subscriptions = {
+            sid: Subscription(
+                id=sid,
+                url=f"https://consumer.example/hooks/{i % 2}",
+                object_type="payable",
+                status="enabled",
+                event_types=("created", "updated"),
+            )
+            for i, sid in enumerate(subscription_ids)
+        }
+        self.current: dict[str, str] = {sid: self._token() for sid in subscription_ids}
+        self.regenerates: collections.Counter[str] = collections.Counter()
+        self.unresolved: collections.Counter[str] = collections.Counter()
+
+    def _token(self) -> str:
+        return f"whsec_{self._rng.getrandbits(160):040x}"
+
+    def send(self, sid: str) -> None:
+        self.unresolved[sid] += 1
+
+    def apply(self, sid: str) -> str:
+        """A regenerate lands: the old secret dies, a new one is current."""
+        value = self._token()
+        self.current[sid] = value
+        self.regenerates[sid] += 1
+        self.unresolved[sid] -= 1
+        self._trace(f"monite.regenerate {sid} #{self.regenerates[sid]}")
+        self._on_change(sid)
+        return value
+
+    def never(self, sid: str) -> None:
+        """A sent regenerate is known never to land."""
+        self.unresolved[sid] -= 1
+        self._on_change(sid)
+
+
+class SimMonite:
+    """`rotator.ports.SubscriptionSource` over `MoniteModel`, for one replica incarnation."""
+
+    def __init__(
+        self,
+        loop: VirtualLoop,
+        monite: MoniteModel,
+        clock: SimClock,
+        faults: Faults,
+        *,
+        timeout: float,
+        straggle_for: float,
+    ) -> None:
+        self._loop = loop
+        self._monite = monite
+        self._clock = clock
+        self._faults = faults
+        self._timeout = timeout
+        self._straggle_for = straggle_for  # the straggler assumption: claim_ttl
+        self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
+
+    @property
+    def request_timeout(self) -> float:
+        return self._timeout
+
+    def _latency(self, mode: str | None) -> float:
+        if mode == "slow":
+            return self._faults.rng.uniform(0.05, 0.45 * self._timeout)
+        return self._faults.rng.uniform(0.005, 0.1)
+
+    async def _simple(self, op: str, answer: Callable[[], T]) -> T:
+        """list / get: latency, or a 503 / connection failure in a fault window."""
+        mode = self._faults.monite_mode(self._loop.time())
+        rng = self._faults.rng
+        await asyncio.sleep(self._latency(mode) * 2)
+        # Flaky and throttled windows mostly hit regenerates: let most cycles get that far.
+        if (
+            mode == "outage"
+            or (mode == "flaky" and rng.random() < 0.25)
+            or (mode == "throttle" and rng.random() < 0.25)
+        ):
+            status = 429 if mode == "throttle" else rng.choice((503, 0))
+            self._faults.count(f"monite.{op}_{status or 'connect'}")
+            self.requests[(op, status)] += 1
+            raise MoniteUnavailable(
+                f"Monite {op}: {status or 'connection refused'} (simulated)",
+                status=status or None,
+                retry_after=1.0 if status == 429 else None,
+            )
+        result = answer()
+        self.requests[(op, 200)] += 1
+        return result
+
+    async def list_subscriptions(self) -> list[Subscription]:
+        subs = self._monite.subscriptions
+        return await self._simple("list", lambda: [subs[k] for k in sorted(subs)])
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        def get() -> Subscription:
+            sub = self._monite.subscriptions.get(subscription_id)
+            if sub is None:
+                raise MoniteNotFound(f"no subscription {subscription_id}", status=404)
+            return sub
+
+        return await self._simple("get", get)
+
+    async def check(self) -> None:
+        await self._simple("check", lambda: None)
+
+    def _fate(self, mode: str | None) -> str:
+        rng = self._faults.rng
+        if mode is None or mode == "slow":
+            return "ok"
+        if mode == "throttle":
+            return "throttled"
+        if mode == "straggle":
+            return rng.choice(("timeout_straggler", "timeout_before", "timeout_never"))
+        if mode == "outage":
+            return rng.choice(("connect", "error_not_applied", "timeout_never"))
+        return rng.choice(REGENERATE_FATES)
+
+    async def regenerate_secret(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> Regenerated:
+        loop = self._loop
+        monite = self._monite
+        sid = subscription_id
+        if send_by is not None and self._clock.monotonic() > send_by:
+            self.requests[("regenerate", 0)] += 1
+            raise MoniteUnavailable("the request's deadline passed before it was sent")
+        sub = monite.subscriptions.get(sid)
+        if sub is None:
+            self.requests[("regenerate", 404)] += 1
+            raise MoniteNotFound(f"no subscription {sid}", status=404)
+        mode = self._faults.monite_mode(loop.time())
+        fate = self._fate(mode)
+        rng = self._faults.rng
+        timeout = self._timeout
+        go, back = self._latency(mode), self._latency(mode)
+        fut: asyncio.Future[Regenerated] = loop.create_future()
+        if fate != "ok":
+            self._faults.count(f"monite.{fate}")
+        monite.send(sid)
+
+        def answer(value: str) -> Regenerated:
+            return Regenerated(subscription=sub, secret=Secret(value))
+
+        def arrive() -> None:
+            if fate == "ok":
+                value = monite.apply(sid)
+                loop.call_later(back, _deliver, fut, answer(value), None)
+                return
+            if fate == "dropped" or fate == "error_applied":
+                monite.apply(sid)
+            else:
+                monite.never(sid)
+            error: MoniteError
+            if fate == "dropped":
+                error = MoniteUnavailable(
+                    "Monite regenerate_secret: connection reset after sending (simulated)",
+                    may_have_applied=True,
+                )
+            elif fate == "throttled":
+                retry = rng.choice((0.0, 1.0, 5.0, 30.0, 120.0))
+                error = MoniteUnavailable(
+                    "Monite regenerate_secret: 429 (simulated)",
+                    status=429,
+                    retry_after=retry,
+                    may_have_applied=False,
+                )
+            elif fate in ("error_applied", "error_not_applied"):
+                error = MoniteUnavailable(
+                    "Monite regenerate_secret: 503 (simulated)", status=503, may_have_applied=True
+                )
+            else:
+                error = MoniteNotFound("Monite regenerate_secret: 404 (simulated)", status=404)
+            loop.call_later(back, _deliver, fut, None, error)
+
+        if fate == "connect":
+            monite.never(sid)
+            loop.call_later(go, _deliver, fut, None, MoniteUnavailable("connection refused"))
+        elif fate.startswith("timeout_"):
+            timed_out = MoniteUnavailable(
+                f"Monite regenerate_secret: no answer within {timeout:g}s (simulated)",
+                may_have_applied=True,
+            )
+            loop.call_later(timeout, _deliver, fut, None, timed_out)
+            if fate == "timeout_never":
+                loop.call_later(timeout, monite.never, sid)
+            elif fate == "timeout_before":
+                loop.call_later(rng.uniform(0.0, timeout), monite.apply, sid)
+            else:
+                # The straggler assumption: applied within claim_ttl of its sending.
+                lands = rng.uniform(timeout, self._straggle_for)
+                loop.call_later(lands, monite.apply, sid)
+        else:
+            loop.call_later(go, arrive)
+        try:
+            result = await fut
+        except (MoniteUnavailable, MoniteNotFound) as exc:
+            self.requests[("regenerate", exc.status or 0)] += 1
+            raise
+        self.requests[("regenerate", 200)] += 1
+        return result
+
+
+def fingerprint(value: str | None) -> str:
+    """What may be printed of a secret: the first 12 hex chars of its SHA-256."""
+    if value is None:
+        return "none"
+    return Secret(value).fingerprint()
+
+
+__all__ = [
+    "MONITE_MODES",
+    "REGENERATE_FATES",
+    "VAULT_MODES",
+    "Faults",
+    "MoniteModel",
+    "SimMonite",
+    "SimVaultStore",
+    "VaultModel",
+    "Window",
+    "fingerprint",
+]

@@ -1,0 +1,162 @@
+"""Run many scenarios (over worker processes), add up the figures, shrink failures."""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+
+from tests.sim.scenario import Result, Scenario, generate, run, shrink
+
+PROFILES = {"quick": 1_000, "full": 100_000}
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a worker sends back for one scenario (no trace, no secret)."""
+
+    seed: int
+    failures: tuple[str, ...]
+    convergence: float | None
+    regenerates: tuple[int, ...]
+    injected: dict[str, int]
+    events: dict[str, int]
+    virtual_seconds: float
+
+    @classmethod
+    def of(cls, result: Result) -> Summary:
+        return cls(
+            seed=result.scenario.seed,
+            failures=tuple(result.failures),
+            convergence=result.convergence,
+            regenerates=tuple(result.regenerates[k] for k in sorted(result.regenerates)),
+            injected=dict(result.injected),
+            events=dict(result.events),
+            virtual_seconds=result.virtual_seconds,
+        )
+
+
+@dataclass(slots=True)
+class Figures:
+    """The run's figures; `failed` lists the failing scenarios, seed order."""
+
+    scenarios: int = 0
+    failed: list[Summary] = field(default_factory=list)
+    injected: collections.Counter[str] = field(default_factory=collections.Counter)
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
+    lost: int = 0  # subscriptions whose secret was lost (LOST or SAFETY)
+    convergence_max: float = 0.0
+    convergence_sum: float = 0.0
+    converged: int = 0
+    regenerates_sum: int = 0
+    regenerates_max: int = 0
+    subscriptions: int = 0
+    virtual_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def add(self, summary: Summary) -> None:
+        self.scenarios += 1
+        self.injected.update(summary.injected)
+        self.events.update(summary.events)
+        self.virtual_seconds += summary.virtual_seconds
+        if summary.failures:
+            self.failed.append(summary)
+            lost = {
+                f.split()[2].rstrip(":")
+                for f in summary.failures
+                if f.split()[1] in ("LOST", "SAFETY")
+            }
+            self.lost += len(lost)
+        if summary.convergence is not None:
+            self.converged += 1
+            self.convergence_sum += summary.convergence
+            self.convergence_max = max(self.convergence_max, summary.convergence)
+        self.subscriptions += len(summary.regenerates)
+        self.regenerates_sum += sum(summary.regenerates)
+        self.regenerates_max = max(self.regenerates_max, *summary.regenerates)
+
+    def report(self) -> str:
+        mean_conv = self.convergence_sum / self.converged if self.converged else 0.0
+        mean_regen = self.regenerates_sum / self.subscriptions if self.subscriptions else 0.0
+        faults = ", ".join(f"{k}={v}" for k, v in sorted(self.injected.items())) or "none"
+        outcomes = ", ".join(
+            f"{k.removeprefix('outcome.')}={v}"
+            for k, v in sorted(self.events.items())
+            if k.startswith("outcome.") and ".skipped." not in k
+        )
+        notable = ", ".join(
+            f"{k}={self.events[k]}"
+            for k in ("rotation.settling", "rotation.superseded", "rotation.released")
+            if self.events[k]
+        )
+        rate = self.scenarios / self.wall_seconds if self.wall_seconds else 0.0
+        return "\n".join(
+            [
+                f"scenarios run:          {self.scenarios}",
+                f"failed scenarios:       {len(self.failed)}",
+                f"secrets lost:           {self.lost}",
+                f"faults injected:        {sum(self.injected.values())} ({faults})",
+                f"rotation outcomes:      {outcomes}",
+                f"protocol events:        {notable or 'none'}",
+                f"convergence (virtual):  max {self.convergence_max:.1f}s, mean {mean_conv:.1f}s "
+                f"after the fault phase ({self.converged} scenarios converged)",
+                f"regenerates per sub:    mean {mean_regen:.2f}, max {self.regenerates_max}",
+                f"virtual time simulated: {self.virtual_seconds / 86400:.1f} days",
+                f"wall time:              {self.wall_seconds:.1f}s ({rate:.0f} scenarios/s)",
+            ]
+        )
+
+
+def scenario_for(seed: int, without: Collection[str] = ()) -> Scenario:
+    """The scenario of `seed`, minus the fault kinds in `without`."""
+    scenario = generate(seed)
+    if without:
+        faults = tuple(f for f in scenario.faults if f.kind not in without)
+        scenario = replace(scenario, faults=faults)
+    return scenario
+
+
+def _one(job: tuple[int, frozenset[str]]) -> Summary:
+    seed, without = job
+    return Summary.of(run(scenario_for(seed, without)))
+
+
+def run_seeds(seeds: Iterable[int], *, workers: int = 1, without: Collection[str] = ()) -> Figures:
+    """Run the scenarios of these seeds, in `workers` processes; figures in seed order."""
+    figures = Figures()
+    started = time.perf_counter()
+    jobs = [(seed, frozenset(without)) for seed in seeds]
+    if workers <= 1:
+        for summary in map(_one, jobs):
+            figures.add(summary)
+    else:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers) as pool:
+            chunk = max(1, min(200, len(jobs) // (workers * 8) or 1))
+            for summary in pool.imap(_one, jobs, chunksize=chunk):
+                figures.add(summary)
+    figures.wall_seconds = time.perf_counter() - started
+    return figures
+
+
+def explain_failure(
+    seed: int, *, without: Collection[str] = (), shrink_budget: int = 200
+) -> tuple[Scenario, Result, str]:
+    """Shrink the failing scenario of `seed`; the text names the plan and how to replay it."""
+    small, result = shrink(scenario_for(seed, without), budget=shrink_budget)
+    flags = "".join(f" --without {kind}" for kind in sorted(without))
+    lines = [
+        f"FAILED seed {seed}",
+        "shrunk plan:",
+        small.describe(),
+        "failures:",
+        *(f"  {f}" for f in result.failures),
+        f"replay the original: python -m tests.sim --replay {seed}{flags}",
+        f"replay the shrunk plan: python -m tests.sim --plan '{small.to_json()}'",
+    ]
+    return small, result, "\n".join(lines)
+
+
+__all__ = ["PROFILES", "Figures", "Summary", "explain_failure", "run_seeds", "scenario_for"]

@@ -1,0 +1,165 @@
+"""The deterministic simulation: the quick profile, and tests of the harness itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from rotator.model import Record, Secret
+from tests.sim.loop import Deadlock, VirtualLoop
+from tests.sim.models import SimVaultStore
+from tests.sim.runner import PROFILES, explain_failure, run_seeds
+from tests.sim.scenario import Fault, Scenario, generate, run, shrink
+
+WORKERS = min(2, os.cpu_count() or 1)
+
+# One replica, one subscription, no faults: the smallest world a rotation runs in.
+CALM = replace(
+    generate(1),
+    replicas=1,
+    subscriptions=1,
+    skews=(0.0,),
+    max_age=600.0,
+    fault_phase=900.0,
+    faults=(),
+)
+
+
+def test_quick_profile_loses_no_secret() -> None:
+    """The quick profile's scenarios all keep every invariant: no secret is ever lost."""
+    count = PROFILES["quick"]
+    figures = run_seeds(range(count), workers=WORKERS)
+    print(f"\n{figures.report()}")
+    explained = ""
+    if figures.failed:
+        explained = explain_failure(figures.failed[0].seed)[2]
+        seeds = [s.seed for s in figures.failed]
+        explained = f"failing seeds {seeds}\n{explained}"
+    assert count == figures.scenarios
+    assert [] == [s.seed for s in figures.failed], explained
+
+
+def test_virtual_loop_advances_time_without_sleeping() -> None:
+    """An hour of asyncio.sleep, call_later and asyncio.timeout takes no wall time."""
+    loop = VirtualLoop()
+    fired: list[float] = []
+
+    async def scenario() -> str:
+        loop.call_later(1800.0, lambda: fired.append(loop.time()))
+        await asyncio.sleep(3600.0)
+        try:
+            async with asyncio.timeout(10.0):
+                await asyncio.sleep(60.0)
+        except TimeoutError:
+            return "timed out"
+        return "no timeout"
+
+    started = time.perf_counter()
+    try:
+        outcome = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert "timed out" == outcome
+    assert [1800.0] == fired
+    assert 3610.0 == pytest.approx(loop.time())
+    assert True is (time.perf_counter() - started < 1.0)
+
+
+def test_virtual_loop_reports_a_deadlock() -> None:
+    """Waiting for something nobody will ever do raises Deadlock instead of hanging."""
+    loop = VirtualLoop()
+
+    async def stuck() -> None:
+        await loop.create_future()
+
+    try:
+        with pytest.raises(Deadlock):
+            loop.run_until_complete(stuck())
+    finally:
+        loop.close()
+
+
+def test_same_seed_replays_the_same_events() -> None:
+    """A seed is a replay: the same scenario gives the same event trace, another seed another."""
+    first, second = run(generate(11)), run(generate(11))
+    assert first.digest() == second.digest()
+    assert first.regenerates == second.regenerates
+    assert True is (len(first.trace) > 10)
+    assert False is (first.digest() == run(generate(12)).digest())
+
+
+def test_scenario_survives_json() -> None:
+    """A printed plan replays exactly: Scenario -> JSON -> Scenario is the identity."""
+    scenario = generate(5)
+    assert scenario == Scenario.from_json(scenario.to_json())
+
+
+def test_calm_world_converges_at_once() -> None:
+    """Without faults every subscription comes under management and stays converged."""
+    result = run(CALM)
+    assert [] == result.failures
+    assert 0.0 == result.convergence
+
+
+def _dropping_commits(*args: Any) -> SimVaultStore:
+    """A store whose commits report success and change nothing: every new secret is lost."""
+    store = SimVaultStore(*args)
+    real_write = store.write
+
+    async def write(record: Record, *, cas: int) -> Record:
+        if record.state in ("active", "settling") and cas > 0:
+            return record.at_version(cas + 1, await store.vault_now())
+        return await real_write(record, cas=cas)
+
+    store.write = write  # type: ignore[method-assign]
+    return store
+
+
+def _committing_wrong_secret(*args: Any) -> SimVaultStore:
+    """A store whose commits say `active` over a secret Monite never issued."""
+    store = SimVaultStore(*args)
+    real_write = store.write
+
+    async def write(record: Record, *, cas: int) -> Record:
+        if record.state == "active" and cas > 0 and record.secret is not None:
+            record = replace(record, secret=Secret("whsec_not-the-one-monite-has"))
+        return await real_write(record, cas=cas)
+
+    store.write = write  # type: ignore[method-assign]
+    return store
+
+
+def test_checker_catches_a_store_that_drops_commits() -> None:
+    """The invariant can fail: a store that drops commits leaves secrets lost, and it is seen."""
+    result = run(CALM, store_factory=_dropping_commits)
+    kinds = sorted({f.split()[1] for f in result.failures})
+    assert ["LOST", "STUCK"] == kinds
+
+
+def test_checker_catches_an_active_record_with_a_dead_secret() -> None:
+    """The safety invariant fires the moment an active record holds a secret Monite lacks."""
+    result = run(CALM, store_factory=_committing_wrong_secret)
+    assert "SAFETY" == result.failures[0].split()[1]
+
+
+def test_shrinking_drops_faults_that_do_not_matter() -> None:
+    """Shrinking a failing plan keeps it failing and removes the faults it does not need."""
+    noisy = replace(
+        CALM,
+        replicas=2,
+        skews=(0.0, 5.0),
+        faults=(
+            Fault("monite", 10.0, 50.0, "slow", 0.5),
+            Fault("vault", 20.0, 10.0, "flaky", 0.1),
+            Fault("crash", 30.0, 5.0, "now", 0.0, "1"),
+        ),
+    )
+    small, result = shrink(noisy, store_factory=_dropping_commits)
+    assert False is result.ok
+    assert () == small.faults
+    assert 1 == small.replicas
