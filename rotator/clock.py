@@ -76,7 +76,11 @@ class ServerClock:
         self._date: tuple[datetime, float] | None = None
 
     def observe(self, created_time: datetime | None) -> None:
-        """Learn from a `created_time`; an older one (of an old version) never moves it back."""
+        """Learn from the `created_time` of a version just written; never moves back.
+
+        Never from a version read back: its time is long past, and would hold
+        the estimate back for good.
+        """
         if created_time is None:
             return
         current = self._carry(self._created)

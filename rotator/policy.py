@@ -55,6 +55,10 @@ REASONS: Mapping[str, str] = {
 
 
 RECOVERY_REASONS = frozenset({"claim_expired", "settled", "stale"})
+# A rotation time this far ahead of Vault's time was written on a wrong clock.
+# Well above the estimate's own error (a `Date` header is whole seconds, a
+# replica's estimate trails Vault's a little), far below any skew that matters.
+FUTURE_TOLERANCE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +205,7 @@ def _decide_one(
     if age is None:
         # A hand-edited record without rotated_at: treat the unknown age as too old.
         return decision("rotate", "age_unknown")
-    if age < -CLOCK_MARGIN:
+    if age < -FUTURE_TOLERANCE:
         return decision("rotate", "rotated_in_future")
     if age >= max_age:
         return decision("rotate", "max_age_exceeded")

@@ -896,7 +896,6 @@ class VaultStore:
         metadata = _as_mapping(body.get("metadata"))
         number = _as_version(metadata.get("version"))
         created = parse_time(metadata.get("created_time"))
-        self._vault_clock.observe(created)
         data = body.get("data")
         if number is None:
             raise VaultUnavailable(

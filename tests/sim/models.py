@@ -274,7 +274,6 @@ class SimVaultStore:
         if got is None:
             return Record(subscription_id=subscription_id)
         data, version, created = got
-        self._clock.observe(created)
         return Record.from_vault(subscription_id, data, version, created)
 
     async def write(self, record: Record, *, cas: int) -> Record:

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field, replace
 from tests.sim.scenario import Result, Scenario, generate, run, shrink
 
 PROFILES = {"quick": 1_000, "full": 100_000}
+# Faults after which a claim or a record's change may be invisible to every
+# live replica until its cache refresh: a one-shot forced rotation that left a
+# claim, and a record deleted from Vault.
+HIDING_FAULTS = frozenset({"force", "delete"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +28,15 @@ class Summary:
     injected: dict[str, int]
     events: dict[str, int]
     virtual_seconds: float
+    bound: float  # the promise: 2 × claim_ttl + two cycles (interval with jitter)
+    hidden_claims: bool  # a fault that can hide a claim from every live replica's cache
 
     @classmethod
     def of(cls, result: Result) -> Summary:
+        s = result.scenario
         return cls(
+            bound=2 * s.claim_ttl + 2 * s.interval * (1 + s.jitter),
+            hidden_claims=any(f.kind in HIDING_FAULTS for f in s.faults),
             seed=result.scenario.seed,
             failures=tuple(result.failures),
             convergence=result.convergence,
@@ -50,6 +59,8 @@ class Figures:
     convergence_max: float = 0.0
     convergence_sum: float = 0.0
     converged: int = 0
+    within_bound: int = 0  # converged within 2 × claim_ttl + two cycles
+    over_bound_hidden: int = 0  # beyond it, in a scenario with a claim-hiding fault
     regenerates_sum: int = 0
     regenerates_max: int = 0
     subscriptions: int = 0
@@ -73,6 +84,10 @@ class Figures:
             self.converged += 1
             self.convergence_sum += summary.convergence
             self.convergence_max = max(self.convergence_max, summary.convergence)
+            if summary.convergence <= summary.bound:
+                self.within_bound += 1
+            elif summary.hidden_claims:
+                self.over_bound_hidden += 1
         self.subscriptions += len(summary.regenerates)
         self.regenerates_sum += sum(summary.regenerates)
         self.regenerates_max = max(self.regenerates_max, *summary.regenerates)
@@ -102,6 +117,9 @@ class Figures:
                 f"protocol events:        {notable or 'none'}",
                 f"convergence (virtual):  max {self.convergence_max:.1f}s, mean {mean_conv:.1f}s "
                 f"after the fault phase ({self.converged} scenarios converged)",
+                f"within 2 x claim_ttl + 2 cycles: {self.within_bound} of {self.converged}; "
+                f"beyond it: {self.converged - self.within_bound} "
+                f"({self.over_bound_hidden} with a forced one-shot rotation or a deleted record)",
                 f"regenerates per sub:    mean {mean_regen:.2f}, max {self.regenerates_max}",
                 f"virtual time simulated: {self.virtual_seconds / 86400:.1f} days",
                 f"wall time:              {self.wall_seconds:.1f}s ({rate:.0f} scenarios/s)",
