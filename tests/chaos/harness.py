@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +55,7 @@ MOUNT = "secret"
 PREFIX = "monite/webhooks"
 CLAIM_TTL = 5.0  # seconds: short, so recovery tests wait little
 MONITE_TIMEOUT = 1.0  # seconds: claim_ttl must be at least 4x this
-RECOVERY_SLACK = 5.0  # "claim_ttl plus a few seconds"
+RECOVERY_SLACK = 5.0  # "a few seconds" on top of the protocol's windows
 
 # The rotator's least privilege: the policy operators install
 # (deploy/vault/policy.hcl), so every chaos scenario proves it is enough. Its
@@ -263,8 +263,25 @@ class World:
 
     # -- setup --------------------------------------------------------------
 
-    def seed(self, count: int, **kwargs: Any) -> list[str]:
+    def seed(
+        self, count: int, *, managed: bool = False, age_days: float = 0.0, **kwargs: Any
+    ) -> list[str]:
+        """`count` subscriptions at Monite; `managed`: each with an `active` record too,
+        rotated `age_days` ago.
+
+        Unmanaged ones are taken under management by a first rotation that
+        settles (2 x claim_ttl) and is then rotated once more; managed ones
+        rotate once when they fall due.
+        """
         ids = [self.monite.seed(**kwargs) for _ in range(count)]
+        rotated = datetime.now(UTC) - timedelta(days=age_days)
+        now = rotated.isoformat().replace("+00:00", "Z")
+        for sid in ids if managed else ():
+            self.vault.kv_write(
+                MOUNT,
+                f"{PREFIX}/{sid}",
+                {"secret": self.monite.current_secret(sid), "state": "active", "rotated_at": now},
+            )
         self.seeded.extend(ids)
         return ids
 
@@ -401,20 +418,35 @@ class World:
         pool = self.seeded if ids is None else list(ids)
         return [sid for sid in pool if sid in enabled and self.record(sid) is None]
 
+    def unsettled(self) -> list[str]:
+        """Managed ids whose record is not `active` yet: claimed, settling or stale."""
+        return [
+            sid
+            for sid in self.monite.subscription_ids()
+            if (self.record(sid) or {}).get("state", "active") != "active"
+        ]
+
     def settled(self, ids: Iterable[str] | None = None) -> bool:
-        """The invariant, plus: nothing mid-rotation and every enabled id under management."""
+        """The invariant, plus: every record `active` and every enabled id under management.
+
+        Protocol version 2 converges to `active`: a record `settling` or `stale`
+        is rotated once more, and may hold a secret Monite has replaced until then.
+        """
         pool = None if ids is None else list(ids)
-        return not self.mismatched(pool) and not self.rotating() and not self.unmanaged(pool)
+        return not self.mismatched(pool) and not self.unsettled() and not self.unmanaged(pool)
 
     def lost(self) -> int:
         """Secrets lost: managed ids whose Vault secret is not Monite's (call after recovery)."""
         return len(self.mismatched())
 
     def earliest_claim_expiry(self) -> float | None:
-        """Seconds until the earliest live claim expires (0 if one already has), else None."""
+        """Seconds until the earliest claim or settling window ends (0 if one has), else None."""
         now = datetime.now(UTC)
         waits = []
-        for sid in self.rotating():
+        for sid in self.unsettled():
+            if (self.record(sid) or {}).get("state") == "stale":
+                waits.append(0.0)  # due at once
+                continue
             expires = (self.record(sid) or {}).get("claim_expires_at")
             if isinstance(expires, str):
                 at = datetime.fromisoformat(expires.replace("Z", "+00:00"))
@@ -457,9 +489,12 @@ class World:
         max_cycles: int = 3,
         after_cycle: Callable[[int], None] | None = None,
     ) -> tuple[int, list[Proc]]:
-        """Run up to `max_cycles` cycles (`run --once`), waiting out live claims between them
-        as the daemon does; returns (cycles until settled or max_cycles + 1, processes).
-        `after_cycle(n)` runs after cycle n (to end a fault that lasts one cycle)."""
+        """Run up to `max_cycles` cycles (`run --once`) until settled; (cycles, processes).
+
+        Between cycles it waits out live claims and settling windows as the
+        daemon does; cycles is max_cycles + 1 when it never settled.
+        `after_cycle(n)` runs after cycle n (to end a fault that lasts one cycle).
+        """
         procs = []
         for cycle in range(1, max_cycles + 1):
             procs.append(self.run_once(config=config))
@@ -469,7 +504,8 @@ class World:
                 return cycle, procs
             wait = self.earliest_claim_expiry()
             if wait is not None:
-                time.sleep(min(wait, CLAIM_TTL) + 0.3)
+                # A settling window lasts up to 2 x claim_ttl (a first rotation).
+                time.sleep(min(wait, 2 * CLAIM_TTL) + 1.3)
         return max_cycles + 1, procs
 
     # -- teardown -------------------------------------------------------------

@@ -14,7 +14,7 @@ import urllib.request
 
 from rotator.sandbox import ISSUED
 from tests.chaos.conftest import WorldFactory
-from tests.chaos.harness import FIGURES, render_toml, wait_until
+from tests.chaos.harness import CLAIM_TTL, FIGURES, render_toml, wait_until
 from tests.conftest import leaked, remember_output
 
 
@@ -37,7 +37,8 @@ def test_fault_paths_print_no_secret(make_world: WorldFactory) -> None:
     assert (-signal.SIGKILL, True) == (victim.returncode, bool(world.rotating()))
     world.monite.faults.latency = 0.0
     daemon = world.spawn("run", config=cfg)
-    assert wait_until(world.settled, 20, 0.05)
+    # Claims expire, the takeovers settle, one more rotation: about 3 x claim_ttl.
+    assert wait_until(world.settled, 3 * CLAIM_TTL + 20, 0.05)
     with urllib.request.urlopen(f"http://127.0.0.1:{world.health_port}/metrics", timeout=5) as r:
         metrics = r.read().decode()
     remember_output(metrics)

@@ -36,7 +36,9 @@ from tests.chaos.harness import (
 from tests.conftest import leaked, remember_output
 
 SUBSCRIPTIONS = trials(150, 500)
-CYCLES = trials(5, 10)
+# Long enough for a first rotation's settling window (2 x claim_ttl: the
+# subscriptions start unmanaged) and then max_age to pass.
+CYCLES = trials(12, 14)
 INTERVAL = trials(2, 3)  # seconds between cycles
 MAX_AGE = trials(5, 9)  # seconds: every subscription falls due again during the run
 TOLERANCE = 0.5  # seconds: commit time vs. Monite's response time
