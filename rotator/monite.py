@@ -323,7 +323,7 @@ class MoniteClient:
                 response = await self._send(method, path, params, json_body, token)
             except (*_HTTPX_ERRORS, TimeoutError) as exc:
                 self.requests[operation, 0] += 1
-                error = _translate(exc, operation=operation, host=self._host)
+                error = _translate(exc, operation=operation, host=self._host, clock=self._clock)
                 cause = exc
             else:
                 status = response.status_code
@@ -449,18 +449,18 @@ def translate_httpx_error(
     The message names the operation, the exception class and the host only:
     httpx messages and requests can carry URLs, headers and bodies.
     """
-    return _translate(exc, operation=operation, host=None)
+    return _translate(exc, operation=operation, host=None, clock=SystemClock())
 
 
-def _translate(exc: BaseException, *, operation: str, host: str | None) -> MoniteError:
+def _translate(
+    exc: BaseException, *, operation: str, host: str | None, clock: Clock
+) -> MoniteError:
     where = _request_host(exc) or host or "Monite"
     what = f"Monite {operation}: {type(exc).__name__} talking to {where}"
     # Most specific classes first: the families below them overlap.
     if isinstance(exc, httpx.HTTPStatusError):
         response = exc.response
-        return _error_for_status(
-            operation, response.status_code, "", _retry_after(response, SystemClock())
-        )
+        return _error_for_status(operation, response.status_code, "", _retry_after(response, clock))
     # Only a failure to connect proves the request never left; after that,
     # Monite may have acted on it whatever we saw.
     sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)

@@ -150,18 +150,29 @@ def final_table(
     for sid in ids:
         label, object_type, status = subs[sid]
         found = vault.kv_read(settings.vault.mount, f"{settings.vault.path_prefix}/{sid}")
+        state = "-"
         if found is None:
             age, matches = "-", "no record"
         else:
             data, _version = found
             record = Record.from_vault(sid, data, _version)
+            state = record.state
             record_age = record.age(now)
             age = "-" if record_age is None else f"{record_age.total_seconds():.0f}s"
             same = data.get("secret") == monite.current_secret(sid)
             matches = "yes" if same else "NO"
             all_match = all_match and same
         rows.append(
-            (sid[:8], label, object_type, status, age, str(monite.regenerate_count(sid)), matches)
+            (
+                sid[:8],
+                label,
+                object_type,
+                status,
+                age,
+                state,
+                str(monite.regenerate_count(sid)),
+                matches,
+            )
         )
     return rows, all_match
 
@@ -173,6 +184,7 @@ def print_table(rows: list[tuple[str, ...]], out: TextIO) -> None:
         "OBJECT TYPE",
         "STATUS",
         "SECRET AGE",
+        "STATE",
         "ROTATIONS",
         "VAULT = MONITE",
     )
@@ -207,6 +219,12 @@ async def _demo(duration: float, out: TextIO) -> int:
             else "MISMATCH: some record in Vault does not hold Monite's current secret."
         )
         print(f"\n{verdict}", file=out)
+        if any(row[5] == "settling" for row in rows):
+            print(
+                "A `settling` record is rotated once more when its window has passed: it was\n"
+                "just taken under management, or an earlier regenerate could still land.",
+                file=out,
+            )
         return 0 if all_match else 1
 
 
