@@ -3,6 +3,17 @@
 Owns the wire (a deliberately small HTTP/1.1 server on asyncio streams: one
 GET or HEAD per connection, bounded request size and read time) and the
 probe cache that stops readiness checks from hammering Monite's rate limit.
+
+The endpoint must never take resources from rotations: it holds at most
+`max_connections` connections at once (the listen backlog is as small). A new
+connection beyond that replaces the one that has waited longest for its
+request head, so idle connections cannot lock real probes out; when every
+held connection is being answered, the new one is closed at once. A client
+that does not send its request head within `read_timeout`, or does not read
+its answer within as long, is dropped. A flood of idle connections to the
+probe port therefore costs a bounded number of file descriptors, and the
+claims, regenerates and commits of rotations still get the sockets they need.
+
 What "alive", "ready" and the metrics text mean is decided by the daemon and
 handed in as callables, so this module knows nothing about rotations.
 
@@ -13,8 +24,9 @@ the request (reasons pass through the audit redactor as a last line of defence).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +36,8 @@ from rotator.audit import scrub_text
 
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_SECONDS = 5.0
+MAX_CONNECTIONS = 32
+ACCEPT_RETRY_SECONDS = 0.1
 
 _REASONS = {
     200: "OK",
@@ -104,47 +118,124 @@ class CachedProbe:
 
 
 class HealthServer:
-    """Serves `routes` on host:port until `close()`."""
+    """Serves `routes` on host:port until `close()`.
 
-    def __init__(self, routes: Routes, host: str, port: int) -> None:
+    Accepts connections itself, one at a time, so that it never holds more
+    sockets than `max_connections` (plus the one being accepted), however many
+    clients knock at once (module docstring).
+    """
+
+    def __init__(
+        self,
+        routes: Routes,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+    ) -> None:
         self._routes = routes
         self._host = host
         self._port = port
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._max_connections = max_connections
+        self._read_timeout = read_timeout
+        self._listeners: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
+        # Connections being served, and those of them still waiting for their
+        # request head; both in order of arrival.
+        self._connections: dict[socket.socket, asyncio.Task[None]] = {}
+        self._waiting: dict[socket.socket, asyncio.Task[None]] = {}
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound (host, port): the real port when 0 was asked for."""
-        if self._server is None or not self._server.sockets:
+        if not self._listeners:
             return self._host, self._port
-        name = self._server.sockets[0].getsockname()
+        name = self._listeners[0].getsockname()
         return str(name[0]), int(name[1])
 
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are being served right now (at most the cap)."""
+        return len(self._connections)
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve_connection, self._host, self._port, limit=MAX_REQUEST_BYTES
+        """Listen on every address `host` resolves to (an OSError if one cannot be bound)."""
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
+        listeners: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                listener = socket.socket(family, kind, proto)
+                listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listener.bind(address)
+                # A small backlog: a flood waits in (or is dropped by) the kernel.
+                listener.listen(self._max_connections)
+                listener.setblocking(False)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        self._listeners = listeners
+        self._acceptors = [asyncio.create_task(self._accept(sock)) for sock in listeners]
 
     async def close(self) -> None:
-        if self._server is None:
+        if not self._listeners:
             return
-        self._server.close()
-        for task in list(self._connections):
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for listener in self._listeners:
+            listener.close()
+        self._listeners, self._acceptors = [], []
+        tasks = list(self._connections.values())
+        for task in tasks:
             task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError:
+                # Out of file descriptors, or the client gave up: the next
+                # connections wait in the kernel's backlog meanwhile.
+                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            if len(self._connections) >= self._max_connections and not self._evict_oldest_waiting():
+                # Every held connection is being answered: hang up at once,
+                # without reading the request (waiting would hold the socket).
+                conn.close()
+            else:
+                conn.setblocking(False)
+                task = asyncio.create_task(self._serve(conn))
+                # Closes the socket of a task cancelled before it even started.
+                task.add_done_callback(functools.partial(_close, conn))
+                self._connections[conn] = task
+                self._waiting[conn] = task
+            # Lets a connection hung up on close its socket before the next accept.
+            await asyncio.sleep(0)
+
+    def _evict_oldest_waiting(self) -> bool:
+        """Hang up on the connection waiting longest for its request head; False if none waits."""
+        if not self._waiting:
+            return False
+        conn, task = next(iter(self._waiting.items()))
+        del self._waiting[conn]
+        del self._connections[conn]
+        task.cancel()  # its socket is closed as the cancellation reaches it
+        return True
+
+    async def _serve(self, conn: socket.socket) -> None:
         try:
-            status, content_type, body, headers, head_only = await self._answer(reader)
+            status, content_type, body, headers, head_only = await self._answer(conn)
             lines = [
                 f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
                 f"Content-Type: {content_type}",
@@ -153,32 +244,30 @@ class HealthServer:
                 "Connection: close",
                 *(f"{name}: {value}" for name, value in headers.items()),
             ]
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            answer = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
             if not head_only:
-                writer.write(body)
-            await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
+                answer += body
+            loop = asyncio.get_running_loop()
+            # A client that does not read its answer is dropped after the timeout.
+            await asyncio.wait_for(loop.sock_sendall(conn, answer), timeout=self._read_timeout)
+        except (OSError, TimeoutError, asyncio.CancelledError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            if task is not None:
-                self._connections.discard(task)
+            conn.close()
+            self._waiting.pop(conn, None)
+            self._connections.pop(conn, None)
 
-    async def _answer(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[int, str, bytes, dict[str, str], bool]:
+    async def _answer(self, conn: socket.socket) -> tuple[int, str, bytes, dict[str, str], bool]:
         try:
-            head = await asyncio.wait_for(
-                reader.readuntil(b"\r\n\r\n"), timeout=READ_TIMEOUT_SECONDS
-            )
+            head = await asyncio.wait_for(_read_head(conn), timeout=self._read_timeout)
         except TimeoutError:
             return (*_json(408, {"error": "request not received in time"}), {}, False)
         except asyncio.LimitOverrunError:
             return (*_json(431, {"error": "request head too large"}), {}, False)
         except asyncio.IncompleteReadError:
             return (*_json(400, {"error": "incomplete request"}), {}, False)
+        finally:
+            self._waiting.pop(conn, None)  # answering now: no longer the first to evict
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = request_line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -197,6 +286,26 @@ class HealthServer:
         except Exception:  # a bug in a probe must read as unhealthy, not a dropped connection
             return (*_json(500, {"error": "internal error"}), {}, head_only)
         return (*_json(200 if verdict.ok else 503, _scrubbed(verdict.detail)), {}, head_only)
+
+
+def _close(conn: socket.socket, _: object) -> None:
+    conn.close()
+
+
+async def _read_head(conn: socket.socket) -> bytes:
+    """The request head up to its blank line; the reading is bounded by MAX_REQUEST_BYTES."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while True:
+        chunk = await loop.sock_recv(conn, 65536)
+        if not chunk:
+            raise asyncio.IncompleteReadError(data, None)
+        data += chunk
+        end = data.find(b"\r\n\r\n")
+        if end >= 0 and end + 4 <= MAX_REQUEST_BYTES:
+            return data[: end + 4]
+        if end >= 0 or len(data) > MAX_REQUEST_BYTES:
+            raise asyncio.LimitOverrunError("request head too large", len(data))
 
 
 def _json(status: int, body: Mapping[str, Any]) -> tuple[int, str, bytes]:

@@ -509,14 +509,14 @@ def test_systemd_security_exposure_within_target(unit: str) -> None:
 
 
 def test_daemon_unit_contract() -> None:
-    """The daemon unit matches what `rotator run` does: notify, watchdog, exit 78, drain."""
+    """The daemon unit matches `rotator run`: notify, watchdog, exit 78, drain, no core files."""
     unit = _unit(SYSTEMD / "monite-secret-rotator.service")
     assert {
         "Service.Type": ["notify"],
         "Service.NotifyAccess": ["main"],
         "Service.WatchdogSec": ["60"],
         "Service.Restart": ["on-failure"],
-        "Service.RestartPreventExitStatus": ["78"],
+        "Service.RestartPreventExitStatus": ["77 78"],
         "Service.TimeoutStopSec": ["40"],
         "Service.ExecReload": ["/bin/kill -HUP $MAINPID"],
         "Service.ExecStart": [
@@ -528,6 +528,7 @@ def test_daemon_unit_contract() -> None:
         ],
         "Service.DynamicUser": ["yes"],
         "Service.MemoryDenyWriteExecute": ["yes"],
+        "Service.LimitCORE": ["0"],
         "Install.WantedBy": ["multi-user.target"],
     } == {key: unit[key] for key in unit if key in _DAEMON_KEYS}
     timeout = parse_duration(_toml(SYSTEMD / "rotator.toml")["rotation"]["shutdown_timeout"])
@@ -548,6 +549,7 @@ _DAEMON_KEYS = frozenset(
         "Service.LoadCredential",
         "Service.DynamicUser",
         "Service.MemoryDenyWriteExecute",
+        "Service.LimitCORE",
         "Install.WantedBy",
     }
 )

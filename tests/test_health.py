@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
+import os
+import resource
+import socket
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.engine import CycleReport, Outcome
-from rotator.health import CachedProbe, HealthServer, Routes, Verdict
+from rotator.health import MAX_CONNECTIONS, CachedProbe, HealthServer, Routes, Verdict
 from rotator.metrics import CONTENT_TYPE, Metrics
 from rotator.model import Record, Subscription
 from rotator.policy import Decision
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.vault import VaultEmulator
+from tests.conftest import remember_output
+from tests.daemon_harness import PREFIX, Config, DaemonProcess
 
 
 async def fetch(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -101,6 +112,101 @@ async def test_close_drops_idle_connections(server: tuple[HealthServer, dict]) -
         assert b"" == await asyncio.wait_for(reader.read(), timeout=2)
     finally:
         writer.close()
+
+
+def plain_routes(metrics: bytes = b"rotator_up 1\n") -> Routes:
+    async def ready() -> Verdict:
+        return Verdict(True, {"ready": True})
+
+    return Routes(
+        live=lambda: Verdict(True, {"status": "ok"}),
+        ready=ready,
+        metrics=lambda: metrics,
+        metrics_content_type=CONTENT_TYPE,
+    )
+
+
+async def hung_up(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server closed the connection without an answer within `within` seconds."""
+    try:
+        return b"" == await asyncio.wait_for(reader.read(), timeout=within)
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def test_idle_connections_beyond_the_cap_make_room_for_probes() -> None:
+    """Cap 4, 10 idle connections: 6 oldest closed at once, /healthz answers, the rest time out."""
+    health = HealthServer(plain_routes(), "127.0.0.1", 0, max_connections=4, read_timeout=1.0)
+    await health.start()
+    port = health.address[1]
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(10):
+            idle.append(await asyncio.open_connection("127.0.0.1", port))
+            await asyncio.sleep(0.01)  # the server takes each one before the next arrives
+        closed = await asyncio.gather(*(hung_up(reader, 0.3) for reader, _ in idle))
+        assert ([True] * 6 + [False] * 4, 4) == (closed, health.open_connections)
+        assert 200 == (await asyncio.wait_for(fetch(port, get("/healthz")), timeout=2))[0]
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(reader.read(), timeout=3) for reader, _ in idle[7:])
+        )
+        assert [b"HTTP/1.1 408"] * 3 == [answer[:12] for answer in answers]
+        await asyncio.sleep(0.05)
+        assert 0 == health.open_connections
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await health.close()
+
+
+async def test_busy_connections_at_the_cap_refuse_new_ones_at_once() -> None:
+    """Cap 2, both held connections being answered: a third is closed at once, not kept waiting."""
+    release = asyncio.Event()
+
+    async def slow_ready() -> Verdict:
+        await release.wait()
+        return Verdict(True, {"ready": True})
+
+    routes = plain_routes()
+    routes = Routes(routes.live, slow_ready, routes.metrics, routes.metrics_content_type)
+    health = HealthServer(routes, "127.0.0.1", 0, max_connections=2, read_timeout=2.0)
+    await health.start()
+    port = health.address[1]
+    try:
+        busy = [asyncio.create_task(fetch(port, get("/readyz"))) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert (True, 2) == (await hung_up(reader, 0.5), health.open_connections)
+        finally:
+            writer.close()
+        release.set()
+        assert [200, 200] == [answer[0] for answer in await asyncio.gather(*busy)]
+    finally:
+        release.set()
+        await health.close()
+
+
+async def test_client_that_never_reads_its_answer_is_dropped() -> None:
+    """A client that asks for a 32 MB answer and never reads it is dropped after the timeout."""
+    health = HealthServer(plain_routes(b"x" * (32 << 20)), "127.0.0.1", 0, read_timeout=0.5)
+    await health.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", health.address[1])
+    try:
+        writer.write(get("/metrics"))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        assert 1 == health.open_connections
+        for _ in range(30):  # bounded: 3 s
+            if not health.open_connections:
+                break
+            await asyncio.sleep(0.1)
+        assert 0 == health.open_connections
+    finally:
+        writer.close()
+        await health.close()
 
 
 async def test_probe_is_cached_and_shared() -> None:
@@ -198,3 +304,83 @@ def test_failed_cycle_keeps_gauges() -> None:
     registry = metrics.registry
     assert 1.0 == registry.get_sample_value("rotator_cycles_total", {"result": "error"})
     assert 2.0 == registry.get_sample_value("rotator_orphaned_records")
+
+
+# ---------------------------------------------------------------------------
+# A real daemon under a flood of idle connections to its probe port
+# ---------------------------------------------------------------------------
+
+FLOOD = 300
+FD_LIMIT = 128  # the daemon's open-file limit in the flood test
+
+
+def probe_connections_held(pid: int, port: int) -> int:
+    """How many connections to `port` process `pid` holds open (not its listening socket)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            listening = "0A" == fields[3]
+            if local_port == port and not listening and fields[9] in inodes:
+                held += 1
+    return held
+
+
+def healthz_status(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        remember_output(response.read().decode())
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_idle_connection_flood_starves_neither_probes_nor_rotations(
+    tmp_path: Path, monite: MoniteEmulator, vault: VaultEmulator, vault_token: str
+) -> None:
+    """300 idle probe connections, 128 files: the daemon holds 32, /healthz answers, all rotate."""
+    ids = [monite.seed() for _ in range(3)]
+    vault.seal()  # the daemon waits in preflight: endpoint up, no cycle yet
+    config = Config(tmp_path, monite, vault, vault_token)
+    config.write()
+    daemon = DaemonProcess(config.path)
+    flood: list[socket.socket] = []
+    try:
+        daemon.wait_for("daemon.preflight_failed")
+        pid = daemon.proc.pid
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+        for _ in range(FLOOD):
+            sock = socket.socket()
+            flood.append(sock)
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", config.port))
+        held = []
+        for _ in range(8):  # bounded: about a second
+            time.sleep(0.12)
+            held.append(probe_connections_held(pid, config.port))
+        # The cap is reached and held, plus at most the connection being
+        # accepted while the oldest idle one is closing.
+        too_many = [n for n in held if n > MAX_CONNECTIONS + 1]
+        assert (True, []) == (max(held) >= MAX_CONNECTIONS, too_many)
+        assert 200 == healthz_status(config.port)
+        vault.unseal()
+        daemon.wait_for("cycle.finished", timeout=10)
+        assert 200 == healthz_status(config.port)
+        assert [monite.current_secret(sid) for sid in ids] == [
+            (vault.kv_read("secret", f"{PREFIX}/{sid}") or ({},))[0].get("secret") for sid in ids
+        ]
+        assert [] == [e for e in daemon.events if e["level"] in ("error", "critical")]
+        assert 0 == daemon.stop()
+    finally:
+        for sock in flood:
+            sock.close()
+        daemon.close()
