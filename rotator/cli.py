@@ -1,9 +1,11 @@
 """The `rotator` command line: argument parsing, exit codes, and nothing else.
 
 Exit codes (DESIGN.md): 0 all good, 1 some rotation failed, 2 usage,
-69 a dependency is unreachable, 78 bad configuration; the daemon adds 70 for
-an internal error (a bug), 130 is Ctrl-C. A user mistake gets one
-line on stderr and no traceback.
+69 a dependency is unreachable, 77 a dependency refused our credentials
+(Monite or Vault said 401/403: a wrong token, client secret or AppRole/
+Kubernetes login, or a Vault policy that denies a path), 78 bad configuration;
+the daemon adds 70 for an internal error (a bug), 130 is Ctrl-C. A user
+mistake gets one line on stderr and no traceback.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rotator import __version__
-from rotator.audit import configure_logging
-from rotator.config import Settings, load_settings
+from rotator.audit import CONFIG_SECRET_FILE_EXPOSED, configure_logging, get_logger
+from rotator.config import ExposedFile, Settings, load_settings
 from rotator.engine import (
     CycleReport,
     Engine,
@@ -33,13 +35,15 @@ from rotator.engine import (
     owner_identity,
     subscriptions_missing,
 )
-from rotator.errors import ConfigError, DependencyError
+from rotator.errors import ConfigError, DependencyError, MoniteAuthError, VaultAuthError
+from rotator.hardening import harden_process
 from rotator.policy import REASONS, Decision, Force
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 69
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: Monite or Vault unreachable
+EXIT_NOPERM = 77  # sysexits EX_NOPERM: Monite or Vault refused our credentials
 EXIT_CONFIG = 78
 
 
@@ -59,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit codes: 0 all good, 1 some rotation failed, 2 usage, "
-            "69 Monite or Vault unreachable, 70 internal error, 78 bad configuration, "
-            "130 interrupted."
+            "69 Monite or Vault unreachable, 70 internal error, 77 Monite or Vault refused "
+            "our credentials (token, client secret, login, or a policy denies a path), "
+            "78 bad configuration, 130 interrupted."
         ),
     )
     parser.add_argument("--version", action="version", version=f"rotator {__version__}")
@@ -160,13 +165,14 @@ def _positive_seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 < value <= 3600:
+    if not 1 <= value <= 3600:  # also refuses nan, which compares false with everything
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 1 and 3600")
     return value
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    harden_process()  # no core dump may hold a secret: before any config is read
     environ = os.environ if environ is None else environ
     parser = build_parser()
     try:
@@ -179,8 +185,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         return run_demo(duration=args.duration)
 
+    exposed: list[ExposedFile] = []
     try:
-        settings = load_settings(args.config, environ)
+        settings = load_settings(args.config, environ, exposed=exposed)
     except ConfigError as exc:
         _say(f"config error: {exc}")
         return EXIT_CONFIG
@@ -192,6 +199,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         level=settings.log.level,
         stream=sys.stderr if quiet else sys.stdout,
     )
+    for exposed_file in exposed:  # said once logging is set up; a warning, never a refusal
+        get_logger().warning(CONFIG_SECRET_FILE_EXPOSED, **exposed_file.audit_fields())
     owner = owner_identity(socket.gethostname(), os.getpid())
     try:
         if args.command == "run" and args.once:
@@ -207,7 +216,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return asyncio.run(_check(settings, owner))
     except DependencyError as exc:
         _say(str(exc))
-        return EXIT_UNAVAILABLE
+        return dependency_exit_code(exc)
     except KeyboardInterrupt:
         return 130
 
@@ -216,10 +225,15 @@ def _say(message: str) -> None:
     print(f"rotator: {message}", file=sys.stderr)
 
 
+def dependency_exit_code(exc: DependencyError) -> int:
+    """77 when Monite or Vault refused our credentials (waiting cannot fix those), else 69."""
+    return EXIT_NOPERM if isinstance(exc, MoniteAuthError | VaultAuthError) else EXIT_UNAVAILABLE
+
+
 def _exit_code(report: CycleReport) -> int:
     if report.error is not None:
         _say(report.error)
-        return EXIT_UNAVAILABLE
+        return EXIT_NOPERM if report.refused else EXIT_UNAVAILABLE
     _say(report.summary())
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -370,11 +384,13 @@ def _plan_row(decision: Decision) -> dict[str, Any]:
 
 
 def _display_url(url: str) -> str:
-    """A webhook URL without user info or query: those often carry credentials."""
+    """A webhook URL without user info or query: those often carry credentials.
+
+    The host and port are shown as Monite lists them: urllib's `.port` raises
+    on a port it deems invalid (99999), and a listing must never crash on one.
+    """
     parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     query = "?…" if parts.query else ""
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 

@@ -21,7 +21,9 @@ live in Vault (`monite.credentials_path`); they are read when the engine opens.
 
 Validation happens here and only here; every failure is a ConfigError whose
 one-line message names the key, the problem and the fix, and never a value
-that could be a secret.
+that could be a secret. Files are read only when they are regular files and
+only up to a cap (CONFIG_FILE_LIMIT, SECRET_FILE_LIMIT), so a FIFO, a device
+or a huge file is a ConfigError at once, never a hang or a MemoryError.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
 
 from apscheduler.triggers.cron import CronTrigger
@@ -732,7 +736,7 @@ def _rules_from_env(value: object) -> object:
     if isinstance(value, str):
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ValueError(
                 'must be a JSON array of rule tables, like [{"object_type": "payable", '
                 '"max_age": "7d"}]'
@@ -845,28 +849,139 @@ def resolve_config_path(path: Path | None, environ: Mapping[str, str]) -> Path |
     return Path(from_env) if from_env else None
 
 
+# The most read from a file. A config file is a few kilobytes and a secret file
+# one value; anything bigger is a wrong path (a log, a disk image, /dev/zero)
+# and reading it whole would exhaust memory before saying so.
+# The config cap also bounds the time TOML parsing takes (about 0.5 s at worst
+# for 256 KiB of hostile TOML); a real config with thousands of rules fits.
+CONFIG_FILE_LIMIT: Final = 256 * 1024
+SECRET_FILE_LIMIT: Final = 64 * 1024
+# tomllib takes time quadratic in the parts of a dotted key (one 20 KB key
+# takes over a second); no setting is more than three parts deep, so a line
+# with more key dots than this is refused before parsing.
+_MAX_KEY_DOTS: Final = 16
+# Strings and comments (whose dots are not key dots), line ends, and dots.
+_TOML_DOTS = re.compile(
+    r'"""(?:\\.|[^\\])*?"{3,5}'  # multi-line basic string (up to 2 quotes end its content)
+    r"|'''.*?'{3,5}"  # multi-line literal string
+    r'|"(?:\\.|[^"\\\n])*"'  # basic string
+    r"|'[^'\n]*'"  # literal string
+    r"|#[^\n]*"  # comment
+    r"|(\n)|(\.)",
+    re.DOTALL,
+)
+# Permission bits that let users other than the owner read or write a file.
+_SHARED_BITS: Final = 0o066
+
+
+def _size_text(size: int) -> str:
+    return f"{size // (1024 * 1024)} MiB" if size >= 1024 * 1024 else f"{size // 1024} KiB"
+
+
+class _Unreadable(Exception):
+    """A file refused before or while reading it: not a regular file, or over the size cap."""
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def _read_capped(path: Path, limit: int) -> tuple[bytes, int]:
+    """The bytes of the regular file at `path` (at most `limit`) and its mode bits.
+
+    Never blocks and never reads without bound: a FIFO, a device (/dev/zero)
+    or a socket is refused before it is opened, and again after (the path may
+    have changed in between); the open itself is non-blocking. Raises OSError
+    as `open` does (IsADirectoryError for a directory) and _Unreadable.
+    """
+    too_big = f"is larger than {_size_text(limit)}"
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unreadable(f"is {_file_kind(info.st_mode)}, not a regular file")
+    if info.st_size > limit:
+        raise _Unreadable(too_big)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unreadable(f"is {_file_kind(info.st_mode)}, not a regular file")
+        chunks: list[bytes] = []
+        left = limit + 1  # one byte more than allowed tells "too big" from "exactly the cap"
+        while left > 0:
+            chunk = os.read(fd, min(left, 64 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise _Unreadable(too_big)
+    return data, info.st_mode
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     fix = "pass --config PATH or set ROTATOR_CONFIG"
     try:
-        data = path.read_bytes()
+        data, _ = _read_capped(path, CONFIG_FILE_LIMIT)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; {fix}") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory; {fix} to a file") from None
+    except _Unreadable as exc:
+        raise ConfigError(
+            f"config file {path} {exc}; a config file is a regular file of at most "
+            f"{_size_text(CONFIG_FILE_LIMIT)}: check the path ({fix})"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"config file {path} cannot be read ({exc.strerror}); check its permissions"
         ) from None
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    _check_key_dots(text, path)
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} nests arrays or inline tables too deeply to read; "
+            "no setting needs more than a few levels: flatten it"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         text = " ".join(str(exc).split())
         where = re.search(r"\(at line (\d+), column (\d+)\)$", text)
         if where:
             text = f"line {where[1]}, column {where[2]}: {text[: where.start()].rstrip()}"
         raise ConfigError(f"config file {path} is not valid TOML: {text}") from None
+
+
+def _check_key_dots(text: str, path: Path) -> None:
+    """Refuse a line with more dots outside strings and comments than any key needs."""
+    dots = 0
+    for match in _TOML_DOTS.finditer(text):
+        if match[1]:
+            dots = 0
+        elif match[2]:
+            dots += 1
+            if dots > _MAX_KEY_DOTS:
+                line = text.count("\n", 0, match.start()) + 1
+                raise ConfigError(
+                    f"config file {path} line {line}: more than {_MAX_KEY_DOTS} dots outside "
+                    "strings, a dotted key deeper than any setting; write it as [table] "
+                    "and key = value"
+                )
 
 
 def _file_layer(path: Path) -> _Layer:
@@ -1084,10 +1199,47 @@ def _named(layer: _Layer, group: str, *keys: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _read_secret(path: Path, key: str, origin: str | None) -> str:
+@dataclasses.dataclass(frozen=True)
+class ExposedFile:
+    """A secret file that users other than its owner may read or write.
+
+    Worth a warning, not a refusal: Kubernetes mounts Secrets 0644 unless told
+    otherwise. Carries the file's name and mode, never its content.
+    """
+
+    # What named the file, as in error messages: "vault.token_file",
+    # "monite.client_secret (from systemd credential monite_client_secret)".
+    setting: str
+    path: str
+    mode: int
+
+    def audit_fields(self) -> dict[str, str]:
+        """The fields of the `config.secret_file_exposed` audit event."""
+        can: list[str] = []
+        for who, shift in (("group", 3), ("others", 0)):
+            rights = [
+                right
+                for right, bit in (("read", 0o4), ("write", 0o2))
+                if self.mode & (bit << shift)
+            ]
+            if rights:
+                can.append(f"{who} can {' and '.join(rights)} it")
+        return {
+            "setting": self.setting,
+            "file": self.path,
+            "mode": f"{stat.S_IMODE(self.mode):04o}",
+            "access": "; ".join(can),
+            "fix": f"chmod 600 {self.path}, or mount the Kubernetes Secret with defaultMode 0400",
+        }
+
+
+def _read_secret(
+    path: Path, key: str, origin: str | None, exposed: list[ExposedFile] | None = None
+) -> str:
     where = f"{key}{f' (from {origin})' if origin else ''}"
     try:
-        text = path.read_text(encoding="utf-8")
+        data, mode = _read_capped(path, SECRET_FILE_LIMIT)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{where}: file {path} does not exist; create it or fix the path"
@@ -1096,10 +1248,17 @@ def _read_secret(path: Path, key: str, origin: str | None) -> str:
         raise ConfigError(f"{where}: {path} is a directory; point it at a file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: file {path} is not UTF-8 text") from None
+    except _Unreadable as exc:
+        raise ConfigError(
+            f"{where}: file {path} {exc}; a secret file is a regular file holding only the "
+            f"value (at most {_size_text(SECRET_FILE_LIMIT)}): fix the path"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"{where}: file {path} cannot be read ({exc.strerror}); check its permissions"
         ) from None
+    if exposed is not None and mode & _SHARED_BITS:
+        exposed.append(ExposedFile(where, str(path), mode))
     # Editors, `echo` and `kubectl create secret --from-file` leave a newline
     # (or spaces) around the value: dropped, as for every other source. A line
     # break inside is a malformed file, and sending it to Monite or Vault would
@@ -1125,7 +1284,9 @@ def _used(raw: Raw, group: str, key: str) -> bool:
     return owner is None or owner == (method.lower() if isinstance(method, str) else method)
 
 
-def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> None:
+def _resolve_secrets(
+    raw: Raw, origins: Origins, environ: Mapping[str, str], exposed: list[ExposedFile]
+) -> None:
     if origins.get(("vault", "token")) == "VAULT_TOKEN" and not _used(raw, "vault", "token"):
         del raw["vault"]["token"]
         del origins[("vault", "token")]
@@ -1138,14 +1299,16 @@ def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> 
             if not isinstance(location, str) or not location:
                 suffix = f" (from {origin})" if origin else ""
                 raise ConfigError(f"{group}.{file_key}{suffix}: must be a file path string")
-            table[key] = _read_secret(Path(location), f"{group}.{file_key}", origin)
+            table[key] = _read_secret(Path(location), f"{group}.{file_key}", origin, exposed)
             origins[(group, key)] = f"file {location}"
             continue
         if key in table or not credentials or not _used(raw, group, key):
             continue
         path = Path(credentials) / credential
         if path.exists():
-            table[key] = _read_secret(path, f"{group}.{key}", f"systemd credential {credential}")
+            table[key] = _read_secret(
+                path, f"{group}.{key}", f"systemd credential {credential}", exposed
+            )
             origins[(group, key)] = f"systemd credential {path}"
 
     vault = raw["vault"]
@@ -1153,7 +1316,7 @@ def _resolve_secrets(raw: Raw, origins: Origins, environ: Mapping[str, str]) -> 
     if "token" not in vault and home and _used(raw, "vault", "token"):
         path = Path(home) / ".vault-token"
         if path.is_file():
-            vault["token"] = _read_secret(path, "vault.token", str(path))
+            vault["token"] = _read_secret(path, "vault.token", str(path), exposed)
             origins[("vault", "token")] = f"file {path}"
 
 
@@ -1258,16 +1421,24 @@ def _errors(
 # ---------------------------------------------------------------------------
 
 
-def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+def load_settings(
+    path: Path | None,
+    environ: Mapping[str, str],
+    *,
+    exposed: list[ExposedFile] | None = None,
+) -> Settings:
     """Build the settings from the file and `environ`; never reads os.environ itself.
 
     Raises ConfigError with a one-line message naming the key and the fix.
+    `exposed` (when given) receives every secret file that users other than its
+    owner may read or write, for the caller to warn about once logging is set up.
     """
     config_path = resolve_config_path(path, environ)
     layers = [] if config_path is None else [_file_layer(config_path)]
     layers += [_vault_layer(environ), _env_layer(environ)]
     raw, origins = _merge(layers)
-    _resolve_secrets(raw, origins, environ)
+    found: list[ExposedFile] = []
+    _resolve_secrets(raw, origins, environ, found)
 
     problems: list[tuple[Any, str]] = []
     policy = DEFAULT_POLICY
@@ -1291,4 +1462,24 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"
         raise ConfigError(message)
+    if exposed is not None:
+        exposed += found + _exposed_key_files(settings.vault)
     return settings
+
+
+def _exposed_key_files(vault: VaultSettings) -> list[ExposedFile]:
+    """The secret files others read later (the service account token, the TLS client key)."""
+    named: list[tuple[str, Path]] = []
+    if vault.auth_method == "kubernetes":
+        named.append(("vault.jwt_file", vault.jwt_file))
+    if vault.client_key is not None:
+        named.append(("vault.client_key", vault.client_key))
+    found: list[ExposedFile] = []
+    for setting, path in named:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # validation has seen it; reading it later says what is wrong
+        if mode & _SHARED_BITS:
+            found.append(ExposedFile(setting, str(path), mode))
+    return found

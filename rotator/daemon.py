@@ -18,7 +18,8 @@ Decisions that shape it:
   (each attempt bounded) until SIGTERM: Vault sealed or Monite down at boot
   must not crash-loop the unit. But when the *first* attempt fails with an
   error that is not retryable (credentials refused, a permission missing, an
-  answer that is not Monite's), it exits 69 at once: waiting cannot fix a
+  answer that is not Monite's), it exits at once (77 when credentials or a
+  permission were refused, 69 otherwise): waiting cannot fix a
   token or a base URL that are wrong, the fix is a new config or secret,
   which a restart picks up, and a failed unit is what an operator looks at.
 - **A reload never makes things worse.** SIGHUP re-reads the config with
@@ -74,6 +75,7 @@ from rotator import __version__
 from rotator.audit import (
     CONFIG_RELOAD_FAILED,
     CONFIG_RELOADED,
+    CONFIG_SECRET_FILE_EXPOSED,
     CYCLE_FAILED,
     DAEMON_CLAIM_CHECK,
     DAEMON_DRAIN_TIMEOUT,
@@ -87,9 +89,9 @@ from rotator.audit import (
     configure_logging,
 )
 from rotator.clock import Clock, SystemClock
-from rotator.config import ScheduleSettings, Settings, cron_trigger, load_settings
+from rotator.config import ExposedFile, ScheduleSettings, Settings, cron_trigger, load_settings
 from rotator.engine import CycleReport, Engine, open_engine
-from rotator.errors import ConfigError, DependencyError
+from rotator.errors import ConfigError, DependencyError, MoniteAuthError, VaultAuthError
 from rotator.health import CachedProbe, HealthServer, Routes, Verdict
 from rotator.metrics import CONTENT_TYPE, Metrics
 from rotator.model import format_time
@@ -299,7 +301,8 @@ class Daemon:
 
     async def serve(self) -> int:
         """Run until stopped; returns the exit code. Raises DependencyError or ConfigError
-        when the daemon cannot start at all (exit 69 / 78 in the CLI)."""
+        when the daemon cannot start at all (exit 69, 77 if credentials were refused, or
+        78 in the CLI)."""
         code = EXIT_OK
         try:
             await self._start_health(self._settings)
@@ -321,8 +324,9 @@ class Daemon:
                 log.info(DAEMON_READY, schedule=describe_schedule(self._settings.schedule))
                 await self._stop.wait()
             code = await self._drain()
-        except DependencyError:
-            code = 69
+        except DependencyError as exc:
+            # The CLI's exit code: 77 when our credentials were refused, else 69.
+            code = 77 if isinstance(exc, MoniteAuthError | VaultAuthError) else 69
             raise
         except ConfigError:
             code = 78
@@ -654,10 +658,18 @@ class Daemon:
         async with self._reload_lock:
             if self._stop.is_set():
                 return False
+            exposed: list[ExposedFile] = []
             try:
-                new = load_settings(self._config_path, self._environ)
+                new = load_settings(self._config_path, self._environ, exposed=exposed)
             except ConfigError as exc:
                 return self._reload_failed(str(exc))
+            except Exception as exc:  # a bug reading the file must not end the task unseen
+                return self._reload_failed(
+                    f"reading the configuration failed unexpectedly ({type(exc).__name__}); "
+                    "check the file, and report this as a bug"
+                )
+            for exposed_file in exposed:
+                log.warning(CONFIG_SECRET_FILE_EXPOSED, **exposed_file.audit_fields())
             old = self._settings
             rebuild = _connection_settings(old) != _connection_settings(new)
             new_engine: tuple[Engine, contextlib.AsyncExitStack] | None = None
@@ -866,7 +878,8 @@ def run_daemon(
     """Run until SIGTERM/SIGINT; returns the exit code (0, or 1 when the drain timed out).
 
     Raises DependencyError when the first preflight fails for good (the CLI
-    exits 69); returns 78 with one line on stderr when the endpoint cannot listen.
+    exits 77 if credentials were refused, else 69); returns 78 with one line on
+    stderr when the endpoint cannot listen.
     """
     try:
         return asyncio.run(

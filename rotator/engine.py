@@ -22,7 +22,13 @@ import structlog
 from rotator import audit
 from rotator.clock import Clock, SystemClock
 from rotator.config import RotationSettings, Settings
-from rotator.errors import DependencyError, MoniteError, VaultError
+from rotator.errors import (
+    DependencyError,
+    MoniteAuthError,
+    MoniteError,
+    VaultAuthError,
+    VaultError,
+)
 from rotator.model import Record, Subscription, format_time
 from rotator.monite import MoniteClient
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
@@ -32,6 +38,17 @@ from rotator.rotation import Context, Outcome, OutcomeKind, rotate
 from rotator.vault import VaultStore, read_monite_credentials
 
 log = structlog.get_logger("rotator.engine")
+
+# Rotations of one subscription whose regenerate ended on an answer we cannot read
+# (MoniteProtocolError), with no successful one between, before this process stops
+# regenerating it: each may have killed its secret, and asking again does not help.
+QUARANTINE_AFTER = 3
+QUARANTINE_HINT = (
+    "Monite's regenerate_secret answers for this subscription have a shape this rotator "
+    "cannot read, and each attempt may have replaced its secret: check monite.api_version "
+    "against Monite's API changelog or contact Monite support; its claim stays in Vault and "
+    "it is left alone until the daemon restarts or `rotator rotate --force --id` is run for it"
+)
 
 
 @dataclass(slots=True)
@@ -46,8 +63,10 @@ class CycleReport:
     unreadable: list[str] = field(default_factory=list)  # listed, record not readable
     next_claim_expiry: datetime | None = None  # on Vault's clock
     next_check_in: timedelta | None = None  # from the cycle's start: when a record falls due
+    quarantined: list[str] = field(default_factory=list)  # left alone after protocol failures
     finished_at: datetime | None = None
     error: str | None = None  # set when the cycle itself could not run
+    refused: bool = False  # ...because Monite or Vault refused our credentials (exit 77)
 
     def count(self, kind: OutcomeKind) -> int:
         return sum(1 for o in self.outcomes if o.kind == kind)
@@ -100,6 +119,8 @@ class Engine:
         self._records: dict[str, Record] = {}
         self._cache_loaded_at: float | None = None  # monotonic
         self._stale: set[str] = set()
+        self._protocol_failures: dict[str, int] = {}  # see QUARANTINE_AFTER
+        self._quarantined: set[str] = set()
         self._in_flight = 0
         self._stopping = False
         self._context = Context(
@@ -128,6 +149,11 @@ class Engine:
     def in_flight(self) -> int:
         """Rotations between claim and the end of their commit."""
         return self._in_flight
+
+    @property
+    def quarantined(self) -> frozenset[str]:
+        """Subscriptions this process no longer regenerates (see QUARANTINE_AFTER)."""
+        return frozenset(self._quarantined)
 
     def request_stop(self) -> None:
         """Start no new rotation; those already claimed run on to their commit."""
@@ -190,6 +216,7 @@ class Engine:
                 now = await self._vault_now(records.values())
             except DependencyError as exc:
                 report.error = str(exc)
+                report.refused = isinstance(exc, MoniteAuthError | VaultAuthError)
                 report.finished_at = self._clock.now()
                 log.error(audit.CYCLE_FAILED, reason=_reason_of(exc), error=str(exc))
                 return report
@@ -208,6 +235,17 @@ class Engine:
             for decision in report.decisions:
                 if decision.action == "skip":
                     report.outcomes.append(self._skipped(decision))
+            # An id forced by name is someone asking to try again.
+            retry = force.ids if force is not None else frozenset()
+            held = {
+                d.subscription.id
+                for d in due
+                if d.subscription.id in self._quarantined and d.subscription.id not in retry
+            }
+            for decision in due:
+                if decision.subscription.id in held:
+                    report.outcomes.append(self._skipped(decision, reason="quarantined"))
+            due = [d for d in due if d.subscription.id not in held]
             # A forced rotation is someone asking now: the cap does not apply.
             cap = 0 if force is not None else self._rotation.max_rotations_per_cycle
             if cap and len(due) > cap:
@@ -232,13 +270,15 @@ class Engine:
                     return await self.rotate(decision)
 
             report.outcomes.extend(await asyncio.gather(*(bounded(d) for d in due)))
-            # Orphans are never rotated, so their claims must not schedule checks.
+            # Orphans and quarantined subscriptions are not rotated, so their claims
+            # must not schedule checks.
             listed = [
                 self._records[d.subscription.id]
                 for d in report.decisions
-                if d.subscription.id in self._records
+                if d.subscription.id in self._records and d.subscription.id not in self._quarantined
             ]
             self._next_check(report, listed, now)
+            report.quarantined = sorted(self._quarantined)
             report.finished_at = self._clock.now()
             log.info(
                 audit.CYCLE_FINISHED,
@@ -340,9 +380,36 @@ class Engine:
         """Run the protocol (`rotator.rotation`) for one subscription; never raises."""
         self._in_flight += 1
         try:
-            return await rotate(self._context, decision)
+            outcome = await rotate(self._context, decision)
         finally:
             self._in_flight -= 1
+        self._count_protocol_failures(outcome)
+        return outcome
+
+    def _count_protocol_failures(self, outcome: Outcome) -> None:
+        """Quarantine a subscription after QUARANTINE_AFTER protocol failures; success clears it."""
+        sub_id = outcome.subscription_id
+        if outcome.kind in ("rotated", "recovered"):
+            self._protocol_failures.pop(sub_id, None)
+            self._quarantined.discard(sub_id)
+            return
+        if not outcome.protocol_error:
+            return
+        failures = self._protocol_failures.get(sub_id, 0) + 1
+        self._protocol_failures[sub_id] = failures
+        if failures < QUARANTINE_AFTER or sub_id in self._quarantined:
+            return
+        self._quarantined.add(sub_id)
+        log.critical(
+            audit.ROTATION_FAILED,
+            subscription_id=sub_id,
+            object_type=outcome.object_type,
+            stage="regenerate",
+            reason="quarantined",
+            protocol_failures=failures,
+            error=outcome.error,
+            what_to_do=QUARANTINE_HINT,
+        )
 
 
 def _new_id() -> str:

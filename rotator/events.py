@@ -15,6 +15,7 @@ __all__ = [
     "CONFIG_LOADED",
     "CONFIG_RELOADED",
     "CONFIG_RELOAD_FAILED",
+    "CONFIG_SECRET_FILE_EXPOSED",
     "CYCLE_FAILED",
     "CYCLE_FINISHED",
     "CYCLE_STARTED",
@@ -80,6 +81,10 @@ CHECK_PASSED: Final = "check.passed"
 CHECK_FAILED: Final = "check.failed"
 CONFIG_RELOADED: Final = "config.reloaded"
 CONFIG_RELOAD_FAILED: Final = "config.reload_failed"
+# A secret file (a *_file key, a systemd credential, ~/.vault-token, the service
+# account token, the TLS client key) that users other than its owner may read
+# or write: a warning naming the file and its mode, never its content.
+CONFIG_SECRET_FILE_EXPOSED: Final = "config.secret_file_exposed"
 DAEMON_STARTED: Final = "daemon.started"
 DAEMON_READY: Final = "daemon.ready"
 DAEMON_STOPPING: Final = "daemon.stopping"
@@ -124,6 +129,7 @@ EVENTS: Final[frozenset[str]] = frozenset(
         CHECK_FAILED,
         CONFIG_RELOADED,
         CONFIG_RELOAD_FAILED,
+        CONFIG_SECRET_FILE_EXPOSED,
         DAEMON_STARTED,
         DAEMON_READY,
         DAEMON_STOPPING,

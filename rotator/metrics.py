@@ -91,7 +91,7 @@ class _RequestCounters(Collector):
 
 
 # Decisions that leave a subscription alone by policy; they are not "managed".
-DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip"})
+DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip", "unknown_status"})
 
 
 class Metrics:
@@ -146,6 +146,12 @@ class Metrics:
             "Vault records whose subscription Monite no longer lists.",
             registry=r,
         )
+        self.quarantined = Gauge(
+            "rotator_quarantined_subscriptions",
+            "Subscriptions this process stopped regenerating after repeated answers it could "
+            "not read (rotation.failed, reason quarantined); restart or force to try again.",
+            registry=r,
+        )
         self.last_success = Gauge(
             "rotator_last_success_timestamp_seconds",
             "Unix time the last cycle with no failed rotation finished (0: none yet).",
@@ -174,6 +180,7 @@ class Metrics:
         if report.ok:
             self.last_success.set(finished.timestamp())
         self.orphaned.set(len(report.orphans))
+        self.quarantined.set(len(report.quarantined))
         self._observe_records(report, finished)
 
     def _observe_records(self, report: CycleReport, finished: datetime) -> None:

@@ -162,6 +162,15 @@ class Subscription:
     def enabled(self) -> bool:
         return self.status == "enabled"
 
+    @property
+    def disabled(self) -> bool:
+        return self.status == "disabled"
+
+    @property
+    def status_known(self) -> bool:
+        """False for a status Monite's schema does not list (neither enabled nor disabled)."""
+        return self.enabled or self.disabled
+
 
 @dataclass(frozen=True, slots=True)
 class Regenerated:

@@ -59,6 +59,13 @@ MAX_PAGE_SIZE = 100  # the schema's maximum for `limit`
 TOKEN_REFRESH_MARGIN = 300.0  # refresh when less than this (or 10% of the lifetime) is left
 TOKEN_FALLBACK_LIFETIME = 600.0  # used when Monite omits `expires_in`; a 401 covers the rest
 MAX_ERROR_TEXT = 300  # characters of Monite's error text kept in a message
+# The longest webhook secret accepted from Monite: real ones are tens of characters;
+# a response holding more is not the answer this client knows how to read.
+MAX_SECRET_BYTES = 4096
+
+# What reading a body Monite sent can raise: bad JSON (or text) is a ValueError;
+# JSON nested thousands deep is a RecursionError, in parsing or in walking it.
+_UNREADABLE = (ValueError, RecursionError)
 
 # Fields of a subscription this client understands; anything else goes to `extra`.
 # `secret` is neither: it must never sit in a plain mapping that outlives the call.
@@ -337,10 +344,11 @@ class MoniteClient:
                 if 200 <= status < 300:
                     try:
                         body = response.json()
-                    except ValueError:
+                    except _UNREADABLE:
                         # No `from`: a half-parsed body can hold the new secret.
                         error = MoniteProtocolError(
-                            f"Monite {operation}: HTTP {status} with a body that is not JSON",
+                            f"Monite {operation}: HTTP {status} with a body that is not "
+                            "readable JSON",
                             status=status,
                             may_have_applied=True,
                         )
@@ -354,6 +362,13 @@ class MoniteClient:
                                 str(exc), status=status, may_have_applied=True
                             )
                             error.retryable = exc.retryable
+                        except RecursionError:
+                            # No `from` either: the body may hold the new secret.
+                            error = MoniteProtocolError(
+                                f"Monite {operation}: HTTP {status} with JSON nested too deeply",
+                                status=status,
+                                may_have_applied=True,
+                            )
                 else:
                     error = self._error_for_status(operation, response)
 
@@ -415,12 +430,22 @@ class MoniteClient:
     def _error_for_status(self, operation: str, response: httpx.Response) -> MoniteError:
         status = response.status_code
         text = self._redact(_error_text(response))
-        if operation == "token" and status in (401, 403, 422):
-            # A 422 names the offending field (a bad x-monite-version looks like this too).
-            detail = f": {text}" if status == 422 and text else ""
+        if operation == "token" and status in (400, 401, 403, 422):
+            # A 422 names the offending field (a bad x-monite-version looks like this too);
+            # a 400 is how many OAuth servers refuse client credentials: keep Monite's words.
+            detail = f": {text}" if status in (400, 422) and text else ""
             return MoniteAuthError(
                 f"Monite refused the token request (HTTP {status}{detail}); "
                 "check monite.client_id and monite.client_secret",
+                status=status,
+            )
+        if operation in ("list", "token") and status == 404:
+            # These paths exist on every Monite: a 404 (often an HTML page) means the
+            # request went somewhere else.
+            detail = f": {text}" if text else " with a body that is not Monite's JSON"
+            return MoniteRequestError(
+                f"Monite {operation}: HTTP 404{detail}; check monite.base_url "
+                "(for example https://api.sandbox.monite.com/v1)",
                 status=status,
             )
         return _error_for_status(operation, status, text, _retry_after(response, self._clock))
@@ -500,6 +525,10 @@ def _error_for_status(
     message = f"Monite {operation}: HTTP {status}{detail}"
     if status == 429:
         return MoniteUnavailable(message, status=status, retry_after=retry_after)
+    if status in (408, 409):
+        # 408: Monite gave up before handling the request; 409: it refused it because
+        # of a concurrent change. Neither applied it, and the next attempt may succeed.
+        return MoniteUnavailable(message, status=status, retry_after=retry_after)
     if status >= 500:
         # A gateway may answer 5xx after Monite made the change.
         return MoniteUnavailable(
@@ -520,8 +549,15 @@ def _error_text(response: httpx.Response) -> str:
     """Monite's own explanation: `error.message`, or the 422 `detail` (never its `input`)."""
     try:
         body = response.json()
-    except ValueError:
+    except _UNREADABLE:
         return ""
+    try:
+        return _explanation(body)
+    except RecursionError:
+        return ""
+
+
+def _explanation(body: Any) -> str:
     if not isinstance(body, dict):
         return ""
     error = body.get("error")
@@ -635,7 +671,12 @@ def _parse_page(body: Any) -> _Page:
         else:
             items.append(sub)
     token = body.get("next_pagination_token")
-    return _Page(items, token if isinstance(token, str) and token else None, skipped)
+    if token is not None and not isinstance(token, str):
+        # Ending the listing here would hide every later page's subscriptions.
+        raise MoniteProtocolError(
+            f"Monite list: next_pagination_token is a {_json_type(token)}, not a string"
+        )
+    return _Page(items, token or None, skipped)
 
 
 def _parse_single(body: Any, operation: str) -> Subscription:
@@ -648,12 +689,35 @@ def _parse_single(body: Any, operation: str) -> Subscription:
 def _parse_regenerated(body: Any) -> Regenerated:
     sub = _parse_single(body, "regenerate_secret")
     secret = body.get("secret")
+    problem = None
     if not isinstance(secret, str) or not secret:
-        error = MoniteProtocolError("Monite regenerate_secret: the response has no secret")
+        problem = "the response has no secret"
+        if secret is not None and not isinstance(secret, str):
+            problem = f"the response's secret is a {_json_type(secret)}, not a string"
+    elif len(secret.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
+        # The size only: never a part of the value.
+        problem = f"the response's secret is longer than {MAX_SECRET_BYTES} bytes"
+    if problem is not None:
+        error = MoniteProtocolError(f"Monite regenerate_secret: {problem}")
         # Only the last regenerate counts, so asking again is safe and may succeed.
         error.retryable = True
         raise error
     return Regenerated(subscription=sub, secret=Secret(secret))
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages that must not echo the value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 def _subscription(raw: Any) -> Subscription | None:

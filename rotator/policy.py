@@ -45,6 +45,11 @@ REASONS: Mapping[str, str] = {
     ),
     "forced": "rotation was forced",
     "disabled": "the subscription is disabled and the policy leaves disabled ones alone",
+    "unknown_status": (
+        "Monite reports a status this rotator does not know (neither enabled nor disabled), "
+        "so the subscription is left alone; check its status at Monite and upgrade the "
+        "rotator, or rotate it by hand with `rotator rotate --force --id`"
+    ),
     "rule_skip": "a policy rule says to leave this subscription alone",
     "unmanaged": "the rotator has no record of this secret; rotating brings it under management",
     "unmanaged_skip": "the rotator has no record of this secret and the policy says to skip it",
@@ -192,6 +197,9 @@ def _decide_one(
             return decision("skip", "settling")
     if forced:
         return decision("rotate", "forced")
+    if not subscription.status_known:
+        # Not "disabled": include_disabled says nothing about a status nobody has seen.
+        return decision("skip", "unknown_status")
     if not subscription.enabled and not policy.include_disabled:
         return decision("skip", "disabled")
     if rule is not None and rule.skip:

@@ -19,9 +19,12 @@ from rotator.clock import Clock
 # Requests of Monite's reported spare we leave unused: another client of the
 # same account, or a refill we counted too early, must not tip us into a 429.
 SPARE_MARGIN = 2
-# The longest pause one answer can impose: a Retry-After or reset of hours (or an
-# epoch timestamp sent where seconds were meant) must not stall the daemon.
+# The longest pause one answer can impose: a Retry-After or reset of hours must
+# not stall the daemon.
 MAX_PAUSE_SECONDS = 60.0
+# Monite documents `RateLimit-Reset` as the Unix time the quota resets; some
+# gateways send the seconds until then. A value above a day is a timestamp.
+RESET_TIMESTAMP_ABOVE = 86400.0
 
 
 class RateLimiter:
@@ -77,19 +80,30 @@ class RateLimiter:
         self._tokens = 0.0
         self._spare = 0
 
-    def observe(self, sequence: int, remaining: int | None, reset_seconds: float | None) -> None:
-        """Follow Monite's `RateLimit-Remaining`/`-Reset` from the answer to request `sequence`."""
+    def observe(self, sequence: int, remaining: int | None, reset: float | None) -> None:
+        """Follow Monite's `RateLimit-Remaining`/`-Reset` from the answer to request `sequence`.
+
+        `reset` is the header as sent: a Unix timestamp (Monite's documented form)
+        or, when no more than a day, the seconds until the reset.
+        """
         if remaining is None:
             return
         if remaining <= 0:
-            if reset_seconds is not None:
-                self.pause(reset_seconds)
+            if reset is not None:
+                self.pause(self.seconds_until(reset))
             return
         if sequence <= self._spare_as_of:
             return  # an older answer than the one we already follow
         self._spare_as_of = sequence
         # Everything sent after that request has spent Monite's quota too.
         self._spare = max(0, remaining - (self._sent - sequence) - SPARE_MARGIN)
+
+    def seconds_until(self, reset: float) -> float:
+        """Seconds to wait for a `RateLimit-Reset` value, read as a timestamp or as seconds."""
+        if reset > RESET_TIMESTAMP_ABOVE:
+            # On the injected clock, like every other reading of the wall clock.
+            return max(0.0, reset - self._clock.now().timestamp())
+        return max(0.0, reset)
 
     def _send(self) -> int:
         self._sent += 1

@@ -31,6 +31,7 @@ from rotator.clock import Clock, full_jitter
 from rotator.errors import (
     MoniteError,
     MoniteNotFound,
+    MoniteProtocolError,
     VaultConflict,
     VaultError,
 )
@@ -65,6 +66,9 @@ class Outcome:
     exposure_seconds: float | None = None  # Monite response to Vault commit
     error: str | None = None
     state: str | None = None  # the state the commit wrote: active or settling
+    # The regenerate step ended on an answer of a shape we cannot read (a
+    # MoniteProtocolError): the engine stops retrying a subscription that keeps doing this.
+    protocol_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,7 @@ class _Rotation:
         self.start = decision.record  # step 1: the version we know (cache or read)
         self.rotation_id = uuid.uuid4().hex
         self.start_verified = False  # the version our claim replaced is `start` (see verify_start)
+        self.protocol_error = False  # the last regenerate attempt failed with MoniteProtocolError
         self.log = log.bind(
             subscription_id=self.sub.id,
             object_type=self.sub.object_type,
@@ -263,6 +268,7 @@ class _Rotation:
                     self.sub.id, send_by=self.deadline - need
                 )
             except MoniteNotFound as exc:
+                self.protocol_error = False
                 if doubtful:
                     # The earlier attempt may have killed the secret; a gateway's 404
                     # proves nothing about it.
@@ -272,6 +278,7 @@ class _Rotation:
                 return _Refused(str(exc), "monite_refused")
             except MoniteError as exc:
                 doubtful = doubtful or exc.may_have_applied
+                self.protocol_error = isinstance(exc, MoniteProtocolError)
                 delay = self.retry_delay(attempt, exc)
                 if delay is None or self.deadline - (ctx.clock.monotonic() + delay) < need:
                     if doubtful:
@@ -544,7 +551,9 @@ class _Rotation:
                 rotation_id=self.rotation_id,
                 recovery_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
             )
-            return self.outcome("failed", result.reason, error=result.error)
+            return self.outcome(
+                "failed", result.reason, error=result.error, protocol_error=self.protocol_error
+            )
         start = self.start
         # Never write `active` from a release unless the previous record vouched
         # for its secret: the exact previous record (`active`, or `settling` with
@@ -563,7 +572,9 @@ class _Rotation:
             self.log.info(events.ROTATION_SKIPPED, reason="gone", stage="regenerate")
             return self.outcome("skipped", "gone", error=result.error)
         self.log.error(events.ROTATION_FAILED, stage="regenerate", error=result.error)
-        return self.outcome("failed", result.reason, error=result.error)
+        return self.outcome(
+            "failed", result.reason, error=result.error, protocol_error=self.protocol_error
+        )
 
 
 def _is_ours(current: Record, rotation_id: str, written: Record) -> bool:

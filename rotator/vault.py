@@ -101,8 +101,12 @@ _HVAC_STATUS: dict[type[Exception], int] = {
 }
 
 
-def _vault_detail(exc: hvac.exceptions.VaultError) -> str:
-    """Vault's own error text, without hvac's `on METHOD url` suffix."""
+def _vault_detail(exc: hvac.exceptions.VaultError, secrets: Iterable[str] = ()) -> str:
+    """Vault's own error text, without hvac's `on METHOD url` suffix, `secrets` redacted.
+
+    Redacted before it is cut: a cut first could split a secret, and the
+    piece left would no longer match (nor would the audit log's redactor).
+    """
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list) and errors:
         text = ", ".join(str(e) for e in errors)
@@ -111,10 +115,29 @@ def _vault_detail(exc: hvac.exceptions.VaultError) -> str:
     else:
         text = ""
     # A proxy in front of Vault may answer with an HTML page: keep one short line.
-    text = " ".join(text.split())
-    return text[:_MAX_DETAIL]
+    return _one_line(text, secrets)
 
 
+def _one_line(text: str, secrets: Iterable[str]) -> str:
+    """`text` redacted, folded onto one line, redacted again (folding may join a
+    secret's pieces), and only then cut to `_MAX_DETAIL` characters."""
+    secrets = tuple(secrets)
+    return _scrub(" ".join(_scrub(text, secrets).split()), secrets)[:_MAX_DETAIL]
+
+
+def _withhold_body(exc: hvac.exceptions.VaultError) -> None:
+    """Forget the response body `exc` carries (its text, JSON, errors and message).
+
+    For answers to requests that carried a secret: a proxy that echoes request
+    bodies would otherwise keep the secret in an exception chained to ours.
+    """
+    exc.errors = None
+    exc.text = None
+    exc.json = None
+    exc.args = (_BODY_WITHHELD,)
+
+
+_BODY_WITHHELD = "response body withheld: the request carried a secret"
 _MIN_SCRUB_PART = 8  # shorter pieces of a secret are not hunted for on their own
 
 
@@ -147,23 +170,40 @@ def _text_withheld(exc: BaseException) -> bool:
 
 
 def translate_hvac_error(
-    exc: Exception, *, operation: str, path: str, secrets: Iterable[str] = ()
+    exc: Exception,
+    *,
+    operation: str,
+    path: str,
+    secrets: Iterable[str] = (),
+    request_carried_secret: bool = False,
 ) -> VaultError:
     """Map an hvac or requests exception to the project's `VaultError` tree.
 
     The message names the operation, the Vault path and Vault's own error text,
     never a request body; any string in `secrets` (the token) is redacted
-    should it appear anyway. Callers `raise translate_hvac_error(...) from exc`.
+    should it appear anyway, before the text is cut. With
+    `request_carried_secret` (a KV write, a login, a token renewal) the answer's
+    body is never quoted at all, since a proxy may echo the request in it: the
+    message gives the status and says the body was withheld, and the body is
+    also dropped from `exc` itself. Callers `raise translate_hvac_error(...) from exc`.
     """
     where = f"Vault {operation} {path}"
+    secrets = tuple(secrets)
 
     if isinstance(exc, VaultError):
         return exc
 
     if isinstance(exc, hvac.exceptions.VaultError):
-        detail = _vault_detail(exc)
+        # The detail still classifies the error (check-and-set lost, sealed);
+        # whether it may appear in the message is decided below.
+        detail = _vault_detail(exc, secrets)
         status = next((code for cls, code in _HVAC_STATUS.items() if isinstance(exc, cls)), None)
-        suffix = f": {detail}" if detail else ""
+        if request_carried_secret:
+            _withhold_body(exc)
+            said = f"status {status}" if status is not None else "an unexpected status"
+            suffix = f": Vault answered {said}; {_BODY_WITHHELD}"
+        else:
+            suffix = f": {detail}" if detail else ""
         message = _scrub(f"{where} failed ({type(exc).__name__}){suffix}", secrets)
         if isinstance(exc, hvac.exceptions.InvalidRequest):
             if _CAS_MISMATCH in detail:
@@ -215,7 +255,7 @@ def translate_hvac_error(
         if isinstance(exc, _TRANSPORT_ERRORS):
             # Only these texts are used: they name host, port and URL path, never
             # a header or a body. Scrubbed all the same.
-            detail = _scrub(" ".join(_scrub(str(exc), secrets).split())[:_MAX_DETAIL], secrets)
+            detail = _one_line(str(exc), secrets)
             if isinstance(exc, requests.exceptions.SSLError):
                 return VaultUnavailable(
                     f"{where} failed: TLS error (check vault.ca_cert and the address): {detail}"
@@ -544,7 +584,11 @@ class _Auth:
             response = client.auth.token.renew_self()
         except Exception as exc:
             error = translate_hvac_error(
-                exc, operation="renew_self", path="auth/token/renew-self", secrets=self.secrets()
+                exc,
+                operation="renew_self",
+                path="auth/token/renew-self",
+                secrets=self.secrets(),
+                request_carried_secret=True,
             )
             left = max(0, round((lease.expires_at or now) - now))
             if isinstance(error, VaultUnavailable):
@@ -666,7 +710,11 @@ class _Auth:
 
     def _login_error(self, exc: Exception) -> VaultError:
         error = translate_hvac_error(
-            exc, operation="login", path=self._login_path, secrets=self.secrets()
+            exc,
+            operation="login",
+            path=self._login_path,
+            secrets=self.secrets(),
+            request_carried_secret=True,
         )
         if not isinstance(error, VaultAuthError | VaultRequestError):
             return error  # Vault down or unreachable: retrying may help
@@ -820,9 +868,19 @@ class VaultStore:
         )
 
     async def _call(
-        self, operation: str, display_path: str, fn: Callable[[Any], T], *, auth: bool = True
+        self,
+        operation: str,
+        display_path: str,
+        fn: Callable[[Any], T],
+        *,
+        auth: bool = True,
+        carries_secret: bool = False,
     ) -> T:
-        """Run `fn(client)` in a worker thread once; translate and count the outcome."""
+        """Run `fn(client)` in a worker thread once; translate and count the outcome.
+
+        `carries_secret`: the request body holds a secret, so no error text may
+        quote the answer's body (see `translate_hvac_error`).
+        """
         try:
             if auth:
                 result = await self._in_pool(self._authenticated, fn)
@@ -830,7 +888,11 @@ class VaultStore:
                 result = await self._in_pool(lambda f: f(self._client()), fn)
         except Exception as exc:
             error = translate_hvac_error(
-                exc, operation=operation, path=display_path, secrets=self._secrets()
+                exc,
+                operation=operation,
+                path=display_path,
+                secrets=self._secrets(),
+                request_carried_secret=carries_secret,
             )
             if isinstance(exc, hvac.exceptions.Forbidden):
                 error = VaultAuthError(f"{error}; {self._refusal_hint()}", status=error.status)
@@ -980,7 +1042,9 @@ class VaultStore:
                 path=path, secret=record.to_vault(), cas=cas, mount_point=self._mount
             )
 
-        response = await self._call("write", self._display("data", path), write)
+        response = await self._call(
+            "write", self._display("data", path), write, carries_secret=True
+        )
         answer = _as_mapping(_as_mapping(response).get("data"))
         version = _as_version(answer.get("version"))
         if not version:
@@ -1012,9 +1076,16 @@ class VaultStore:
             )
             return response.headers.get("Date")
 
-        raw = await self._retrying(
-            "time", lambda: self._call("time", "sys/health", date_header, auth=False)
-        )
+        try:
+            raw = await self._retrying(
+                "time", lambda: self._call("time", "sys/health", date_header, auth=False)
+            )
+        except VaultError:
+            if now is None:
+                raise
+            # A refresh only sharpens the estimate; the one carried forward is
+            # still a lower bound, and the claims that follow fail on their own.
+            return now
         self._vault_clock.observe_date(_http_date(raw))
         now = self._vault_clock.now()
         if now is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cli import main
+from rotator.cli import build_parser, main
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
@@ -32,6 +32,9 @@ def config_file(
     secret_file.write_text(client_secret + "\n")
     token_file = tmp_path / "vault_token"
     token_file.write_text(vault_token)
+    # Private, as the README asks: a group/world-readable one adds a warning line.
+    secret_file.chmod(0o600)
+    token_file.chmod(0o600)
     path = tmp_path / "rotator.toml"
     path.write_text(
         f"""
@@ -169,6 +172,46 @@ def test_plan_table_for_humans(config_file: Path, monite: MoniteEmulator) -> Non
     assert "1 of 1 subscriptions would be rotated now." in result.stdout
 
 
+def test_plan_survives_a_subscription_url_with_an_invalid_port(
+    config_file: Path, monite: MoniteEmulator
+) -> None:
+    """A listed URL with port 99999 is shown as listed (query hidden); plan does not crash."""
+    sid = monite.seed(url="https://hooks.example:99999/monite?token=abc")
+    table = run_cli("plan", "--config", str(config_file))
+    result = run_cli("plan", "--json", "--config", str(config_file))
+    [row] = json.loads(result.stdout)["decisions"] if result.returncode == 0 else [{}]
+    assert (0, 0, sid, "https://hooks.example:99999/monite?…", False) == (
+        table.returncode,
+        result.returncode,
+        row.get("subscription_id"),
+        row.get("url"),
+        "Traceback" in table.stderr + result.stderr,
+    ), table.stderr + result.stderr
+
+
+def test_check_warns_about_a_world_readable_secret_file(
+    config_file: Path, tmp_path: Path, monite_credentials: tuple[str, str]
+) -> None:
+    """A 0644 client secret file: one config.secret_file_exposed warning naming it; check passes."""
+    secret_file = tmp_path / "client_secret"
+    secret_file.chmod(0o644)
+    result = run_cli("check", "--config", str(config_file))
+    warnings = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if "config.secret_file_exposed" in line
+    ]
+    assert (
+        0,
+        [("warning", "monite.client_secret_file", str(secret_file), "0644")],
+        False,
+    ) == (
+        result.returncode,
+        [(w["level"], w["setting"], w["file"], w["mode"]) for w in warnings],
+        monite_credentials[1] in result.stderr + result.stdout,
+    ), result.stderr
+
+
 def test_check_passes(config_file: Path) -> None:
     """`rotator check` exits 0 when config, Monite and Vault are all good."""
     result = run_cli("check", "--config", str(config_file))
@@ -191,6 +234,90 @@ def test_run_once_monite_down_exits_69(config_file: Path, monite: MoniteEmulator
     result = run_cli("run", "--once", "--config", str(config_file))
     assert 69 == result.returncode
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        ("check", "vault token revoked"),
+        ("run", "vault token revoked"),
+        ("run", "vault policy denies the path"),
+        ("run", "monite client secret wrong"),
+        ("check", "monite client secret wrong"),
+        ("run", "approle login refused"),
+        ("run", "kubernetes login refused"),
+    ],
+)
+def test_refused_credentials_exit_77(
+    config_file: Path,
+    tmp_path: Path,
+    vault: VaultEmulator,
+    vault_token: str,
+    monite: MoniteEmulator,
+    command: str,
+    refusal: str,
+) -> None:
+    """Credentials Monite or Vault refuse exit 77 (not 69 "unreachable"), no traceback."""
+    monite.seed()
+    env: dict[str, str] = {}
+    if refusal == "vault token revoked":
+        vault.revoke_token(vault_token)
+    elif refusal == "vault policy denies the path":
+        (tmp_path / "vault_token").write_text(vault.create_token(policies=["default"]))
+    elif refusal == "monite client secret wrong":
+        (tmp_path / "client_secret").write_text("not-the-client-secret\n")
+    elif refusal == "approle login refused":
+        config_file.write_text(config_file.read_text().replace("token_file", "# token_file"))
+        role_id, _secret_id = vault.add_approle("rotator", policies=["rotator"])
+        env = {
+            "ROTATOR_VAULT__AUTH_METHOD": "approle",
+            "ROTATOR_VAULT__ROLE_ID": role_id,
+            "ROTATOR_VAULT__SECRET_ID": "00000000-0000-4000-8000-000000000000",
+        }
+    else:
+        config_file.write_text(config_file.read_text().replace("token_file", "# token_file"))
+        vault.add_kubernetes_role(
+            "rotator", service_account="rotator", namespace="ops", policies=["rotator"]
+        )
+        jwt_file = tmp_path / "jwt"
+        jwt_file.write_text("not.a-valid.jwt")
+        env = {
+            "ROTATOR_VAULT__AUTH_METHOD": "kubernetes",
+            "ROTATOR_VAULT__ROLE": "rotator",
+            "ROTATOR_VAULT__JWT_FILE": str(jwt_file),
+        }
+    argv = ["run", "--once"] if command == "run" else ["check"]
+    result = run_cli(*argv, "--config", str(config_file), env=env)
+    lines = result.stderr.strip().splitlines()
+    assert (77, True, False) == (
+        result.returncode,
+        lines[-1].startswith("rotator: "),
+        "Traceback" in result.stderr,
+    ), result.stderr
+
+
+def test_demo_duration_must_be_1_to_3600_as_its_message_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`demo --duration` 0.5 (or 0, 3600.5, nan, inf) exits 2 with one line; 1 and 3600 parse."""
+    bad = ["0.5", "0", "3600.5", "nan", "inf"]
+    results = []
+    for duration in bad:
+        code = main(["demo", "--duration", duration])
+        results.append((code, capsys.readouterr().err.strip().splitlines()))
+    parser = build_parser()
+    bounds = [parser.parse_args(["demo", "--duration", d]).duration for d in ("1", "3600")]
+    expected = [
+        (
+            2,
+            [
+                f"rotator demo: argument --duration: {d!r} is not a number of seconds "
+                "between 1 and 3600 (see rotator demo --help)"
+            ],
+        )
+        for d in bad
+    ]
+    assert (expected, [1.0, 3600.0]) == (results, bounds)
 
 
 def test_usage_errors_exit_2() -> None:
@@ -248,6 +375,7 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
         "/nonexistent/secret",
     ),
     ("rule without matcher", GOOD + '[[policy.rules]]\nmax_age = "1d"\n', "rules"),
+    ("nested toml", GOOD + "[deep]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "too deeply"),
     (
         "unknown object type",
         GOOD + '[[policy.rules]]\nobject_type = "payabel"\nmax_age = "1d"\n',
@@ -307,6 +435,16 @@ def test_help_lists_commands_and_exit_codes() -> None:
     assert 0 == result.returncode
     for word in ("run", "rotate", "plan", "check", "demo", "78"):
         assert word in result.stdout
+
+
+def test_help_says_refused_credentials_exit_77() -> None:
+    """`rotator --help` tells 69 (unreachable) from 77 (credentials refused)."""
+    result = run_cli("--help")
+    text = " ".join(result.stdout.split())
+    assert (True, True) == (
+        "69 Monite or Vault unreachable" in text,
+        "77 Monite or Vault refused our credentials" in text,
+    )
 
 
 def test_rotate_force_of_a_claimed_id_fails_and_says_why(

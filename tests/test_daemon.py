@@ -331,13 +331,13 @@ def test_preflight_waits_for_sealed_vault(
     assert 0 == daemon.stop()
 
 
-def test_first_preflight_refused_token_exits_69(
+def test_first_preflight_refused_token_exits_77(
     config: Config, start: Callable[..., DaemonProcess], vault: VaultEmulator, vault_token: str
 ) -> None:
-    """A Vault token that is refused at start cannot be waited out: exit 69, one line on stderr."""
+    """A Vault token that is refused at start cannot be waited out: exit 77, one line on stderr."""
     vault.revoke_token(vault_token)
     daemon = start()
-    assert 69 == daemon.wait(timeout=20)
+    assert 77 == daemon.wait(timeout=20)
     assert 1 == len(daemon.stderr.strip().splitlines()), daemon.stderr
     assert "daemon.ready" not in daemon.names()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rotator import daemon as daemon_module
 from rotator import events
 from rotator.config import (
     HealthSettings,
@@ -32,7 +34,7 @@ from rotator.engine import Engine
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import capture_audit
-from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, poll
+from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, poll, toml
 
 
 @pytest.fixture
@@ -87,8 +89,83 @@ def test_sighup_during_preflight_check_keeps_running_then_ready(
 
 
 # ---------------------------------------------------------------------------
+# SIGHUP with hostile configs
+# ---------------------------------------------------------------------------
+
+
+def test_sighup_hostile_configs_fail_the_reload_and_keep_the_old_config(
+    tmp_path: Path,
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_token: str,
+    processes: list[DaemonProcess],
+) -> None:
+    """Nested TOML, a FIFO or /dev/zero secret: config.reload_failed at once, old config kept."""
+    config = Config(tmp_path, monite, vault, vault_token)
+    config.write()  # the harness writes its secret files 0644: a warning each, at every load
+    secret_file = config.values["monite"]["client_secret_file"]
+    daemon = DaemonProcess(config.path)
+    processes.append(daemon)
+    daemon.wait_for(events.CYCLE_FINISHED, timeout=20)
+
+    reasons: list[str] = []
+    config.path.write_text(toml(config.values) + "[deep]\nx = " + "[" * 5000 + "]" * 5000 + "\n")
+    daemon.signal(signal.SIGHUP)
+    reasons.append(daemon.wait_for(events.CONFIG_RELOAD_FAILED, timeout=5)["reason"])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for hostile in (str(fifo), "/dev/zero"):
+        config.write(monite={"client_secret_file": hostile})
+        daemon.signal(signal.SIGHUP)
+        reasons.append(daemon.wait_for(events.CONFIG_RELOAD_FAILED, timeout=5)["reason"])
+    config.write(monite={"client_secret_file": secret_file}, rotation={"claim_ttl": "9s"})
+    daemon.signal(signal.SIGHUP)
+    reloaded = daemon.wait_for(events.CONFIG_RELOADED, timeout=20)
+    assert 0 == daemon.stop()
+    where = "monite.client_secret_file: file"
+    assert [
+        f"config file {config.path} nests arrays or inline tables too deeply to read",
+        f"{where} {fifo} is a named pipe (FIFO), not a regular file",
+        f"{where} /dev/zero is a character device, not a regular file",
+    ] == [reason.split(";")[0] for reason in reasons]
+    # Only what the last file changes from the running config: the old one was kept.
+    assert ["rotation"] == reloaded["changed"]
+    exposed = [e for e in daemon.events if e["event"] == events.CONFIG_SECRET_FILE_EXPOSED]
+    assert 2 * [secret_file, config.values["vault"]["token_file"]] == [e["file"] for e in exposed]
+    assert (False, False) == ("Traceback" in daemon.stderr, "never retrieved" in daemon.stderr)
+
+
+# ---------------------------------------------------------------------------
 # In process
 # ---------------------------------------------------------------------------
+
+
+async def test_reload_that_fails_unexpectedly_is_a_reload_failed_event(
+    tmp_path: Path,
+    monite_settings: MoniteSettings,
+    vault_settings: VaultSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any exception reading the config on SIGHUP is config.reload_failed (type only), not lost."""
+
+    def broken(*_: object, **__: object) -> Settings:
+        raise RuntimeError("hvs.text-an-exception-may-carry")
+
+    settings = Settings(
+        monite=monite_settings, vault=vault_settings, health=HealthSettings(enabled=False)
+    )
+    daemon = Daemon(settings, owner="test:1", config_path=tmp_path / "rotator.toml", environ={})
+    monkeypatch.setattr(daemon_module, "load_settings", broken)
+    with capture_audit() as captured:
+        applied = await asyncio.wait_for(daemon.reload(), timeout=5)
+    failed = [e for e in captured if e["event"] == events.CONFIG_RELOAD_FAILED]
+    assert (
+        False,
+        [
+            "reading the configuration failed unexpectedly (RuntimeError); check the file, "
+            "and report this as a bug"
+        ],
+    ) == (applied, [e["reason"] for e in failed])
 
 
 @pytest.fixture

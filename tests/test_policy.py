@@ -128,6 +128,17 @@ def test_disabled_subscription_is_rotated_when_included() -> None:
     )
 
 
+def test_unknown_status_is_reported_as_such_and_skipped() -> None:
+    """A status neither enabled nor disabled skips as unknown_status, include_disabled or not."""
+    include = Policy(max_age=30 * DAY, include_disabled=True)
+    decisions = [
+        outcome(one(sub(status=status), rec(age=99 * DAY), policy))
+        for status in ("paused", "")
+        for policy in (POLICY, include)
+    ]
+    assert [("skip", "unknown_status")] * 4 == decisions
+
+
 def test_rule_skip_is_skipped() -> None:
     """A matching skip rule leaves an old secret alone."""
     policy = Policy(max_age=30 * DAY, rules=(Rule(url="https://hooks.example.com/*", skip=True),))
@@ -195,7 +206,7 @@ def test_age_rule_grid() -> None:
 def test_every_reason_has_a_sentence() -> None:
     """Each reason code decide can emit is documented in REASONS."""
     emitted = {
-        "claimed", "claim_expired", "forced", "disabled", "rule_skip",
+        "claimed", "claim_expired", "forced", "disabled", "unknown_status", "rule_skip",
         "unmanaged", "unmanaged_skip", "age_unknown", "max_age_exceeded", "fresh",
         "settling", "settled", "stale", "rotated_in_future",
     }  # fmt: skip
@@ -212,6 +223,7 @@ def test_decide_produces_every_reason_in_reasons() -> None:
         "claim_expired": one(sub(), rec(state="rotating", claim_in=-DAY)),
         "forced": one(sub(), rec(), force=Force(ids=frozenset({"s1"}))),
         "disabled": one(sub(status="disabled"), rec()),
+        "unknown_status": one(sub(status="paused"), rec()),
         "rule_skip": one(sub(), rec(), skip_rule),
         "unmanaged": one(sub()),
         "unmanaged_skip": one(sub(), None, Policy(max_age=30 * DAY, unmanaged="skip")),

@@ -55,9 +55,20 @@ async def test_no_remaining_quota_waits_for_the_reset() -> None:
     clock = FakeClock()
     limiter = RateLimiter(100.0, burst=10, clock=clock)
     first = await limiter.acquire()
-    limiter.observe(first, remaining=0, reset_seconds=1.0)
+    limiter.observe(first, remaining=0, reset=1.0)
     await limiter.acquire()
     assert 1.0 <= clock.monotonic() < 1.1
+
+
+async def test_reset_given_as_a_timestamp_waits_until_then() -> None:
+    """A RateLimit-Reset that is a Unix timestamp 2 s ahead pauses 2 s, not the 60 s cap."""
+    clock = FakeClock()
+    clock.t = 1_717_243_200.0  # 2024-06-01: now() is a real date
+    limiter = RateLimiter(100.0, burst=10, clock=clock)
+    first = await limiter.acquire()
+    limiter.observe(first, remaining=0, reset=clock.t + 2)
+    await limiter.acquire()
+    assert 2.0 == clock.t - 1_717_243_200.0
 
 
 async def test_reported_spare_quota_is_used_less_what_was_sent_since() -> None:
@@ -66,7 +77,7 @@ async def test_reported_spare_quota_is_used_less_what_was_sent_since() -> None:
     limiter = RateLimiter(1.0, burst=1, clock=clock)
     sent = [await limiter.acquire() for _ in range(4)]  # 1 from the bucket, then 1/s
     assert 3.0 == clock.monotonic()
-    limiter.observe(sent[0], remaining=10, reset_seconds=1.0)
+    limiter.observe(sent[0], remaining=10, reset=1.0)
     for _ in range(5):
         await limiter.acquire()
     assert 3.0 == clock.monotonic()
@@ -80,8 +91,8 @@ async def test_older_answers_do_not_override_newer_ones() -> None:
     limiter = RateLimiter(1.0, burst=1, clock=clock)
     a = await limiter.acquire()
     b = await limiter.acquire()
-    limiter.observe(b, remaining=2, reset_seconds=1.0)  # spare 0 after the margin
-    limiter.observe(a, remaining=30, reset_seconds=1.0)  # stale: ignored
+    limiter.observe(b, remaining=2, reset=1.0)  # spare 0 after the margin
+    limiter.observe(a, remaining=30, reset=1.0)  # stale: ignored
     before = clock.monotonic()
     await limiter.acquire()
     assert 1.0 == clock.monotonic() - before

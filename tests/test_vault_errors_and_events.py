@@ -5,17 +5,30 @@ Everything runs against the Vault emulator over real HTTP through hvac and reque
 
 from __future__ import annotations
 
+import http.client
+import http.server
+import secrets
+import threading
 import traceback
+import urllib.parse
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import httpx
+import hvac
 import pytest
 import requests
 
 from rotator import events
-from rotator.config import VaultSettings
+from rotator.config import MoniteSettings, RotationSettings, VaultSettings
+from rotator.engine import Engine
 from rotator.errors import VaultError, VaultRequestError, VaultUnavailable
-from rotator.model import Secret
+from rotator.model import Record, Secret
+from rotator.monite import MoniteClient
+from rotator.policy import Policy
+from rotator.sandbox import record_issued
+from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore, read_monite_credentials, translate_hvac_error
 from tests.conftest import capture_audit
@@ -25,7 +38,7 @@ SUB_ID = "9b2f6c1e-0000-4000-8000-00000000b001"
 CREDENTIALS_PATH = "monite/api"
 
 
-def settings_for(vault: VaultEmulator, **values: Any) -> VaultSettings:
+def settings_for(vault: VaultEmulator | EchoingProxy, **values: Any) -> VaultSettings:
     """Settings for the emulator: short timeout, no read retries, then `values`."""
     return VaultSettings(
         address=vault.address, timeout=timedelta(seconds=2), max_retries=0, **values
@@ -139,7 +152,7 @@ def test_vault_event_names_are_registered() -> None:
         events.VAULT_CLIENT_CLOSE_FAILED,
     }
     assert names == {e for e in events.EVENTS if e.startswith("vault.")}
-    assert 40 == len(events.EVENTS)
+    assert 41 == len(events.EVENTS)
 
 
 async def test_approle_login_and_relogin_are_events_without_tokens(vault: VaultEmulator) -> None:
@@ -228,3 +241,193 @@ async def test_read_monite_credentials_is_a_public_store_method(
         store.close()
     assert ("cid-1", Secret("cs-review")) == by_method
     assert by_method == by_function
+
+
+# ---------------------------------------------------------------------------
+# A proxy in front of Vault that echoes request bodies
+# ---------------------------------------------------------------------------
+
+FRAGMENT = 8  # a run of this many characters of a secret counts as a leak
+
+
+class EchoingProxy:
+    """A loopback proxy in front of `upstream` that answers chosen requests itself, with
+    their own body echoed back as an HTML error page (what a misconfigured proxy does)."""
+
+    def __init__(self, upstream: str, echo: Callable[[str, str, int], bool], status: int) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.echo = echo  # (method, path, n-th write) -> answer with the echo
+        self.status = status
+        self.echoed = 0
+        self._writes = 0
+        self._lock = threading.Lock()
+        handler = self._handler_class()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> EchoingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler_class(self) -> type[http.server.BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy._lock:
+                    if self.command in ("POST", "PUT", "PATCH"):
+                        proxy._writes += 1
+                    echo = proxy.echo(self.command, self.path, proxy._writes)
+                    proxy.echoed += echo
+                if echo:
+                    page = b"<html><body><h1>Bad gateway</h1><pre>" + body + b"</pre></html>"
+                    self._answer(proxy.status, "text/html", page)
+                    return
+                upstream = http.client.HTTPConnection(
+                    proxy.upstream.hostname or "127.0.0.1", proxy.upstream.port, timeout=5
+                )
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    answer = upstream.getresponse()
+                    self._answer(
+                        answer.status,
+                        answer.getheader("Content-Type") or "application/json",
+                        answer.read(),
+                    )
+                finally:
+                    upstream.close()
+
+            def _answer(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_LIST = _any
+
+        return Handler
+
+
+def fragments(values: list[str], texts: list[str]) -> list[str]:
+    """Which values have a run of FRAGMENT+ characters in any text (values never printed)."""
+    joined = "\n".join(texts)
+    return [
+        f"value #{i}"
+        for i, v in enumerate(values)
+        if any(v[s : s + FRAGMENT] in joined for s in range(len(v) - FRAGMENT + 1))
+    ]
+
+
+def echoed_secret() -> str:
+    """A webhook-secret-like value (43 characters), registered for the suite's hygiene scan."""
+    value = secrets.token_urlsafe(32)
+    record_issued(value)
+    return value
+
+
+@pytest.mark.parametrize("status", [400, 403, 500, 502, 504])
+async def test_echoed_write_body_is_withheld_from_error(
+    vault: VaultEmulator, vault_token: str, status: int
+) -> None:
+    """A write answered with its own body (non-JSON): the error gives the status, no secret part."""
+    secret = echoed_secret()
+    with EchoingProxy(vault.address, lambda method, _p, _n: method != "GET", status) as proxy:
+        store = VaultStore(
+            settings_for(proxy, token=Secret(vault_token), path_prefix="monite/webhooks")
+        )
+        try:
+            with capture_audit() as captured, pytest.raises(VaultError) as caught:
+                await store.write(Record(SUB_ID, secret=Secret(secret), state="active"), cas=0)
+        finally:
+            store.close()
+    assert 1 == proxy.echoed
+    said = f"status {status}" if status != 504 else "an unexpected status"
+    expected = (
+        f"Vault write secret/data/monite/webhooks/{SUB_ID} failed "
+        f"({type(caught.value.__cause__).__name__}): Vault answered {said}; "
+        "response body withheld: the request carried a secret"
+    )
+    # The leak check first: a failing equality would print the message.
+    assert [] == fragments([secret], [*chain_texts(caught.value), repr(captured)])
+    assert expected == str(caught.value).split("; the Vault token")[0]
+
+
+async def test_echoed_commit_leaves_no_secret_part_in_audit_log(
+    monite: MoniteEmulator,
+    monite_http: httpx.AsyncClient,
+    monite_settings: MoniteSettings,
+    vault: VaultEmulator,
+    vault_token: str,
+) -> None:
+    """A cycle whose commit meets an echoing proxy: no 8-character run of the new secret logged."""
+    sid = monite.seed(object_type="payable")  # no record yet: rotated as unmanaged
+    # The claim (write 1) passes; the commit and its retries (the new secret) are echoed.
+    with EchoingProxy(vault.address, lambda method, _p, n: method != "GET" and n >= 2, 502) as px:
+        store = VaultStore(
+            settings_for(px, token=Secret(vault_token), path_prefix="monite/webhooks")
+        )
+        engine = Engine(
+            monite=MoniteClient(monite_http, monite_settings),
+            store=store,
+            policy=Policy(max_age=timedelta(days=30)),
+            rotation=RotationSettings(
+                claim_ttl=timedelta(seconds=30), commit_retry_for=timedelta(seconds=0.5)
+            ),
+            owner="test-rotator",
+        )
+        try:
+            with capture_audit() as captured:
+                report = await engine.run_cycle()
+        finally:
+            store.close()
+    assert (1, 1) == (monite.regenerate_count(sid), report.count("failed"))
+    assert px.echoed >= 1
+    failed = [e for e in captured if e["event"] == "rotation.failed"]
+    assert [sid] == [e["subscription_id"] for e in failed]
+    assert [] == fragments([monite.current_secret(sid)], [repr(captured), report.summary()])
+
+
+async def test_echoed_approle_login_body_is_withheld(vault: VaultEmulator) -> None:
+    """An AppRole login answered with its own body: the error names the status, quotes nothing."""
+    vault.put_policy("rotator", ROTATOR_POLICY)
+    role_id, secret_id = vault.add_approle("rotator", policies=["rotator"])
+    with EchoingProxy(vault.address, lambda _m, path, _n: path.endswith("/login"), 400) as proxy:
+        store = VaultStore(
+            settings_for(
+                proxy, auth_method="approle", role_id=Secret(role_id), secret_id=Secret(secret_id)
+            )
+        )
+        try:
+            with capture_audit() as captured, pytest.raises(VaultError) as caught:
+                await store.read(SUB_ID)
+        finally:
+            store.close()
+    assert [] == fragments([role_id, secret_id], [*chain_texts(caught.value), repr(captured)])
+    assert (
+        "Vault login auth/approle/login failed (InvalidRequest): Vault answered status 400; "
+        "response body withheld: the request carried a secret"
+    ) == str(caught.value).split("; check vault.role_id")[0]
+
+
+def test_body_text_is_redacted_before_it_is_cut() -> None:
+    """A listed token straddling the 300-character cut leaves no piece of it in the message."""
+    token = "hvs." + secrets.token_urlsafe(30)
+    record_issued(token)
+    body = "<html>" + "x" * 280 + token + "</html>"
+    exc = hvac.exceptions.InternalServerError(body, method="GET", url="http://v/v1/secret/x")
+    error = translate_hvac_error(exc, operation="read", path="secret/data/x", secrets=[token])
+    assert [] == fragments([token], [str(error)])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from rotator.clock import ServerClock
 from rotator.config import VaultSettings
+from rotator.errors import VaultUnavailable
 from rotator.model import Record, Secret
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
@@ -103,3 +106,32 @@ def test_v2_fields_round_trip_through_vault_data() -> None:
     record = Record("s1", secret=Secret("whsec_round_trip"), state="settling", claim_ttl_seconds=90)
     back = Record.from_vault("s1", record.to_vault(), 2)
     assert ("settling", 90.0) == (back.state, back.claim_ttl_seconds)
+
+
+async def test_a_failed_refresh_keeps_the_estimate_carried_forward(
+    vault: VaultEmulator, vault_settings: VaultSettings
+) -> None:
+    """Vault unreachable at refresh: the lower bound carried forward is used, no error."""
+    store = VaultStore(vault_settings, clock=vault.now)
+    try:
+        written = await store.write(Record("s1", secret=Secret("whsec_refresh_fails")), cas=0)
+        assert written.created_time is not None
+        vault.refuse_connections()
+        try:
+            seen = await store.vault_now(refresh=True)
+        finally:
+            vault.accept_connections()
+        assert timedelta(0) <= seen - written.created_time < timedelta(seconds=5)
+    finally:
+        store.close()
+
+
+async def test_no_estimate_and_no_vault_is_an_error(vault_settings: VaultSettings) -> None:
+    """With nothing seen from Vault and Vault unreachable, Vault's time is unknown: an error."""
+    unreachable = vault_settings.model_copy(update={"address": "http://127.0.0.1:9"})
+    store = VaultStore(unreachable)
+    try:
+        with pytest.raises(VaultUnavailable):
+            await store.vault_now(refresh=True)
+    finally:
+        store.close()

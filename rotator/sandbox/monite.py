@@ -189,13 +189,16 @@ class _TokenBucket:
         remaining = int(self._tokens)
         limit_second = max(1, round(self.rate))
         if allowed:
-            reset = math.ceil((self.burst - self._tokens) / self.rate)
+            until_reset = (self.burst - self._tokens) / self.rate
+            reset = math.ceil(until_reset)
         else:
-            reset = max(1, math.ceil((1.0 - self._tokens) / self.rate))
+            until_reset = (1.0 - self._tokens) / self.rate
+            reset = max(1, math.ceil(until_reset))
         headers = {
             "RateLimit-Limit": str(self.burst),
             "RateLimit-Remaining": str(remaining),
-            "RateLimit-Reset": str(reset),
+            # Documented as the timestamp at which the quota resets (Retry-After is seconds).
+            "RateLimit-Reset": str(math.ceil(time.time() + until_reset)),
             "X-RateLimit-Limit-Second": str(limit_second),
             "X-RateLimit-Remaining-Second": str(remaining),
         }

@@ -4,11 +4,14 @@ Every case starts from a config that points at live emulators (so a case that
 slipped through validation would show up as requests), breaks one thing in the
 file, the environment or a secret file, and runs a real command. Each must end
 with exit 78, exactly one line on stderr, no traceback, and no request at all
-reaching Monite or Vault.
+reaching Monite or Vault. Hostile files are among them (TOML nested past the
+parser's recursion, a 1 GiB config, a FIFO nobody writes or /dev/zero as a
+secret file): refused at once, never waited on nor read whole.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +40,13 @@ def _drop(table: str, key: str) -> Edit:
     return edit
 
 
-def _secret_file(content: bytes | None, *, directory: bool = False) -> Edit:
+def _secret_file(content: bytes | None, *, directory: bool = False, fifo: bool = False) -> Edit:
     def edit(sections: Sections, where: Path) -> None:
         path = where / "broken_secret"
         if directory:
             path.mkdir(exist_ok=True)
+        elif fifo:
+            os.mkfifo(path)  # nobody ever writes to it: reading it would wait forever
         elif content is not None:
             path.write_bytes(content)
         sections["monite"]["client_secret_file"] = str(path)
@@ -57,6 +62,9 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     command: tuple[str, ...] = ("run", "--once")
     no_config_flag: bool = False  # rely on ROTATOR_CONFIG instead of --config
+    append: str = ""  # added after the rendered tables
+    encoding: str = "utf-8"  # of the rendered file
+    grow_to: int | None = None  # then extend the file (sparse) to this many bytes
 
 
 CASES: tuple[Case, ...] = (
@@ -87,12 +95,19 @@ CASES: tuple[Case, ...] = (
     Case("vault token missing", _drop("vault", "token_file"), command=("check",)),
     Case("log level unknown", _set("log", level="loud")),
     Case("health listen not host:port", _set("health", listen="nowhere"), command=("run",)),
-    Case("rule without a matcher"),  # the file gets RULE_WITHOUT_MATCHER appended
+    Case("rule without a matcher", append='\n[[policy.rules]]\nmax_age = "1d"\n'),
     Case("secret file missing", _secret_file(None)),
     Case("secret file empty", _secret_file(b"")),
     Case("secret file with two lines", _secret_file(b"one\ntwo\n")),
     Case("secret file is a directory", _secret_file(None, directory=True)),
     Case("secret file not UTF-8", _secret_file(b"\xff\xfe\xfa")),
+    Case("secret file is /dev/zero", _set("monite", client_secret_file="/dev/zero")),
+    Case("secret file is a FIFO", _secret_file(None, fifo=True), command=("run",)),
+    Case("secret file of 1 MiB", _secret_file(b"s" * (1024 * 1024))),
+    Case("TOML nested 5000 deep", append="\n[deep]\nx = " + "[" * 5000 + "]" * 5000 + "\n"),
+    Case("TOML dotted key of 20000 parts", append="\n[deep]\nk." + ".a" * 20_000 + " = 1\n"),
+    Case("config file of 1 GiB", grow_to=1024**3, command=("plan",)),
+    Case("config in UTF-16", encoding="utf-16", command=("check",)),
     Case(
         "secret inline and from file",
         _set("monite", client_secret="inline-value"),
@@ -123,8 +138,6 @@ CASES: tuple[Case, ...] = (
     ),
 )
 
-RULE_WITHOUT_MATCHER = '\n[[policy.rules]]\nmax_age = "1d"\n'
-
 
 @dataclass(frozen=True)
 class Result:
@@ -139,14 +152,14 @@ def _prepare(world: World, case: Case, number: int) -> tuple[list[str], dict[str
     where.mkdir()
     path = where / "rotator.toml"
     sections = world.sections()
-    if case.name == "rule without a matcher":
-        path.write_text(render_toml(sections) + RULE_WITHOUT_MATCHER)
-    elif case.text is not None:
+    if case.text is not None:
         path.write_bytes(case.text.encode("latin-1"))
     else:
         if case.edit is not None:
             case.edit(sections, where)
-        path.write_text(render_toml(sections))
+        path.write_bytes((render_toml(sections) + case.append).encode(case.encoding))
+    if case.grow_to is not None:
+        os.truncate(path, case.grow_to)
     argv = list(case.command)
     env = dict(case.env)
     if "--config" not in argv and not case.no_config_flag:

@@ -678,6 +678,16 @@ async def test_rate_limit_answers_429_with_retry_after(
     assert 3 == slow_monite.request_count()
 
 
+async def test_rate_limit_reset_is_a_unix_timestamp(
+    slow_monite: MoniteEmulator, monite_http: httpx.AsyncClient
+) -> None:
+    """RateLimit-Reset is the Unix time the quota is full again, as Monite documents it."""
+    api = Api(monite_http, slow_monite)
+    response = await api.call("GET", LIST)  # the bucket (burst 2, 1/s) is empty: ~2 s to refill
+    ahead = int(response.headers["ratelimit-reset"]) - time.time()
+    assert 1.0 <= ahead <= 3.0
+
+
 async def test_rate_limit_refills(
     slow_monite: MoniteEmulator, monite_http: httpx.AsyncClient
 ) -> None:
