@@ -861,11 +861,14 @@ SECRET_FILE_LIMIT: Final = 64 * 1024
 # with more key dots than this is refused before parsing.
 _MAX_KEY_DOTS: Final = 16
 # Strings and comments (whose dots are not key dots), line ends, and dots.
+# Each string alternative also ends at the end of its line (or of the text) when
+# it is never closed: a failed match would be retried at every later quote,
+# which makes a hostile file of unclosed quotes quadratic to scan.
 _TOML_DOTS = re.compile(
-    r'"""(?:\\.|[^\\])*?"{3,5}'  # multi-line basic string (up to 2 quotes end its content)
-    r"|'''.*?'{3,5}"  # multi-line literal string
-    r'|"(?:\\.|[^"\\\n])*"'  # basic string
-    r"|'[^'\n]*'"  # literal string
+    r'"""(?:\\.|[^\\])*?(?:"{3,5}|\Z)'  # multi-line basic string
+    r"|'''.*?(?:'{3,5}|\Z)"  # multi-line literal string
+    r'|"(?:\\.|[^"\\\n])*(?:"|(?=\n)|\Z)'  # basic string
+    r"|'[^'\n]*(?:'|(?=\n)|\Z)"  # literal string
     r"|#[^\n]*"  # comment
     r"|(\n)|(\.)",
     re.DOTALL,

@@ -47,7 +47,9 @@ QUARANTINE_HINT = (
     "Monite's regenerate_secret answers for this subscription have a shape this rotator "
     "cannot read, and each attempt may have replaced its secret: check monite.api_version "
     "against Monite's API changelog or contact Monite support; its claim stays in Vault and "
-    "it is left alone until the daemon restarts or `rotator rotate --force --id` is run for it"
+    "this process leaves it alone until it restarts, until `rotator rotate --force --id` "
+    "is run for it (here, or in another process: its record is read again every cycle), "
+    "or until another replica rotates it"
 )
 
 
@@ -120,7 +122,9 @@ class Engine:
         self._cache_loaded_at: float | None = None  # monotonic
         self._stale: set[str] = set()
         self._protocol_failures: dict[str, int] = {}  # see QUARANTINE_AFTER
-        self._quarantined: set[str] = set()
+        # Quarantined ids, with the record version they were quarantined at: a
+        # newer version (another process rotated it) lifts the quarantine.
+        self._quarantined: dict[str, int] = {}
         self._in_flight = 0
         self._stopping = False
         self._context = Context(
@@ -237,6 +241,7 @@ class Engine:
                     report.outcomes.append(self._skipped(decision))
             # An id forced by name is someone asking to try again.
             retry = force.ids if force is not None else frozenset()
+            self._lift_quarantines()
             held = {
                 d.subscription.id
                 for d in due
@@ -304,6 +309,22 @@ class Engine:
         judging = any(r.state != "active" for r in records)
         return await self._store.vault_now(refresh=judging)
 
+    def _lift_quarantines(self) -> None:
+        """Lift the quarantine of a record someone else has rotated since.
+
+        A newer version that holds a committed secret (`active` or `settling`):
+        our own claims of it (a forced retry that failed again) do not count.
+        """
+        for sub_id, version in list(self._quarantined.items()):
+            record = self._records.get(sub_id)
+            if (
+                record is not None
+                and record.version != version
+                and record.state in ("active", "settling")
+            ):
+                del self._quarantined[sub_id]
+                self._protocol_failures.pop(sub_id, None)
+
     async def _load_records(self) -> tuple[dict[str, Record], set[str]]:
         """The cached records, reading Vault only when the cache is cold, old or marked stale.
 
@@ -311,6 +332,8 @@ class Engine:
         record (a path the policy denies, say) costs that subscription a cycle,
         not every subscription.
         """
+        # Quarantined records are read every cycle, to see another process rotate them.
+        self._stale.update(self._quarantined)
         now = self._clock.monotonic()
         expired = (
             self._cache_loaded_at is None
@@ -391,7 +414,7 @@ class Engine:
         sub_id = outcome.subscription_id
         if outcome.kind in ("rotated", "recovered"):
             self._protocol_failures.pop(sub_id, None)
-            self._quarantined.discard(sub_id)
+            self._quarantined.pop(sub_id, None)
             return
         if not outcome.protocol_error:
             return
@@ -399,7 +422,8 @@ class Engine:
         self._protocol_failures[sub_id] = failures
         if failures < QUARANTINE_AFTER or sub_id in self._quarantined:
             return
-        self._quarantined.add(sub_id)
+        record = self._records.get(sub_id)
+        self._quarantined[sub_id] = record.version if record is not None else 0
         log.critical(
             audit.ROTATION_FAILED,
             subscription_id=sub_id,

@@ -16,7 +16,6 @@ is not configured yet, and there is nothing secret to say).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import sys
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
@@ -52,7 +51,10 @@ def _no_core_files() -> bool:
 
 def _not_dumpable() -> bool:
     try:
+        # Imported here: a Python built without _ctypes must still start.
+        import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
-    except (OSError, AttributeError, TypeError):
+    except (ImportError, OSError, AttributeError, TypeError):
         return False

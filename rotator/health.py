@@ -209,19 +209,30 @@ class HealthServer:
                 # connections wait in the kernel's backlog meanwhile.
                 await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
-            if len(self._connections) >= self._max_connections and not self._evict_oldest_waiting():
-                # Every held connection is being answered: hang up at once,
-                # without reading the request (waiting would hold the socket).
-                conn.close()
-            else:
-                conn.setblocking(False)
-                task = asyncio.create_task(self._serve(conn))
-                # Closes the socket of a task cancelled before it even started.
-                task.add_done_callback(functools.partial(_close, conn))
-                self._connections[conn] = task
-                self._waiting[conn] = task
+            # Make room: first by hanging up on a connection still silent, else on
+            # the oldest one being answered (a readiness check it waits on goes on,
+            # shielded and cached), so a flood of slow probes cannot lock out the
+            # liveness probe that decides whether the process is restarted.
+            full = len(self._connections) >= self._max_connections
+            if full and not self._evict_oldest_waiting():
+                self._evict_oldest()
+            conn.setblocking(False)
+            task = asyncio.create_task(self._serve(conn))
+            # Closes the socket of a task cancelled before it even started.
+            task.add_done_callback(functools.partial(_close, conn))
+            self._connections[conn] = task
+            self._waiting[conn] = task
             # Lets a connection hung up on close its socket before the next accept.
             await asyncio.sleep(0)
+
+    def _evict_oldest(self) -> None:
+        """Hang up on the oldest held connection, if any."""
+        if not self._connections:
+            return
+        conn, task = next(iter(self._connections.items()))
+        self._waiting.pop(conn, None)
+        del self._connections[conn]
+        task.cancel()  # its socket is closed as the cancellation reaches it
 
     def _evict_oldest_waiting(self) -> bool:
         """Hang up on the connection waiting longest for its request head; False if none waits."""

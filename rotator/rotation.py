@@ -278,7 +278,9 @@ class _Rotation:
                 return _Refused(str(exc), "monite_refused")
             except MoniteError as exc:
                 doubtful = doubtful or exc.may_have_applied
-                self.protocol_error = isinstance(exc, MoniteProtocolError)
+                # Only an answer that may have replaced the secret counts: a redirect
+                # loop or a token failure cannot have, and proves nothing about it.
+                self.protocol_error = isinstance(exc, MoniteProtocolError) and exc.may_have_applied
                 delay = self.retry_delay(attempt, exc)
                 if delay is None or self.deadline - (ctx.clock.monotonic() + delay) < need:
                     if doubtful:

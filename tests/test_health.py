@@ -161,8 +161,12 @@ async def test_idle_connections_beyond_the_cap_make_room_for_probes() -> None:
         await health.close()
 
 
-async def test_busy_connections_at_the_cap_refuse_new_ones_at_once() -> None:
-    """Cap 2, both held connections being answered: a third is closed at once, not kept waiting."""
+async def test_liveness_probe_gets_in_while_slow_readiness_checks_fill_the_cap() -> None:
+    """Cap 2, both held connections waiting on a slow readiness check: /healthz is answered.
+
+    The oldest of the two is hung up on to make room; the other is answered
+    once the check returns.
+    """
     release = asyncio.Event()
 
     async def slow_ready() -> Verdict:
@@ -175,15 +179,15 @@ async def test_busy_connections_at_the_cap_refuse_new_ones_at_once() -> None:
     await health.start()
     port = health.address[1]
     try:
-        busy = [asyncio.create_task(fetch(port, get("/readyz"))) for _ in range(2)]
+        oldest = asyncio.create_task(fetch(port, get("/readyz")))
         await asyncio.sleep(0.1)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            assert (True, 2) == (await hung_up(reader, 0.5), health.open_connections)
-        finally:
-            writer.close()
+        newer = asyncio.create_task(fetch(port, get("/readyz")))
+        await asyncio.sleep(0.1)
+        live = await asyncio.wait_for(fetch(port, get("/healthz")), 2.0)
         release.set()
-        assert [200, 200] == [answer[0] for answer in await asyncio.gather(*busy)]
+        answers = await asyncio.gather(oldest, newer, return_exceptions=True)
+        statuses = [a[0] if isinstance(a, tuple) else None for a in answers]
+        assert (200, [None, 200]) == (live[0], statuses)
     finally:
         release.set()
         await health.close()

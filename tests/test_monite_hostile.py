@@ -369,3 +369,29 @@ async def test_reshaped_regenerate_answers_quarantine_the_subscription(
     forced = await engine.run_cycle(Force(ids=frozenset({sid})))
     assert [("failed", "monite_error")] == _kinds(forced)
     assert QUARANTINE_AFTER + 1 == monite.regenerate_count(sid)
+
+
+async def test_quarantine_lifts_when_another_process_rotates_the_subscription(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    reshaped_engine: Callable[..., Engine],
+) -> None:
+    """A newer committed record (another replica, or `rotate --force` elsewhere) ends it."""
+    sid = monite.seed()
+    engine = reshaped_engine("no id")
+    for _ in range(QUARANTINE_AFTER):
+        await engine.run_cycle()
+        vault.advance_time(CLAIM_TTL.total_seconds() + 5)
+    assert [sid] == sorted(engine.quarantined)
+    # Another process rotates it and commits (here written directly, as it would be).
+    vault.kv_write(
+        "secret",
+        f"{PREFIX}/{sid}",
+        {
+            "secret": monite.current_secret(sid),
+            "state": "active",
+            "rotated_at": "2026-01-01T00:00:00Z",
+        },
+    )
+    report = await engine.run_cycle()
+    assert ([], []) == (report.quarantined, sorted(engine.quarantined))
