@@ -110,3 +110,21 @@ def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) ->
     Full jitter: callers that failed together do not come back together.
     """
     return rng.uniform(0.0, min(cap, base * 2**attempt))
+
+
+# Monite's retries: the first waits up to BACKOFF_BASE, none longer than
+# BACKOFF_CAP, and a server's Retry-After above RETRY_AFTER_CAP is not trusted.
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 8.0
+RETRY_AFTER_CAP = 60.0
+
+
+def retry_wait(attempt: int, retry_after: float | None, *, rng: random.Random) -> float:
+    """The wait before retry `attempt` (0-based): the server's `Retry-After` when it
+    sent a usable one (capped), else full jitter between BACKOFF_BASE and BACKOFF_CAP.
+
+    One rule for every Monite retry, the adapter's and the rotation's alike.
+    """
+    if retry_after is not None and retry_after >= 0:
+        return min(float(retry_after), RETRY_AFTER_CAP)
+    return full_jitter(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=rng)

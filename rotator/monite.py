@@ -33,7 +33,7 @@ import httpx
 import structlog
 
 from rotator import events
-from rotator.clock import Clock, SystemClock, full_jitter
+from rotator.clock import Clock, SystemClock, retry_wait
 from rotator.config import MoniteSettings
 from rotator.errors import (
     MoniteAuthError,
@@ -52,9 +52,6 @@ log = structlog.get_logger("rotator.monite")
 
 T = TypeVar("T")
 
-BACKOFF_BASE = 0.25  # seconds: first retry waits up to this much
-BACKOFF_CAP = 8.0  # seconds: no single backoff sleeps longer
-RETRY_AFTER_CAP = 60.0  # seconds: a Retry-After above this is not trusted
 MAX_PAGE_SIZE = 100  # the schema's maximum for `limit`
 TOKEN_REFRESH_MARGIN = 300.0  # refresh when less than this (or 10% of the lifetime) is left
 TOKEN_FALLBACK_LIFETIME = 600.0  # used when Monite omits `expires_in`; a 401 covers the rest
@@ -422,10 +419,7 @@ class MoniteClient:
         )
 
     def _backoff(self, retries: int, error: MoniteError) -> float:
-        retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after >= 0:
-            return min(float(retry_after), RETRY_AFTER_CAP)
-        return full_jitter(retries, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=self._rng)
+        return retry_wait(retries, getattr(error, "retry_after", None), rng=self._rng)
 
     def _error_for_status(self, operation: str, response: httpx.Response) -> MoniteError:
         status = response.status_code

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from rotator import events
-from rotator.clock import Clock, full_jitter
+from rotator.clock import Clock, full_jitter, retry_wait
 from rotator.errors import (
     MoniteError,
     MoniteNotFound,
@@ -45,9 +45,6 @@ OutcomeKind = Literal["rotated", "recovered", "skipped", "failed", "conflict"]
 
 log = structlog.get_logger("rotator.rotation")
 
-# Backoff of regenerate retries when Monite sends no Retry-After, and its caps.
-_REGENERATE_BACKOFF = (0.25, 8.0)
-_RETRY_AFTER_CAP = 60.0
 # Backoff of commit retries: the secret is in memory only, so keep trying for
 # `rotation.commit_retry_for`, but never hammer a Vault that is down.
 _COMMIT_BACKOFF = (0.25, 10.0)
@@ -303,11 +300,7 @@ class _Rotation:
         """How long to wait before the next attempt, or None when no retry may follow."""
         if not exc.retryable or attempt >= self.ctx.max_retries:
             return None
-        retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, int | float) and retry_after >= 0:
-            return min(float(retry_after), _RETRY_AFTER_CAP)
-        base, cap = _REGENERATE_BACKOFF
-        return full_jitter(attempt, base=base, cap=cap, rng=self.ctx.rng)
+        return retry_wait(attempt, getattr(exc, "retry_after", None), rng=self.ctx.rng)
 
     async def confirmed_gone(self) -> bool:
         """A first-attempt 404 counts as "gone" only when a GET says so too."""
