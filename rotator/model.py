@@ -288,19 +288,31 @@ class Record:
     ) -> Record:
         """The commit write: the new secret, `active`, or `settling` for `settle_for`."""
         sub = regenerated.subscription
-        settling = settle_for is not None
-        return replace(
+        active = replace(
             self,
             secret=regenerated.secret,
             rotated_at=at,
-            state="settling" if settling else "active",
+            state="active",
             rotation_id=rotation_id,
-            claimed_by=self.claimed_by if settling else None,
-            claim_ttl_seconds=settle_for.total_seconds() if settle_for is not None else None,
-            claim_expires_at=at + settle_for if settle_for is not None else None,
+            claimed_by=None,
+            claim_ttl_seconds=None,
+            claim_expires_at=None,
             url=sub.url,
             object_type=sub.object_type,
             event_types=sub.event_types,
+        )
+        if settle_for is None:
+            return active
+        return active.settling(settle_for, owner=self.claimed_by)
+
+    def settling(self, window: timedelta, *, owner: str | None) -> Record:
+        """This secret, rotated once more when `window` has passed (a straggler may land)."""
+        return replace(
+            self,
+            state="settling",
+            claimed_by=owner,
+            claim_ttl_seconds=window.total_seconds(),
+            claim_expires_at=self.rotated_at + window if self.rotated_at is not None else None,
         )
 
     def stale(self, window: timedelta | None = None) -> Record:

@@ -20,7 +20,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -62,7 +62,6 @@ class Outcome:
     secret_fingerprint: str | None = None
     exposure_seconds: float | None = None  # Monite response to Vault commit
     error: str | None = None
-    state: str | None = None  # the state the commit wrote: active or settling
     # The regenerate step ended on an answer of a shape we cannot read (a
     # MoniteProtocolError): the engine stops retrying a subscription that keeps doing this.
     protocol_error: bool = False
@@ -333,19 +332,27 @@ class _Rotation:
             return horizon is not None and self.claimed_at[0] >= horizon
         return False  # took over an expired claim, or started from `stale`
 
+    def unseen_claim_window(self) -> timedelta:
+        """How long a regenerate sent under a claim we cannot see may still land.
+
+        Such a claim (its record deleted, or ours unverified) may have been
+        written up to one claim ttl before ours and sent its last attempt a ttl
+        later: two ttls from our commit cover it.
+        """
+        return min(2 * self.ctx.claim_ttl, self.ctx.max_claim_ttl)
+
     def settle_for(self) -> timedelta:
         """How long a straggler may still land: the longest claim it could have been sent under.
 
-        A claim we cannot see (the record absent or unverified: perhaps deleted
-        under a live claim) may have been written up to one claim ttl before
-        ours and sent its last attempt a ttl later: two ttls from our commit
-        cover it. All replicas are assumed to share `rotation.claim_ttl`.
+        A start that cannot vouch (absent or unverified: perhaps deleted under a
+        live claim) settles for `unseen_claim_window`. All replicas are assumed
+        to share `rotation.claim_ttl`.
         """
         ctx = self.ctx
         start = self.start
         ttl = ctx.claim_ttl
         if not self.start_verified or start.secret is None:
-            ttl = 2 * ctx.claim_ttl
+            ttl = self.unseen_claim_window()
         ends = start.fence_ends(ctx.max_claim_ttl, floor=ctx.claim_ttl)  # already capped
         if ends is not None and start.created_time is not None:
             ttl = max(ttl, ends - start.created_time)
@@ -419,7 +426,6 @@ class _Rotation:
             vault_version=committed.version,
             secret_fingerprint=fingerprint,
             exposure_seconds=exposure,
-            state=committed.state,
         )
 
     async def verify_commit(self, committed: Record) -> Record:
@@ -439,12 +445,7 @@ class _Rotation:
             return committed  # cannot tell; a failed read is no evidence of reuse
         if self.holds(replaced):
             return committed
-        settling = replace(
-            committed,
-            state="settling",
-            claimed_by=ctx.owner,
-            claim_ttl_seconds=(2 * ctx.claim_ttl).total_seconds(),
-        )
+        settling = committed.settling(self.unseen_claim_window(), owner=ctx.owner)
         try:
             written = await ctx.store.write(settling, cas=committed.version)
         except VaultError:
