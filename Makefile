@@ -32,8 +32,11 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
+# CI has two cores; each xdist worker starts its own OpenBao dev server.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	CHAOS_PROFILE=full $(BIN)/pytest tests/chaos $(PYTEST_ARGS)

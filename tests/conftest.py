@@ -18,7 +18,7 @@ import structlog
 
 from rotator.sandbox import ISSUED
 
-pytest_plugins = ["tests.fixtures_monite", "tests.fixtures_vault"]
+pytest_plugins = ["pytester", "tests.fixtures_monite", "tests.fixtures_vault"]
 
 CAPTURED: list[str] = []
 WHERE: list[str] = []  # the test each CAPTURED text came from
@@ -98,14 +98,41 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def _hygiene_message() -> str:
+    """The failure line for this process's captured output, or "" when it is clean."""
     hits = leaked(set(ISSUED), CAPTURED)
-    if hits:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = (
-            f"SECRET HYGIENE: {len(hits)} issued secret(s)/token(s) appeared in captured "
-            "output (values not shown), in: " + ", ".join(leaking_tests(set(hits)))
-        )
+    if not hits:
+        return ""
+    return (
+        f"SECRET HYGIENE: {len(hits)} issued secret(s)/token(s) appeared in captured "
+        "output (values not shown), in: " + ", ".join(leaking_tests(set(hits)))
+    )
+
+
+_WORKER_FINDINGS: list[str] = []  # on the xdist controller: what each worker found
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    # Each xdist worker issues its own secrets and captures its own output, so
+    # each scans in its own session end and hands the verdict to the controller,
+    # whose exit status is the one CI sees.
+    finding = getattr(node, "workeroutput", {}).get("hygiene", "")
+    if finding:
+        _WORKER_FINDINGS.append(finding)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    message = _hygiene_message()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["hygiene"] = message
+        return
+    findings = [*([message] if message else []), *_WORKER_FINDINGS]
+    if not findings:
+        return
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for finding in findings:
         if reporter is not None:
-            reporter.write_line(message, red=True)
+            reporter.write_line(finding, red=True)

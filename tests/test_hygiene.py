@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from rotator.sandbox import ISSUED, record_issued
 from tests.conftest import leaked
 
@@ -32,3 +36,29 @@ def test_short_placeholders_are_not_tracked() -> None:
     """Values shorter than 8 characters (test placeholders) are not tracked as issued."""
     record_issued("s1")
     assert "s1" not in ISSUED
+
+
+_LEAKING_SUITE = '''
+from rotator.sandbox import record_issued
+
+def test_prints_a_secret():
+    value = "Zq3leakedsecretvalue0123456789"
+    record_issued(value)
+    print("oops", value)
+'''
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
+def test_a_leak_fails_the_whole_run(pytester: pytest.Pytester, workers: list[str]) -> None:
+    """A secret printed by a passing test fails the run, also when xdist workers ran it."""
+    root = Path(__file__).parent
+    pytester.makeconftest(
+        f"import sys\nsys.path.insert(0, {str(root.parent)!r})\n"
+        "from tests.conftest import *  # noqa: F403\n"
+        "from tests.conftest import pytest_sessionfinish, pytest_testnodedown  # noqa: F401\n"
+    )
+    pytester.makepyfile(test_leak=_LEAKING_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *workers)
+    assert pytest.ExitCode.TESTS_FAILED == result.ret
+    assert 1 == sum("SECRET HYGIENE" in line for line in result.outlines)
+    assert "Zq3leakedsecretvalue0123456789" not in result.stdout.str()
