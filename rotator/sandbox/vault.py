@@ -1,11 +1,17 @@
-"""A HashiCorp Vault emulator on loopback: real HTTP, driven by hvac like a real server.
+"""An OpenBao (Vault API) emulator on loopback: real HTTP, driven by hvac like a real server.
 
-Owns the Vault side of the sandbox: KV v2 mounts (data, metadata, config,
-delete/undelete/destroy, check-and-set, version pruning), token auth
-(lookup/renew/revoke/create), AppRole and Kubernetes login, ACL policies in the
-HCL subset the product needs, seal state with `sys/health`, and fault knobs.
-Responses follow Vault's documented HTTP API (envelope, status codes, error
-texts) because the product's tests prove nothing against a friendlier server.
+Owns the Vault side of the sandbox: KV version 2 and version 1 mounts (data,
+metadata, config, delete/undelete/destroy, check-and-set, version pruning),
+namespaces (each with its own mounts, policies, AppRole roles and tokens),
+token auth (lookup/renew/revoke/create, TTL caps by explicit_max_ttl and a
+role's token_max_ttl), AppRole and Kubernetes login, ACL policies in the HCL
+subset the product needs, `sys/capabilities-self`, `sys/internal/ui/mounts`,
+seal state with `sys/health`, and fault knobs.
+
+Answers follow OpenBao's (status codes, envelope, error texts), and
+tests/sandbox/test_vault_differential.py holds the emulator to a real OpenBao
+server request by request: the product's tests prove nothing against a
+friendlier server.
 
 Every credential it issues and every KV value stored under "secret" goes
 through `record_issued`, so the suite can prove none of them leaks into logs.
@@ -14,7 +20,6 @@ through `record_issued`, so the suite can prove none of them leaks into logs.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import random
 import re
@@ -26,51 +31,70 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from rotator.sandbox import record_issued
 from rotator.sandbox._http import Drop, LoopbackServer, Request, Response
-
-VAULT_VERSION = "1.17.6"
-DEFAULT_TOKEN_TTL = 768 * 3600  # Vault's system default (and max) lease TTL
-DEFAULT_MAX_VERSIONS = 10  # KV v2 keeps ten versions unless configured
-
-CUSTOM_METADATA_MAX_KEYS = 64
-CUSTOM_METADATA_MAX_KEY_BYTES = 128
-CUSTOM_METADATA_MAX_VALUE_BYTES = 512
-
-PERMISSION_DENIED = "1 error occurred:\n\t* permission denied\n\n"
-CAS_MISMATCH = "check-and-set parameter did not match the current version"
-CAS_REQUIRED = "check-and-set parameter required for this call"
-SEALED = "Vault is sealed"
-INVALID_APPROLE = "invalid role or secret ID"
-
-CAPABILITIES = frozenset({"create", "read", "update", "delete", "list", "sudo", "deny", "patch"})
-
-# The part of Vault's built-in "default" policy a client relies on: managing its own token.
-DEFAULT_POLICY = """
-path "auth/token/lookup-self" {
-  capabilities = ["read"]
-}
-path "auth/token/renew-self" {
-  capabilities = ["update"]
-}
-path "auth/token/revoke-self" {
-  capabilities = ["update"]
-}
-path "sys/capabilities-self" {
-  capabilities = ["update"]
-}
-"""
-
-_KV_V1_PATH_WARNING = (
-    "Invalid path for a versioned K/V secrets engine. See the API docs for the "
-    "appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' "
-    "for this operation."
+from rotator.sandbox._vault_acl import CAPABILITIES, DEFAULT_POLICY, Acl, Rule, parse_policy
+from rotator.sandbox._vault_common import (
+    CAS_MISMATCH,
+    CAS_REQUIRED,
+    INVALID_APPROLE,
+    NAMESPACE_NOT_FOUND,
+    PERMISSION_DENIED,
+    SEALED,
+    UNAVAILABLE_IN_NAMESPACES,
+    Reply,
+    envelope,
+    error,
+    multierror,
+    no_content,
+    parse_body,
+    parse_bool,
+    parse_duration,
+    parse_int,
+    rfc3339,
+    short_duration,
+    unsupported,
 )
+from rotator.sandbox._vault_kv import (
+    DEFAULT_MAX_VERSIONS,
+    OPENBAO_BUILD,
+    KvMount,
+    read_v2,
+    seed_v2,
+)
+
+__all__ = [
+    "CAPABILITIES",
+    "CAS_MISMATCH",
+    "CAS_REQUIRED",
+    "DEFAULT_MAX_VERSIONS",
+    "DEFAULT_POLICY",
+    "DEFAULT_TOKEN_TTL",
+    "INVALID_APPROLE",
+    "NAMESPACE_NOT_FOUND",
+    "PERMISSION_DENIED",
+    "SEALED",
+    "UNAVAILABLE_IN_NAMESPACES",
+    "VAULT_VERSION",
+    "VaultEmulator",
+    "VaultFaults",
+    "parse_policy",
+]
+
+VAULT_VERSION = "2.7.2"  # the OpenBao release the emulator is held to
+_COMMIT_DATE = "2026-10-26T20:32:27Z"
+DEFAULT_TOKEN_TTL = 768 * 3600  # OpenBao's system default (and max) lease TTL
+
 _TOKEN_ALPHABET = string.ascii_letters + string.digits
+# Token-store paths that act on the calling token: OpenBao serves them in the
+# token's own namespace, whichever namespace the request names.
+_SELF_PATHS = frozenset(
+    {"auth/token/lookup-self", "auth/token/renew-self", "auth/token/revoke-self"}
+)
+_MAX_NAMESPACE_DEPTH = 16
 
 
 @dataclass
@@ -82,160 +106,6 @@ class VaultFaults:
     fail_next: int = 0  # the next N requests (except sys/health) answer error_status
     error_status: int = 500
     fail_writes: int = 0  # the next N KV data writes answer error_status without applying
-
-
-# ---------------------------------------------------------------------------
-# ACL policies: the HCL subset `path "glob" { capabilities = [...] }`
-
-
-@dataclass(frozen=True)
-class _Rule:
-    pattern: str
-    capabilities: frozenset[str]
-
-    @property
-    def glob(self) -> bool:
-        return self.pattern.endswith("*")
-
-    def matches(self, path: str) -> bool:
-        body = self.pattern[:-1] if self.glob else self.pattern
-        pattern_segments = body.split("/")
-        if "+" not in pattern_segments:
-            return path.startswith(body) if self.glob else path == body
-        path_segments = path.split("/")
-        if self.glob:
-            if len(path_segments) < len(pattern_segments):
-                return False
-        elif len(path_segments) != len(pattern_segments):
-            return False
-        last = len(pattern_segments) - 1
-        for index, (want, got) in enumerate(zip(pattern_segments, path_segments, strict=False)):
-            if want == "+":
-                continue
-            if self.glob and index == last:
-                if not got.startswith(want):
-                    return False
-            elif want != got:
-                return False
-        return True
-
-    def priority(self) -> tuple[int, bool, int, int, str]:
-        """Vault's documented order: a later first wildcard, no glob, fewer `+`, longer, larger."""
-        wildcards = [i for i, char in enumerate(self.pattern) if char in "+*"]
-        first = wildcards[0] if wildcards else len(self.pattern) + 1
-        plus = self.pattern.split("/").count("+")
-        return (first, not self.glob, -plus, len(self.pattern), self.pattern)
-
-
-_HCL_TOKEN = re.compile(
-    r"""(?P<ws>\s+)
-      | (?P<comment>\#[^\n]*|//[^\n]*|/\*.*?\*/)
-      | (?P<string>"(?:[^"\\]|\\.)*")
-      | (?P<punct>[{}\[\]=,])
-      | (?P<word>[A-Za-z0-9_.\-+:*/]+)""",
-    re.VERBOSE | re.DOTALL,
-)
-
-
-def _hcl_tokens(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        match = _HCL_TOKEN.match(text, pos)
-        if match is None:
-            raise ValueError(f"policy: unexpected character {text[pos]!r} at offset {pos}")
-        kind = match.lastgroup or ""
-        if kind == "string":
-            tokens.append((kind, json.loads(match.group())))
-        elif kind not in ("ws", "comment"):
-            tokens.append((kind, match.group()))
-        pos = match.end()
-    return tokens
-
-
-class _HclParser:
-    """Just enough HCL for policies: statements, labelled blocks, strings, lists, maps."""
-
-    def __init__(self, text: str) -> None:
-        self._tokens = _hcl_tokens(text)
-        self._pos = 0
-
-    def _peek(self) -> tuple[str, str] | None:
-        return self._tokens[self._pos] if self._pos < len(self._tokens) else None
-
-    def _take(self, value: str | None = None) -> tuple[str, str]:
-        token = self._peek()
-        if token is None or (value is not None and token[1] != value):
-            raise ValueError(f"policy: expected {value or 'a token'}, got {token}")
-        self._pos += 1
-        return token
-
-    def statements(self, closing: str | None) -> list[tuple[str, str | None, Any]]:
-        result: list[tuple[str, str | None, Any]] = []
-        for _ in range(len(self._tokens) + 1):
-            token = self._peek()
-            if token is None:
-                if closing is not None:
-                    raise ValueError("policy: unterminated block")
-                return result
-            if token == ("punct", closing):
-                self._take()
-                return result
-            key = self._take()
-            if key[0] not in ("word", "string"):
-                raise ValueError(f"policy: unexpected {key[1]!r}")
-            label: str | None = None
-            nxt = self._peek()
-            if nxt is not None and nxt[0] == "string":
-                label = self._take()[1]
-                nxt = self._peek()
-            if nxt == ("punct", "="):
-                self._take()
-            result.append((key[1], label, self._value()))
-        raise ValueError("policy: runaway parse")
-
-    def _value(self) -> Any:
-        token = self._take()
-        if token == ("punct", "{"):
-            return self.statements("}")
-        if token == ("punct", "["):
-            items: list[Any] = []
-            for _ in range(len(self._tokens) + 1):
-                if self._peek() == ("punct", "]"):
-                    self._take()
-                    return items
-                items.append(self._value())
-                if self._peek() == ("punct", ","):
-                    self._take()
-            raise ValueError("policy: unterminated list")
-        if token[0] in ("string", "word"):
-            return token[1]
-        raise ValueError(f"policy: unexpected {token[1]!r}")
-
-
-def parse_policy(hcl: str) -> list[_Rule]:
-    """Parse the HCL subset into rules; raises ValueError the way `vault policy write` refuses."""
-    merged: dict[str, set[str]] = {}
-    for key, label, value in _HclParser(hcl).statements(None):
-        if key != "path":
-            continue
-        if label is None or not isinstance(value, list):
-            raise ValueError('policy: expected path "<glob>" { ... }')
-        if "*" in label[:-1]:
-            raise ValueError(f"policy: path {label!r}: '*' is only allowed at the end")
-        capabilities: list[str] = []
-        for attr, _, attr_value in value:
-            if attr == "capabilities":
-                if not isinstance(attr_value, list) or not all(
-                    isinstance(c, str) for c in attr_value
-                ):
-                    raise ValueError(f"policy: path {label!r}: capabilities must be a list")
-                capabilities.extend(attr_value)
-        unknown = set(capabilities) - CAPABILITIES
-        if unknown:
-            raise ValueError(f"policy: path {label!r}: invalid capabilities {sorted(unknown)}")
-        merged.setdefault(label, set()).update(capabilities)
-    return [_Rule(pattern, frozenset(caps)) for pattern, caps in merged.items()]
 
 
 # ---------------------------------------------------------------------------
@@ -256,39 +126,12 @@ class _Token:
     display_name: str
     orphan: bool
     meta: dict[str, str] | None = None
-
-
-@dataclass
-class _Version:
-    created: float
-    data: dict[str, Any] | None
-    deletion_time: float | None = None
-    destroyed: bool = False
-
-    def deleted(self, now: float) -> bool:
-        return self.deletion_time is not None and self.deletion_time <= now
-
-
-@dataclass
-class _Secret:
-    created: float
-    updated: float
-    current_version: int = 0
-    oldest_version: int = 0
-    versions: dict[int, _Version] = field(default_factory=dict)
-    max_versions: int = 0
-    cas_required: bool = False
-    delete_version_after: int = 0
-    custom_metadata: dict[str, str] | None = None
-
-
-@dataclass
-class _KvMount:
-    name: str
-    max_versions: int = 0
-    cas_required: bool = False
-    delete_version_after: int = 0
-    secrets: dict[str, _Secret] = field(default_factory=dict)
+    namespace: str = ""  # "" = the root namespace
+    explicit_max_ttl: int = 0
+    max_ttl: int = 0  # a role's token_max_ttl (0 = none)
+    ttl: int = 0  # the current lease's TTL: a renewal without increment asks for it again
+    last_renewal: float | None = None
+    entity_id: str = ""
 
 
 @dataclass
@@ -298,6 +141,20 @@ class _AppRole:
     secret_ids: set[str]
     policies: list[str]
     token_ttl: float
+    token_max_ttl: float = 0
+    entity_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class _Policy:
+    hcl: str
+    rules: list[Rule]
+    modified: float
+    version: int = 1
+
+    def update(self, hcl: str, rules: list[Rule], now: float) -> None:
+        self.hcl, self.rules, self.modified = hcl, rules, now
+        self.version += 1
 
 
 @dataclass
@@ -310,117 +167,98 @@ class _KubernetesRole:
     jwts: dict[str, str]  # jwt -> service account uid
 
 
-class _Reply(Exception):
-    """Raised inside a handler to answer at once (errors, mostly)."""
+def _builtin_mount(kind: str) -> dict[str, Any]:
+    """The entry sys/internal/ui/mounts shows for a mount every namespace has."""
+    config: dict[str, Any] = {"default_lease_ttl": 0, "force_no_cache": False, "max_lease_ttl": 0}
+    description = {
+        "system": "system endpoints used for control, policy and debugging",
+        "cubbyhole": "per-token private secret storage",
+        "identity": "identity store",
+        "token": "token based credentials",
+        "approle": "",
+        "kubernetes": "",
+    }[kind]
+    if kind == "system":
+        config["passthrough_request_headers"] = ["Accept"]
+    elif kind == "identity":
+        config["passthrough_request_headers"] = ["Authorization"]
+    elif kind in ("token", "approle", "kubernetes"):
+        config["token_type"] = "default-service"
+    accessor = f"auth_{kind}" if kind in ("token", "approle", "kubernetes") else kind
+    info: dict[str, Any] = {
+        "accessor": f"{accessor}_{secrets.token_hex(4)}",
+        "config": config,
+        "description": description,
+        "external_entropy_access": False,
+        "local": kind == "cubbyhole",
+        "options": {} if kind in ("approle", "kubernetes") else None,
+        "plugin_version": "",
+        "running_plugin_version": OPENBAO_BUILD,
+        "running_sha256": "",
+        "seal_wrap": kind == "system",
+        "type": kind,
+        "uuid": str(uuid.uuid4()),
+    }
+    if kind in ("approle", "kubernetes"):
+        info["deprecation_status"] = "supported"
+    return info
 
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status)
-        self.response = response
+
+@dataclass
+class _Namespace:
+    path: str  # "" for root, else "team-a" or "admin/payments" (no slashes around)
+    id: str = ""
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    mounts: dict[str, KvMount] = field(default_factory=dict)
+    policies: dict[str, _Policy] = field(default_factory=dict)
+    approle_mounts: dict[str, dict[str, _AppRole]] = field(default_factory=dict)
+    builtin: dict[str, dict[str, Any]] = field(default_factory=dict)  # "sys/" -> mount entry
+
+    def __post_init__(self) -> None:
+        self.policies["default"] = _Policy(
+            DEFAULT_POLICY, parse_policy(DEFAULT_POLICY), time.time()
+        )
+        for path, kind in (
+            ("cubbyhole/", "cubbyhole"),
+            ("identity/", "identity"),
+            ("sys/", "system"),
+            ("auth/token/", "token"),
+        ):
+            self.builtin[path] = _builtin_mount(kind)
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "custom_metadata": {},
+            "id": self.id,
+            "locked": False,
+            "path": self.path + "/",
+            "tainted": False,
+            "uuid": self.uuid,
+        }
 
 
 # ---------------------------------------------------------------------------
 # Small helpers
 
 
-def _rfc3339(ts: float | None) -> str:
-    """Go's RFC3339Nano as Vault prints it (trailing zeros trimmed); "" for no time."""
-    if ts is None:
-        return ""
-    text = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    seconds, _, fraction = text.partition(".")
-    fraction = fraction.rstrip("0")
-    return f"{seconds}.{fraction}Z" if fraction else f"{seconds}Z"
-
-
-def _go_duration(seconds: int) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _parse_duration(value: Any, field_name: str) -> float:
-    """Seconds from an int or a Go-style duration string ("90s", "1h30m"), as Vault accepts."""
-    if isinstance(value, bool):
-        raise _Reply(_error(400, f"invalid duration for field {field_name!r}"))
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        parts = _DURATION_PART.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    raise _Reply(_error(400, f"invalid duration for field {field_name!r}: {value!r}"))
-
-
-def _parse_int(value: Any, message: str) -> int:
-    if isinstance(value, bool):
-        raise _Reply(_error(400, message))
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    raise _Reply(_error(400, message))
-
-
-def _parse_bool(value: Any, field_name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    raise _Reply(_error(400, f"invalid boolean for field {field_name!r}"))
-
-
-def _multierror(messages: Sequence[str]) -> str:
-    """go-multierror's text, which Vault passes through verbatim."""
-    if len(messages) == 1:
-        return f"1 error occurred:\n\t* {messages[0]}\n\n"
-    points = "\n\t".join(f"* {m}" for m in messages)
-    return f"{len(messages)} errors occurred:\n\t{points}\n\n"
-
-
-def _error(status: int, *messages: str) -> Response:
-    return Response(status, {"errors": list(messages)}, headers={"Cache-Control": "no-store"})
-
-
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch, as Vault applies to KV PATCH requests."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge_patch(result.get(key), value)
-    return result
-
-
-def _require_merge_patch(request: Request) -> None:
-    """Vault answers 415 to a PATCH that is not a JSON merge patch."""
-    content_type = (request.header("Content-Type") or "").split(";")[0].strip()
-    if content_type != "application/merge-patch+json":
-        message = f"PATCH requires Content-Type application/merge-patch+json, got {content_type!r}"
-        raise _Reply(_error(415, message))
-
-
-def _new_token_id() -> str:
-    return "hvs." + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(24))
+def _new_token_id(namespace: _Namespace) -> str:
+    suffix = f".{namespace.id}" if namespace.id else ""
+    return "s." + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(24)) + suffix
 
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _ttl_warning(requested: float, allowed: float) -> str:
+    return (
+        f'TTL of "{short_duration(requested)}" exceeded the effective max_ttl of '
+        f'"{short_duration(allowed)}"; TTL value is capped accordingly'
+    )
+
+
+def _clean_namespace(value: str | None) -> str:
+    return (value or "").strip().strip("/")
 
 
 # ---------------------------------------------------------------------------
@@ -428,15 +266,18 @@ def _b64url(raw: bytes) -> str:
 
 
 class VaultEmulator:
-    """Vault on 127.0.0.1 with KV v2 mounts, token/AppRole/Kubernetes auth, ACLs and faults."""
+    """OpenBao on 127.0.0.1: KV mounts, namespaces, token/AppRole/Kubernetes auth, ACLs, faults."""
 
     def __init__(
         self,
         *,
         kv_mounts: Sequence[str] = ("secret",),
+        kv1_mounts: Sequence[str] = (),
         max_versions: int = 0,
         seed: int | None = None,
+        port: int = 0,
     ) -> None:
+        """`port` 0 takes a free loopback port; another binds it now (OSError if taken)."""
         self._lock = threading.RLock()
         self.faults = VaultFaults()
         self._rng = random.Random(seed)  # fault injection, not cryptography
@@ -445,20 +286,28 @@ class VaultEmulator:
         self._refusing = False
         self._started = False
         self._counts: Counter[str] = Counter()
-        self._namespaces: set[str] = set()
+        self._namespaces_seen: set[str] = set()
         self._cluster_id = str(uuid.uuid4())
-        self._mounts = {
-            m.strip("/"): _KvMount(m.strip("/"), max_versions=max_versions) for m in kv_mounts
-        }
-        self._policies: dict[str, tuple[str, list[_Rule]]] = {}
+        root = _Namespace("")
+        for name in kv_mounts:
+            root.mounts[name.strip("/")] = KvMount(name.strip("/"), max_versions=max_versions)
+        for name in kv1_mounts:
+            root.mounts[name.strip("/")] = KvMount(name.strip("/"), version=1)
+        self._namespaces: dict[str, _Namespace] = {"": root}
         self._tokens: dict[str, _Token] = {}
-        self._approles: dict[str, _AppRole] = {}  # by role name
         self._k8s_roles: dict[str, _KubernetesRole] = {}
-        self.put_policy("default", DEFAULT_POLICY)
+        # Like OpenBao's dev server (-dev-root-token-id), whose root token comes from token create.
         self.root_token = self._issue_token(
-            policies=["root"], ttl=0, renewable=False, num_uses=0, path="auth/token/root"
+            policies=["root"],
+            ttl=0,
+            renewable=False,
+            num_uses=0,
+            path="auth/token/create",
+            orphan=True,
         ).id
-        self._server: LoopbackServer | None = LoopbackServer(self._handle, clock=self.now)
+        self._server: LoopbackServer | None = LoopbackServer(
+            self._handle, port=port, clock=self.now
+        )
         self._port = self._server.port
 
     # -- lifecycle ----------------------------------------------------------
@@ -540,10 +389,59 @@ class VaultEmulator:
 
     # -- administration (no HTTP) -------------------------------------------
 
-    def put_policy(self, name: str, hcl: str) -> None:
+    def _ns(self, namespace: str | None) -> _Namespace:
+        name = _clean_namespace(namespace)
+        found = self._namespaces.get(name)
+        if found is None:
+            raise KeyError(f"namespace {name!r} does not exist (create_namespace first)")
+        return found
+
+    def create_namespace(self, name: str) -> None:
+        """Create namespace `name` ("a" or "a/b"), and any missing parent, with no mounts.
+
+        Like `POST sys/namespaces/<name>` in OpenBao (which creates one level at
+        a time): a fresh namespace has its own "default" policy, token store and
+        system mounts, but no secrets engine.
+        """
+        path = _clean_namespace(name)
+        if not path:
+            raise ValueError("the root namespace always exists")
+        with self._lock:
+            parts = path.split("/")
+            for depth in range(1, len(parts) + 1):
+                level = "/".join(parts[:depth])
+                if level not in self._namespaces:
+                    ns_id = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(6))
+                    self._namespaces[level] = _Namespace(level, id=ns_id)
+
+    def namespace(self, name: str) -> None:
+        """Create namespace `name` with a KV v2 mount "secret" inside, when missing.
+
+        The same call as tests.openbao.OpenBaoVault.namespace.
+        """
+        with self._lock:
+            self.create_namespace(name)
+            ns = self._ns(name)
+            ns.mounts.setdefault("secret", KvMount("secret"))
+
+    def remount(
+        self, mount: str, *, version: int = 2, namespace: str | None = None, **config: Any
+    ) -> None:
+        """Replace `mount` by an empty KV mount of `version` (its data is gone).
+
+        `config` (OpenBao's mount tuning, such as default_lease_ttl) is accepted
+        and ignored.
+        """
+        if version not in (1, 2):
+            raise ValueError("KV version must be 1 or 2")
+        with self._lock:
+            name = mount.strip("/")
+            self._ns(namespace).mounts[name] = KvMount(name, version=version)
+
+    def put_policy(self, name: str, hcl: str, *, namespace: str | None = None) -> None:
         rules = parse_policy(hcl)
         with self._lock:
-            self._policies[name] = (hcl, rules)
+            self._set_policy(self._ns(namespace), name, hcl, rules)
 
     def create_token(
         self,
@@ -552,15 +450,28 @@ class VaultEmulator:
         ttl: float | None = None,
         renewable: bool = True,
         num_uses: int = 0,
+        explicit_max_ttl: float | None = None,
+        no_default_policy: bool = False,
+        namespace: str | None = None,
     ) -> str:
-        """A service token; like Vault, every non-root token also gets "default"."""
+        """A service token (a child of root); like OpenBao, it also gets "default" unless told."""
         with self._lock:
+            ns = self._ns(namespace)
+            chosen = self._with_default(policies, no_default=no_default_policy)
+            max_ttl = round(explicit_max_ttl or 0)
+            wanted = DEFAULT_TOKEN_TTL if ttl is None else ttl
+            if "root" in chosen and ttl is None:
+                wanted = 0
             return self._issue_token(
-                policies=self._with_default(policies),
-                ttl=DEFAULT_TOKEN_TTL if ttl is None else ttl,
+                policies=chosen,
+                ttl=wanted,
                 renewable=renewable,
                 num_uses=num_uses,
                 path="auth/token/create",
+                # What hvac's token create (display_name="token") makes of it.
+                display_name="token-token",
+                namespace=ns,
+                explicit_max_ttl=max_ttl,
             ).id
 
     def revoke_token(self, token: str) -> None:
@@ -568,18 +479,32 @@ class VaultEmulator:
             self._tokens.pop(token, None)
 
     def add_approle(
-        self, role_name: str, *, policies: Sequence[str], token_ttl: float = 3600
+        self,
+        role_name: str,
+        *,
+        policies: Sequence[str],
+        token_ttl: float = 3600,
+        token_max_ttl: float | None = None,
+        mount: str = "approle",
+        namespace: str | None = None,
     ) -> tuple[str, str]:
-        """Create (or extend) an AppRole; returns (role_id, a fresh secret_id)."""
+        """Enable AppRole at `mount` if missing, create or update the role: (role_id, secret_id)."""
         secret_id = str(uuid.uuid4())
         record_issued(secret_id)
         with self._lock:
-            role = self._approles.get(role_name)
+            ns = self._ns(namespace)
+            name = mount.strip("/")
+            if name not in ns.approle_mounts:
+                ns.approle_mounts[name] = {}
+                ns.builtin[f"auth/{name}/"] = _builtin_mount("approle")
+            roles = ns.approle_mounts[name]
+            role = roles.get(role_name)
             if role is None:
                 role = _AppRole(role_name, str(uuid.uuid4()), set(), [], token_ttl)
-                self._approles[role_name] = role
+                roles[role_name] = role
             role.policies = list(policies)
             role.token_ttl = token_ttl
+            role.token_max_ttl = token_max_ttl or 0
             role.secret_ids.add(secret_id)
             return role.role_id, secret_id
 
@@ -627,45 +552,66 @@ class VaultEmulator:
             entry.policies = list(policies)
             entry.token_ttl = token_ttl
             entry.jwts[jwt] = sa_uid
+            root = self._namespaces[""]
+            root.builtin.setdefault("auth/kubernetes/", _builtin_mount("kubernetes"))
         return jwt
 
-    def kv_read(self, mount: str, path: str) -> tuple[dict[str, Any], int] | None:
-        """The current data and version of a secret, or None (absent, deleted or destroyed)."""
-        full = self.kv_read_full(mount, path)
+    def _kv_mount(self, mount: str, namespace: str | None) -> KvMount | None:
+        return self._ns(namespace).mounts.get(mount.strip("/"))
+
+    def kv_read(
+        self, mount: str, path: str, *, namespace: str | None = None
+    ) -> tuple[dict[str, Any], int] | None:
+        """The current data and version of a secret, or None (absent, deleted or destroyed).
+
+        On a KV v1 mount: the stored object and version 0.
+        """
+        full = self.kv_read_full(mount, path, namespace=namespace)
         return None if full is None else (full[0], full[1])
 
-    def kv_read_full(self, mount: str, path: str) -> tuple[dict[str, Any], int, str] | None:
+    def kv_read_full(
+        self, mount: str, path: str, *, namespace: str | None = None
+    ) -> tuple[dict[str, Any], int, str] | None:
         """Like `kv_read`, plus the version's `created_time` exactly as the HTTP API prints it."""
         with self._lock:
-            kv = self._mounts.get(mount.strip("/"))
-            secret = kv.secrets.get(path.strip("/")) if kv else None
-            if secret is None:
+            kv = self._kv_mount(mount, namespace)
+            if kv is None:
                 return None
-            version = secret.versions.get(secret.current_version)
-            if version is None or version.destroyed or version.deleted(self.now()):
-                return None
-            data = copy.deepcopy(version.data or {})
-            return data, secret.current_version, _rfc3339(version.created)
+            key = path.strip("/")
+            if kv.version == 1:
+                value = kv.values.get(key)
+                return None if value is None else (dict(value), 0, "")
+            return read_v2(kv, key, self.now())
 
-    def kv_delete_metadata(self, mount: str, path: str) -> bool:
+    def kv_delete_metadata(self, mount: str, path: str, *, namespace: str | None = None) -> bool:
         """Remove a secret and all its versions, as `DELETE {mount}/metadata/{path}` does.
 
         No HTTP, so no ACL and no faults. True if there was something to remove.
         """
         with self._lock:
-            kv = self._mounts[mount.strip("/")]
+            kv = self._ns(namespace).mounts[mount.strip("/")]
+            if kv.version == 1:
+                return kv.values.pop(path.strip("/"), None) is not None
             return kv.secrets.pop(path.strip("/"), None) is not None
 
-    def kv_write(self, mount: str, path: str, data: dict[str, Any]) -> int:
-        """Seed a secret without HTTP (no ACL, no faults, no CAS); returns the new version."""
-        with self._lock:
-            kv = self._mounts[mount.strip("/")]
-            return self._append_version(kv, path.strip("/"), copy.deepcopy(data)).current_version
+    def kv_write(
+        self, mount: str, path: str, data: dict[str, Any], *, namespace: str | None = None
+    ) -> int:
+        """Seed a secret without HTTP (no ACL, no faults, no CAS); returns the new version.
 
-    def kv_versions(self, mount: str, path: str) -> list[int]:
+        On a KV v1 mount the object replaces what was there and the answer is 0.
+        """
+        with self._lock:
+            kv = self._ns(namespace).mounts[mount.strip("/")]
+            if kv.version == 1:
+                kv.seed_v1(path.strip("/"), data)
+                return 0
+            return seed_v2(kv, path.strip("/"), data, self.now())
+
+    def kv_versions(self, mount: str, path: str, *, namespace: str | None = None) -> list[int]:
         """Version numbers still stored for a secret (after pruning), oldest first."""
         with self._lock:
-            kv = self._mounts.get(mount.strip("/"))
+            kv = self._kv_mount(mount, namespace)
             secret = kv.secrets.get(path.strip("/")) if kv else None
             return sorted(secret.versions) if secret else []
 
@@ -680,9 +626,9 @@ class VaultEmulator:
             self._counts.clear()
 
     def namespaces_seen(self) -> set[str]:
-        """Values of X-Vault-Namespace received (namespaces are accepted, not enforced)."""
+        """Values of X-Vault-Namespace received (existing namespaces or not)."""
         with self._lock:
-            return set(self._namespaces)
+            return set(self._namespaces_seen)
 
     # -- tokens and ACL -------------------------------------------------------
 
@@ -692,6 +638,12 @@ class VaultEmulator:
         if "root" not in chosen and not no_default:
             chosen.add("default")
         return sorted(chosen)
+
+    @staticmethod
+    def _max_ttl(explicit_max_ttl: float, role_max_ttl: float) -> float:
+        """The effective max TTL: the system's, lowered by explicit_max_ttl and a role's."""
+        limits = [DEFAULT_TOKEN_TTL] + [m for m in (explicit_max_ttl, role_max_ttl) if m > 0]
+        return float(min(limits))
 
     def _issue_token(
         self,
@@ -704,11 +656,20 @@ class VaultEmulator:
         meta: dict[str, str] | None = None,
         orphan: bool = False,
         display_name: str = "token",
+        namespace: _Namespace | None = None,
+        explicit_max_ttl: int = 0,
+        max_ttl: int = 0,
+        entity_id: str = "",
     ) -> _Token:
+        """A new token; its TTL is capped at the effective max (see `_capped_ttl`)."""
+        ns = namespace or self._namespaces[""]
         now = self.now()
+        if ttl > 0:
+            ttl = min(ttl, self._max_ttl(explicit_max_ttl, max_ttl))
+        suffix = f".{ns.id}" if ns.id else ""
         token = _Token(
-            id=_new_token_id(),
-            accessor="".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(24)),
+            id=_new_token_id(ns),
+            accessor="".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(24)) + suffix,
             policies=policies,
             creation_ttl=round(ttl),
             issued_at=now,
@@ -717,8 +678,13 @@ class VaultEmulator:
             num_uses=num_uses,
             path=path,
             display_name=display_name,
-            orphan=orphan or path == "auth/token/root",
+            orphan=orphan,
             meta=meta,
+            namespace=ns.path,
+            explicit_max_ttl=explicit_max_ttl,
+            max_ttl=max_ttl,
+            ttl=round(ttl),
+            entity_id=entity_id,
         )
         record_issued(token.id)
         self._tokens[token.id] = token
@@ -733,52 +699,54 @@ class VaultEmulator:
                 token_id = auth[len("Bearer ") :].strip()
         token = self._tokens.get(token_id or "")
         if token is None:
-            raise _Reply(_error(403, "permission denied"))
+            raise Reply(error(403, "permission denied"))
         if token.expires_at is not None and token.expires_at <= self.now():
             del self._tokens[token.id]
-            raise _Reply(_error(403, "permission denied"))
+            raise Reply(error(403, "permission denied"))
         if token.num_uses > 0:
             token.num_uses -= 1
             if token.num_uses == 0:
-                # The use being spent now is the last one: Vault revokes on exhaustion.
+                # The use being spent now is the last one: OpenBao marks the token -1
+                # (a lookup-self on this last use shows it) and revokes it.
+                token.num_uses = -1
                 del self._tokens[token.id]
         return token
 
-    def _capabilities(self, token: _Token, path: str) -> list[str]:
-        """What the token may do on `path`: Vault merges its policies, then the best match wins."""
-        if "root" in token.policies:
-            return ["root"]
-        merged: dict[str, set[str]] = {}
-        for name in token.policies:
-            entry = self._policies.get(name)
-            for rule in entry[1] if entry else ():
-                merged.setdefault(rule.pattern, set()).update(rule.capabilities)
-        rules = [_Rule(pattern, frozenset(caps)) for pattern, caps in merged.items()]
-        matching = [rule for rule in rules if rule.matches(path)]
-        if not matching:
-            return ["deny"]
-        best = max(matching, key=_Rule.priority)
-        if "deny" in best.capabilities or not best.capabilities:
-            return ["deny"]
-        return sorted(best.capabilities)
+    def _acl(self, token: _Token, ns: _Namespace, path: str, *, self_path: bool) -> tuple[Acl, str]:
+        """The token's ACL and the path it is checked against, for a request in `ns`.
 
-    def _allowed(self, token: _Token, path: str, capability: str) -> bool:
-        capabilities = self._capabilities(token, path)
-        return "root" in capabilities or capability in capabilities
+        Policies live in the token's namespace. A token used in a namespace
+        below its own sees the path prefixed with the namespaces in between
+        ("team-a/secret/..."); anywhere else it may do nothing. The token's own
+        lookup/renew/revoke are served in the token's namespace.
+        """
+        home = self._namespaces.get(token.namespace)
+        if home is None:
+            return Acl([]), path
+        acl = Acl(
+            (home.policies[p].rules for p in token.policies if p in home.policies),
+            root="root" in token.policies,
+        )
+        if self_path or token.namespace == ns.path:
+            return acl, path
+        if token.namespace == "" or ns.path.startswith(token.namespace + "/"):
+            between = ns.path[len(token.namespace) :].strip("/")
+            return acl, f"{between}/{path}"
+        return Acl([]), path
 
     def _token_view(self, token: _Token) -> dict[str, Any]:
         now = self.now()
         ttl = 0 if token.expires_at is None else max(0, round(token.expires_at - now))
-        return {
+        view: dict[str, Any] = {
             "accessor": token.accessor,
             "creation_time": int(token.issued_at),
             "creation_ttl": token.creation_ttl,
             "display_name": token.display_name,
-            "entity_id": "",
-            "expire_time": None if token.expires_at is None else _rfc3339(token.expires_at),
-            "explicit_max_ttl": 0,
+            "entity_id": token.entity_id,
+            "expire_time": None if token.expires_at is None else rfc3339(token.expires_at),
+            "explicit_max_ttl": token.explicit_max_ttl,
             "id": token.id,
-            "issue_time": _rfc3339(token.issued_at),
+            "issue_time": rfc3339(token.issued_at),
             "meta": token.meta,
             "num_uses": token.num_uses,
             "orphan": token.orphan,
@@ -788,6 +756,12 @@ class VaultEmulator:
             "ttl": ttl,
             "type": "service",
         }
+        if token.last_renewal is not None:
+            view["last_renewal"] = rfc3339(token.last_renewal)
+            view["last_renewal_time"] = int(token.last_renewal)
+        if token.namespace:
+            view["namespace_path"] = token.namespace + "/"
+        return dict(sorted(view.items()))
 
     def _auth_block(self, token: _Token) -> dict[str, Any]:
         ttl = 0 if token.expires_at is None else max(0, round(token.expires_at - self.now()))
@@ -799,7 +773,7 @@ class VaultEmulator:
             "metadata": token.meta,
             "lease_duration": ttl,
             "renewable": token.renewable,
-            "entity_id": "",
+            "entity_id": token.entity_id,
             "token_type": "service",
             "orphan": token.orphan,
             "mfa_requirement": None,
@@ -808,43 +782,17 @@ class VaultEmulator:
 
     # -- HTTP -----------------------------------------------------------------
 
-    def _envelope(
-        self,
-        status: int,
-        *,
-        data: Any = None,
-        auth: Any = None,
-        mount_type: str = "",
-        warnings: list[str] | None = None,
-    ) -> Response:
-        body = {
-            "request_id": str(uuid.uuid4()),
-            "lease_id": "",
-            "renewable": False,
-            "lease_duration": 0,
-            "data": data,
-            "wrap_info": None,
-            "warnings": warnings,
-            "auth": auth,
-            "mount_type": mount_type,
-        }
-        return Response(status, body, headers={"Cache-Control": "no-store"})
-
-    @staticmethod
-    def _no_content() -> Response:
-        return Response(204, None, headers={"Cache-Control": "no-store"})
-
     def _handle(self, request: Request) -> Response:
         path = request.path
         rel = path[len("/v1/") :].strip("/") if path.startswith("/v1/") else None
         rel = re.sub(r"/{2,}", "/", rel) if rel is not None else None
-        kind = self._kind(request, rel)
         with self._lock:
+            kind = self._kind(request, rel)
             self._counts[kind] += 1
             latency = self.faults.latency
             namespace = request.header("X-Vault-Namespace")
             if namespace:
-                self._namespaces.add(namespace)
+                self._namespaces_seen.add(namespace)
         if latency > 0:
             time.sleep(latency)
         with self._lock:
@@ -856,9 +804,9 @@ class VaultEmulator:
                 if injected is not None:
                     return injected
                 if rel is None:
-                    return _error(404)
-                return self._route(request, rel)
-            except _Reply as reply:
+                    return error(404)
+                return self._route(request, rel, kind)
+            except Reply as reply:
                 return reply.response
 
     def _injected_fault(self, kind: str) -> Response | None:
@@ -867,9 +815,9 @@ class VaultEmulator:
         faults = self.faults
         if faults.fail_next > 0:
             faults.fail_next -= 1
-            return _error(faults.error_status, _multierror(["injected fault"]))
+            return error(faults.error_status, multierror(["injected fault"]))
         if faults.error_rate > 0 and self._rng.random() < faults.error_rate:
-            return _error(500, _multierror(["injected fault"]))
+            return error(500, multierror(["injected fault"]))
         return None
 
     def _kind(self, request: Request, rel: str | None) -> str:
@@ -886,13 +834,15 @@ class VaultEmulator:
             return "token"
         if rel.startswith("sys/"):
             return "sys"
-        with self._lock:
-            hit = self._split_mount(rel)
+        ns = self._namespaces.get(_clean_namespace(request.header("X-Vault-Namespace")))
+        hit = self._split_mount(ns, rel) if ns is not None else None
         if hit is None:
             return "other"
-        sub = hit[1]
-        head = sub.split("/", 1)[0]
+        kv, sub = hit
+        head = sub.split("/", 1)[0] if kv.version == 2 else "data"
         if head == "data":
+            if self._operation(request) == "list":
+                return "kv_list"
             if method in ("POST", "PUT", "PATCH"):
                 return "kv_write"
             return "kv_delete" if method == "DELETE" else "kv_read"
@@ -906,9 +856,10 @@ class VaultEmulator:
             return "kv_config"
         return "other"
 
-    def _split_mount(self, rel: str) -> tuple[_KvMount, str] | None:
-        best: _KvMount | None = None
-        for name, kv in self._mounts.items():
+    @staticmethod
+    def _split_mount(ns: _Namespace, rel: str) -> tuple[KvMount, str] | None:
+        best: KvMount | None = None
+        for name, kv in ns.mounts.items():
             if (rel == name or rel.startswith(name + "/")) and (
                 best is None or len(name) > len(best.name)
             ):
@@ -916,6 +867,19 @@ class VaultEmulator:
         if best is None:
             return None
         return best, rel[len(best.name) :].lstrip("/")
+
+    def _path_namespace(self, ns: _Namespace, rel: str) -> tuple[_Namespace, str]:
+        """OpenBao also takes a namespace as the path's first segments ("team-a/secret/...")."""
+        for _ in range(_MAX_NAMESPACE_DEPTH):
+            first, _, rest = rel.partition("/")
+            child = f"{ns.path}/{first}" if ns.path else first
+            if not rest or first in ("sys", "auth") or first in ns.mounts:
+                return ns, rel
+            found = self._namespaces.get(child)
+            if found is None:
+                return ns, rel
+            ns, rel = found, rest
+        return ns, rel
 
     @staticmethod
     def _operation(request: Request) -> str:
@@ -933,60 +897,64 @@ class VaultEmulator:
             "PATCH": "patch",
         }.get(method, "unsupported")
 
-    @staticmethod
-    def _body(request: Request) -> dict[str, Any]:
-        if not request.body.strip():
-            return {}
-        try:
-            parsed = json.loads(request.body)
-        except ValueError as exc:
-            raise _Reply(_error(400, f"failed to parse JSON input: {exc}")) from exc
-        if not isinstance(parsed, dict):
-            raise _Reply(_error(400, "failed to parse JSON input: expected a JSON object"))
-        return parsed
-
-    def _route(self, request: Request, rel: str) -> Response:
-        op = self._operation(request)
+    def _route(self, request: Request, rel: str, kind: str) -> Response:
+        header_ns = _clean_namespace(request.header("X-Vault-Namespace"))
         if rel == "sys/health":
+            if header_ns:
+                return error(400, UNAVAILABLE_IN_NAMESPACES)
             return self._health(request)
         if rel == "sys/seal-status":
+            # OpenBao answers this one in any namespace, even one that does not exist.
             return Response(200, self._seal_status(), headers={"Cache-Control": "no-store"})
+        ns = self._namespaces.get(header_ns)
+        if ns is None:
+            return error(404, NAMESPACE_NOT_FOUND)
+        ns, rel = self._path_namespace(ns, rel)
         if self._sealed:
-            return _error(503, SEALED)
-        if rel == "auth/approle/login" and op == "update":
-            return self._approle_login(request)
-        if rel == "auth/kubernetes/login" and op == "update":
-            return self._kubernetes_login(request)
+            return error(503, SEALED)
+        op = self._operation(request)
+        body = parse_body(request) if request.method in ("POST", "PUT", "PATCH") else None
+
+        login = self._login(request, ns, rel, op, body)
+        if login is not None:
+            return login
 
         token = self._authenticate(request)
+        if rel == "sys/internal/ui/mounts" or rel.startswith("sys/internal/ui/mounts/"):
+            if op != "read":
+                return unsupported()
+            return self._ui_mounts(token, ns, rel[len("sys/internal/ui/mounts") :])
         if op == "unsupported":
-            return _error(405, "unsupported operation")
-        hit = self._split_mount(rel)
+            return unsupported()
+        hit = self._split_mount(ns, rel)
         capability = op
         if op == "update" and hit is not None:
-            # KV v2 has an existence check: a new key needs "create", an existing one "update".
-            capability = "update" if self._exists(*hit) else "create"
-        if rel == "auth/token/lookup-self":
-            # Vault serves lookup-self on POST too; the default policy grants it as a read.
-            capability = "read"
-        # Vault checks LIST against the path with a trailing slash ("foo/" not "foo").
+            # KV has an existence check: a new key needs "create", an existing one "update".
+            capability = "update" if hit[0].exists(hit[1]) else "create"
+        # OpenBao checks LIST against the path with a trailing slash ("foo/" not "foo").
         acl_path = rel + "/" if op == "list" and not rel.endswith("/") else rel
-        if not self._allowed(token, acl_path, capability):
-            return _error(403, PERMISSION_DENIED)
+        acl, checked = self._acl(token, ns, acl_path, self_path=rel in _SELF_PATHS)
+        if not acl.allows(checked, capability):
+            return error(403, PERMISSION_DENIED)
 
         if rel.startswith("auth/token/"):
-            return self._token_endpoint(request, rel[len("auth/token/") :], op, token)
+            return self._token_endpoint(rel[len("auth/token/") :], op, token, ns, body or {})
         if rel.startswith("sys/policies/acl/"):
-            return self._policy_endpoint(request, rel[len("sys/policies/acl/") :], op)
-        if rel == "sys/capabilities-self" and op == "update":
-            return self._capabilities_self(request, token)
+            return self._policy_endpoint(rel[len("sys/policies/acl/") :], op, ns, body or {})
+        if rel.startswith("sys/namespaces/"):
+            return self._namespace_endpoint(rel[len("sys/namespaces/") :], op, ns)
+        if rel == "sys/capabilities-self":
+            if op != "update":
+                return unsupported()
+            return self._capabilities_self(token, ns, body or {})
         if hit is not None:
-            return self._kv(request, hit[0], hit[1], op)
-        return _error(404, f'no handler for route "{rel}". route entry not found.')
-
-    def _exists(self, kv: _KvMount, sub: str) -> bool:
-        head, _, key = sub.partition("/")
-        return head in ("data", "metadata") and key.strip("/") in kv.secrets
+            if kind == "kv_write" and self.faults.fail_writes > 0:
+                self.faults.fail_writes -= 1
+                return error(self.faults.error_status, multierror(["injected write fault"]))
+            # KV v1 refuses to write "dir/": keep the trailing slash the route lost.
+            sub = hit[1] + "/" if hit[1] and request.path.endswith("/") else hit[1]
+            return hit[0].handle(request, sub, op, body, self.now())
+        return error(404, f'no handler for route "{rel}". route entry not found.')
 
     # -- sys ------------------------------------------------------------------
 
@@ -999,20 +967,20 @@ class VaultEmulator:
             "n": 1,
             "progress": 0,
             "nonce": "",
-            "version": VAULT_VERSION,
-            "build_date": "2024-09-24T19:48:40Z",
-            "migration": False,
             "recovery_seal": False,
-            "storage_type": "inmem",
+            "version": VAULT_VERSION,
+            "commit_date": _COMMIT_DATE,
+            "migration": False,
         }
         if not self._sealed:
             status["cluster_name"] = "vault-cluster-sandbox"
             status["cluster_id"] = self._cluster_id
+        status["storage_type"] = "inmem"
         return status
 
     def _health(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
-            return _error(405, "unsupported operation")
+            return error(405)
         codes = {
             "activecode": 200,
             "standbycode": 429,
@@ -1024,20 +992,19 @@ class VaultEmulator:
         for name in codes:
             raw = request.param(name)
             if raw is not None:
-                codes[name] = _parse_int(raw, f"bad code: {raw!r}")
+                if not re.fullmatch(r"\d+", raw.strip()):
+                    return error(400)
+                codes[name] = int(raw)
         # standbyok/perfstandbyok only matter on standbys; this node is always the active one.
+        replication = "unknown" if self._sealed else "disabled"
         body: dict[str, Any] = {
             "initialized": True,
             "sealed": self._sealed,
             "standby": self._sealed,
-            "performance_standby": False,
-            "replication_performance_mode": "disabled",
-            "replication_dr_mode": "disabled",
+            "replication_performance_mode": replication,
+            "replication_dr_mode": replication,
             "server_time_utc": int(self.now()),
             "version": VAULT_VERSION,
-            "enterprise": False,
-            "echo_duration_ms": 0,
-            "clock_skew_ms": 0,
         }
         if not self._sealed:
             body["cluster_name"] = "vault-cluster-sandbox"
@@ -1045,140 +1012,284 @@ class VaultEmulator:
         status = codes["sealedcode"] if self._sealed else codes["activecode"]
         return Response(status, body, headers={"Cache-Control": "no-store"})
 
-    def _capabilities_self(self, request: Request, token: _Token) -> Response:
-        body = self._body(request)
-        paths = body.get("paths", body.get("path"))
-        if isinstance(paths, str):
-            paths = [paths]
-        if not isinstance(paths, list) or not paths:
-            return _error(400, "missing paths")
-        data: dict[str, Any] = {str(p): self._capabilities(token, str(p)) for p in paths}
+    def _capabilities_self(self, token: _Token, ns: _Namespace, body: dict[str, Any]) -> Response:
+        raw = body.get("paths")
+        if raw in (None, "", []):
+            raw = body.get("path")
+        if isinstance(raw, str):
+            paths = [p.strip() for p in raw.split(",") if p.strip()]
+        elif isinstance(raw, list):
+            paths = [str(p) for p in raw]
+        else:
+            paths = []
+        if not paths:
+            return error(400, "paths must be supplied")
+        data: dict[str, Any] = {}
+        for path in paths:
+            acl, checked = self._acl(token, ns, path.lstrip("/"), self_path=False)
+            data[path] = acl.capabilities(checked)
         if len(paths) == 1:
-            data["capabilities"] = data[str(paths[0])]
-        return self._envelope(200, data=data, mount_type="system")
+            # OpenBao keeps the pre-1.0 answer for a single path as well.
+            data["capabilities"] = data[paths[0]]
+        return envelope(200, data=dict(sorted(data.items())), top_level=data)
 
-    def _policy_endpoint(self, request: Request, name: str, op: str) -> Response:
+    def _mount_entry(self, ns: _Namespace, path: str) -> tuple[dict[str, Any], str] | None:
+        """The mount holding `path` (which ends in "/"): its ui/mounts entry and full path."""
+        candidates: dict[str, dict[str, Any]] = dict(ns.builtin)
+        for name, kv in ns.mounts.items():
+            candidates[name + "/"] = kv.info()
+        best = max((m for m in candidates if path.startswith(m)), key=len, default=None)
+        if best is None:
+            return None
+        entry = dict(candidates[best])
+        entry["path"] = best[len("auth/") :] if best.startswith("auth/") else best
+        return dict(sorted(entry.items())), best
+
+    def _ui_mounts(self, token: _Token, ns: _Namespace, tail: str) -> Response:
+        """sys/internal/ui/mounts[/<path>]: the mount(s) the token may see, as OpenBao's UI asks."""
+        if not tail.strip("/"):
+            return self._ui_mounts_list(token, ns)
+        path = tail.strip("/") + "/"
+        denied = error(
+            403,
+            "preflight capability check returned 403, please ensure client's policies "
+            f'grant access to path "{path}"',
+        )
+        found = self._mount_entry(ns, path)
+        if found is None:
+            # OpenBao answers 403, not 404, so the endpoint cannot enumerate mounts.
+            return denied
+        entry, full = found
+        acl, checked = self._acl(token, ns, full, self_path=False)
+        if not acl.has_mount_access(checked):
+            return denied
+        return envelope(200, data=entry)
+
+    def _ui_mounts_list(self, token: _Token, ns: _Namespace) -> Response:
+        listing: dict[str, dict[str, Any]] = {"auth": {}, "secret": {}}
+        candidates: dict[str, dict[str, Any]] = dict(ns.builtin)
+        for name, kv in ns.mounts.items():
+            candidates[name + "/"] = kv.info()
+        for full, info in sorted(candidates.items()):
+            acl, checked = self._acl(token, ns, full, self_path=False)
+            if not acl.has_mount_access(checked):
+                continue
+            entry = {k: v for k, v in info.items() if k != "path"}
+            if full.startswith("auth/"):
+                listing["auth"][full[len("auth/") :]] = entry
+            else:
+                listing["secret"][full] = entry
+        return envelope(200, data=listing)
+
+    def _set_policy(self, ns: _Namespace, name: str, hcl: str, rules: list[Rule]) -> None:
+        entry = ns.policies.get(name)
+        if entry is None:
+            ns.policies[name] = _Policy(hcl, rules, self.now())
+        else:
+            entry.update(hcl, rules, self.now())
+
+    def _policy_endpoint(
+        self, name: str, op: str, ns: _Namespace, body: dict[str, Any]
+    ) -> Response:
         if op == "read":
-            entry = self._policies.get(name)
+            entry = ns.policies.get(name)
             if entry is None:
-                return _error(404)
-            return self._envelope(200, data={"name": name, "policy": entry[0]}, mount_type="system")
+                return error(404)
+            data = {
+                "allow_slashes_in_identity_templates": False,
+                "allow_wildcards_in_identity_templates": False,
+                "cas_required": False,
+                "modified": rfc3339(entry.modified),
+                "name": name,
+                "policy": entry.hcl,
+                "version": entry.version,
+            }
+            return envelope(200, data=data)
         if op == "update":
-            hcl = self._body(request).get("policy")
-            if not isinstance(hcl, str):
-                return _error(400, "'policy' parameter not supplied or empty")
+            hcl = body.get("policy")
+            if not isinstance(hcl, str) or not hcl:
+                return error(400, "'policy' parameter not supplied or empty")
             try:
                 rules = parse_policy(hcl)
             except ValueError as exc:
-                return _error(400, f"failed to parse policy: {exc}")
-            self._policies[name] = (hcl, rules)
-            return self._no_content()
+                return error(400, f"failed to parse policy: {exc}")
+            self._set_policy(ns, name, hcl, rules)
+            return no_content()
         if op == "delete":
             if name in ("default", "root"):
-                return _error(400, f'cannot delete "{name}" policy')
-            self._policies.pop(name, None)
-            return self._no_content()
-        return _error(405, "unsupported operation")
+                return error(400, f"cannot delete {name} policy")
+            ns.policies.pop(name, None)
+            return no_content()
+        return unsupported()
+
+    def _namespace_endpoint(self, name: str, op: str, ns: _Namespace) -> Response:
+        name = name.strip("/")
+        full = f"{ns.path}/{name}" if ns.path else name
+        if op == "update":
+            if "/" in name:
+                return error(400, "namespace name cannot contain /")
+            self.create_namespace(full)
+            return envelope(200, data=self._namespaces[full].view())
+        if op == "read":
+            found = self._namespaces.get(full)
+            if found is None or not name:
+                return error(404)
+            return envelope(200, data=found.view())
+        return unsupported()
 
     # -- auth -----------------------------------------------------------------
 
-    def _token_endpoint(self, request: Request, action: str, op: str, token: _Token) -> Response:
+    def _token_endpoint(
+        self, action: str, op: str, token: _Token, ns: _Namespace, body: dict[str, Any]
+    ) -> Response:
         if action == "lookup-self" and op in ("read", "update"):
-            return self._envelope(200, data=self._token_view(token), mount_type="token")
+            return envelope(200, data=self._token_view(token))
         if action == "lookup" and op == "update":
-            target = self._tokens.get(str(self._body(request).get("token", "")))
+            target = self._tokens.get(str(body.get("token", "")))
             if target is None:
-                return _error(403, "bad token")
-            return self._envelope(200, data=self._token_view(target), mount_type="token")
+                return error(403, "bad token")
+            return envelope(200, data=self._token_view(target))
         if action == "renew-self" and op == "update":
-            body = self._body(request)
-            if not token.renewable or token.id not in self._tokens:
-                return _error(400, "lease is not renewable")
-            increment = body.get("increment")
-            ttl = (
-                _parse_duration(increment, "increment")
-                if increment not in (None, "", 0)
-                else float(token.creation_ttl)
-            )
-            token.expires_at = self.now() + min(ttl, DEFAULT_TOKEN_TTL)
-            return self._envelope(200, auth=self._auth_block(token), mount_type="token")
+            return self._renew(token, body)
         if action == "revoke-self" and op == "update":
             self._tokens.pop(token.id, None)
-            return self._no_content()
+            return no_content()
         if action == "revoke" and op == "update":
-            self._tokens.pop(str(self._body(request).get("token", "")), None)
-            return self._no_content()
+            self._tokens.pop(str(body.get("token", "")), None)
+            return no_content()
         if action in ("create", "create-orphan") and op == "update":
-            return self._create_token_http(request, token, orphan=action == "create-orphan")
-        return _error(405, "unsupported operation")
+            return self._create_token_http(body, token, ns, orphan=action == "create-orphan")
+        return unsupported()
 
-    def _create_token_http(self, request: Request, parent: _Token, *, orphan: bool) -> Response:
-        body = self._body(request)
-        requested = body.get("policies") or [p for p in parent.policies if p != "root"] or []
-        if isinstance(requested, str):
-            requested = [p.strip() for p in requested.split(",") if p.strip()]
-        no_default = _parse_bool(body.get("no_default_policy", False), "no_default_policy")
+    def _renew(self, token: _Token, body: dict[str, Any]) -> Response:
+        """OpenBao's LeaseExtend: the increment (or the current TTL), capped at the max TTL."""
+        increment = (
+            parse_duration(body["increment"], "increment")
+            if body.get("increment") not in (None, "")
+            else 0.0
+        )
+        if not token.renewable or token.id not in self._tokens:
+            return error(400, "lease is not renewable")
+        now = self.now()
+        max_valid = token.issued_at + self._max_ttl(token.explicit_max_ttl, token.max_ttl) - now
+        if max_valid <= 0:
+            return error(500, "past the max TTL, cannot renew")
+        ttl = increment if increment > 0 else float(token.ttl)
+        warnings: list[str] | None = None
+        if ttl > max_valid:
+            if increment > 0:
+                warnings = [_ttl_warning(increment, max_valid)]
+            ttl = max_valid
+        token.expires_at = now + ttl
+        token.ttl = round(ttl)
+        token.last_renewal = now
+        return envelope(200, auth=self._auth_block(token), warnings=warnings)
+
+    def _create_token_http(
+        self, body: dict[str, Any], parent: _Token, ns: _Namespace, *, orphan: bool
+    ) -> Response:
+        raw = body.get("policies")
+        if isinstance(raw, str):
+            raw = [p.strip() for p in raw.split(",") if p.strip()]
+        requested = [str(p) for p in raw] if isinstance(raw, list) and raw else None
+        if requested is None:
+            requested = list(parent.policies)
+        no_default = parse_bool(body.get("no_default_policy", False), "no_default_policy")
         policies = (
             ["root"]
             if "root" in requested
             else self._with_default(requested, no_default=no_default)
         )
-        if "root" not in parent.policies and not set(policies) <= set(parent.policies):
-            return _error(400, "child policies must be subset of parent")
+        if "root" not in parent.policies and not set(policies) - {"default"} <= set(
+            parent.policies
+        ):
+            return error(400, "child policies must be subset of parent")
+        explicit_max = (
+            round(parse_duration(body["explicit_max_ttl"], "explicit_max_ttl"))
+            if body.get("explicit_max_ttl") not in (None, "")
+            else 0
+        )
         ttl_raw = body.get("ttl")
-        ttl = _parse_duration(ttl_raw, "ttl") if ttl_raw not in (None, "") else DEFAULT_TOKEN_TTL
+        ttl = parse_duration(ttl_raw, "ttl") if ttl_raw not in (None, "") else DEFAULT_TOKEN_TTL
         if "root" in policies and ttl_raw in (None, ""):
             ttl = 0
+        warnings = [
+            f'Policy "{p}" does not exist' for p in policies if p not in ns.policies and p != "root"
+        ]
+        allowed = self._max_ttl(explicit_max, 0)
+        if ttl > allowed:
+            warnings.append(_ttl_warning(ttl, allowed))
         meta = body.get("meta")
+        display = str(body.get("display_name") or "").strip("-")
         token = self._issue_token(
             policies=policies,
             ttl=ttl,
-            renewable=_parse_bool(body.get("renewable", True), "renewable"),
-            num_uses=_parse_int(body.get("num_uses", 0), "invalid num_uses"),
+            renewable=parse_bool(body.get("renewable", True), "renewable"),
+            num_uses=parse_int(body.get("num_uses", 0), "num_uses"),
             path="auth/token/create",
             meta={str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else None,
-            orphan=orphan or _parse_bool(body.get("no_parent", False), "no_parent"),
-            display_name="token-" + str(body.get("display_name", "")).strip("-")
-            if body.get("display_name")
-            else "token",
+            orphan=orphan or parse_bool(body.get("no_parent", False), "no_parent"),
+            display_name=f"token-{display}" if display else "token",
+            namespace=ns,
+            explicit_max_ttl=explicit_max,
         )
-        return self._envelope(200, auth=self._auth_block(token), mount_type="token")
+        return envelope(200, auth=self._auth_block(token), warnings=warnings)
 
-    def _approle_login(self, request: Request) -> Response:
-        body = self._body(request)
-        role_id = body.get("role_id")
+    def _login(
+        self, request: Request, ns: _Namespace, rel: str, op: str, body: dict[str, Any] | None
+    ) -> Response | None:
+        """The answer of a login endpoint, or None when `rel` is not one (then a token is due)."""
+        if op != "update" or not rel.startswith("auth/") or not rel.endswith("/login"):
+            return None
+        mount = rel[len("auth/") : -len("/login")]
+        if mount in ns.approle_mounts:
+            return self._approle_login(ns, mount, body or {})
+        if mount == "kubernetes" and not ns.path:
+            return self._kubernetes_login(body or {})
+        return None
+
+    def _approle_login(self, ns: _Namespace, mount: str, body: dict[str, Any]) -> Response:
+        role_id = str(body.get("role_id") or "")
         if not role_id:
-            return _error(400, "missing role_id")
-        secret_id = body.get("secret_id")
-        role = next((r for r in self._approles.values() if r.role_id == role_id), None)
-        if role is None or secret_id not in role.secret_ids:
-            return _error(400, INVALID_APPROLE)
+            # OpenBao's AppRole returns this as a plain error, hence the 500.
+            return error(500, "missing role_id")
+        roles = ns.approle_mounts[mount]
+        role = next((r for r in roles.values() if r.role_id == role_id), None)
+        if role is None:
+            return error(400, INVALID_APPROLE)
+        secret_id = str(body.get("secret_id") or "")
+        if not secret_id:
+            return error(400, "missing secret_id")
+        if secret_id not in role.secret_ids:
+            return error(400, INVALID_APPROLE)
         token = self._issue_token(
             policies=self._with_default(role.policies),
             ttl=role.token_ttl,
             renewable=True,
             num_uses=0,
-            path="auth/approle/login",
+            path=f"auth/{mount}/login",
             meta={"role_name": role.name},
             orphan=True,
-            display_name="approle",
+            display_name=mount,
+            namespace=ns,
+            max_ttl=round(role.token_max_ttl),
+            entity_id=role.entity_id,
         )
-        return self._envelope(200, auth=self._auth_block(token), mount_type="approle")
+        return envelope(200, auth=self._auth_block(token))
 
-    def _kubernetes_login(self, request: Request) -> Response:
-        body = self._body(request)
+    def _kubernetes_login(self, body: dict[str, Any]) -> Response:
         role_name = body.get("role")
         if not role_name:
-            return _error(400, "missing role")
+            return error(400, "missing role")
         jwt = body.get("jwt")
         if not jwt:
-            return _error(400, "missing jwt")
+            return error(400, "missing jwt")
         role = self._k8s_roles.get(str(role_name))
         if role is None:
-            return _error(400, f'invalid role name "{role_name}"')
+            return error(400, f'invalid role name "{role_name}"')
         sa_uid = role.jwts.get(str(jwt))
         if sa_uid is None:
-            return _error(403, "permission denied")
+            return error(403, "permission denied")
         token = self._issue_token(
             policies=self._with_default(role.policies),
             ttl=role.token_ttl,
@@ -1195,308 +1306,4 @@ class VaultEmulator:
             orphan=True,
             display_name=f"kubernetes-{role.namespace}-{role.service_account}",
         )
-        return self._envelope(200, auth=self._auth_block(token), mount_type="kubernetes")
-
-    # -- KV v2 ----------------------------------------------------------------
-
-    def _kv(self, request: Request, kv: _KvMount, sub: str, op: str) -> Response:
-        head, _, key = sub.partition("/")
-        key = key.strip("/")
-        if head == "config" and not key:
-            return self._kv_config(request, kv, op)
-        if head == "data" and key:
-            if op == "read":
-                return self._kv_read(request, kv, key)
-            if op == "update":
-                return self._kv_write(request, kv, key, patch=False)
-            if op == "patch":
-                return self._kv_write(request, kv, key, patch=True)
-            if op == "delete":
-                return self._kv_delete_latest(kv, key)
-        if head in ("delete", "undelete", "destroy") and key and op == "update":
-            return self._kv_versions_op(request, kv, key, head)
-        if head == "metadata":
-            if op == "list":
-                return self._kv_list(kv, key)
-            if key and op == "read":
-                return self._kv_metadata_read(kv, key)
-            if key and op in ("update", "patch"):
-                return self._kv_metadata_write(request, kv, key, patch=op == "patch")
-            if key and op == "delete":
-                kv.secrets.pop(key, None)
-                return self._no_content()
-        if head in ("data", "metadata", "delete", "undelete", "destroy", "config"):
-            return _error(405, "unsupported operation")
-        # A KV v1-style path on a v2 mount: Vault answers 404 with this warning.
-        return self._envelope(404, mount_type="kv", warnings=[_KV_V1_PATH_WARNING])
-
-    def _kv_config(self, request: Request, kv: _KvMount, op: str) -> Response:
-        if op == "read":
-            data = {
-                "cas_required": kv.cas_required,
-                "delete_version_after": _go_duration(kv.delete_version_after),
-                "max_versions": kv.max_versions,
-            }
-            return self._envelope(200, data=data, mount_type="kv")
-        if op == "update":
-            body = self._body(request)
-            if "max_versions" in body:
-                kv.max_versions = _parse_int(body["max_versions"], "invalid max_versions")
-            if "cas_required" in body:
-                kv.cas_required = _parse_bool(body["cas_required"], "cas_required")
-            if "delete_version_after" in body:
-                kv.delete_version_after = round(
-                    _parse_duration(body["delete_version_after"], "delete_version_after")
-                )
-            return self._no_content()
-        return _error(405, "unsupported operation")
-
-    def _version_metadata(self, secret: _Secret, number: int) -> dict[str, Any]:
-        version = secret.versions[number]
-        return {
-            "created_time": _rfc3339(version.created),
-            "custom_metadata": dict(secret.custom_metadata) if secret.custom_metadata else None,
-            "deletion_time": _rfc3339(version.deletion_time),
-            "destroyed": version.destroyed,
-            "version": number,
-        }
-
-    def _kv_read(self, request: Request, kv: _KvMount, key: str) -> Response:
-        secret = kv.secrets.get(key)
-        if secret is None:
-            return _error(404)
-        number = secret.current_version
-        raw = request.param("version")
-        if raw not in (None, ""):
-            requested = _parse_int(raw, f"invalid version {raw!r}")
-            if requested > 0:
-                number = requested
-        version = secret.versions.get(number)
-        if version is None:
-            return _error(404)
-        metadata = self._version_metadata(secret, number)
-        if version.destroyed or version.deleted(self.now()):
-            # Vault still tells which version it was and when it went away.
-            return self._envelope(404, data={"data": None, "metadata": metadata}, mount_type="kv")
-        data = {"data": copy.deepcopy(version.data), "metadata": metadata}
-        return self._envelope(200, data=data, mount_type="kv")
-
-    def _append_version(self, kv: _KvMount, key: str, data: dict[str, Any]) -> _Secret:
-        now = self.now()
-        secret = kv.secrets.get(key)
-        if secret is None:
-            secret = _Secret(created=now, updated=now)
-            kv.secrets[key] = secret
-        after = secret.delete_version_after or kv.delete_version_after
-        secret.current_version += 1
-        secret.versions[secret.current_version] = _Version(
-            created=now, data=data, deletion_time=now + after if after > 0 else None
-        )
-        secret.updated = now
-        limit = secret.max_versions or kv.max_versions or DEFAULT_MAX_VERSIONS
-        # Vault's sliding window: once current - oldest reaches the limit, drop the oldest.
-        if secret.current_version - secret.oldest_version >= limit:
-            drop_through = secret.current_version - limit
-            for number in [n for n in secret.versions if n <= drop_through]:
-                del secret.versions[number]
-            secret.oldest_version = drop_through + 1
-        value = data.get("secret")
-        if isinstance(value, str):
-            record_issued(value)
-        return secret
-
-    def _kv_write(self, request: Request, kv: _KvMount, key: str, *, patch: bool) -> Response:
-        if patch:
-            _require_merge_patch(request)
-        body = self._body(request)
-        if self.faults.fail_writes > 0:
-            self.faults.fail_writes -= 1
-            return _error(self.faults.error_status, _multierror(["injected write fault"]))
-        data = body.get("data")
-        if not isinstance(data, dict):
-            return _error(400, "no data provided")
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            return _error(400, "error parsing options")
-        secret = kv.secrets.get(key)
-        current = secret.current_version if secret else 0
-        if patch:
-            latest = secret.versions.get(current) if secret else None
-            if latest is None or latest.destroyed or latest.deleted(self.now()):
-                return _error(404)
-            data = _merge_patch(latest.data or {}, data)
-        if "cas" in options:
-            cas = _parse_int(options["cas"], "error parsing check-and-set parameter")
-            if cas != current:
-                return _error(400, CAS_MISMATCH)
-        elif kv.cas_required or (secret is not None and secret.cas_required):
-            return _error(400, CAS_REQUIRED)
-        secret = self._append_version(kv, key, copy.deepcopy(data))
-        return self._envelope(
-            200, data=self._version_metadata(secret, secret.current_version), mount_type="kv"
-        )
-
-    def _kv_delete_latest(self, kv: _KvMount, key: str) -> Response:
-        secret = kv.secrets.get(key)
-        latest = secret.versions.get(secret.current_version) if secret else None
-        if latest is not None and not latest.destroyed and not latest.deleted(self.now()):
-            latest.deletion_time = self.now()
-        return self._no_content()
-
-    def _kv_versions_op(self, request: Request, kv: _KvMount, key: str, action: str) -> Response:
-        raw = self._body(request).get("versions")
-        if isinstance(raw, int | str):
-            raw = [raw]
-        if not isinstance(raw, list) or not raw:
-            return _error(400, "no version number provided")
-        numbers = [_parse_int(v, "invalid version number") for v in raw]
-        secret = kv.secrets.get(key)
-        now = self.now()
-        for number in numbers:
-            version = secret.versions.get(number) if secret else None
-            if version is None or version.destroyed:
-                continue
-            if action == "delete" and not version.deleted(now):
-                version.deletion_time = now
-            elif action == "undelete":
-                version.deletion_time = None
-            elif action == "destroy":
-                version.destroyed = True
-                version.data = None
-        return self._no_content()
-
-    def _kv_list(self, kv: _KvMount, key: str) -> Response:
-        prefix = key + "/" if key else ""
-        keys: set[str] = set()
-        for name in kv.secrets:
-            if name.startswith(prefix):
-                rest = name[len(prefix) :]
-                head, slash, _ = rest.partition("/")
-                keys.add(head + slash)
-        if not keys:
-            return _error(404)
-        return self._envelope(200, data={"keys": sorted(keys)}, mount_type="kv")
-
-    def _kv_metadata_read(self, kv: _KvMount, key: str) -> Response:
-        secret = kv.secrets.get(key)
-        if secret is None:
-            return _error(404)
-        versions = {
-            str(n): {
-                "created_time": _rfc3339(v.created),
-                "deletion_time": _rfc3339(v.deletion_time),
-                "destroyed": v.destroyed,
-            }
-            for n, v in sorted(secret.versions.items())
-        }
-        data = {
-            "cas_required": secret.cas_required,
-            "created_time": _rfc3339(secret.created),
-            "current_version": secret.current_version,
-            "custom_metadata": dict(secret.custom_metadata) if secret.custom_metadata else None,
-            "delete_version_after": _go_duration(secret.delete_version_after),
-            "max_versions": secret.max_versions,
-            "oldest_version": secret.oldest_version,
-            "updated_time": _rfc3339(secret.updated),
-            "versions": versions,
-        }
-        return self._envelope(200, data=data, mount_type="kv")
-
-    @staticmethod
-    def _custom_metadata(raw: Any, *, patch: bool) -> dict[str, str | None]:
-        if not isinstance(raw, dict):
-            raise _Reply(_error(400, "custom_metadata validation failed: expected a map"))
-        parsed: dict[str, str | None] = {}
-        for k, v in raw.items():
-            if v is None and patch:
-                parsed[str(k)] = None  # merge-patch: remove this key
-            elif isinstance(v, dict | list):
-                raise _Reply(_error(400, f"custom_metadata validation failed: value of {k!r}"))
-            else:
-                parsed[str(k)] = (
-                    "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-                )
-        present = {k: v for k, v in parsed.items() if v is not None}
-        prefix = "custom_metadata validation failed"
-        if len(present) > CUSTOM_METADATA_MAX_KEYS:
-            message = (
-                f"{prefix}: payload must contain at most {CUSTOM_METADATA_MAX_KEYS} keys, "
-                f"provided {len(present)}"
-            )
-            raise _Reply(_error(400, _multierror([message])))
-        problems: list[str] = []
-        for k, v in present.items():
-            quoted = json.dumps(k, ensure_ascii=False)
-            key_len, value_len = len(k.encode()), len(v.encode())
-            if not 0 < key_len <= CUSTOM_METADATA_MAX_KEY_BYTES:
-                problems.append(
-                    f"{prefix}: length of key {quoted} is {key_len} but must be "
-                    f"0 < len(key) <= {CUSTOM_METADATA_MAX_KEY_BYTES}"
-                )
-            if not 0 < value_len <= CUSTOM_METADATA_MAX_VALUE_BYTES:
-                problems.append(
-                    f"{prefix}: length of value for key {quoted} is {value_len} but must be "
-                    f"0 < len(value) <= {CUSTOM_METADATA_MAX_VALUE_BYTES}"
-                )
-            if not k.isprintable():
-                problems.append(f"{prefix}: key {quoted} ({k}) contains unprintable characters")
-            if not v.isprintable():
-                problems.append(f"{prefix}: value for key {quoted} contains unprintable characters")
-        if problems:
-            raise _Reply(_error(400, _multierror(problems)))
-        return parsed
-
-    def _kv_metadata_write(
-        self, request: Request, kv: _KvMount, key: str, *, patch: bool
-    ) -> Response:
-        if patch:
-            _require_merge_patch(request)
-        body = self._body(request)
-        custom = (
-            self._custom_metadata(body["custom_metadata"], patch=patch)
-            if "custom_metadata" in body
-            else None
-        )
-        max_versions = (
-            _parse_int(body["max_versions"], "invalid max_versions")
-            if "max_versions" in body
-            else None
-        )
-        cas_required = (
-            _parse_bool(body["cas_required"], "cas_required") if "cas_required" in body else None
-        )
-        after = (
-            round(_parse_duration(body["delete_version_after"], "delete_version_after"))
-            if "delete_version_after" in body
-            else None
-        )
-        if after is not None and after < 0:
-            return _error(400, "delete_version_after cannot be negative")
-        secret = kv.secrets.get(key)
-        if secret is None:
-            if patch:
-                return _error(404)
-            now = self.now()
-            secret = _Secret(created=now, updated=now)
-            kv.secrets[key] = secret
-        if max_versions is not None:
-            secret.max_versions = max_versions
-        if cas_required is not None:
-            secret.cas_required = cas_required
-        if after is not None:
-            secret.delete_version_after = after
-        if custom is not None:
-            base = dict(secret.custom_metadata or {}) if patch else {}
-            for k, v in custom.items():
-                if v is None:
-                    base.pop(k, None)
-                else:
-                    base[k] = v
-            secret.custom_metadata = base or None
-        if cas_required is False and kv.cas_required:
-            warning = (
-                '"cas_required" set to false, but is mandated by backend config. '
-                "This value will be ignored."
-            )
-            return self._envelope(200, mount_type="kv", warnings=[warning])
-        return self._no_content()
+        return envelope(200, auth=self._auth_block(token))

@@ -25,6 +25,9 @@ from rotator.sandbox.vault import (
 )
 
 PREFIX = "monite/webhooks"
+ROTATOR_POLICY_FOR_TESTS = (
+    'path "secret/data/monite/webhooks/*" { capabilities = ["create", "read", "update"] }'
+)
 
 
 def client(vault: VaultEmulator, token: str | None = None) -> hvac.Client:
@@ -82,7 +85,7 @@ def test_write_then_read_returns_data_and_version_metadata(root: hvac.Client) ->
     got = read(root, f"{PREFIX}/a")
     assert {"secret": "s1", "state": "active"} == got["data"]["data"]
     assert written["data"] == got["data"]["metadata"]
-    assert "kv" == got["mount_type"]
+    assert "mount_type" not in got  # OpenBao's envelope has no mount_type (Vault 1.x's has)
     assert "" == got["lease_id"]
 
 
@@ -174,7 +177,12 @@ def test_mount_config_roundtrip(root: hvac.Client) -> None:
     """`{mount}/config` reads back what was written, durations in Go format."""
     root.secrets.kv.v2.configure(max_versions=5, cas_required=True, delete_version_after="1h30m")
     config = root.secrets.kv.v2.read_configuration()["data"]
-    expected = {"max_versions": 5, "cas_required": True, "delete_version_after": "1h30m0s"}
+    expected = {
+        "max_versions": 5,
+        "cas_required": True,
+        "delete_version_after": "1h30m0s",
+        "metadata_cas_required": False,
+    }
     assert expected == config
 
 
@@ -302,10 +310,12 @@ def test_metadata_read_has_vaults_fields(root: hvac.Client) -> None:
     expected = {
         "cas_required",
         "created_time",
+        "current_metadata_version",
         "current_version",
         "custom_metadata",
         "delete_version_after",
         "max_versions",
+        "metadata_cas_required",
         "oldest_version",
         "updated_time",
         "versions",
@@ -336,6 +346,7 @@ def test_metadata_write_is_204_and_creates_empty_key(raw: httpx.Client) -> None:
     assert 0 == raw.get("/secret/metadata/k").json()["data"]["current_version"]
 
 
+@pytest.mark.emulator_only("advances virtual time")
 def test_created_time_follows_advance_time(
     root: hvac.Client, raw: httpx.Client, vault: VaultEmulator
 ) -> None:
@@ -458,12 +469,59 @@ def test_missing_or_unknown_token_is_403(vault: VaultEmulator) -> None:
         read(client(vault, "hvs.unknown"), "k")
 
 
-def test_bearer_header_and_namespace_are_accepted(vault: VaultEmulator) -> None:
-    """Authorization: Bearer works like X-Vault-Token; X-Vault-Namespace is accepted."""
-    headers = {"Authorization": f"Bearer {vault.root_token}", "X-Vault-Namespace": "team-a"}
-    response = httpx.get(vault.address + "/v1/auth/token/lookup-self", headers=headers)
-    assert 200 == response.status_code
-    assert {"team-a"} == vault.namespaces_seen()
+def test_bearer_header_works_like_the_token_header(vault: VaultEmulator) -> None:
+    """Authorization: Bearer works like X-Vault-Token, also inside an existing namespace."""
+    vault.namespace("team-a")
+    headers = {"Authorization": f"Bearer {vault.root_token}"}
+    for namespace in (None, "team-a"):
+        if namespace:
+            headers["X-Vault-Namespace"] = namespace
+        response = httpx.get(vault.address + "/v1/auth/token/lookup-self", headers=headers)
+        assert 200 == response.status_code
+
+
+@pytest.mark.emulator_only("namespaces_seen is the emulator's record")
+def test_namespaces_seen_records_every_namespace_header(vault: VaultEmulator) -> None:
+    """namespaces_seen has each X-Vault-Namespace received, existing namespace or not."""
+    vault.namespace("team-a")
+    for namespace in ("team-a", "nope"):
+        httpx.get(
+            vault.address + "/v1/secret/data/k",
+            headers={"X-Vault-Token": vault.root_token, "X-Vault-Namespace": namespace},
+        )
+    assert {"team-a", "nope"} == vault.namespaces_seen()
+
+
+def test_unknown_namespace_is_404(vault: VaultEmulator) -> None:
+    """A namespace that was never created answers 404 "namespace not found", token or not."""
+    for token in (vault.root_token, ""):
+        response = httpx.get(
+            vault.address + "/v1/secret/data/k",
+            headers={"X-Vault-Token": token, "X-Vault-Namespace": "never-created"},
+        )
+        assert (404, {"errors": ["namespace not found"]}) == (
+            response.status_code,
+            response.json(),
+        )
+
+
+def test_health_inside_a_namespace_is_400(vault: VaultEmulator) -> None:
+    """sys/health exists only in the root namespace: 400 inside any other."""
+    vault.namespace("team-a")
+    response = httpx.get(vault.address + "/v1/sys/health", headers={"X-Vault-Namespace": "team-a"})
+    assert (400, {"errors": ["operation unavailable in namespaces"]}) == (
+        response.status_code,
+        response.json(),
+    )
+
+
+def test_namespace_keeps_its_own_records(vault: VaultEmulator) -> None:
+    """A KV write inside a namespace is invisible at the same path in the root namespace."""
+    vault.namespace("team-a")
+    inside = hvac.Client(url=vault.address, token=vault.root_token, namespace="team-a", timeout=2)
+    write(inside, "k", {"where": "team-a"})
+    assert {"where": "team-a"} == read(inside, "k")["data"]["data"]
+    assert vault.kv_read("secret", "k") is None
 
 
 def test_least_privilege_token_is_confined(vault: VaultEmulator, vault_token: str) -> None:
@@ -582,10 +640,11 @@ def test_lookup_self_and_renew_self(vault: VaultEmulator) -> None:
     renewed = c.auth.token.renew_self(increment="1h")["auth"]
     assert (token, 3600) == (renewed["client_token"], renewed["lease_duration"])
     assert 3590 <= c.auth.token.lookup_self()["data"]["ttl"] <= 3600
+    # The default policy grants lookup-self as "read": a POST (update) is refused.
     post = httpx.post(
         vault.address + "/v1/auth/token/lookup-self", headers={"X-Vault-Token": token}
     )
-    assert token == post.json()["data"]["id"]
+    assert (403, {"errors": [PERMISSION_DENIED]}) == (post.status_code, post.json())
 
 
 def test_non_renewable_token_renewal_is_400(vault: VaultEmulator) -> None:
@@ -595,6 +654,7 @@ def test_non_renewable_token_renewal_is_400(vault: VaultEmulator) -> None:
         c.auth.token.renew_self()
 
 
+@pytest.mark.emulator_only("advances virtual time")
 def test_revoked_and_expired_tokens_are_403(vault: VaultEmulator) -> None:
     """A revoked token and one past its TTL both answer 403."""
     revoked = vault.create_token()
@@ -630,7 +690,6 @@ def test_token_create_over_http(vault: VaultEmulator, root: hvac.Client) -> None
         auth["lease_duration"],
         auth["renewable"],
     )
-    assert auth["client_token"] in ISSUED
     child = client(vault, auth["client_token"])
     with pytest.raises(hvac.exceptions.Forbidden):
         child.auth.token.create(policies=["other"])
@@ -654,6 +713,7 @@ def test_approle_login(vault: VaultEmulator, vault_token: str) -> None:
     assert ["invalid role or secret ID"] == caught.value.errors
 
 
+@pytest.mark.emulator_only("Kubernetes login needs a TokenReview only the emulator fakes")
 def test_kubernetes_login(vault: VaultEmulator) -> None:
     """Kubernetes login accepts the role's service-account JWT and nothing else."""
     jwt = vault.add_kubernetes_role(
@@ -676,6 +736,7 @@ def test_kubernetes_login(vault: VaultEmulator) -> None:
 # -- faults -----------------------------------------------------------------------
 
 
+@pytest.mark.emulator_only("injects faults")
 def test_fail_next_answers_error_status_but_spares_health(
     vault: VaultEmulator, root: hvac.Client
 ) -> None:
@@ -693,6 +754,7 @@ def test_fail_next_answers_error_status_but_spares_health(
         read(root, "k")
 
 
+@pytest.mark.emulator_only("injects faults")
 def test_error_rate_one_fails_everything(vault: VaultEmulator, root: hvac.Client) -> None:
     """error_rate=1.0 answers every request 500 with an errors body."""
     vault.faults.error_rate = 1.0
@@ -701,6 +763,7 @@ def test_error_rate_one_fails_everything(vault: VaultEmulator, root: hvac.Client
             read(root, "k")
 
 
+@pytest.mark.emulator_only("injects faults")
 def test_fail_writes_refuses_without_applying(vault: VaultEmulator, root: hvac.Client) -> None:
     """fail_writes=1 fails one KV write, which leaves the store untouched."""
     write(root, "k", {"v": 1})
@@ -711,6 +774,7 @@ def test_fail_writes_refuses_without_applying(vault: VaultEmulator, root: hvac.C
     assert 2 == write(root, "k", {"v": 2}, cas=1)["data"]["version"]
 
 
+@pytest.mark.emulator_only("injects latency")
 def test_latency_delays_answers(vault: VaultEmulator, root: hvac.Client) -> None:
     """latency adds that many seconds to a request."""
     vault.faults.latency = 0.2
@@ -719,6 +783,7 @@ def test_latency_delays_answers(vault: VaultEmulator, root: hvac.Client) -> None
     assert 0.2 <= time.monotonic() - started
 
 
+@pytest.mark.emulator_only("refuses connections")
 def test_refuse_then_accept_connections(vault: VaultEmulator, root: hvac.Client) -> None:
     """refuse_connections makes clients fail to connect; accept_connections restores the port."""
     write(root, "k", {"v": 1})
@@ -734,8 +799,9 @@ def test_refuse_then_accept_connections(vault: VaultEmulator, root: hvac.Client)
 # -- wire details -------------------------------------------------------------------
 
 
+@pytest.mark.emulator_only("injects a fault for the 500")
 def test_content_type_is_exactly_application_json(vault: VaultEmulator, raw: httpx.Client) -> None:
-    """Every JSON answer (200, 4xx, 5xx) says exactly application/json; 204s have no body."""
+    """Every answer (200, 204, 4xx, 5xx) says exactly application/json; 204s have no body."""
     raw.post("/secret/data/k", json={"data": {"v": 1}})
     vault.faults.fail_next = 1
     responses = [
@@ -749,13 +815,15 @@ def test_content_type_is_exactly_application_json(vault: VaultEmulator, raw: htt
     assert [500, 200, 404, 400, 403, 200] == [r.status_code for r in responses]
     assert ["application/json"] * 6 == [r.headers["content-type"] for r in responses]
     deleted = raw.delete("/secret/data/k")
-    assert (204, b"", None) == (
+    # OpenBao labels even its empty 204 answers application/json.
+    assert (204, b"", "application/json") == (
         deleted.status_code,
         deleted.content,
         deleted.headers.get("content-type"),
     )
 
 
+@pytest.mark.emulator_only("advances virtual time")
 def test_date_header_follows_the_emulators_clock(vault: VaultEmulator, raw: httpx.Client) -> None:
     """Every answer has exactly one RFC 7231 Date, from the emulator's clock, not real time."""
     raw.post("/secret/data/k", json={"data": {"v": 1}})
@@ -789,17 +857,19 @@ def test_envelope_has_vaults_fields(raw: httpx.Client) -> None:
         "wrap_info",
         "warnings",
         "auth",
-        "mount_type",
     }
     assert expected == set(body)
 
 
+@pytest.mark.emulator_only("ISSUED holds what the emulator issues")
 def test_written_secrets_and_tokens_are_recorded(vault: VaultEmulator, root: hvac.Client) -> None:
     """Tokens and the "secret" value of every KV write land in ISSUED for the log checks."""
     write(root, "k", {"secret": "whsec-emulator-test-value"})
-    assert {vault.root_token, "whsec-emulator-test-value"} <= ISSUED
+    created = root.auth.token.create(policies=["default"], ttl="10m")["auth"]["client_token"]
+    assert {vault.root_token, "whsec-emulator-test-value", created} <= ISSUED
 
 
+@pytest.mark.emulator_only("counts requests")
 def test_request_count_by_kind(vault: VaultEmulator, root: hvac.Client) -> None:
     """request_count tells KV reads, writes, lists and health checks apart."""
     write(root, "a/k", {"v": 1})
@@ -833,3 +903,109 @@ def test_capabilities_self_reports_the_acl(vault: VaultEmulator, vault_token: st
     )["data"]
     assert ["list", "read"] == answer["secret/metadata/monite/webhooks/"]
     assert ["deny"] == answer["secret/data/elsewhere"]
+
+
+# -- KV v1, internal/ui/mounts, TTL caps, namespaces (see also test_vault_differential) --
+
+
+def test_kv1_mount_from_the_constructor_stores_plain_objects() -> None:
+    """kv1_mounts makes KV v1 mounts; the admin calls seed and read them without versions."""
+    with VaultEmulator(kv1_mounts=("kv1",)) as vault:
+        assert 0 == vault.kv_write("kv1", "app/db", {"password": "pw"})
+        assert ({"password": "pw"}, 0) == vault.kv_read("kv1", "app/db")
+        c = client(vault)
+        assert {"password": "pw"} == c.secrets.kv.v1.read_secret(path="app/db", mount_point="kv1")[
+            "data"
+        ]
+        assert vault.kv_delete_metadata("kv1", "app/db")
+        assert vault.kv_read("kv1", "app/db") is None
+
+
+def test_kv2_client_on_a_kv1_mount_writes_a_secret_named_data(vault: VaultEmulator) -> None:
+    """hvac's kv.v2 on a v1 mount writes the literal path data/<path>, body and all."""
+    vault.remount("kv1", version=1)
+    c = client(vault)
+    assert (
+        204
+        == c.secrets.kv.v2.create_or_update_secret(
+            path="k", secret={"v": 1}, cas=0, mount_point="kv1"
+        ).status_code
+    )
+    listed = c.secrets.kv.v1.list_secrets(path="", mount_point="kv1")["data"]["keys"]
+    assert ["data/"] == listed
+    got = c.secrets.kv.v1.read_secret(path="data/k", mount_point="kv1")["data"]
+    assert {"data": {"v": 1}, "options": {"cas": 0}} == got
+
+
+def test_ui_mounts_tells_the_kv_version(vault: VaultEmulator, vault_token: str) -> None:
+    """sys/internal/ui/mounts/<path> gives the mount's type and KV version to a token using it."""
+    vault.remount("kv1", version=1)
+    answers = {}
+    for path, token in (
+        ("secret/data/monite/webhooks/a", vault_token),
+        ("kv1/x", vault.root_token),
+    ):
+        response = httpx.get(
+            f"{vault.address}/v1/sys/internal/ui/mounts/{path}",
+            headers={"X-Vault-Token": token},
+        )
+        data = response.json()["data"]
+        answers[path] = (response.status_code, data["type"], data["options"], data["path"])
+    assert {
+        "secret/data/monite/webhooks/a": (200, "kv", {"version": "2"}, "secret/"),
+        "kv1/x": (200, "kv", {"version": "1"}, "kv1/"),
+    } == answers
+
+
+@pytest.mark.emulator_only("advances virtual time")
+def test_renewal_never_passes_explicit_max_ttl(vault: VaultEmulator) -> None:
+    """A renewal asks for more than explicit_max_ttl leaves: it gets the rest, with a warning."""
+    token = vault.create_token(ttl=60, explicit_max_ttl=100)
+    c = client(vault, token)
+    vault.advance_time(40)
+    answer = c.auth.token.renew_self(increment="1h")
+    assert (60, 1) == (answer["auth"]["lease_duration"], len(answer["warnings"]))
+    assert 100 == c.auth.token.lookup_self()["data"]["explicit_max_ttl"]
+    vault.advance_time(61)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.auth.token.lookup_self()
+
+
+@pytest.mark.emulator_only("advances virtual time")
+def test_approle_token_max_ttl_caps_renewals(vault: VaultEmulator) -> None:
+    """An AppRole token renews up to the role's token_max_ttl from login, never past it."""
+    role_id, secret_id = vault.add_approle(
+        "r", policies=["default"], token_ttl=60, token_max_ttl=90
+    )
+    c = hvac.Client(url=vault.address, timeout=2)
+    c.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    vault.advance_time(50)
+    assert 40 == c.auth.token.renew_self(increment="60s")["auth"]["lease_duration"]
+
+
+def test_approle_login_missing_ids(vault: VaultEmulator) -> None:
+    """A login without role_id answers 500 "missing role_id"; without secret_id 400."""
+    role_id, _ = vault.add_approle("r", policies=["default"])
+    answers = [
+        httpx.post(f"{vault.address}/v1/auth/approle/login", json=body)
+        for body in ({"secret_id": "x"}, {"role_id": role_id})
+    ]
+    assert [
+        (500, {"errors": ["missing role_id"]}),
+        (400, {"errors": ["missing secret_id"]}),
+    ] == [(a.status_code, a.json()) for a in answers]
+
+
+@pytest.mark.emulator_only("namespace arguments of the emulator's admin calls")
+def test_namespace_tokens_policies_and_approles_stay_inside(vault: VaultEmulator) -> None:
+    """A namespace's token acts on its own records; in the root namespace it may do nothing."""
+    vault.namespace("team-a/payments")  # creates team-a too
+    vault.put_policy("rotator", ROTATOR_POLICY_FOR_TESTS, namespace="team-a/payments")
+    token = vault.create_token(policies=["rotator"], namespace="team-a/payments")
+    inside = hvac.Client(url=vault.address, token=token, namespace="team-a/payments", timeout=2)
+    write(inside, f"{PREFIX}/a", {"v": 1})
+    assert ({"v": 1}, 1) == vault.kv_read("secret", f"{PREFIX}/a", namespace="team-a/payments")
+    outside = client(vault, token)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        read(outside, f"{PREFIX}/a")
+    assert token.endswith("." + outside.auth.token.lookup_self()["data"]["accessor"].split(".")[1])
