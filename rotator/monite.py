@@ -12,17 +12,20 @@ Everything the rotator says to Monite goes through `MoniteClient`, on an
   whether another may start; every failure says whether it may have applied;
 - translating every httpx exception and every HTTP status into the project's
   error tree (`rotator.errors`), with messages that carry an operation, a
-  status, a host and Monite's own error text, and never a secret, a token, a
-  client secret, a header or a body.
+  status, a host, Monite's own error text and the `x-request-id` Monite's
+  support asks for, and never a secret, a token, a client secret, another
+  header or a body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import email.utils
 import math
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -42,6 +45,7 @@ from rotator.errors import (
     MoniteProtocolError,
     MoniteRequestError,
     MoniteUnavailable,
+    unreachable_message,
 )
 from rotator.model import Regenerated, Secret, Subscription
 from rotator.ratelimit import RateLimiter
@@ -49,6 +53,10 @@ from rotator.ratelimit import RateLimiter
 __all__ = ["MoniteClient", "translate_httpx_error"]
 
 log = structlog.get_logger("rotator.monite")
+
+# Inside `check` (start-up, `rotator check`) a retry is not news: the one-line
+# error or the "ok" that follows says everything, so retries are logged at debug.
+_checking: contextvars.ContextVar[bool] = contextvars.ContextVar("checking", default=False)
 
 T = TypeVar("T")
 
@@ -59,6 +67,12 @@ MAX_ERROR_TEXT = 300  # characters of Monite's error text kept in a message
 # The longest webhook secret accepted from Monite: real ones are tens of characters;
 # a response holding more is not the answer this client knows how to read.
 MAX_SECRET_BYTES = 4096
+
+# Monite names every response in `x-request-id` ("always provide this ID when reporting
+# any issues"). Only an id of this shape is repeated: it is data from the network.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Monite's `error.type` for a request without the x-monite-version header.
+MISSING_API_VERSION = "missing_api_version"
 
 # What reading a body Monite sent can raise: bad JSON (or text) is a ValueError;
 # JSON nested thousands deep is a RecursionError, in parsing or in walking it.
@@ -165,8 +179,12 @@ class MoniteClient:
 
     async def check(self) -> None:
         """Prove the credentials work and listing is allowed: a token and one small page."""
-        await self._get_token()
-        await self._list(limit=1, max_pages=1, follow=False)
+        reset = _checking.set(True)
+        try:
+            await self._get_token()
+            await self._list(limit=1, max_pages=1, follow=False)
+        finally:
+            _checking.reset(reset)
 
     async def aclose(self) -> None:
         """Revoke the token, best effort. The injected httpx client stays open."""
@@ -323,15 +341,23 @@ class MoniteClient:
                 )
 
             cause: BaseException | None = None
+            answer: httpx.Response | None = None
             try:
                 response = await self._send(method, path, params, json_body, token)
             except (*_HTTPX_ERRORS, TimeoutError) as exc:
                 self.requests[operation, 0] += 1
-                error = _translate(exc, operation=operation, host=self._host, clock=self._clock)
+                error = _translate(
+                    exc,
+                    operation=operation,
+                    host=self._host,
+                    clock=self._clock,
+                    base_url=self._base,
+                )
                 cause = exc
             else:
                 status = response.status_code
                 self.requests[operation, status] += 1
+                answer = response
                 self._follow_rate_limit(response, sequence)
                 if status == 401 and token is not None and not reauthed:
                     # The token expired or was revoked early: one fresh token, one more try.
@@ -369,18 +395,24 @@ class MoniteClient:
                 else:
                     error = self._error_for_status(operation, response)
 
+            # Read only on failure: a success never needs it.
+            request_id = None if answer is None else self._request_id(answer)
             if not error.retryable or retries >= max_retries:
+                notes = [] if request_id is None else [f"request_id={request_id}"]
                 if error.retryable and max_retries > 0:
-                    error.args = (f"{error.args[0]} (gave up after {retries + 1} attempts)",)
+                    notes.append(f"gave up after {retries + 1} attempts")
+                if notes:
+                    error.args = (f"{error.args[0]} ({'; '.join(notes)})",)
                 raise error from cause
             delay = self._backoff(retries, error)
-            log.info(
+            (log.debug if _checking.get() else log.info)(
                 events.MONITE_RETRY,
                 operation=operation,
                 status=error.status,
                 attempt=retries + 1,
                 retry_in_seconds=round(delay, 3),
                 error=str(error),
+                request_id=request_id,
             )
             await self._clock.sleep(delay)
             retries += 1
@@ -421,9 +453,31 @@ class MoniteClient:
     def _backoff(self, retries: int, error: MoniteError) -> float:
         return retry_wait(retries, getattr(error, "retry_after", None), rng=self._rng)
 
+    def _request_id(self, response: httpx.Response) -> str | None:
+        """Monite's `x-request-id` for this response, when it is safe to repeat in a message.
+
+        A value of an unexpected shape, or one that holds a credential or occurs
+        in the body (where a new secret may be), is left out.
+        """
+        value = response.headers.get("x-request-id", "").strip()
+        if _REQUEST_ID.fullmatch(value) is None or self._redact(value) != value:
+            return None
+        try:
+            in_body = value in response.text
+        except _UNREADABLE:
+            in_body = True
+        return None if in_body else value
+
     def _error_for_status(self, operation: str, response: httpx.Response) -> MoniteError:
         status = response.status_code
         text = self._redact(_error_text(response))
+        if status == 400 and _error_type(response) == MISSING_API_VERSION:
+            # Every request sends the header, so something in between dropped it.
+            return MoniteRequestError(
+                f"Monite {operation}: HTTP 400: {text or MISSING_API_VERSION}; "
+                "check monite.api_version and that no proxy strips the x-monite-version header",
+                status=status,
+            )
         if operation == "token" and status in (400, 401, 403, 422):
             # A 422 names the offending field (a bad x-monite-version looks like this too);
             # a 400 is how many OAuth servers refuse client credentials: keep Monite's words.
@@ -466,13 +520,19 @@ def translate_httpx_error(
     """The project error for an httpx exception; raise it `from exc`.
 
     The message names the operation, the exception class and the host only:
-    httpx messages and requests can carry URLs, headers and bodies.
+    httpx messages and requests can carry URLs, headers and bodies. A failure
+    to connect is the operator's one line naming monite.base_url, host and port.
     """
-    return _translate(exc, operation=operation, host=None, clock=SystemClock())
+    return _translate(exc, operation=operation, host=None, clock=SystemClock(), base_url=None)
 
 
 def _translate(
-    exc: BaseException, *, operation: str, host: str | None, clock: Clock
+    exc: BaseException,
+    *,
+    operation: str,
+    host: str | None,
+    clock: Clock,
+    base_url: str | None,
 ) -> MoniteError:
     where = _request_host(exc) or host or "Monite"
     what = f"Monite {operation}: {type(exc).__name__} talking to {where}"
@@ -483,6 +543,11 @@ def _translate(
     # Only a failure to connect proves the request never left; after that,
     # Monite may have acted on it whatever we saw.
     sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    url = base_url or _request_url(exc)
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) and url is not None:
+        # "monite.base_url: cannot connect to HOST:PORT (connection refused); check ...":
+        # built from the exception's types and errno values, never from its text.
+        return MoniteUnavailable(unreachable_message("monite.base_url", url, exc, service="Monite"))
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return MoniteUnavailable(f"{what}: timed out", may_have_applied=sent)
     if isinstance(exc, httpx.NetworkError):
@@ -551,6 +616,19 @@ def _error_text(response: httpx.Response) -> str:
         return ""
 
 
+def _error_type(response: httpx.Response) -> str | None:
+    """Monite's `error.type` (some errors carry one, like `missing_api_version`), if any."""
+    try:
+        body = response.json()
+    except _UNREADABLE:
+        return None
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _explanation(body: Any) -> str:
     if not isinstance(body, dict):
         return ""
@@ -608,6 +686,15 @@ def _header_number(response: httpx.Response, name: str) -> int | None:
         return None
     # A header is data from the network: inf, nan or 1e999 must not raise here.
     return int(value) if math.isfinite(value) else None
+
+
+def _request_url(exc: BaseException) -> str | None:
+    """The URL of the request `exc` carries, if any (only its host and port get shown)."""
+    try:
+        request = getattr(exc, "request", None)
+    except RuntimeError:
+        return None
+    return str(request.url) if isinstance(request, httpx.Request) else None
 
 
 def _request_host(exc: BaseException) -> str | None:

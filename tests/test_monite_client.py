@@ -21,9 +21,11 @@ from rotator.errors import (
     MoniteRequestError,
     MoniteUnavailable,
 )
+from rotator.model import Secret
 from rotator.monite import MoniteClient, _parse_page, _parse_regenerated, translate_httpx_error
 from rotator.sandbox import ISSUED
 from rotator.sandbox.monite import MoniteEmulator
+from tests.conftest import capture_audit
 
 E = TypeVar("E", bound=BaseException)
 
@@ -120,6 +122,9 @@ async def expect(cls: type[E], awaitable: Awaitable[Any], leaks: Leaks) -> E:
         await awaitable
     leaks.record(info.value)
     return info.value
+
+
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 def seed_many(monite: MoniteEmulator, count: int) -> list[str]:
@@ -264,8 +269,6 @@ async def test_bad_credentials_raise_auth_error(
     leaks: Leaks,
 ) -> None:
     """A refused client secret is MoniteAuthError naming the keys to check, not their values."""
-    from rotator.model import Secret
-
     wrong = Secret("definitely-not-the-secret")
     leaks.extra_values.add(wrong.reveal())
     client = make_client(monite_http, monite_settings, clock, client_secret=wrong)
@@ -444,7 +447,7 @@ async def test_connection_refused_is_unavailable(
     clock: FakeClock,
     leaks: Leaks,
 ) -> None:
-    """Nothing listening: every attempt fails to connect and the end is MoniteUnavailable."""
+    """Nothing listening: every attempt fails, then one line naming monite.base_url and the port."""
     import socket
 
     with socket.socket() as sock:
@@ -454,7 +457,11 @@ async def test_connection_refused_is_unavailable(
         monite_http, monite_settings, clock, base_url=f"http://127.0.0.1:{port}/v1"
     )
     error = await expect(MoniteUnavailable, client.list_subscriptions(), leaks)
-    assert "127.0.0.1" in str(error)
+    assert (
+        f"monite.base_url: cannot connect to 127.0.0.1:{port} (connection refused); check that "
+        "Monite is running and the address is right (gave up after 4 attempts)",
+        False,
+    ) == (str(error), error.may_have_applied)
     assert isinstance(error.__cause__, httpx.ConnectError)
     assert 4 == client.requests["token", 0]
 
@@ -484,14 +491,22 @@ def _httpx_exception_classes() -> list[type[Exception]]:
 
 
 def test_every_httpx_exception_is_translated() -> None:
-    """Each exception class httpx exports maps to a MoniteError naming the class, not the text."""
+    """Each httpx exception maps to a MoniteError naming the class (or the unreachable host)."""
     classes = _httpx_exception_classes()
     assert len(classes) >= 25
+    unreachable = (
+        "monite.base_url: cannot connect to api.sandbox.monite.com:443 ({}); "
+        "check that Monite is running and the address is right"
+    )
     for cls in classes:
         error = translate_httpx_error(_instance(cls), operation="list")  # type: ignore[arg-type]
         assert isinstance(error, MoniteError), cls.__name__
         assert type(error) is not MoniteError, cls.__name__
-        assert cls.__name__ in str(error) or "HTTP 503" in str(error), cls.__name__
+        if issubclass(cls, httpx.ConnectError | httpx.ConnectTimeout):
+            reason = "timed out" if cls is httpx.ConnectTimeout else "connection failed"
+            assert unreachable.format(reason) == str(error), cls.__name__
+        else:
+            assert cls.__name__ in str(error) or "HTTP 503" in str(error), cls.__name__
         assert "boom" not in str(error), cls.__name__
 
 
@@ -584,6 +599,100 @@ async def test_bad_api_version_is_named(
     error = await expect(MoniteAuthError, client.check(), leaks)
     assert 422 == error.status
     assert "header.x-monite-version" in str(error)
+
+
+async def test_missing_version_header_names_the_api_version_setting(
+    monite: MoniteEmulator,
+    monite_http: httpx.AsyncClient,
+    monite_settings: MoniteSettings,
+    clock: FakeClock,
+    leaks: Leaks,
+) -> None:
+    """Monite's 400 missing_api_version is a MoniteRequestError naming monite.api_version."""
+    client = make_client(monite_http, monite_settings, clock, api_version="")
+    error = await expect(MoniteRequestError, client.check(), leaks)
+    request_id = monite.request_ids("token", 400)[-1]
+    assert (
+        400,
+        "Monite token: HTTP 400: Missing the x-monite-version HTTP header; check "
+        "monite.api_version and that no proxy strips the x-monite-version header "
+        f"(request_id={request_id})",
+    ) == (error.status, str(error))
+    assert 1 == monite.request_count("token")
+
+
+async def test_failed_calls_name_monites_request_id(
+    monite: MoniteEmulator, client: MoniteClient, leaks: Leaks
+) -> None:
+    """A refused call's message carries the x-request-id Monite sent with the refusal."""
+    error = await expect(MoniteNotFound, client.regenerate_secret(UNKNOWN_ID), leaks)
+    request_id = monite.request_ids("regenerate_secret", 404)[-1]
+    assert (
+        f"Monite regenerate_secret: HTTP 404: Webhook subscription not found "
+        f"(request_id={request_id})"
+    ) == str(error)
+
+
+async def test_retries_log_each_request_id_and_the_error_names_the_last(
+    monite: MoniteEmulator, client: MoniteClient, leaks: Leaks
+) -> None:
+    """Every monite.retry event holds its answer's request_id; the final error the last one."""
+    monite.faults.error_rate = 1.0
+    monite.faults.error_status = 502
+    with capture_audit() as logs:
+        error = await expect(MoniteUnavailable, client.list_subscriptions(), leaks)
+    ids = monite.request_ids("list", 502)
+    retries = [e for e in logs if e["event"] == "monite.retry"]
+    assert ids[:3] == [e["request_id"] for e in retries]
+    assert str(error).endswith(f"(request_id={ids[3]}; gave up after 4 attempts)")
+
+
+def _answering(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    """An httpx client whose Monite is `handler` behind a working token endpoint."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/auth/token"):
+            return httpx.Response(
+                200, json={"access_token": "tok-abc", "expires_in": 86400, "token_type": "Bearer"}
+            )
+        return handler(request)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(route))
+
+
+@pytest.mark.parametrize(
+    ("request_id", "shown"),
+    [
+        ("req-7f3c.01:a_B", "req-7f3c.01:a_B"),
+        ("", None),
+        ("two words", None),
+        ("x" * 129, None),
+        ("client-secret-value", None),
+        ("tok-abc", None),
+        ("echoed-in-body", None),
+    ],
+)
+async def test_request_id_is_shown_only_when_safe(
+    monite_settings: MoniteSettings, clock: FakeClock, request_id: str, shown: str | None
+) -> None:
+    """An x-request-id of an odd shape, holding a credential or echoed by the body is left out."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            404,
+            json={"error": {"message": "gone", "echo": "echoed-in-body"}},
+            headers={"x-request-id": request_id},
+        )
+
+    settings = monite_settings.model_copy(
+        update={"client_secret": Secret("client-secret-value"), "max_retries": 0}
+    )
+    async with _answering(refuse) as http:
+        client = MoniteClient(http, settings, clock=clock, rng=random.Random(7))
+        with pytest.raises(MoniteNotFound) as caught:
+            await client.get_subscription(UNKNOWN_ID)
+    suffix = "" if shown is None else f" (request_id={shown})"
+    assert f"Monite get: HTTP 404: gone{suffix}" == str(caught.value)
 
 
 async def test_aclose_revokes_token_and_keeps_http_client_open(

@@ -3,7 +3,10 @@
 It owns the behaviour of Monite as the official OpenAPI schema describes it
 (`tests/schema/monite-openapi.json`): client-credentials tokens, the
 `/webhook_subscriptions*` operations, cursor pagination with opaque tokens,
-FastAPI-shaped 422s, the gateway's rate limit and its headers. On top of that
+FastAPI-shaped 422s, the gateway's rate limit and its headers. From Monite's
+API concept pages it also owns the 400 `missing_api_version` answer to a
+request without `x-monite-version`, and the `x-monite-version` and
+`x-request-id` headers on every response. On top of that
 it owns the faults the rotator must survive (`MoniteFaults`), and a test-only
 introspection route outside `/v1` that reads a subscription's current secret.
 
@@ -22,7 +25,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -38,6 +41,14 @@ GRANT_TYPES = ("client_credentials", "entity_user")
 SORT_FIELDS = ("created_at", "updated_at")
 ORDERS = ("asc", "desc")
 MAX_URL_LENGTH = 2083
+# The schema's version: what `x-monite-version` says on an answer to a request
+# that named no valid version (Monite adds the header to every response).
+DEFAULT_API_VERSION = "2024-05-25"
+# Monite's documented answer to a request without `x-monite-version`.
+MISSING_API_VERSION = "missing_api_version"
+MISSING_API_VERSION_MESSAGE = "Missing the x-monite-version HTTP header"
+# How many (operation, status, x-request-id) answers `request_ids()` remembers.
+_MAX_REQUEST_LOG = 10_000
 # Tokens handed out by listing are kept server-side; a bound keeps a client
 # that pages forever (the pagination-loop fault) from growing memory forever.
 _MAX_PAGINATION_TOKENS = 50_000
@@ -157,8 +168,28 @@ def _err(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": list(loc), "msg": msg, "type": kind}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(status, {"error": {"message": message}}, headers=dict(headers or {}))
+def _error(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    kind: str | None = None,
+) -> Response:
+    """Monite's ErrorSchemaResponse; `kind` adds the `error.type` some answers carry."""
+    error: dict[str, str] = {"message": message}
+    if kind is not None:
+        error = {"type": kind, **error}
+    return Response(status, {"error": error}, headers=dict(headers or {}))
+
+
+def _response_version(req: Request) -> str:
+    """The version an answer names: the request's own when it is a date, else the default."""
+    value = (req.header("x-monite-version") or "").strip()
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return DEFAULT_API_VERSION
+    return value
 
 
 def _now() -> datetime:
@@ -217,7 +248,9 @@ class MoniteEmulator:
         burst: int | None = None,
         token_ttl: int = 86400,
         seed: int | None = None,
+        port: int = 0,
     ) -> None:
+        """`port` 0 takes a free loopback port; another binds it now (OSError if taken)."""
         if rate_limit <= 0:
             raise ValueError("rate_limit must be positive")
         self.faults = MoniteFaults()
@@ -239,7 +272,8 @@ class MoniteEmulator:
         self._regenerations: Counter[str] = Counter()
         self._stragglers: list[_Straggler] = []  # in arrival order
         self._requests: Counter[str] = Counter()
-        self._server = LoopbackServer(self._handle)
+        self._answers: deque[tuple[str, int, str]] = deque(maxlen=_MAX_REQUEST_LOG)
+        self._server = LoopbackServer(self._handle, port=port)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -376,14 +410,46 @@ class MoniteEmulator:
                 return sum(self._requests.values())
             return self._requests[route]
 
+    def request_ids(self, route: str | None = None, status: int | None = None) -> list[str]:
+        """The `x-request-id` of the answers sent, oldest first, all or one operation's.
+
+        Only answers under /v1 count, narrowed to one status if asked; the
+        last `_MAX_REQUEST_LOG` are kept. Operation names as in `request_count`.
+        """
+        with self._lock:
+            return [
+                request_id
+                for name, code, request_id in self._answers
+                if (route is None or name == route) and (status is None or code == status)
+            ]
+
     # -- the wire ---------------------------------------------------------------
 
     def _handle(self, req: Request) -> Response:
+        """Answer `req`, stamped with the headers Monite puts on every response."""
         if req.path.startswith("/_sandbox/"):
-            return self._sandbox(req)
-        if req.path != "/v1" and not req.path.startswith("/v1/"):
-            return _error(404, "Not Found")
-        route, allowed = _resolve(req.method, req.path)
+            response = self._sandbox(req)
+            route_name: str | None = None
+        elif req.path != "/v1" and not req.path.startswith("/v1/"):
+            response = _error(404, "Not Found")
+            route_name = None
+        else:
+            route, allowed = _resolve(req.method, req.path)
+            route_name = route.name
+            response = self._v1(req, route, allowed)
+        request_id = str(uuid.uuid4())
+        response.headers["x-monite-version"] = _response_version(req)
+        response.headers["x-request-id"] = request_id
+        entity_id = req.header("x-monite-entity-id")
+        if entity_id is not None and _is_uuid(entity_id):
+            # Documented as returned back; only a well-formed id is echoed.
+            response.headers["x-monite-entity-id"] = entity_id
+        if route_name is not None:
+            with self._lock:
+                self._answers.append((route_name, response.status, request_id))
+        return response
+
+    def _v1(self, req: Request, route: _Route, allowed: tuple[str, ...]) -> Response:
         with self._lock:
             self._requests[route.name] += 1
         latency, hang = self.faults.latency, self.faults.hang
@@ -394,8 +460,12 @@ class MoniteEmulator:
         with self._lock:
             ok, limit_headers = self._bucket.take()
         if not ok:
+            # The gateway refuses before the API sees the request.
             return _error(429, "Too Many Requests", limit_headers)
-        if route.name == "not_found":
+        if not (req.header("x-monite-version") or "").strip():
+            # Checked ahead of routing and authentication, on every API path.
+            response = _error(400, MISSING_API_VERSION_MESSAGE, kind=MISSING_API_VERSION)
+        elif route.name == "not_found":
             response = _error(404, "Not Found")
         elif route.name == "method_not_allowed":
             response = _error(405, "Method Not Allowed", {"Allow": ", ".join(allowed)})
@@ -843,15 +913,16 @@ def _enum_msg(values: Sequence[str]) -> str:
 
 
 def _check_version(req: Request, detail: list[dict[str, Any]]) -> None:
+    """A present x-monite-version must be a date (a missing one never gets this far)."""
     value = req.header("x-monite-version")
-    loc = ("header", "x-monite-version")
     if value is None:
-        detail.append(_err(loc, "Field required", "missing"))
         return
     try:
         date.fromisoformat(value)
     except ValueError:
-        detail.append(_err(loc, "Input should be a valid date", "date_parsing"))
+        detail.append(
+            _err(("header", "x-monite-version"), "Input should be a valid date", "date_parsing")
+        )
 
 
 def _query_int(

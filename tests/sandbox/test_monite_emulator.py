@@ -36,6 +36,8 @@ RATE_HEADERS = (
     "X-RateLimit-Limit-Second",
     "X-RateLimit-Remaining-Second",
 )
+# Monite's API concept pages: on every response, whatever its status.
+MONITE_HEADERS = ("x-monite-version", "x-request-id")
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 LIST = "/webhook_subscriptions"
 ONE = "/webhook_subscriptions/{webhook_subscription_id}"
@@ -85,7 +87,7 @@ def assert_matches_schema(path_template: str, method: str, status: int, body: An
 
 def check_response(path_template: str, method: str, response: httpx.Response) -> None:
     """Headers every /v1 answer carries, and the body against the schema."""
-    for name in RATE_HEADERS:
+    for name in (*RATE_HEADERS, *MONITE_HEADERS):
         assert name.lower() in response.headers
     if response.status_code == 204:
         assert b"" == response.content
@@ -285,16 +287,95 @@ async def test_token_body_that_is_not_an_object_is_422(
     assert [(loc, kind)] == [(d["loc"], d["type"]) for d in response.json()["detail"]]
 
 
-async def test_missing_version_header_is_422(api: Api) -> None:
-    """Every /v1 call needs x-monite-version; without it the answer is FastAPI's 422."""
-    response = await api.call("GET", LIST, version=None)
-    assert 422 == response.status_code
+@pytest.mark.parametrize(
+    ("method", "template", "token", "version"),
+    [
+        ("GET", LIST, True, None),
+        ("GET", LIST, True, ""),
+        ("POST", "/auth/token", None, None),
+        ("GET", LIST, None, None),
+        ("PUT", LIST, True, None),
+        ("GET", "/payables", True, None),
+    ],
+)
+async def test_missing_version_header_is_400_missing_api_version(
+    api: Api, method: str, template: str, token: bool | None, version: str | None
+) -> None:
+    """Without x-monite-version (or with an empty one) every /v1 call is Monite's documented 400."""
+    response = await api.call(method, template, token=token, version=version, json={}, check=False)
     expected = {
-        "detail": [
-            {"loc": ["header", "x-monite-version"], "msg": "Field required", "type": "missing"}
-        ]
+        "error": {
+            "type": "missing_api_version",
+            "message": "Missing the x-monite-version HTTP header",
+        }
     }
-    assert expected == response.json()
+    assert (400, expected) == (response.status_code, response.json())
+    assert [] == schema_errors(LIST, "GET", 400, response.json())
+    assert "2024-05-25" == response.headers["x-monite-version"]
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "token", "params", "status"),
+    [
+        ("POST", "/auth/token", None, None, 200),
+        ("GET", LIST, True, None, 200),
+        ("GET", LIST, None, None, 401),
+        ("GET", LIST, True, {"limit": 0}, 422),
+        ("PUT", LIST, True, None, 405),
+        ("GET", "/payables", True, None, 404),
+    ],
+)
+async def test_every_answer_names_its_version_and_a_fresh_request_id(
+    api: Api,
+    monite: MoniteEmulator,
+    method: str,
+    template: str,
+    token: bool | None,
+    params: dict[str, Any] | None,
+    status: int,
+) -> None:
+    """Each answer echoes x-monite-version and carries its own x-request-id, kept by request_ids."""
+    answers = []
+    for _ in range(2):
+        json_body = None
+        if template == "/auth/token":
+            client_id, client_secret = monite.credentials
+            json_body = {
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            }
+        answers.append(
+            await api.call(
+                method, template, token=token, params=params, json=json_body, check=False
+            )
+        )
+    assert [status, status] == [a.status_code for a in answers]
+    assert [VERSION, VERSION] == [a.headers["x-monite-version"] for a in answers]
+    first, second = (a.headers["x-request-id"] for a in answers)
+    assert first != second
+    assert [first, second] == monite.request_ids(status=status)[-2:]
+
+
+async def test_version_of_a_past_date_is_echoed(api: Api) -> None:
+    """The answer's x-monite-version is the version the request asked for."""
+    response = await api.call("GET", LIST, version="2024-01-31")
+    assert (200, "2024-01-31") == (response.status_code, response.headers["x-monite-version"])
+
+
+async def test_rate_limited_and_failed_answers_carry_a_request_id(
+    slow_monite: MoniteEmulator, monite_http: httpx.AsyncClient
+) -> None:
+    """The gateway's 429 and an injected 500 both carry x-monite-version and x-request-id."""
+    api = Api(monite_http, slow_monite)
+    slow_monite.faults.error_rate = 1.0
+    failed = await api.call("GET", LIST)
+    limited = await api.call("GET", LIST)
+    assert [500, 429] == [failed.status_code, limited.status_code]
+    assert slow_monite.request_ids("list") == [
+        failed.headers["x-request-id"],
+        limited.headers["x-request-id"],
+    ]
 
 
 async def test_version_header_must_be_a_date(api: Api) -> None:
