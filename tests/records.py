@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,3 +26,20 @@ async def put_record(
         await store.write(record, cas=0)
     finally:
         store.close()
+
+
+async def wait_for_version(
+    vault: Any, subscription_id: str, version: int = 1, *, prefix: str = "monite/webhooks"
+) -> bool:
+    """Wait (up to about 4 s) until the record holds `version`, read as root; False if never.
+
+    Works on the emulator and on OpenBao alike: a test that must act right after
+    a rotation's claim lands polls the record itself instead of counting requests.
+    """
+    path = f"{prefix}/{subscription_id}"
+    for _ in range(800):
+        versions = await asyncio.to_thread(vault.kv_versions, "secret", path)
+        if versions and versions[-1] >= version:
+            return True
+        await asyncio.sleep(0.005)
+    return False

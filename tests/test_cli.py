@@ -245,7 +245,6 @@ def test_run_once_monite_down_exits_69(config_file: Path, monite: MoniteEmulator
         ("run", "monite client secret wrong"),
         ("check", "monite client secret wrong"),
         ("run", "approle login refused"),
-        ("run", "kubernetes login refused"),
     ],
 )
 def test_refused_credentials_exit_77(
@@ -266,7 +265,7 @@ def test_refused_credentials_exit_77(
         (tmp_path / "vault_token").write_text(vault.create_token(policies=["default"]))
     elif refusal == "monite client secret wrong":
         (tmp_path / "client_secret").write_text("not-the-client-secret\n")
-    elif refusal == "approle login refused":
+    else:
         config_file.write_text(config_file.read_text().replace("token_file", "# token_file"))
         role_id, _secret_id = vault.add_approle("rotator", policies=["rotator"])
         env = {
@@ -274,20 +273,34 @@ def test_refused_credentials_exit_77(
             "ROTATOR_VAULT__ROLE_ID": role_id,
             "ROTATOR_VAULT__SECRET_ID": "00000000-0000-4000-8000-000000000000",
         }
-    else:
-        config_file.write_text(config_file.read_text().replace("token_file", "# token_file"))
-        vault.add_kubernetes_role(
-            "rotator", service_account="rotator", namespace="ops", policies=["rotator"]
-        )
-        jwt_file = tmp_path / "jwt"
-        jwt_file.write_text("not.a-valid.jwt")
-        env = {
-            "ROTATOR_VAULT__AUTH_METHOD": "kubernetes",
-            "ROTATOR_VAULT__ROLE": "rotator",
-            "ROTATOR_VAULT__JWT_FILE": str(jwt_file),
-        }
     argv = ["run", "--once"] if command == "run" else ["check"]
     result = run_cli(*argv, "--config", str(config_file), env=env)
+    lines = result.stderr.strip().splitlines()
+    assert (77, True, False) == (
+        result.returncode,
+        lines[-1].startswith("rotator: "),
+        "Traceback" in result.stderr,
+    ), result.stderr
+
+
+@pytest.mark.emulator_only("Kubernetes login needs a TokenReview API (add_kubernetes_role)")
+def test_refused_kubernetes_login_exits_77(
+    config_file: Path, tmp_path: Path, vault: VaultEmulator, monite: MoniteEmulator
+) -> None:
+    """A service account token the Kubernetes role refuses exits 77, no traceback."""
+    monite.seed()
+    config_file.write_text(config_file.read_text().replace("token_file", "# token_file"))
+    vault.add_kubernetes_role(
+        "rotator", service_account="rotator", namespace="ops", policies=["rotator"]
+    )
+    jwt_file = tmp_path / "jwt"
+    jwt_file.write_text("not.a-valid.jwt")
+    env = {
+        "ROTATOR_VAULT__AUTH_METHOD": "kubernetes",
+        "ROTATOR_VAULT__ROLE": "rotator",
+        "ROTATOR_VAULT__JWT_FILE": str(jwt_file),
+    }
+    result = run_cli("run", "--once", "--config", str(config_file), env=env)
     lines = result.stderr.strip().splitlines()
     assert (77, True, False) == (
         result.returncode,
@@ -384,6 +397,7 @@ BAD_CONFIGS: list[tuple[str, str, str]] = [
 ]
 
 
+@pytest.mark.emulator_only("asserts no request reached Vault (request_count)")
 @pytest.mark.parametrize(("case", "text", "phrase"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
 def test_bad_config_exits_78_with_one_line(
     case: str,

@@ -1,4 +1,7 @@
-"""The rotation protocol end to end: real MoniteClient and VaultStore over HTTP to the emulators."""
+"""The rotation protocol end to end: real MoniteClient and VaultStore over HTTP.
+
+Monite is the emulator; Vault is the emulator and OpenBao (unless a test is emulator_only).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
-from tests.records import put_record
+from tests.records import put_record, wait_for_version
 
 MAX_AGE = timedelta(days=30)
 PREFIX = "monite/webhooks"
@@ -41,9 +44,10 @@ async def make_engine(
         owner: str = "test-rotator",
         claim_ttl: timedelta = timedelta(seconds=30),
         commit_retry_for: timedelta = timedelta(seconds=10),
+        store: VaultStore | None = None,
         **rotation: Any,
     ) -> Engine:
-        store = VaultStore(vault_settings)
+        store = store or VaultStore(vault_settings)
         stores.append(store)
         return Engine(
             monite=MoniteClient(monite_http, monite_settings),
@@ -233,6 +237,7 @@ async def test_dropped_connection_after_regenerate_applied_converges(
     assert monite.current_secret(sid) == vault_secret(vault, sid)
 
 
+@pytest.mark.emulator_only("injects write failures (faults.fail_writes) after the claim")
 async def test_transient_vault_failure_at_commit_is_retried_in_memory(
     monite: MoniteEmulator, vault: VaultEmulator, make_engine: EngineFactory
 ) -> None:
@@ -264,16 +269,15 @@ async def test_vault_down_through_commit_is_recovered_after_claim_expiry(
     engine = make_engine(claim_ttl=timedelta(seconds=4.5), commit_retry_for=timedelta(seconds=0.5))
 
     async def seal_after_claim() -> None:
-        for _ in range(200):
-            if vault.request_count("kv_write") >= 1:
-                vault.seal()
-                return
-            await asyncio.sleep(0.005)
+        if await wait_for_version(vault, sid, 1):
+            vault.seal()
 
-    _, first = await asyncio.gather(seal_after_claim(), engine.run_cycle())
+    try:
+        _, first = await asyncio.gather(seal_after_claim(), engine.run_cycle())
+    finally:
+        vault.unseal()
     assert [("failed", "commit_failed")] == [(o.kind, o.reason) for o in first.outcomes]
     assert monite.current_secret(sid) != vault_secret(vault, sid)
-    vault.unseal()
 
     # Until the claim expires, the record is fenced.
     fenced = await engine.run_cycle()
@@ -296,8 +300,11 @@ async def test_vault_unavailable_before_claim_means_no_regenerate(
     sid = monite.seed()
     engine = make_engine()
     await engine.plan()  # warm the cache, so the cycle's first Vault call is the claim
-    vault.faults.fail_writes = 1
-    report = await engine.run_cycle()
+    vault.seal()
+    try:
+        report = await engine.run_cycle()
+    finally:
+        vault.unseal()
     assert [("failed", "vault_error")] == [(o.kind, o.reason) for o in report.outcomes]
     assert 0 == monite.regenerate_count(sid)
 
@@ -342,7 +349,6 @@ async def test_audit_events_carry_fingerprint_not_secret(
 
 async def test_steady_state_cycle_reads_nothing_from_vault(
     monite: MoniteEmulator,
-    vault: VaultEmulator,
     vault_settings: VaultSettings,
     make_engine: EngineFactory,
 ) -> None:
@@ -350,26 +356,28 @@ async def test_steady_state_cycle_reads_nothing_from_vault(
     for _ in range(5):
         sid = monite.seed()
         await put_record(vault_settings, sid, monite.current_secret(sid), timedelta(days=1))
-    engine = make_engine()
+    store = VaultStore(vault_settings)
+    engine = make_engine(store=store)
     await engine.run_cycle()  # cold: lists and reads the five records
-    before = vault.request_count()
+    before = store.requests.total()  # every request the store sends is counted here
     report = await engine.run_cycle()
     assert 5 == report.count("skipped")
-    assert 0 == vault.request_count() - before
+    assert 0 == store.requests.total() - before
 
 
 async def test_cache_is_read_again_after_cache_refresh(
-    monite: MoniteEmulator, vault: VaultEmulator, make_engine: EngineFactory
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
 ) -> None:
     """With cache_refresh elapsed, the next cycle lists and reads every record again."""
     ids = [monite.seed() for _ in range(3)]
-    engine = make_engine(cache_refresh=timedelta(milliseconds=1))
+    store = VaultStore(vault_settings)
+    engine = make_engine(store=store, cache_refresh=timedelta(milliseconds=1))
     await engine.run_cycle()
     await asyncio.sleep(0.01)
-    before_list, before_read = vault.request_count("kv_list"), vault.request_count("kv_read")
+    before_list, before_read = store.requests[("list", "ok")], store.requests[("read", "ok")]
     await engine.run_cycle()
-    assert 1 == vault.request_count("kv_list") - before_list
-    assert len(ids) == vault.request_count("kv_read") - before_read
+    assert 1 == store.requests[("list", "ok")] - before_list
+    assert len(ids) == store.requests[("read", "ok")] - before_read
 
 
 async def test_stale_cache_is_harmless(
@@ -427,6 +435,7 @@ async def test_max_rotations_per_cycle_defers_the_freshest(
         assert monite.current_secret(sid) == vault_secret(vault, sid)
 
 
+@pytest.mark.emulator_only("injects Vault latency and counts Vault writes to time a straggler")
 async def test_regenerate_applied_after_its_retry_is_rotated_again(
     monite: MoniteEmulator,
     vault: VaultEmulator,

@@ -25,7 +25,7 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
-from tests.records import put_record
+from tests.records import put_record, wait_for_version
 
 PREFIX = "monite/webhooks"
 
@@ -159,23 +159,23 @@ async def test_cancelled_commit_names_the_subscription_it_drops(
     monite.faults.latency = 0.2
 
     async def seal_after_claim() -> None:
-        for _ in range(400):
-            if vault.request_count("kv_write") >= 1:
-                vault.seal()
-                return
-            await asyncio.sleep(0.005)
+        if await wait_for_version(vault, sid, 1):
+            vault.seal()
 
-    with capture_audit() as captured:
-        sealing = asyncio.ensure_future(seal_after_claim())
-        rotation = asyncio.ensure_future(engine.rotate(plan.decisions[0]))
-        for _ in range(400):  # until the commit is being retried
-            if any(e["event"] == "rotation.commit_retry" for e in captured):
-                break
-            await asyncio.sleep(0.01)
-        rotation.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await rotation
-        await sealing
+    try:
+        with capture_audit() as captured:
+            sealing = asyncio.ensure_future(seal_after_claim())
+            rotation = asyncio.ensure_future(engine.rotate(plan.decisions[0]))
+            for _ in range(400):  # until the commit is being retried
+                if any(e["event"] == "rotation.commit_retry" for e in captured):
+                    break
+                await asyncio.sleep(0.01)
+            rotation.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await rotation
+            await sealing
+    finally:
+        vault.unseal()
     [dropped] = [e for e in captured if e["log_level"] == "critical"]
     assert (sid, "commit") == (dropped["subscription_id"], dropped["stage"])
     assert dropped["recovery_at"]

@@ -329,6 +329,7 @@ async def test_rotation_retries_a_regenerate_answered_408_or_409(
     assert ([("rotated", "unmanaged")], 1) == (_kinds(report), monite.regenerate_count(sid))
 
 
+@pytest.mark.emulator_only("advances virtual time past 30s claim fences")
 @pytest.mark.parametrize("kind", ["no id", "secret not a string", "1 MB secret"])
 async def test_reshaped_regenerate_answers_quarantine_the_subscription(
     monite: MoniteEmulator,
@@ -371,6 +372,7 @@ async def test_reshaped_regenerate_answers_quarantine_the_subscription(
     assert QUARANTINE_AFTER + 1 == monite.regenerate_count(sid)
 
 
+@pytest.mark.emulator_only("advances virtual time past 30s claim fences")
 async def test_quarantine_lifts_when_another_process_rotates_the_subscription(
     monite: MoniteEmulator,
     vault: VaultEmulator,

@@ -4,7 +4,8 @@ Each test drives the real Engine, MoniteClient and VaultStore. Time moves on
 Vault's clock (`VaultEmulator.advance_time`), replicas' skew comes from the
 injected clock, and a late regenerate is a straggler the Monite emulator
 holds until the test releases it. The property every test ends on is rule
-zero: a record that says `active` holds Monite's current secret.
+zero: a record that says `active` holds Monite's current secret. The tests
+that need no virtual time run against OpenBao too (the `vault` fixture).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ async def converge(
     raise AssertionError(f"no convergence after 6 cycles: {seen}")
 
 
+@pytest.mark.emulator_only("advances virtual time past 30s claim fences")
 async def test_1_skewed_replica_never_takes_over_a_live_claim(
     straggling: MoniteEmulator,
     vault: VaultEmulator,
@@ -185,6 +187,7 @@ async def test_1_skewed_replica_never_takes_over_a_live_claim(
     assert abs(rotated_at - datetime.fromtimestamp(vault.now(), UTC)) < timedelta(hours=1)
 
 
+@pytest.mark.emulator_only("advances virtual time past 30s claim fences")
 async def test_2_regenerate_applied_late_leaves_the_record_settling_not_active(
     straggling: MoniteEmulator, vault: VaultEmulator, replica: EngineFactory
 ) -> None:
@@ -214,6 +217,7 @@ async def test_2_regenerate_applied_late_leaves_the_record_settling_not_active(
     assert ["rotation.settling"] == [e["event"] for e in captured if e["event"].endswith("ling")]
 
 
+@pytest.mark.emulator_only("advances virtual time past 30s claim fences")
 async def test_3_refused_recovery_marks_the_record_stale(
     monite: MoniteEmulator,
     vault: VaultEmulator,
@@ -250,6 +254,7 @@ async def test_3_refused_recovery_marks_the_record_stale(
     assert monite.current_secret(sid) == record(vault, sid)["secret"]
 
 
+@pytest.mark.emulator_only("advances virtual time past 30s claim fences")
 async def test_4_not_found_after_a_possibly_applied_attempt_keeps_the_claim(
     monite: MoniteEmulator,
     vault: VaultEmulator,
@@ -317,6 +322,7 @@ async def test_5_record_deleted_mid_rotation_is_written_again(
     assert 1 == vault.kv_versions("secret", f"{PREFIX}/{sid}")[-1]
 
 
+@pytest.mark.emulator_only("advances virtual time past a 5 minute claim fence")
 async def test_6_a_year_long_claim_fences_only_max_claim_ttl(
     monite: MoniteEmulator,
     vault: VaultEmulator,

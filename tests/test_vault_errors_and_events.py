@@ -1,6 +1,7 @@
 """Vault errors that could quote request data are withheld; vault.* audit events are stable.
 
-Everything runs against the Vault emulator over real HTTP through hvac and requests.
+Everything runs against the Vault emulator (and, unless marked emulator_only, OpenBao)
+over real HTTP through hvac and requests.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def leaks(values: list[str], texts: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.emulator_only("asserts no request reached Vault (request_count)")
 @pytest.mark.parametrize("shape", ["trailing newline", "inner newline", "inner escape"])
 async def test_token_requests_cannot_send_gives_vault_error_without_token(
     vault: VaultEmulator, vault_token: str, shape: str
@@ -196,6 +198,7 @@ async def test_approle_login_and_relogin_are_events_without_tokens(vault: VaultE
     assert [] == leaks([*tokens, role_id, secret_id], [repr(captured)])
 
 
+@pytest.mark.emulator_only("advances virtual time to make a renewal due")
 async def test_renewal_during_outage_is_renew_failed_event(vault: VaultEmulator) -> None:
     """A renewal that meets a sealed Vault logs vault.renew_failed (retrying) with time left."""
     vault.put_policy("rotator", ROTATOR_POLICY)

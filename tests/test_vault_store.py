@@ -1,9 +1,10 @@
-"""VaultStore against the Vault emulator over real HTTP, through the real hvac code."""
+"""VaultStore against the Vault emulator and OpenBao over real HTTP, through the real hvac code."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,14 @@ def active_record(subscription_id: str = SUB.id, secret: str = "whsec-one") -> R
 
 def no_retries(settings: VaultSettings) -> VaultSettings:
     return settings.model_copy(update={"max_retries": 0})
+
+
+def refusing(settings: VaultSettings) -> VaultSettings:
+    """The same settings aimed at a loopback port nothing listens on: connection refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return settings.model_copy(update={"address": f"http://127.0.0.1:{port}"})
 
 
 @pytest.fixture
@@ -211,6 +220,7 @@ async def test_sealed_vault_is_unavailable(vault: Any, vault_settings: VaultSett
         store.close()
 
 
+@pytest.mark.emulator_only("refuses and then accepts connections on the same port")
 async def test_connection_refused_is_unavailable(vault: Any, vault_settings: VaultSettings) -> None:
     """Refused connections raise VaultUnavailable; once Vault accepts again, calls succeed."""
     store = VaultStore(no_retries(vault_settings))
@@ -227,6 +237,7 @@ async def test_connection_refused_is_unavailable(vault: Any, vault_settings: Vau
         store.close()
 
 
+@pytest.mark.emulator_only("injects latency (faults.latency)")
 async def test_slow_vault_times_out_as_unavailable(
     vault: Any, vault_settings: VaultSettings
 ) -> None:
@@ -266,6 +277,7 @@ async def test_least_privilege_token_cannot_write_outside_prefix(
         store.close()
 
 
+@pytest.mark.emulator_only("injects a 5xx (faults.fail_next) and counts the requests")
 async def test_transient_read_error_is_retried(store: VaultStore, vault: Any) -> None:
     """One 5xx on a read is retried and the read then succeeds."""
     await store.write(active_record(), cas=0)
@@ -277,6 +289,7 @@ async def test_transient_read_error_is_retried(store: VaultStore, vault: Any) ->
     assert 1 == store.requests[("read", "ok")]
 
 
+@pytest.mark.emulator_only("injects 5xx (faults.fail_next) and counts the requests")
 async def test_retries_are_bounded(vault: Any, vault_settings: VaultSettings) -> None:
     """A read that keeps failing stops after max_retries retries with VaultUnavailable."""
     store = VaultStore(vault_settings.model_copy(update={"max_retries": 2}))
@@ -291,6 +304,7 @@ async def test_retries_are_bounded(vault: Any, vault_settings: VaultSettings) ->
         store.close()
 
 
+@pytest.mark.emulator_only("injects a 5xx (faults.fail_next) and counts the requests")
 async def test_write_error_is_not_retried(store: VaultStore, vault: Any) -> None:
     """A 5xx on a write raises VaultUnavailable after exactly one request."""
     await store.read(SUB.id)  # the token's first-use lookup is done, so the fault hits the write
@@ -305,13 +319,9 @@ async def test_write_error_is_not_retried(store: VaultStore, vault: Any) -> None
 # -- check ------------------------------------------------------------------------
 
 
-async def test_check_passes(store: VaultStore, vault: Any) -> None:
+async def test_check_passes(store: VaultStore) -> None:
     """check() passes for an unsealed Vault, a live token and a policy that may list."""
-    vault.reset_request_counts()
     await store.check()
-    kinds = ("health", "token", "kv_list")
-    assert {"health": 1, "token": 2, "kv_list": 1} == {k: vault.request_count(k) for k in kinds}
-    assert 4 == vault.request_count()  # nothing beyond those
     # every step succeeded; an empty prefix lists as not found, which check() accepts
     assert {
         ("health", "ok"): 1,
@@ -319,6 +329,16 @@ async def test_check_passes(store: VaultStore, vault: Any) -> None:
         ("lookup_self", "ok"): 1,
         ("list", "not_found"): 1,
     } == dict(store.requests)
+
+
+@pytest.mark.emulator_only("counts the requests Vault received (request_count)")
+async def test_check_sends_only_its_four_requests(store: VaultStore, vault: Any) -> None:
+    """check() sends one health call, two token calls and one list, nothing else."""
+    vault.reset_request_counts()
+    await store.check()
+    kinds = ("health", "token", "kv_list")
+    assert {"health": 1, "token": 2, "kv_list": 1} == {k: vault.request_count(k) for k in kinds}
+    assert 4 == vault.request_count()  # nothing beyond those
 
 
 async def test_check_names_missing_list_capability(
@@ -466,6 +486,7 @@ async def test_no_token_or_secret_in_repr_or_errors(
 ) -> None:
     """Neither the token nor a written secret appears in the store's repr or any error text."""
     store = VaultStore(no_retries(vault_settings))
+    unreachable = VaultStore(refusing(no_retries(vault_settings)))
     texts = [repr(store), str(store)]
     failures: list[Callable[[], Any]] = []
     try:
@@ -478,19 +499,17 @@ async def test_no_token_or_secret_in_repr_or_errors(
             with pytest.raises(VaultError) as caught:
                 await make()
             texts.append(str(caught.value))
-        vault.refuse_connections()
         with pytest.raises(VaultUnavailable) as refused:
-            await store.write(active_record(secret="whsec-visible?"), cas=1)
+            await unreachable.write(active_record(secret="whsec-visible?"), cas=1)
         texts.append(str(refused.value))
-        vault.accept_connections()
         vault.revoke_token(vault_token)
         for call in (store.read(SUB.id), store.check()):
             with pytest.raises(VaultAuthError) as denied:
                 await call
             texts.append(str(denied.value))
     finally:
-        vault.accept_connections()
         store.close()
+        unreachable.close()
     assert 7 == len(texts)
     for text in texts:
         assert vault_token not in text
@@ -507,16 +526,14 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 async def test_failed_write_traceback_holds_no_token_or_secret(
-    vault: Any, vault_settings: VaultSettings, vault_token: str
+    vault_settings: VaultSettings, vault_token: str
 ) -> None:
     """No frame left in a failed write's exception chain holds the token or secret as a local."""
-    store = VaultStore(no_retries(vault_settings))
+    store = VaultStore(refusing(no_retries(vault_settings)))
     try:
-        vault.refuse_connections()
         with pytest.raises(VaultUnavailable) as caught:
             await store.write(active_record(secret="whsec-in-flight"), cas=0)
     finally:
-        vault.accept_connections()
         store.close()
     seen = []
     for exc in _chain(caught.value):

@@ -52,6 +52,7 @@ def test_server_clock_never_moves_back() -> None:
     assert T0 + timedelta(hours=1) == clock.now()
 
 
+@pytest.mark.emulator_only("sets Vault's clock 10 days off the host's (advance_time)")
 async def test_store_reads_vaults_time_not_the_hosts(
     vault: VaultEmulator, vault_settings: VaultSettings
 ) -> None:
@@ -108,6 +109,7 @@ def test_v2_fields_round_trip_through_vault_data() -> None:
     assert ("settling", 90.0) == (back.state, back.claim_ttl_seconds)
 
 
+@pytest.mark.emulator_only("refuses and then accepts connections on the same port")
 async def test_a_failed_refresh_keeps_the_estimate_carried_forward(
     vault: VaultEmulator, vault_settings: VaultSettings
 ) -> None:
