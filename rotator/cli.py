@@ -35,7 +35,13 @@ from rotator.engine import (
     owner_identity,
     subscriptions_missing,
 )
-from rotator.errors import ConfigError, DependencyError, MoniteAuthError, VaultAuthError
+from rotator.errors import (
+    ConfigError,
+    DependencyError,
+    MoniteAuthError,
+    VaultAuthError,
+    VaultConfigError,
+)
 from rotator.hardening import harden_process
 from rotator.policy import REASONS, Decision, Force
 
@@ -148,7 +154,97 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to run cycles (default: 30)",
     )
+    _add_sandbox_parser(commands)
     return parser
+
+
+def _add_sandbox_parser(commands: Any) -> None:
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the Monite and Vault emulators on loopback, to try the rotator by hand",
+        description=(
+            "Start Monite and Vault emulators on 127.0.0.1, seed subscriptions (some due for "
+            "rotation), and write a ready-to-use config; then try `rotator check`, `plan` and "
+            "`run --once` against it. Secrets go to files (mode 0600), never to the screen. "
+            "Runs until Ctrl-C or SIGTERM, then removes every file it wrote."
+        ),
+    )
+    sandbox.add_argument(
+        "--subscriptions",
+        type=_subscription_count,
+        default=8,
+        metavar="N",
+        help="webhook subscriptions to seed, 1..1000 (default: 8)",
+    )
+    sandbox.add_argument(
+        "--monite-port", type=_port, metavar="PORT", help="Monite's port (default: a free one)"
+    )
+    sandbox.add_argument(
+        "--vault-port", type=_port, metavar="PORT", help="Vault's port (default: a free one)"
+    )
+    sandbox.add_argument(
+        "--deliver-to",
+        type=_http_url,
+        metavar="URL",
+        help="POST a signed webhook event per enabled subscription to URL, as Monite does",
+    )
+    sandbox.add_argument(
+        "--deliver-every",
+        type=_delivery_interval,
+        metavar="SECONDS",
+        help="seconds between delivery rounds, 0.1..3600 (default: 5; needs --deliver-to)",
+    )
+    sandbox.add_argument(
+        "--config-out",
+        type=Path,
+        metavar="PATH",
+        help="write the config here, a new file (default: in a fresh temporary directory)",
+    )
+
+
+def _subscription_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number between 1 and 1000")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1..65535)")
+    return value
+
+
+def _delivery_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds between 0.1 and 3600"
+        )
+    return value
+
+
+def _http_url(text: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        parts = urllib.parse.urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL; give one like http://127.0.0.1:8000/webhooks"
+        )
+    return text
 
 
 def _subscription_id(text: str) -> str:
@@ -184,6 +280,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from rotator.sandbox.demo import run_demo
 
         return run_demo(duration=args.duration)
+    if args.command == "sandbox":
+        return _sandbox(args, environ)
 
     exposed: list[ExposedFile] = []
     try:
@@ -221,12 +319,37 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 130
 
 
+def _sandbox(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from rotator.sandbox.deliveries import DEFAULT_EVERY
+    from rotator.sandbox.standalone import SandboxOptions, run_sandbox
+
+    if args.deliver_every is not None and args.deliver_to is None:
+        print(
+            "rotator sandbox: --deliver-every needs --deliver-to URL (see rotator sandbox --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    options = SandboxOptions(
+        subscriptions=args.subscriptions,
+        monite_port=args.monite_port,
+        vault_port=args.vault_port,
+        deliver_to=args.deliver_to,
+        deliver_every=DEFAULT_EVERY if args.deliver_every is None else args.deliver_every,
+        config_out=args.config_out,
+    )
+    return run_sandbox(options, environ=environ)
+
+
 def _say(message: str) -> None:
     print(f"rotator: {message}", file=sys.stderr)
 
 
 def dependency_exit_code(exc: DependencyError) -> int:
-    """77 when Monite or Vault refused our credentials (waiting cannot fix those), else 69."""
+    """78 when Vault's answer shows a setting is wrong (no such namespace or mount, not KV
+    v2), 77 when Monite or Vault refused our credentials or a policy denies a path
+    (waiting cannot fix either), else 69."""
+    if isinstance(exc, VaultConfigError):
+        return EXIT_CONFIG
     return EXIT_NOPERM if isinstance(exc, MoniteAuthError | VaultAuthError) else EXIT_UNAVAILABLE
 
 
@@ -405,11 +528,19 @@ def _human_age(seconds: float | None) -> str:
 
 
 async def _check(settings: Settings, owner: str) -> int:
+    # open_engine verifies Vault first (namespace, login, KV v2 mount, capabilities);
+    # engine.check then proves the Monite credentials and a listing of each side.
     async with open_engine(settings, owner=owner) as engine:
         await engine.check()
-    print(
-        f"ok: configuration valid; Monite answered at {settings.monite.base_url}; "
-        f"Vault answered at {settings.vault.address} "
-        f"({settings.vault.mount}/{settings.vault.path_prefix} readable)"
-    )
+        setup = engine.vault_setup
+    vault = f"Vault answered at {settings.vault.address}"
+    if settings.vault.namespace:
+        vault += f' (namespace "{settings.vault.namespace}")'
+    if setup is not None:
+        vault += f'; "{setup.mount}" is a KV v2 mount'
+        if setup.granted:
+            vault += f"; the token may {'; '.join(setup.granted)}"
+        if setup.unchecked:
+            vault += f"; note: {setup.unchecked}"
+    print(f"ok: configuration valid; Monite answered at {settings.monite.base_url}; {vault}")
     return EXIT_OK

@@ -13,15 +13,19 @@ Decisions that shape it:
   through `asyncio.shield`, and shutdown waits for that task (bounded by
   `rotation.shutdown_timeout`) after `engine.request_stop()` has stopped new
   rotations from starting. A drain that runs out of time exits 1.
-- **Preflight retries, except a first failure nobody can wait out.** Until
-  `engine.check()` passes, the daemon retries with capped, jittered backoff
-  (each attempt bounded) until SIGTERM: Vault sealed or Monite down at boot
-  must not crash-loop the unit. But when the *first* attempt fails with an
-  error that is not retryable (credentials refused, a permission missing, an
-  answer that is not Monite's), it exits at once (77 when credentials or a
-  permission were refused, 69 otherwise): waiting cannot fix a
-  token or a base URL that are wrong, the fix is a new config or secret,
-  which a restart picks up, and a failed unit is what an operator looks at.
+- **Preflight retries, except a failure nobody can wait out.** Until the
+  engine opens (which verifies Vault: namespace, login, a KV v2 mount, the
+  capabilities rotation needs) and `engine.check()` passes, the daemon
+  retries with capped, jittered backoff (each attempt bounded) until
+  SIGTERM: Vault sealed or Monite down at boot must not crash-loop the unit.
+  But when the *first* attempt fails with an error that is not retryable
+  (credentials refused, a permission missing, an answer that is not
+  Monite's), it exits at once (77 when credentials or a permission were
+  refused, 69 otherwise): waiting cannot fix a token or a base URL that are
+  wrong, the fix is a new config or secret, which a restart picks up, and a
+  failed unit is what an operator looks at. A setting Vault shows wrong (no
+  such namespace or mount, a mount that is not KV v2) exits 78 at any
+  attempt, even after Vault was first found sealed or unreachable.
 - **A reload never makes things worse.** SIGHUP re-reads the config with
   `load_settings(path, environ)`. An invalid file, or new connection settings
   that cannot reach Monite and Vault, leave everything as it was
@@ -91,7 +95,13 @@ from rotator.audit import (
 from rotator.clock import Clock, SystemClock
 from rotator.config import ExposedFile, ScheduleSettings, Settings, cron_trigger, load_settings
 from rotator.engine import CycleReport, Engine, open_engine
-from rotator.errors import ConfigError, DependencyError, MoniteAuthError, VaultAuthError
+from rotator.errors import (
+    ConfigError,
+    DependencyError,
+    MoniteAuthError,
+    VaultAuthError,
+    VaultConfigError,
+)
 from rotator.health import CachedProbe, HealthServer, Routes, Verdict
 from rotator.metrics import CONTENT_TYPE, Metrics
 from rotator.model import format_time
@@ -325,8 +335,12 @@ class Daemon:
                 await self._stop.wait()
             code = await self._drain()
         except DependencyError as exc:
-            # The CLI's exit code: 77 when our credentials were refused, else 69.
-            code = 77 if isinstance(exc, MoniteAuthError | VaultAuthError) else 69
+            # The CLI's exit code: 78 for a setting Vault showed wrong, 77 when our
+            # credentials or a permission were refused, else 69.
+            if isinstance(exc, VaultConfigError):
+                code = 78
+            else:
+                code = 77 if isinstance(exc, MoniteAuthError | VaultAuthError) else 69
             raise
         except ConfigError:
             code = 78
@@ -384,7 +398,9 @@ class Daemon:
     def _preflight_failed(self, attempt: int, exc: BaseException | None) -> bool:
         """Record a failed attempt; False when it is fatal (the caller re-raises)."""
         if isinstance(exc, DependencyError):
-            if attempt == 1 and not exc.retryable:
+            # A setting Vault's answer shows wrong (no such namespace or mount, a
+            # mount that is not KV v2) stays wrong however long we wait.
+            if (attempt == 1 and not exc.retryable) or isinstance(exc, VaultConfigError):
                 self._notifier.status(f"cannot start: {exc}")
                 log.error(DAEMON_PREFLIGHT_FAILED, attempt=attempt, error=str(exc), fatal=True)
                 return False
@@ -396,8 +412,9 @@ class Daemon:
         return True
 
     async def _preflight_attempt(self) -> None:
-        """Open the engine if there is none, and check it (bounded); it stays open meanwhile."""
-        handle = await self._acquire_engine()
+        """Open the engine if there is none (which verifies Vault), and check it; each step
+        bounded. The engine stays open between attempts."""
+        handle = await asyncio.wait_for(self._acquire_engine(), timeout=PREFLIGHT_ATTEMPT_SECONDS)
         try:
             await asyncio.wait_for(handle.engine.check(), timeout=PREFLIGHT_ATTEMPT_SECONDS)
         finally:

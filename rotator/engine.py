@@ -35,7 +35,7 @@ from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, o
 from rotator.ports import RecordStore, SubscriptionSource
 from rotator.ratelimit import RateLimiter
 from rotator.rotation import Context, Outcome, OutcomeKind, rotate
-from rotator.vault import VaultStore, read_monite_credentials
+from rotator.vault import VaultSetup, VaultStore, read_monite_credentials
 
 log = structlog.get_logger("rotator.engine")
 
@@ -127,6 +127,8 @@ class Engine:
         self._quarantined: dict[str, int] = {}
         self._in_flight = 0
         self._stopping = False
+        # What open_engine's verification found of Vault (None for an engine built by hand).
+        self.vault_setup: VaultSetup | None = None
         self._context = Context(
             store=store,
             monite=monite,
@@ -469,12 +471,16 @@ async def open_engine(
 ) -> AsyncIterator[Engine]:
     """Wire an Engine to real clients from settings, and close them afterwards.
 
-    With `monite.credentials_path` set, the Monite client id and secret are read
-    from Vault first (a VaultError if they cannot be).
+    Vault is verified first (`VaultStore.verify`: namespace, login, a KV v2 mount,
+    the capabilities rotation needs), so no command reads or writes a record
+    through a wrong mount or namespace: a KV v1 mount would take the records as
+    unversioned junk. Then, with `monite.credentials_path` set, the Monite client
+    id and secret are read from Vault (a VaultError if they cannot be).
     """
     clock = clock or SystemClock()
     store = VaultStore(settings.vault, clock=clock.monotonic, sleep=clock.sleep)
     try:
+        setup = await store.verify(settings.monite.credentials_path)
         monite_settings = settings.monite
         if monite_settings.credentials_path is not None:
             client_id, client_secret = await read_monite_credentials(
@@ -488,16 +494,18 @@ async def open_engine(
                 monite_settings.rate_limit, burst=monite_settings.rate_burst, clock=clock
             )
             monite = MoniteClient(http, monite_settings, clock=clock, limiter=limiter)
+            engine = Engine(
+                monite=monite,
+                store=store,
+                policy=settings.policy,
+                rotation=settings.rotation,
+                owner=settings.rotation.owner or owner,
+                clock=clock,
+                max_retries=monite_settings.max_retries,
+            )
+            engine.vault_setup = setup
             try:
-                yield Engine(
-                    monite=monite,
-                    store=store,
-                    policy=settings.policy,
-                    rotation=settings.rotation,
-                    owner=settings.rotation.owner or owner,
-                    clock=clock,
-                    max_retries=monite_settings.max_retries,
-                )
+                yield engine
             finally:
                 with contextlib.suppress(Exception):
                     await monite.aclose()

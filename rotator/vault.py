@@ -46,10 +46,12 @@ from rotator.clock import ServerClock, full_jitter
 from rotator.config import VaultSettings
 from rotator.errors import (
     VaultAuthError,
+    VaultConfigError,
     VaultConflict,
     VaultError,
     VaultRequestError,
     VaultUnavailable,
+    unreachable_message,
 )
 from rotator.events import (
     VAULT_CLIENT_CLOSE_FAILED,
@@ -64,7 +66,13 @@ from rotator.events import (
 )
 from rotator.model import Record, Secret, parse_time
 
-__all__ = ["VaultStore", "client_options", "read_monite_credentials", "translate_hvac_error"]
+__all__ = [
+    "VaultSetup",
+    "VaultStore",
+    "client_options",
+    "read_monite_credentials",
+    "translate_hvac_error",
+]
 
 log = structlog.get_logger("rotator.vault")
 
@@ -84,6 +92,14 @@ _REFRESH_BACKOFF = 10.0  # seconds
 _INVALID_TOKEN = "invalid token"
 _KEPT_TOKENS = 4  # recent tokens remembered so a stray one is redacted from messages
 _MONITE_KEYS = ("client_id", "client_secret")
+# What Vault (and OpenBao) answer, in the namespace given, when it does not exist.
+_NAMESPACE_NOT_FOUND = "namespace not found"
+# What Vault answers for a path no secrets engine is mounted at.
+_NO_ROUTE = "no handler for route"
+# A record path to ask capabilities-self about: policies grant records by glob
+# (`.../*`), and subscription ids are UUIDs, so any UUID stands for all of them.
+_PROBE_ID = "00000000-0000-0000-0000-000000000000"
+_POLICY_FILE = "deploy/vault/policy.hcl"
 
 # Status codes hvac encodes only in the exception class; kept so callers (and
 # metrics) can see the status without parsing messages.
@@ -369,6 +385,76 @@ def _as_version(value: object) -> int | None:
     return None
 
 
+def _bare_get(client: Any, url: str, *, in_namespace: bool = False) -> Any:
+    """GET `url` with no token (and outside any namespace unless `in_namespace`); the
+    raw response, whatever its status.
+
+    For unauthenticated calls. `sys/health` in particular is served by the root
+    namespace only: inside one (even one that exists) Vault and OpenBao answer 400
+    "operation unavailable in namespaces". The client is this worker thread's own,
+    so no other request sees the header and token taken off it for the call.
+    """
+    adapter = client.adapter
+    saved = adapter.namespace, adapter.token
+    adapter.token = None
+    if not in_namespace:
+        adapter.namespace = None
+    try:
+        # hvac's JSON adapter drops the headers (the Date header); the raw one keeps them.
+        return hvac.adapters.RawAdapter.request(adapter, "GET", url, raise_exception=False)
+    finally:
+        adapter.namespace, adapter.token = saved
+
+
+def _absent(exc: VaultRequestError) -> bool:
+    """A 404 that means "nothing stored there", not "no such namespace or mount"."""
+    return exc.status == 404 and not isinstance(exc, VaultConfigError)
+
+
+def _no_request(client: Any) -> None:
+    """A call that sends nothing: `_call` with it only obtains the token (a login)."""
+
+
+def _namespace_missing(exc: BaseException, settings: VaultSettings) -> bool:
+    """Whether `exc` is Vault saying that the configured namespace does not exist."""
+    return (
+        bool(settings.namespace)
+        and isinstance(exc, hvac.exceptions.InvalidPath)
+        and _NAMESPACE_NOT_FOUND in _vault_detail(exc).lower()
+    )
+
+
+def _namespace_error(namespace: str | None) -> VaultConfigError:
+    return VaultConfigError(
+        f'vault.namespace: Vault has no namespace "{namespace}" (it answered "namespace not '
+        'found"); set vault.namespace (or VAULT_NAMESPACE) to an existing namespace, or unset '
+        "it to use the root namespace",
+        status=404,
+    )
+
+
+# urllib3's names for a connection that was never made (refused, no such host, no
+# answer to the connect, TLS handshake): "cannot connect" says so. A connection
+# dropped after the request was sent is not one of them and keeps its own text.
+_CONNECT_FAILURES = frozenset(
+    {"NewConnectionError", "NameResolutionError", "ConnectTimeoutError", "SSLError"}
+)
+
+
+def _connect_failure(exc: BaseException) -> BaseException | None:
+    """The requests exception behind `exc` (itself or its cause) when no connection was made."""
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, requests.exceptions.ConnectionError):
+            if isinstance(
+                candidate, requests.exceptions.SSLError | requests.exceptions.ConnectTimeout
+            ):
+                return candidate
+            reason = getattr(candidate.args[0] if candidate.args else None, "reason", None)
+            if type(reason).__name__ in _CONNECT_FAILURES:
+                return candidate
+    return None
+
+
 def client_options(settings: VaultSettings) -> dict[str, Any]:
     """The keyword arguments every hvac.Client of a store is built with.
 
@@ -433,6 +519,7 @@ class _Auth:
         self._not_before = float("-inf")  # no renewal or re-login before this time
         self._tokens: collections.deque[str] = collections.deque(maxlen=_KEPT_TOKENS)
         self._jwt = ""  # the last service account token read, kept only for redaction
+        self._pending_warning: dict[str, Any] | None = None  # see _acquire
         self.logins = 0
 
     def __repr__(self) -> str:
@@ -497,6 +584,13 @@ class _Auth:
             self._not_before = float("-inf")
             return True
 
+    def served(self) -> None:
+        """A request with the shared token worked: say what was held back until now."""
+        with self._lock:
+            warning, self._pending_warning = self._pending_warning, None
+        if warning is not None:
+            log.warning(VAULT_TOKEN_LOOKUP_FAILED, **warning)
+
     # -- obtaining and refreshing -------------------------------------------
 
     def _due(self, lease: _Lease) -> bool:
@@ -525,6 +619,8 @@ class _Auth:
         try:
             response = client.auth.token.lookup_self()
         except Exception as exc:
+            if _namespace_missing(exc, self._settings):
+                raise _namespace_error(self._settings.namespace) from _without_tracebacks(exc)
             error = translate_hvac_error(
                 exc, operation="lookup_self", path="auth/token/lookup-self", secrets=self.secrets()
             )
@@ -535,13 +631,19 @@ class _Auth:
                 return lease
             # A token without the "default" policy may not look itself up yet still
             # work for the KV paths: use it, without renewal, and let requests tell.
-            log.warning(
-                VAULT_TOKEN_LOOKUP_FAILED,
-                retrying=False,
-                renewed=False,
-                error=str(error),
-                note="the token is used as is and will not be renewed",
-            )
+            warning = {
+                "retrying": False,
+                "renewed": False,
+                "error": str(error),
+                "note": "the token is used as is and will not be renewed",
+            }
+            if isinstance(error, VaultAuthError):
+                # Refused: a dead token (the request itself then fails, and says
+                # so) or a policy without lookup-self. Warned about once a request
+                # has worked, so a dead token is one error, not a warning and an error.
+                self._pending_warning = warning
+            else:
+                log.warning(VAULT_TOKEN_LOOKUP_FAILED, **warning)
         else:
             data = _as_mapping(_as_mapping(response).get("data"))
             ttl = _seconds(data.get("ttl"))
@@ -709,6 +811,8 @@ class _Auth:
         return text
 
     def _login_error(self, exc: Exception) -> VaultError:
+        if _namespace_missing(exc, self._settings):
+            return _namespace_error(self._settings.namespace)
         error = translate_hvac_error(
             exc,
             operation="login",
@@ -733,6 +837,49 @@ class _Auth:
                 "vault.auth_mount names the Kubernetes auth mount"
             )
         return VaultAuthError(f"{error}; {fix}", status=error.status)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VaultSetup:
+    """What `VaultStore.verify` found: the KV v2 mount, and what the token may do there.
+
+    `granted` describes each capability checked ("create, read, update on
+    secret/data/monite/webhooks/*"); `unchecked` says why they could not be asked.
+    """
+
+    mount: str
+    granted: tuple[str, ...] = ()
+    unchecked: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Need:
+    """Capabilities rotation needs on one path."""
+
+    path: str  # asked of sys/capabilities-self
+    shown: str  # the path as a policy names it, for messages
+    capabilities: tuple[str, ...]
+    policy_path: str  # the policy stanza that grants it
+    setting: str = "vault.mount and vault.path_prefix"  # the settings that chose the path
+
+    def describe(self) -> str:
+        return f"{', '.join(self.capabilities)} on {self.shown}"
+
+
+def _allows(granted: frozenset[str] | None, capability: str) -> bool:
+    if not granted or "deny" in granted:
+        return False
+    return "root" in granted or capability in granted
+
+
+def _stanza(policy_path: str, needs: list[_Need]) -> list[str]:
+    """Every capability `needs` want under one policy stanza, sorted as policy.hcl lists them."""
+    wanted = {c for need in needs if need.policy_path == policy_path for c in need.capabilities}
+    return sorted(wanted)
+
+
+def _quoted(items: list[str]) -> str:
+    return ", ".join(f'"{item}"' for item in items)
 
 
 class _ThreadClient(threading.local):
@@ -848,13 +995,20 @@ class VaultStore:
         client = self._client()
         lease = self._auth.prepare(client)
         try:
-            return fn(client)
+            result = fn(client)
         except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
             if not self._auth.retry_after_refusal(client, lease, exc):
                 raise
+        else:
+            return self._served(fn, result)
         # Outside the handler, so a second failure does not chain the first.
         self._auth.prepare(client)
-        return fn(client)
+        return self._served(fn, fn(client))
+
+    def _served(self, fn: Callable[[Any], T], result: T) -> T:
+        if fn is not _no_request:  # only an answer from Vault proves the token works
+            self._auth.served()
+        return result
 
     def _refusal_hint(self) -> str:
         if self._settings.auth_method == "token":
@@ -894,8 +1048,26 @@ class VaultStore:
                 secrets=self._secrets(),
                 request_carried_secret=carries_secret,
             )
-            if isinstance(exc, hvac.exceptions.Forbidden):
+            unreached = _connect_failure(exc)
+            if _namespace_missing(exc, self._settings):
+                error = _namespace_error(self._settings.namespace)
+            elif isinstance(exc, hvac.exceptions.InvalidPath) and _NO_ROUTE in _vault_detail(exc):
+                # The mount went away (or never was): not "no record", which would
+                # make every subscription look unmanaged.
+                error = self._no_mount_error()
+            elif isinstance(exc, hvac.exceptions.Forbidden):
                 error = VaultAuthError(f"{error}; {self._refusal_hint()}", status=error.status)
+            elif unreached is not None:
+                # One line an operator can act on, instead of urllib3's retry text.
+                error = VaultUnavailable(
+                    unreachable_message(
+                        "vault.address",
+                        self._settings.address,
+                        unreached,
+                        service="Vault",
+                        tls_setting="vault.ca_cert",
+                    )
+                )
             # A 404 is an ordinary answer (no record yet), not a failure to count.
             missing = isinstance(error, VaultRequestError) and error.status == 404
             self.requests[(operation, "not_found" if missing else type(error).__name__)] += 1
@@ -948,7 +1120,7 @@ class VaultStore:
         try:
             response = await self._call("read", self._display("data", path), read)
         except VaultRequestError as exc:
-            if exc.status != 404:
+            if not _absent(exc):
                 raise
             if version is not None:
                 return _without_data(subscription_id, version, exc.__cause__)
@@ -987,7 +1159,7 @@ class VaultStore:
         try:
             response = await self._call("read_metadata", self._display("metadata", path), metadata)
         except VaultRequestError as exc:
-            if exc.status == 404:
+            if _absent(exc):
                 return Record(subscription_id=subscription_id)
             raise
         except VaultAuthError:
@@ -1008,7 +1180,7 @@ class VaultStore:
         try:
             response = await self._call("list", self._display("metadata", self._prefix), list_)
         except VaultRequestError as exc:
-            if exc.status == 404:
+            if _absent(exc):
                 return []
             raise
         keys = _as_mapping(_as_mapping(response).get("data")).get("keys")
@@ -1070,11 +1242,7 @@ class VaultStore:
             return now
 
         def date_header(client: Any) -> Any:
-            # hvac's JSON adapter drops the headers; the raw one keeps them.
-            response = hvac.adapters.RawAdapter.request(
-                client.adapter, "GET", "/v1/sys/health", raise_exception=False
-            )
-            return response.headers.get("Date")
+            return _bare_get(client, "/v1/sys/health").headers.get("Date")
 
         try:
             raw = await self._retrying(
@@ -1098,14 +1266,94 @@ class VaultStore:
     # -- health ----------------------------------------------------------
 
     async def check(self) -> None:
-        """Vault is reachable and unsealed, the token is live, and it may list the prefix."""
+        """Vault is reachable and unsealed, the token is live, and it may list the prefix.
 
-        def health(client: Any) -> Any:
-            return client.sys.read_health_status(method="GET")
+        The light check, for readiness probes; `verify` is the full one.
+        """
+        await self._check_health()
+        await self._check_token()
+        list_path = self._display("metadata", self._prefix)
+        try:
+            await self._list_once()
+        except VaultAuthError as exc:
+            raise VaultAuthError(
+                f"the Vault token may not list {list_path}: its policy needs the "
+                f'"list" capability on {list_path} (and read, create, update on '
+                f"{self._display('data', self._prefix)}/*)",
+                status=exc.status,
+            ) from exc
 
-        response = await self._call("health", "sys/health", health, auth=False)
+    async def verify(self, credentials_path: str | None = None) -> VaultSetup:
+        """Everything `rotator check` promises about Vault, before a record is read or written.
+
+        Vault answers and is unsealed; `vault.namespace` exists; the token or the
+        login works; `vault.mount` is a KV v2 mount (asked with
+        `sys/internal/ui/mounts`, as the vault CLI does); and the token holds every
+        capability rotation needs, plus "read" on `credentials_path` when given
+        (asked with `sys/capabilities-self`, not guessed from a refused call). Each
+        failure is one line naming the setting and the fix: VaultConfigError for a
+        wrong setting, VaultAuthError for a refused credential or a missing
+        permission, VaultUnavailable when trying again may help. Writes nothing.
+        """
+        await self._check_health()
+        await self._check_namespace()
+        await self._check_token()
+        entry = await self._mount_entry()
+        if entry is not None:
+            self._judge_mount(entry)
+        needs = self._needs(credentials_path)
+        granted = await self._capabilities([need.path for need in needs])
+        if granted is None:
+            # The token may not ask; the old probe still finds a missing mount or
+            # listing permission, and the caller is told the rest went unchecked.
+            await self._probe_list()
+            return VaultSetup(
+                self._mount,
+                unchecked=(
+                    "the Vault token may not call sys/capabilities-self, so only listing "
+                    f"{self._display('metadata', self._prefix)} was tried; add "
+                    'path "sys/capabilities-self" { capabilities = ["update"] } to its policy '
+                    f"(as {_POLICY_FILE} does) to have every permission checked"
+                ),
+            )
+        missing = [
+            (need, [c for c in need.capabilities if not _allows(granted.get(need.path), c)])
+            for need in needs
+        ]
+        missing = [(need, lacking) for need, lacking in missing if lacking]
+        if missing:
+            raise self._missing_error(missing, needs)
+        if entry is None:
+            # The token holds its capabilities under the mount, yet Vault would not
+            # describe the mount: it answers 403 for a mount that does not exist.
+            raise self._no_mount_error()
+        return VaultSetup(self._mount, granted=tuple(need.describe() for need in needs))
+
+    async def _check_health(self) -> None:
+        response = await self._call(
+            "health", "sys/health", lambda client: _bare_get(client, "/v1/sys/health"), auth=False
+        )
         self._judge_health(response)
 
+    async def _check_namespace(self) -> None:
+        """A clear error when `vault.namespace` does not exist, before any login is tried.
+
+        `sys/internal/ui/mounts` answers without a token in every namespace, and
+        with 404 "namespace not found" in one that does not exist.
+        """
+        if not self._settings.namespace:
+            return
+
+        def probe(client: Any) -> Any:
+            return _bare_get(client, "/v1/sys/internal/ui/mounts", in_namespace=True)
+
+        response = await self._call("namespace", "sys/internal/ui/mounts", probe, auth=False)
+        if int(getattr(response, "status_code", 0)) == 404 and _NAMESPACE_NOT_FOUND in str(
+            getattr(response, "text", "")
+        ):
+            raise _namespace_error(self._settings.namespace)
+
+    async def _check_token(self) -> None:
         # Log in (or look the token up) on its own first, so a refused login
         # keeps its own message instead of reading as a dead token below.
         login_path = (
@@ -1113,7 +1361,7 @@ class VaultStore:
             if self._settings.auth_method == "token"
             else f"auth/{self._settings.login_mount}/login"
         )
-        await self._call("login", login_path, lambda client: None)
+        await self._call("login", login_path, _no_request)
 
         def lookup(client: Any) -> Any:
             return client.auth.token.lookup_self()
@@ -1127,16 +1375,160 @@ class VaultStore:
                 status=exc.status,
             ) from exc
 
-        list_path = self._display("metadata", self._prefix)
+    async def _mount_entry(self) -> Mapping[str, Any] | None:
+        """What Vault says of the mount holding the records; None when it will not say.
+
+        Vault answers 403 both for a mount that does not exist (so mounts cannot be
+        probed for) and for a token granted nothing under it: the capabilities
+        tell the two apart.
+        """
+        display = "sys/internal/ui/mounts/" + "/".join(p for p in (self._mount, self._prefix) if p)
+
+        def read(client: Any) -> Any:
+            return client.adapter.get(f"/v1/{display}")
+
         try:
-            await self._list_once()
+            response = await self._call("mount", display, read)
+        except VaultConfigError:
+            raise
+        except (VaultAuthError, VaultRequestError):
+            return None
+        entry = _as_mapping(_as_mapping(response).get("data"))
+        return entry if entry.get("type") else None
+
+    def _judge_mount(self, entry: Mapping[str, Any]) -> None:
+        mount = self._mount
+        found = str(entry.get("path") or "").strip("/")
+        kind = str(entry.get("type"))
+        version = str(_as_mapping(entry.get("options")).get("version") or "1")
+        if found != mount:
+            full = "/".join(p for p in (mount, self._prefix) if p)
+            rest = full[len(found) + 1 :] if full.startswith(f"{found}/") else ""
+            raise VaultConfigError(
+                f'vault.mount: "{mount}" is not a mount; the secrets engine holding {full} is '
+                f'mounted at "{found}": set vault.mount = "{found}" and vault.path_prefix = '
+                f'"{rest}"'
+            )
+        if kind not in ("kv", "generic"):
+            raise VaultConfigError(
+                f'vault.mount: "{mount}" is a {kind} secrets engine, not KV v2; point '
+                "vault.mount at a KV v2 mount (create one with `vault secrets enable "
+                "-path=NAME kv-v2`)"
+            )
+        if version != "2":
+            raise VaultConfigError(
+                f'vault.mount: "{mount}" is a KV version {version} mount; the rotator needs KV '
+                "v2 (versions and check-and-set): upgrade it with `vault kv enable-versioning "
+                f"{mount}`, or point vault.mount at a KV v2 mount"
+            )
+
+    def _no_mount_error(self) -> VaultConfigError:
+        where = f' in namespace "{self._settings.namespace}"' if self._settings.namespace else ""
+        return VaultConfigError(
+            f'vault.mount: no secrets engine is mounted at "{self._mount}"{where}; create it '
+            f"with `vault secrets enable -path={self._mount} kv-v2`, or set vault.mount to "
+            "an existing KV v2 mount",
+            status=404,
+        )
+
+    def _needs(self, credentials_path: str | None) -> list[_Need]:
+        """The paths rotation uses, with the capabilities each needs."""
+
+        def join(*parts: str) -> str:
+            return "/".join(p for p in parts if p)
+
+        data, metadata = join(self._mount, "data", self._prefix), join(self._mount, "metadata")
+        metadata = join(metadata, self._prefix)
+        needs = [
+            # Claims and commits: check-and-set writes, "create" for a first record.
+            _Need(f"{data}/{_PROBE_ID}", f"{data}/*", ("create", "read", "update"), f"{data}/*"),
+            # Listing the records, and a record's version when its latest is deleted.
+            _Need(f"{metadata}/", f"{metadata}/", ("list",), f"{metadata}/*"),
+            _Need(f"{metadata}/{_PROBE_ID}", f"{metadata}/*", ("read",), f"{metadata}/*"),
+        ]
+        if credentials_path is not None:
+            path = join(self._mount, "data", credentials_path.strip("/"))
+            needs.append(_Need(path, path, ("read",), path, "monite.credentials_path"))
+        return needs
+
+    async def _capabilities(self, paths: list[str]) -> dict[str, frozenset[str]] | None:
+        """The token's capabilities on each path; None when its policy may not ask."""
+
+        def ask(client: Any) -> Any:
+            return client.sys.get_capabilities(paths=paths)
+
+        try:
+            response = await self._call("capabilities", "sys/capabilities-self", ask)
+        except VaultConfigError:
+            raise
+        except VaultAuthError:
+            return None
+        body = _as_mapping(response)
+        data = _as_mapping(body.get("data")) or body
+        granted: dict[str, frozenset[str]] = {}
+        for path in paths:
+            listed = data.get(path)
+            if listed is None and len(paths) == 1:
+                listed = data.get("capabilities")  # older servers, asked about one path
+            items = listed if isinstance(listed, list) else []
+            granted[path] = frozenset(c for c in items if isinstance(c, str))
+        return granted
+
+    def _missing_error(
+        self, missing: list[tuple[_Need, list[str]]], needs: list[_Need]
+    ) -> VaultAuthError:
+        """One line: what is lacking where, and the policy stanzas that grant it."""
+        who = self._grantee()
+        lacking = " and ".join(f"{_quoted(caps)} on {need.shown}" for need, caps in missing)
+        # Whole stanzas, as deploy/vault/policy.hcl writes them, for every path short of something.
+        policy_paths = dict.fromkeys(need.policy_path for need, _ in missing)
+        stanzas = " and ".join(
+            f'path "{path}" {{ capabilities = [{_quoted(_stanza(path, needs))}] }}'
+            for path in policy_paths
+        )
+        settings = sorted({need.setting for need, _ in missing})
+        if settings == ["monite.credentials_path"]:
+            return VaultAuthError(
+                f"monite.credentials_path: {who} lack {lacking}; add {stanzas} to its policy, "
+                "or point monite.credentials_path at a path it may read",
+                status=403,
+            )
+        return VaultAuthError(
+            f"{' and '.join(settings)}: {who} lack {lacking}; add {stanzas} to its policy "
+            f"(as {_POLICY_FILE} does for the default paths)",
+            status=403,
+        )
+
+    def _grantee(self) -> str:
+        s = self._settings
+        if s.auth_method == "token":
+            return "the policies of the Vault token"
+        if s.auth_method == "kubernetes":
+            return f'the policies of the Vault kubernetes role "{s.role}"'
+        return "the policies of the Vault approle role"
+
+    async def _probe_list(self) -> None:
+        """Without capabilities-self: list the records once, as `check` did before it."""
+        list_path = self._display("metadata", self._prefix)
+
+        def list_(client: Any) -> Any:
+            return client.secrets.kv.v2.list_secrets(path=self._prefix, mount_point=self._mount)
+
+        try:
+            await self._call("list", list_path, list_)
+        except VaultConfigError:
+            raise
         except VaultAuthError as exc:
             raise VaultAuthError(
-                f"the Vault token may not list {list_path}: its policy needs the "
-                f'"list" capability on {list_path} (and read, create, update on '
-                f"{self._display('data', self._prefix)}/*)",
+                f"vault.path_prefix: the Vault token may not list {list_path}: its policy "
+                f'needs "list" on {list_path} (and "create", "read", "update" on '
+                f"{self._display('data', self._prefix)}/*; see {_POLICY_FILE})",
                 status=exc.status,
             ) from exc
+        except VaultRequestError as exc:
+            if not _absent(exc):
+                raise
+            # A plain 404: no record yet.
 
     @staticmethod
     def _judge_health(response: Any) -> None:
@@ -1171,7 +1563,7 @@ class VaultStore:
             try:
                 response = await self._call("read", self._display("data", path), read)
             except VaultRequestError as exc:
-                if exc.status == 404:
+                if _absent(exc):
                     return None
                 raise
             data = _as_mapping(_as_mapping(response).get("data")).get("data")
@@ -1183,8 +1575,9 @@ class VaultStore:
         """The Monite client id and secret kept at `path` in this store's KV v2 mount.
 
         The secret there must hold the string keys `client_id` and `client_secret`.
-        A missing secret or key is a VaultRequestError that names the path and the
-        keys (never a value); a policy that denies the read is a VaultAuthError.
+        A missing secret or key is a VaultConfigError that names the setting, the
+        path and the keys (never a value); a policy that denies the read is a
+        VaultAuthError naming the setting and the policy stanza to add.
         """
         where = self._display("data", path)
         expected = "a KV v2 secret with the keys client_id and client_secret"
@@ -1196,12 +1589,14 @@ class VaultStore:
             data = await self._read_data(path)
         except VaultAuthError as exc:
             raise VaultAuthError(
-                f"Vault refused to read the Monite credentials at {where}: the policy needs "
-                f'"read" on {where}',
+                f"monite.credentials_path: Vault refused to read the Monite credentials at "
+                f'{where}: the policy needs "read" on {where} (add path "{where}" '
+                '{ capabilities = ["read"] } to it), or point monite.credentials_path at a '
+                "path it may read",
                 status=exc.status,
             ) from exc
         if data is None:
-            raise VaultRequestError(
+            raise VaultConfigError(
                 f"monite.credentials_path: Vault has nothing at {where}; expected {expected}; "
                 f"{hint}",
                 status=404,
@@ -1213,7 +1608,7 @@ class VaultStore:
             if not isinstance(value, str) or not value.strip()
         ]
         if missing or not isinstance(client_id, str) or not isinstance(client_secret, str):
-            raise VaultRequestError(
+            raise VaultConfigError(
                 f"monite.credentials_path: the secret at {where} has no usable "
                 f"{' or '.join(missing)} (a non-empty string); expected {expected}; {hint}"
             )

@@ -10,21 +10,29 @@ else runs on plain files.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import hvac
 import kubernetes_validate
 import pytest
 import yaml
 
 from rotator.config import load_settings
 from rotator.model import parse_duration
+from rotator.sandbox.monite import MoniteEmulator
+from tests.conftest import remember_output
+from tests.daemon_harness import free_port, toml
+from tests.openbao import OpenBaoVault, bao_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -412,15 +420,26 @@ def test_vault_policy_is_least_privilege() -> None:
         f"{mount}/data/{credentials}": ["read"],
         "auth/token/lookup-self": ["read"],
         "auth/token/renew-self": ["update"],
+        # `rotator check` asks which capabilities the token holds (its own only).
+        "sys/capabilities-self": ["update"],
     } == _policy()
     # Outside the records, or the rotator would report it as an orphan record.
     assert not credentials.startswith(f"{prefix}/"), credentials
 
 
+def test_example_config_credentials_path_is_the_one_the_policy_grants() -> None:
+    """config/example.toml suggests the monite.credentials_path that policy.hcl grants "read" on."""
+    example = (ROOT / "config" / "example.toml").read_text()
+    suggested = re.findall(r'^# credentials_path = "([^"]+)"$', example, flags=re.MULTILINE)
+    mount = _toml(ROOT / "config" / "example.toml")["vault"]["mount"]
+    granted = [path for path, caps in _policy().items() if caps == ["read"] and "/data/" in path]
+    assert ([f"{mount}/data/{suggested[0]}"], 1) == (granted, len(suggested))
+
+
 def test_vault_role_example_matches_the_manifests() -> None:
     """The Kubernetes auth role binds the manifests' service account, namespace and audience."""
     script = (DEPLOY / "vault" / "kubernetes-auth-role.sh").read_text()
-    command = script[script.index('vault write "auth/${auth_mount}/role/') :]
+    command = script[script.index('write "auth/${auth_mount}/role/') :]
     args = dict(
         word.split("=", 1)
         for word in shlex.split(command.split("\n\n")[0].replace("\\\n", " "))
@@ -446,6 +465,149 @@ def test_vault_scripts_parse(script: str) -> None:
     result = _run(bash, "-n", str(path))
     assert (0, "") == (result.returncode, result.stderr)
     assert "set -euo pipefail" in path.read_text()
+
+
+def _run_script(script: str, openbao: OpenBaoVault, **env: str) -> subprocess.CompletedProcess[str]:
+    """A deploy/vault script run with OpenBao's CLI as the test server's root, as operators do."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    environ.update(
+        VAULT_CLI=bao_binary(),
+        VAULT_ADDR=openbao.address,
+        BAO_ADDR=openbao.address,
+        VAULT_TOKEN=openbao.root_token,
+        BAO_TOKEN=openbao.root_token,
+        **env,
+    )
+    result = subprocess.run(
+        [_binary("bash"), str(DEPLOY / "vault" / script)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+    remember_output(result.stdout, result.stderr)
+    return result
+
+
+def _auth_methods(openbao: OpenBaoVault) -> dict[str, str]:
+    admin = hvac.Client(url=openbao.address, token=openbao.root_token, timeout=10)
+    methods = admin.sys.list_auth_methods()["data"]
+    return {path: entry["type"] for path, entry in methods.items()}
+
+
+def test_approle_script_enables_approle_and_the_role_passes_check(
+    tmp_path: Path, openbao: OpenBaoVault, monite: MoniteEmulator
+) -> None:
+    """approle.sh on a Vault without AppRole at that mount enables it; the role passes check."""
+    mount = f"approle-{uuid.uuid4().hex[:8]}"  # surely not enabled yet on the shared server
+    conf_dir = tmp_path / "etc"
+    runs = [
+        _run_script("approle.sh", openbao, AUTH_MOUNT=mount, CONF_DIR=str(conf_dir))
+        for _ in range(2)  # and again, on a Vault where everything exists already
+    ]
+    role_id = runs[-1].stdout.split("role_id for rotator.toml:")[1].split()[0]
+    secret_id_file = conf_dir / "vault_secret_id"
+    client_id, client_secret = monite.credentials
+    (tmp_path / "client_secret").write_text(client_secret)
+    (tmp_path / "client_secret").chmod(0o600)
+    config = tmp_path / "rotator.toml"
+    config.write_text(
+        toml(
+            {
+                "monite": {
+                    "base_url": monite.base_url,
+                    "client_id": client_id,
+                    "client_secret_file": str(tmp_path / "client_secret"),
+                },
+                "vault": {
+                    "address": openbao.address,
+                    "auth_method": "approle",
+                    "auth_mount": mount,
+                    "role_id": role_id,
+                    "secret_id_file": str(secret_id_file),
+                },
+                "policy": {"max_age": "30d"},
+            }
+        )
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+    check = subprocess.run(
+        [sys.executable, "-m", "rotator", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
+    remember_output(check.stdout, check.stderr)
+    assert ([0, 0], "approle", "0o600", 0, True) == (
+        [r.returncode for r in runs],
+        _auth_methods(openbao).get(f"{mount}/"),
+        oct(secret_id_file.stat().st_mode & 0o777),
+        check.returncode,
+        check.stdout.startswith("ok: "),
+    ), [r.stderr for r in runs] + [check.stderr]
+
+
+def test_kubernetes_script_enables_the_method_and_writes_the_role(
+    tmp_path: Path, openbao: OpenBaoVault
+) -> None:
+    """kubernetes-auth-role.sh enables the method, writes its config and the role (no login:
+    that needs a cluster's TokenReview)."""
+    mount = f"kubernetes-{uuid.uuid4().hex[:8]}"
+    host = f"https://127.0.0.1:{free_port()}"
+    ca_cert = tmp_path / "ca.pem"  # stands in for the cluster's CA; Vault only parses it here
+    made = _run(
+        _binary("openssl"),
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(tmp_path / "ca.key"),
+        "-out",
+        str(ca_cert),
+        "-subj",
+        "/CN=test-cluster-ca",
+        "-days",
+        "1",
+    )
+    assert 0 == made.returncode, made.stderr
+    runs = [
+        _run_script(
+            "kubernetes-auth-role.sh",
+            openbao,
+            AUTH_MOUNT=mount,
+            KUBERNETES_HOST=host,
+            KUBERNETES_CA_CERT=str(ca_cert),
+            NAMESPACE="payments",
+        )
+        for _ in range(2)
+    ]
+    admin = hvac.Client(url=openbao.address, token=openbao.root_token, timeout=10)
+    role = admin.read(f"auth/{mount}/role/monite-secret-rotator")["data"]
+    settings = admin.read(f"auth/{mount}/config")["data"]
+    assert (
+        [0, 0],
+        "kubernetes",
+        host,
+        (["monite-secret-rotator"], ["payments"], "vault", ["monite-secret-rotator"], 3600),
+    ) == (
+        [r.returncode for r in runs],
+        _auth_methods(openbao).get(f"{mount}/"),
+        settings["kubernetes_host"],
+        (
+            role["bound_service_account_names"],
+            role["bound_service_account_namespaces"],
+            role["audience"],
+            role["token_policies"],
+            role["token_ttl"],
+        ),
+    ), [r.stderr for r in runs]
 
 
 # ---------------------------------------------------------------------------

@@ -4,9 +4,12 @@
 # AppRole role, prints the role id for rotator.toml, and writes a secret id
 # where the systemd units expect it.
 #
-# Run as root on the rotator's host, with a Vault token allowed to manage
-# AppRole roles:
+# Run as root on the rotator's host, with a Vault token allowed to write
+# policies, enable auth methods and manage AppRole roles:
 #   VAULT_ADDR=https://vault.example.com:8200 ./deploy/vault/approle.sh
+# With OpenBao: VAULT_CLI=bao BAO_ADDR=... ./deploy/vault/approle.sh
+# AUTH_MOUNT (default approle) names the AppRole mount (vault.auth_mount);
+# CONF_DIR (default /etc/monite-secret-rotator) is where the secret id goes.
 # Then in /etc/monite-secret-rotator/rotator.toml:
 #   [vault]
 #   auth_method = "approle"
@@ -20,18 +23,27 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 conf_dir="${CONF_DIR:-/etc/monite-secret-rotator}"
+auth_mount="${AUTH_MOUNT:-approle}"
+# The vault CLI, or OpenBao's bao: both take the same commands.
+vault_cli="${VAULT_CLI:-vault}"
 
-vault policy write monite-secret-rotator "${here}/policy.hcl"
+"${vault_cli}" policy write monite-secret-rotator "${here}/policy.hcl"
 
-# Once per Vault: vault auth enable approle
-#
+# Enable AppRole at auth_mount unless something is mounted there already (the
+# role write below fails with 404 otherwise). `auth list` is read whole first:
+# grep -q would stop reading early and fail the pipe under pipefail.
+auth_methods="$("${vault_cli}" auth list -format=json)"
+if ! grep -qF "\"${auth_mount}/\"" <<<"${auth_methods}"; then
+  "${vault_cli}" auth enable -path="${auth_mount}" approle
+fi
+
 # - token_ttl=1h / token_max_ttl=4h: short-lived tokens; the rotator logs in
 #   again with role_id + secret_id when one expires.
 # - secret_id_num_uses=0, secret_id_ttl=0: the daemon logs in many times over
 #   its life. Set secret_id_ttl (for example 720h) if you rotate secret ids
 #   with your configuration management.
 # - token_bound_cidrs (optional): pin tokens to the rotator host's address.
-vault write auth/approle/role/monite-secret-rotator \
+"${vault_cli}" write "auth/${auth_mount}/role/monite-secret-rotator" \
   token_policies=monite-secret-rotator \
   token_ttl=1h \
   token_max_ttl=4h \
@@ -39,7 +51,7 @@ vault write auth/approle/role/monite-secret-rotator \
   secret_id_ttl=0
 
 echo "role_id for rotator.toml:"
-vault read -field=role_id auth/approle/role/monite-secret-rotator/role-id
+"${vault_cli}" read -field=role_id "auth/${auth_mount}/role/monite-secret-rotator/role-id"
 echo
 
 # 0755: the service's dynamic user reads rotator.toml here; the secret files
@@ -48,5 +60,5 @@ install -d -m 0755 "${conf_dir}"
 umask 077
 # The secret id goes straight into a root-only file, never onto the screen;
 # systemd hands it to the service as the credential vault_secret_id.
-vault write -f -field=secret_id auth/approle/role/monite-secret-rotator/secret-id \
+"${vault_cli}" write -f -field=secret_id "auth/${auth_mount}/role/monite-secret-rotator/secret-id" \
   >"${conf_dir}/vault_secret_id"

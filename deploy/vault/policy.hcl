@@ -38,3 +38,11 @@ path "auth/token/lookup-self" {
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
+
+# `rotator check` (and the daemon at start) asks Vault which of the capabilities
+# above the token holds, instead of guessing from a refused call, and names any
+# that is missing. This reveals the token's own capabilities and nothing else;
+# "default" grants it too, repeated here for token_no_default_policy=true roles.
+path "sys/capabilities-self" {
+  capabilities = ["update"]
+}
