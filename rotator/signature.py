@@ -1,0 +1,160 @@
+"""The Monite webhook signing scheme, in one place: sign and verify `Monite-Signature`.
+
+Each delivery carries `Monite-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`,
+keyed with the subscription's secret (its UTF-8 bytes) over the message
+`"{t}.{raw body}"`. A receiver verifies the raw body exactly as it arrived
+(before any JSON parsing), compares in constant time, and refuses a timestamp
+further than `tolerance` seconds from its own clock, so a captured delivery
+cannot be replayed later.
+
+Pure: standard library only, no I/O, no clock of its own (`now` is passed
+in). Errors never carry the secret, the body or the signature values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+HEADER = "Monite-Signature"
+SCHEME = "v1"
+DEFAULT_TOLERANCE = 300.0
+"""Seconds a delivery's timestamp may differ from the receiver's clock, either way."""
+
+MAX_HEADER_LENGTH = 4096
+"""A longer header is refused unparsed: no legitimate one comes near it."""
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_DIGEST_HEX_LENGTH = 64
+
+Reason = Literal["malformed", "expired", "mismatch"]
+
+
+class SignatureError(ValueError):
+    """The delivery is not verified. `reason`: malformed, expired or mismatch.
+
+    Only `mismatch` can mean the receiver holds an outdated secret (re-read it
+    once and verify again); the other two are the sender's or an attacker's.
+    """
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+
+
+@dataclass(frozen=True)
+class ParsedSignature:
+    """A parsed `Monite-Signature` header: its timestamp and its v1 signatures (hex)."""
+
+    timestamp: int
+    signatures: tuple[str, ...]
+
+
+def signed_message(timestamp: int, body: bytes) -> bytes:
+    """The bytes the HMAC covers: `"{t}.{raw body}"`."""
+    return f"{timestamp}.".encode("ascii") + body
+
+
+def compute(secret: str, timestamp: int, body: bytes) -> str:
+    """The v1 signature (lowercase hex HMAC-SHA256) of `body` sent at `timestamp`."""
+    key = secret.encode("utf-8")
+    return hmac.new(key, signed_message(timestamp, body), hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, body: bytes, *, timestamp: int) -> str:
+    """The `Monite-Signature` header value for `body` sent at `timestamp` (unix seconds)."""
+    if not secret:
+        raise ValueError("cannot sign with an empty secret")
+    if timestamp < 0:
+        raise ValueError("timestamp must be unix seconds, not negative")
+    return f"t={timestamp},{SCHEME}={compute(secret, timestamp, body)}"
+
+
+def parse(header: str) -> ParsedSignature:
+    """Parse a header value; raises SignatureError("malformed") unless it is usable.
+
+    Parts are comma-separated `key=value` pairs, spaces around them ignored:
+    exactly one `t` (unix seconds), one or more `v1` (a receiver accepts any
+    that matches), other schemes ignored. A `v1` that is not 64 hex digits
+    can never match and is dropped; a header left with none is malformed.
+    """
+    if len(header) > MAX_HEADER_LENGTH:
+        raise SignatureError("malformed", f"{HEADER}: longer than {MAX_HEADER_LENGTH} characters")
+    timestamps: list[str] = []
+    signatures: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            raise SignatureError("malformed", f"{HEADER}: expected key=value parts")
+        key, value = key.strip(), value.strip()
+        if key == "t":
+            timestamps.append(value)
+        elif key == SCHEME:
+            lowered = value.lower()
+            if len(lowered) == _DIGEST_HEX_LENGTH and set(lowered) <= _HEX_DIGITS:
+                signatures.append(lowered)
+    if len(timestamps) != 1:
+        raise SignatureError("malformed", f"{HEADER}: expected exactly one t=<unix seconds>")
+    text = timestamps[0]
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise SignatureError("malformed", f"{HEADER}: t is not a unix timestamp in seconds")
+    if not signatures:
+        raise SignatureError("malformed", f"{HEADER}: no v1=<64 hex digits> signature")
+    return ParsedSignature(int(text), tuple(signatures))
+
+
+def verify(
+    header: str | None,
+    body: bytes,
+    secret: str,
+    *,
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> int:
+    """Check a delivery; returns its timestamp, or raises SignatureError.
+
+    `header` is the `Monite-Signature` value (None when it was missing),
+    `body` the raw request body, `secret` the subscription's signing secret,
+    `now` the receiver's unix time. The timestamp is checked before the
+    signature; every v1 signature is compared in constant time.
+    """
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError("tolerance must be a finite number of seconds, at least 0")
+    if not secret:
+        # Anyone can sign with an empty key: a missing secret must never verify.
+        raise ValueError("cannot verify with an empty secret")
+    if header is None:
+        raise SignatureError("malformed", f"{HEADER}: header missing")
+    parsed = parse(header)
+    if abs(now - parsed.timestamp) > tolerance:
+        raise SignatureError(
+            "expired",
+            f"{HEADER}: timestamp is {abs(now - parsed.timestamp):.0f}s from this host's clock "
+            f"(tolerance {tolerance:g}s); a replayed delivery, or a clock that is off",
+        )
+    expected = compute(secret, parsed.timestamp, body)
+    matched = False
+    for candidate in parsed.signatures:  # no early exit: every candidate costs the same
+        matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("mismatch", f"{HEADER}: no signature matches this secret and body")
+    return parsed.timestamp
+
+
+def is_valid(
+    header: str | None,
+    body: bytes,
+    secret: str,
+    *,
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> bool:
+    """`verify` as a yes/no answer."""
+    try:
+        verify(header, body, secret, now=now, tolerance=tolerance)
+    except SignatureError:
+        return False
+    return True

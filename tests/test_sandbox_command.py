@@ -1,0 +1,619 @@
+"""`rotator sandbox` as a newcomer runs it, its signed deliveries, and `rotator.signature`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
+
+from rotator.cli import main
+from rotator.config import load_settings
+from rotator.sandbox.deliveries import DeliverySender
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.standalone import (
+    CREDENTIALS_PATH,
+    SHIPPED_POLICY_HCL,
+    overriding_variables,
+)
+from rotator.sandbox.vault import parse_policy
+from rotator.signature import HEADER, SignatureError, compute, parse, sign, verify
+from tests.conftest import leaked, remember_output
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA: dict[str, Any] = json.loads((ROOT / "tests" / "schema" / "monite-openapi.json").read_text())
+MAX_BANNER_LINES = 200
+OPEN_SUBSCRIPTIONS = 7  # of the default 8 seeded, one is disabled and gets no deliveries
+
+
+def _environ() -> dict[str, str]:
+    """This environment without anything that would override the sandbox's config file."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
+    }
+
+
+@dataclass
+class Running:
+    """A `rotator sandbox` subprocess and what its banner said."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    rest: str = ""  # output after the banner, read once the process ended
+    stderr: str = ""
+
+    def value(self, label: str) -> str:
+        """The text after `label` on the first banner line that starts with it."""
+        return next(line[len(label) :].strip() for line in self.lines if line.startswith(label))
+
+    @property
+    def monite(self) -> str:
+        return self.value("Monite:")
+
+    @property
+    def vault(self) -> str:
+        return self.value("Vault:")
+
+    @property
+    def config(self) -> Path:
+        return Path(self.value("Config:"))
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.value("  Vault token (policy monite-secret-rotator):"))
+
+    @property
+    def client_secret_file(self) -> Path:
+        return Path(self.value("  Monite client secret:"))
+
+    @property
+    def snippet(self) -> str:
+        start = self.lines.index("----- 8< -----")
+        end = self.lines.index("----- >8 -----")
+        return "\n".join(self.lines[start + 1 : end]) + "\n"
+
+    def secrets(self) -> set[str]:
+        return {
+            self.token_file.read_text().strip(),
+            self.client_secret_file.read_text().strip(),
+        }
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send `signum`, wait for the exit, collect the remaining output; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        rest, self.stderr = self.process.communicate(timeout=15)
+        self.rest += rest
+        remember_output("\n".join(self.lines), self.rest, self.stderr)
+        return self.process.returncode
+
+    def output(self) -> str:
+        return "\n".join(self.lines) + "\n" + self.rest + self.stderr
+
+
+@contextlib.contextmanager
+def sandbox(*args: str) -> Iterator[Running]:
+    """Start `python -m rotator sandbox ARGS`, wait for its banner; SIGTERM it afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rotator", "sandbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_environ(),
+    )
+    running = Running(process)
+    try:
+        assert process.stdout is not None
+        for _ in range(MAX_BANNER_LINES):
+            line = process.stdout.readline()
+            if not line:
+                break
+            running.lines.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C"):
+                break
+        assert running.lines, "the sandbox printed nothing"
+        assert running.lines[-1].startswith("Ctrl-C"), running.lines
+        yield running
+    finally:
+        running.stop()
+
+
+def rotator(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run `rotator COMMAND...` for each command, all at once; their results in order."""
+    started = [
+        (
+            command,
+            subprocess.Popen(
+                [sys.executable, "-m", "rotator", *command],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_environ(),
+            ),
+        )
+        for command in commands
+    ]
+    results = []
+    for command, process in started:
+        out, err = process.communicate(timeout=30)
+        remember_output(out, err)
+        results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
+    return results
+
+
+def vault_record(running: Running, subscription_id: str) -> dict[str, Any]:
+    """The record's KV v2 `data` envelope, read with the sandbox's least-privilege token."""
+    response = httpx.get(
+        f"{running.vault}/v1/secret/data/monite/webhooks/{subscription_id}",
+        headers={"X-Vault-Token": running.token_file.read_text().strip()},
+    )
+    assert 200 == response.status_code
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def monite_secret(running: Running, subscription_id: str) -> str:
+    """The subscription's current secret, from the emulator's test-only route."""
+    origin = running.monite.removesuffix("/v1")
+    response = httpx.get(f"{origin}/_sandbox/webhook_subscriptions/{subscription_id}/secret")
+    assert 200 == response.status_code
+    secret: str = response.json()["secret"]
+    return secret
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Running]:
+    """One sandbox with the default eight subscriptions, for the tests that only read or rotate."""
+    with sandbox() as running:
+        yield running
+
+
+# -- the command --------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_check_plan_and_run_once_work_against_the_sandbox(shared: Running) -> None:
+    """check and plan exit 0; run --once rotates the due ones into Vault, equal to Monite's."""
+    config = str(shared.config)
+    check, plan = rotator(["check", "--config", config], ["plan", "--json", "--config", config])
+    assert 0 == check.returncode, check.stderr
+    assert check.stdout.startswith("ok: ")
+    assert 0 == plan.returncode, plan.stderr
+    due = {
+        row["subscription_id"]: row["vault_version"]
+        for row in json.loads(plan.stdout)["decisions"]
+        if row["action"] == "rotate" and row["vault_version"] is not None
+    }
+    assert 3 == len(due)
+
+    (run,) = rotator(["run", "--once", "--config", config])
+    assert 0 == run.returncode, run.stderr
+
+    secrets: set[str] = set()
+    for subscription_id, version in due.items():
+        record = vault_record(shared, subscription_id)
+        assert version + 2 == record["metadata"]["version"]  # a claim, then the commit
+        assert "active" == record["data"]["state"]
+        current = monite_secret(shared, subscription_id)
+        assert current == record["data"]["secret"]
+        secrets.add(current)
+    texts = [check.stdout, check.stderr, plan.stdout, plan.stderr, run.stdout, run.stderr]
+    assert [] == leaked(secrets | shared.secrets(), texts)
+
+
+@pytest.mark.timeout(30)
+def test_printed_config_is_valid_and_is_the_file(shared: Running, tmp_path: Path) -> None:
+    """The printed snippet is the config file, and the product's loader accepts it."""
+    assert shared.config.read_text() == shared.snippet
+    copy = tmp_path / "rotator.toml"
+    copy.write_text(shared.snippet)
+    settings = load_settings(copy, {})
+    assert shared.monite == settings.monite.base_url
+    assert CREDENTIALS_PATH == settings.monite.credentials_path
+    assert shared.vault == settings.vault.address
+    assert settings.vault.token is not None
+    assert shared.token_file.read_text().strip() == settings.vault.token.reveal()
+
+
+@pytest.mark.timeout(30)
+def test_secret_files_are_private_and_never_printed(shared: Running) -> None:
+    """Token and client secret sit in 0600 files in a 0700 directory; the banner has neither."""
+    for path in (shared.token_file, shared.client_secret_file, shared.config):
+        assert 0o600 == path.stat().st_mode & 0o777
+    assert 0o700 == shared.config.parent.stat().st_mode & 0o777
+    assert [] == leaked(shared.secrets(), [shared.output()])
+    client_id = shared.value("Monite client id:")
+    assert 36 == len(client_id)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_it_with_exit_0_and_removes_its_files(signum: int, tmp_path: Path) -> None:
+    """SIGTERM or SIGINT: exit 0, the temp directory and the --config-out file are gone."""
+    config_out = tmp_path / "sandbox.toml"
+    with sandbox("--subscriptions", "2", "--config-out", str(config_out)) as running:
+        assert config_out == running.config
+        workdir = running.token_file.parent
+        assert config_out.is_file()
+        assert workdir.is_dir()
+        secrets = running.secrets()
+        code = running.stop(signum)
+    assert 0 == code, running.stderr
+    assert not config_out.exists()
+    assert not workdir.exists()
+    assert "stopped (" + signal.Signals(signum).name + ")" in running.rest
+    assert [] == leaked(secrets, [running.output()])
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A busy --monite-port is refused in one line naming the flag, with no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["sandbox", "--monite-port", str(port)], environ={})
+    err = capsys.readouterr().err
+    assert 2 == code
+    expected = (
+        f"rotator sandbox: --monite-port {port}: address already in use; "
+        "choose another port or omit it\n"
+    )
+    assert expected == err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--deliver-every", "2"], "--deliver-every needs --deliver-to URL"),
+        (["--deliver-to", "ftp://example.com"], "is not an http(s) URL"),
+        (["--subscriptions", "0"], "is not a whole number between 1 and 1000"),
+        (["--vault-port", "70000"], "is not a TCP port"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each bad flag gets exit 2 and a single line on stderr that says what is wrong."""
+    code = main(["sandbox", *args], environ={})
+    err = capsys.readouterr().err
+    assert 2 == code
+    assert 1 == len(err.splitlines())
+    assert message in err
+
+
+def test_an_existing_config_out_is_never_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--config-out naming an existing file: exit 2, the file untouched."""
+    existing = tmp_path / "mine.toml"
+    existing.write_text("# mine\n")
+    code = main(["sandbox", "--config-out", str(existing)], environ={})
+    assert 2 == code
+    assert "file exists" in capsys.readouterr().err
+    assert "# mine\n" == existing.read_text()
+
+
+def test_variables_that_override_the_config_are_named() -> None:
+    """VAULT_* and ROTATOR_* (not ROTATOR_CONFIG, not empty ones) are named, sorted."""
+    environ = {
+        "VAULT_TOKEN": "x",
+        "ROTATOR_POLICY__MAX_AGE": "1d",
+        "VAULT_ADDR": "http://vault",
+        "ROTATOR_CONFIG": "/etc/rotator.toml",
+        "VAULT_NAMESPACE": "",
+        "HOME": "/root",
+    }
+    expected = ["ROTATOR_POLICY__MAX_AGE", "VAULT_ADDR", "VAULT_TOKEN"]
+    assert expected == overriding_variables(environ)
+
+
+def test_the_sandbox_token_holds_exactly_the_shipped_policy() -> None:
+    """The policy the sandbox installs has the same rules as deploy/vault/policy.hcl."""
+
+    def rules(hcl: str) -> set[tuple[str, frozenset[str]]]:
+        return {(rule.pattern, rule.capabilities) for rule in parse_policy(hcl)}
+
+    shipped = (ROOT / "deploy" / "vault" / "policy.hcl").read_text()
+    assert rules(shipped) == rules(SHIPPED_POLICY_HCL)
+
+
+# -- deliveries -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A loopback webhook receiver: answers `statuses` in turn (then 200), queues what arrived.
+
+    `on_first` runs once, when the first request has arrived and before it is answered.
+    """
+
+    def __init__(
+        self, statuses: tuple[int, ...] = (), on_first: Callable[[], None] | None = None
+    ) -> None:
+        self.received: queue.Queue[Delivery] = queue.Queue()
+        self._statuses = list(statuses)
+        self._on_first = on_first
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with owner._lock:
+                    status = owner._statuses.pop(0) if owner._statuses else 200
+                    hook, owner._on_first = owner._on_first, None
+                if hook is not None:
+                    hook()
+                owner.received.put(Delivery({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/webhooks"
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _event_errors(body: Any) -> list[str]:
+    schema = {
+        "$ref": "#/components/schemas/EventResourceForWebhookClient",
+        "components": SCHEMA["components"],
+    }
+    validator = Draft202012Validator(schema, format_checker=FormatChecker())
+    return sorted(e.message for e in validator.iter_errors(body))
+
+
+@pytest.mark.timeout(30)
+def test_signed_deliveries_reach_a_receiver_and_verify() -> None:
+    """Every enabled subscription's event arrives, matches the schema, verifies with its secret."""
+    with (
+        Receiver() as receiver,
+        sandbox("--deliver-to", receiver.url, "--deliver-every", "0.2") as running,
+    ):
+        seen: dict[str, Delivery] = {}
+        for _ in range(100):  # a few rounds at most; the pytest timeout bounds the wait
+            delivery = receiver.received.get()
+            seen[json.loads(delivery.body)["webhook_subscription_id"]] = delivery
+            if OPEN_SUBSCRIPTIONS == len(seen):
+                break
+        assert OPEN_SUBSCRIPTIONS == len(seen)
+        for subscription_id, delivery in seen.items():
+            body = json.loads(delivery.body)
+            assert [] == _event_errors(body)
+            assert "application/json" == delivery.headers["content-type"]
+            header = delivery.headers[HEADER.lower()]
+            secret = monite_secret(running, subscription_id)
+            timestamp = parse(header).timestamp
+            assert timestamp == verify(header, delivery.body, secret, now=time.time())
+            with pytest.raises(SignatureError) as wrong:
+                verify(header, delivery.body, secret[::-1], now=time.time())
+            assert "mismatch" == wrong.value.reason
+        code = running.stop()
+    assert 0 == code, running.stderr
+    assert "deliveries: " in running.rest
+
+
+def test_failed_deliveries_are_retried_then_counted() -> None:
+    """500s are retried with the same event id; a receiver that never accepts counts failures."""
+    monite = MoniteEmulator()
+    sub = monite.seed()
+    monite.seed(status="disabled")
+    with monite, Receiver(statuses=(500, 503)) as flaky, Receiver(statuses=(500,) * 10) as down:
+        sender = DeliverySender(monite, flaky.url, retries=3, backoff=0.01)
+        try:
+            result = sender.run_round()
+        finally:
+            sender.stop()
+        arrived = [flaky.received.get_nowait() for _ in range(flaky.received.qsize())]
+        assert (1, 0) == (result.delivered, result.failed)
+        assert 3 == len(arrived)
+        assert {sub} == {json.loads(d.body)["webhook_subscription_id"] for d in arrived}
+        assert 1 == len({json.loads(d.body)["id"] for d in arrived})
+        stats = sender.stats
+        assert (3, 2, 1, 0) == (stats.attempts, stats.retried, stats.delivered, stats.failed)
+
+        sender = DeliverySender(monite, down.url, retries=2, backoff=0.01)
+        try:
+            result = sender.run_round()
+        finally:
+            sender.stop()
+        assert (0, 1, "HTTP 500") == (result.delivered, result.failed, result.last_error)
+        assert (3, 1) == (sender.stats.attempts, sender.stats.failed)
+
+
+def test_each_attempt_is_signed_with_the_secret_current_at_send_time() -> None:
+    """A retry after a regeneration carries a signature made with the new secret."""
+    monite = MoniteEmulator()
+    monite.add_client()
+    sub = monite.seed()
+    with monite:
+        old = monite.current_secret(sub)
+        # The receiver refuses the first attempt after a rotation regenerated the secret.
+        with Receiver(statuses=(500,), on_first=lambda: _regenerate(monite, sub)) as receiver:
+            sender = DeliverySender(monite, receiver.url, retries=1, backoff=0.01)
+            try:
+                sender.run_round()
+            finally:
+                sender.stop()
+        first, second = (receiver.received.get_nowait() for _ in range(2))
+        new = monite.current_secret(sub)
+        assert old != new
+        now = time.time()
+        assert parse(first.headers["monite-signature"]).timestamp == verify(
+            first.headers["monite-signature"], first.body, old, now=now
+        )
+        assert parse(second.headers["monite-signature"]).timestamp == verify(
+            second.headers["monite-signature"], second.body, new, now=now
+        )
+
+
+def _regenerate(monite: MoniteEmulator, subscription_id: str) -> None:
+    client_id, client_secret = monite.credentials
+    base = monite.base_url
+    headers = {"x-monite-version": "2024-05-25"}
+    token = httpx.post(
+        f"{base}/auth/token",
+        json={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+        headers=headers,
+    ).json()["access_token"]
+    response = httpx.post(
+        f"{base}/webhook_subscriptions/{subscription_id}/regenerate_secret",
+        headers={**headers, "Authorization": f"Bearer {token}"},
+    )
+    assert 200 == response.status_code
+
+
+# -- rotator.signature ------------------------------------------------------------
+
+SECRET = "whsec_0123456789abcdefghij"
+BODY = b'{"id":"e1","webhook_subscription_id":"s1","object_type":"payable"}'
+T = 1_700_000_000
+
+
+def _reference(secret: str, timestamp: int, body: bytes) -> str:
+    """The scheme computed here independently: HMAC-SHA256 over "{t}.{raw body}"."""
+    message = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def test_sign_matches_an_independently_computed_vector() -> None:
+    """sign() writes t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}">."""
+    expected = f"t={T},v1={_reference(SECRET, T, BODY)}"
+    assert expected == sign(SECRET, BODY, timestamp=T)
+    assert _reference(SECRET, T, BODY) == compute(SECRET, T, BODY)
+
+
+def test_a_known_vector_verifies() -> None:
+    """A header built by hand with hmac verifies and returns its timestamp."""
+    header = f"t={T},v1={_reference(SECRET, T, BODY)}"
+    assert T == verify(header, BODY, SECRET, now=T + 10)
+
+
+@pytest.mark.parametrize(
+    ("body", "secret"),
+    [
+        (BODY.replace(b"payable", b"receivable"), SECRET),
+        (BODY + b" ", SECRET),
+        (BODY, SECRET + "x"),
+    ],
+)
+def test_a_tampered_body_or_another_secret_is_a_mismatch(body: bytes, secret: str) -> None:
+    """Any change to the body, or a different secret, fails with reason mismatch."""
+    header = sign(SECRET, BODY, timestamp=T)
+    with pytest.raises(SignatureError) as caught:
+        verify(header, body, secret, now=T)
+    assert "mismatch" == caught.value.reason
+
+
+@pytest.mark.parametrize("offset", [301, -301, 86_400])
+def test_a_timestamp_outside_the_tolerance_is_expired(offset: int) -> None:
+    """A delivery more than 300 s old (or ahead) is refused, even with a valid signature."""
+    header = sign(SECRET, BODY, timestamp=T)
+    with pytest.raises(SignatureError) as caught:
+        verify(header, BODY, SECRET, now=T + offset)
+    assert "expired" == caught.value.reason
+
+
+def test_the_tolerance_edge_and_a_custom_tolerance() -> None:
+    """Exactly `tolerance` seconds away still verifies; a tighter tolerance refuses it."""
+    header = sign(SECRET, BODY, timestamp=T)
+    assert T == verify(header, BODY, SECRET, now=T + 300)
+    with pytest.raises(SignatureError):
+        verify(header, BODY, SECRET, now=T + 300, tolerance=60)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "garbage",
+        f"v1={'a' * 64}",
+        f"t={T}",
+        f"t=abc,v1={'a' * 64}",
+        f"t=-5,v1={'a' * 64}",
+        f"t={T},t={T},v1={'a' * 64}",
+        f"t={T},v1=nothex",
+        f"t={T},v1={'a' * 63}",
+        f"t={T},v0={'a' * 64}",
+        f"t={T}," + "x=y," * 2000 + f"v1={'a' * 64}",
+    ],
+)
+def test_a_malformed_header_is_refused(header: str | None) -> None:
+    """Missing, unparseable, timestamp-less or signature-less headers: reason malformed."""
+    with pytest.raises(SignatureError) as caught:
+        verify(header, BODY, SECRET, now=T)
+    assert "malformed" == caught.value.reason
+
+
+def test_spaces_uppercase_and_several_signatures_are_accepted() -> None:
+    """Any one matching v1 verifies; hex case and spaces around parts do not matter."""
+    good = _reference(SECRET, T, BODY).upper()
+    header = f" t={T} , v1={'0' * 64}, v0=old , v1={good} "
+    assert T == verify(header, BODY, SECRET, now=T)
+
+
+def test_errors_never_carry_the_secret_or_the_signature() -> None:
+    """The message of every refusal names the problem, not the values."""
+    header = sign(SECRET, BODY, timestamp=T)
+    digest = header.split("v1=")[1]
+    for call in (
+        lambda: verify(header, BODY, SECRET + "x", now=T),
+        lambda: verify(header, BODY, SECRET, now=T + 999),
+    ):
+        with pytest.raises(SignatureError) as caught:
+            call()
+        assert [] == leaked({SECRET, digest}, [str(caught.value)])
+
+
+def test_an_empty_secret_never_verifies() -> None:
+    """Signing or verifying with an empty secret is a ValueError, never a pass."""
+    header = f"t={T},v1={hmac.new(b'', f'{T}.'.encode() + BODY, hashlib.sha256).hexdigest()}"
+    with pytest.raises(ValueError, match="empty secret"):
+        verify(header, BODY, "", now=T)
+    with pytest.raises(ValueError, match="empty secret"):
+        sign("", BODY, timestamp=T)
