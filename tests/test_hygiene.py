@@ -38,14 +38,14 @@ def test_short_placeholders_are_not_tracked() -> None:
     assert "s1" not in ISSUED
 
 
-_LEAKING_SUITE = '''
+_LEAKING_SUITE = """
 from rotator.sandbox import record_issued
 
 def test_prints_a_secret():
     value = "Zq3leakedsecretvalue0123456789"
     record_issued(value)
     print("oops", value)
-'''
+"""
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["plain", "xdist"])
