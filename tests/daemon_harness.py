@@ -29,6 +29,32 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
 
+
+def run_rotator(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m rotator ARGS` in a real subprocess, as a user runs it; output joins the scan.
+
+    The caller's ROTATOR_*, VAULT_* and BAO_* variables are dropped so the test
+    decides the configuration; `env` adds to what is left.
+    """
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_", "BAO_"))
+    }
+    environ.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "rotator", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+    remember_output(result.stdout, result.stderr)
+    return result
+
+
 PREFIX = "monite/webhooks"
 Event = dict[str, Any]
 

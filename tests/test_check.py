@@ -12,9 +12,7 @@ same findings, before it reads or writes a record.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +26,7 @@ import requests
 from rotator import errors
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from tests.conftest import remember_output
-from tests.daemon_harness import DaemonProcess, free_port, toml
+from tests.daemon_harness import DaemonProcess, free_port, run_rotator, toml
 from tests.fixtures_vault import ROTATOR_POLICY
 from tests.openbao import OpenBaoVault
 
@@ -120,19 +117,7 @@ class Rig:
         return path
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        environ = {
-            k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_", "BAO_"))
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "rotator", *argv, "--config", str(self.config())],
-            capture_output=True,
-            text=True,
-            env=environ,
-            timeout=60,
-            check=False,
-        )
-        remember_output(result.stdout, result.stderr)
-        return result
+        return run_rotator(*argv, "--config", str(self.config()))
 
     def daemon(self) -> DaemonProcess:
         return DaemonProcess(self.config())

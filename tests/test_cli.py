@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from rotator.cli import build_parser, main
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from tests.conftest import remember_output
+from tests.daemon_harness import run_rotator
 
 PREFIX = "monite/webhooks"
 
@@ -60,22 +57,6 @@ claim_ttl = "30s"
     return path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the console entry point in a real subprocess, as a user would."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-    environ.update(env or {})
-    result = subprocess.run(
-        [sys.executable, "-m", "rotator", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
-    remember_output(result.stdout, result.stderr)
-    return result
-
-
 def vault_secret(vault: VaultEmulator, subscription_id: str) -> str | None:
     found = vault.kv_read("secret", f"{PREFIX}/{subscription_id}")
     return None if found is None else found[0].get("secret")
@@ -86,7 +67,7 @@ def test_run_once_rotates_and_logs_json(
 ) -> None:
     """`rotator run --once` rotates unmanaged subscriptions, exits 0, audit log is JSON lines."""
     ids = [monite.seed() for _ in range(3)]
-    result = run_cli("run", "--once", "--config", str(config_file))
+    result = run_rotator("run", "--once", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     for sid in ids:
         assert monite.current_secret(sid) == vault_secret(vault, sid)
@@ -103,8 +84,8 @@ def test_rotate_force_single_id(
 ) -> None:
     """`rotator rotate --force --id ID` rotates that id again though it is fresh."""
     target, other = monite.seed(), monite.seed()
-    assert 0 == run_cli("run", "--once", "--config", str(config_file)).returncode
-    result = run_cli("rotate", "--force", "--id", target, "--config", str(config_file))
+    assert 0 == run_rotator("run", "--once", "--config", str(config_file)).returncode
+    result = run_rotator("rotate", "--force", "--id", target, "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert 2 == monite.regenerate_count(target)
     assert 1 == monite.regenerate_count(other)
@@ -114,7 +95,7 @@ def test_rotate_force_single_id(
 def test_rotate_force_all(config_file: Path, monite: MoniteEmulator, vault: VaultEmulator) -> None:
     """`rotator rotate --force --all` rotates every subscription."""
     ids = [monite.seed() for _ in range(3)]
-    result = run_cli("rotate", "--force", "--all", "--config", str(config_file))
+    result = run_rotator("rotate", "--force", "--all", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert [1, 1, 1] == [monite.regenerate_count(sid) for sid in ids]
 
@@ -123,7 +104,7 @@ def test_rotate_unknown_id_fails(config_file: Path, monite: MoniteEmulator) -> N
     """Forcing an id Monite does not list exits 1 and says which id."""
     monite.seed()
     missing = "00000000-0000-4000-8000-000000000000"
-    result = run_cli("rotate", "--force", "--id", missing, "--config", str(config_file))
+    result = run_rotator("rotate", "--force", "--id", missing, "--config", str(config_file))
     assert 1 == result.returncode
     assert f"subscription {missing} is not listed by Monite" in result.stderr
 
@@ -133,7 +114,7 @@ def test_plan_json_changes_nothing(
 ) -> None:
     """`rotator plan --json` says what would rotate and why, and writes nothing."""
     sid = monite.seed(object_type="payable")
-    result = run_cli("plan", "--json", "--config", str(config_file))
+    result = run_rotator("plan", "--json", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     plan = json.loads(result.stdout)
     assert [(sid, "rotate", "unmanaged")] == [
@@ -158,7 +139,7 @@ def test_plan_json_shows_a_settling_record_and_why_it_waits(
             "rotated_at": "2026-01-01T00:00:00Z",
         },
     )
-    result = run_cli("plan", "--json", "--config", str(config_file))
+    result = run_rotator("plan", "--json", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     [row] = json.loads(result.stdout)["decisions"]
     assert ("skip", "settling", "settling") == (row["action"], row["reason"], row["record_state"])
@@ -167,7 +148,7 @@ def test_plan_json_shows_a_settling_record_and_why_it_waits(
 def test_plan_table_for_humans(config_file: Path, monite: MoniteEmulator) -> None:
     """`rotator plan` prints a table with the reason in words."""
     monite.seed()
-    result = run_cli("plan", "--config", str(config_file))
+    result = run_rotator("plan", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert "1 of 1 subscriptions would be rotated now." in result.stdout
 
@@ -177,8 +158,8 @@ def test_plan_survives_a_subscription_url_with_an_invalid_port(
 ) -> None:
     """A listed URL with port 99999 is shown as listed (query hidden); plan does not crash."""
     sid = monite.seed(url="https://hooks.example:99999/monite?token=abc")
-    table = run_cli("plan", "--config", str(config_file))
-    result = run_cli("plan", "--json", "--config", str(config_file))
+    table = run_rotator("plan", "--config", str(config_file))
+    result = run_rotator("plan", "--json", "--config", str(config_file))
     [row] = json.loads(result.stdout)["decisions"] if result.returncode == 0 else [{}]
     assert (0, 0, sid, "https://hooks.example:99999/monite?…", False) == (
         table.returncode,
@@ -195,7 +176,7 @@ def test_check_warns_about_a_world_readable_secret_file(
     """A 0644 client secret file: one config.secret_file_exposed warning naming it; check passes."""
     secret_file = tmp_path / "client_secret"
     secret_file.chmod(0o644)
-    result = run_cli("check", "--config", str(config_file))
+    result = run_rotator("check", "--config", str(config_file))
     warnings = [
         json.loads(line)
         for line in result.stderr.splitlines()
@@ -214,7 +195,7 @@ def test_check_warns_about_a_world_readable_secret_file(
 
 def test_check_passes(config_file: Path) -> None:
     """`rotator check` exits 0 when config, Monite and Vault are all good."""
-    result = run_cli("check", "--config", str(config_file))
+    result = run_rotator("check", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert result.stdout.startswith("ok:")
 
@@ -222,7 +203,7 @@ def test_check_passes(config_file: Path) -> None:
 def test_check_vault_sealed_exits_69(config_file: Path, vault: VaultEmulator) -> None:
     """`rotator check` exits 69 with one line when Vault is sealed."""
     vault.seal()
-    result = run_cli("check", "--config", str(config_file))
+    result = run_rotator("check", "--config", str(config_file))
     assert 69 == result.returncode
     assert 1 == len(result.stderr.strip().splitlines())
     assert "sealed" in result.stderr
@@ -231,7 +212,7 @@ def test_check_vault_sealed_exits_69(config_file: Path, vault: VaultEmulator) ->
 def test_run_once_monite_down_exits_69(config_file: Path, monite: MoniteEmulator) -> None:
     """A Monite that keeps failing makes `run --once` exit 69 without a traceback."""
     monite.faults.error_rate = 1.0
-    result = run_cli("run", "--once", "--config", str(config_file))
+    result = run_rotator("run", "--once", "--config", str(config_file))
     assert 69 == result.returncode
     assert "Traceback" not in result.stderr
 
@@ -274,7 +255,7 @@ def test_refused_credentials_exit_77(
             "ROTATOR_VAULT__SECRET_ID": "00000000-0000-4000-8000-000000000000",
         }
     argv = ["run", "--once"] if command == "run" else ["check"]
-    result = run_cli(*argv, "--config", str(config_file), env=env)
+    result = run_rotator(*argv, "--config", str(config_file), env=env)
     lines = result.stderr.strip().splitlines()
     assert (77, True, False) == (
         result.returncode,
@@ -300,7 +281,7 @@ def test_refused_kubernetes_login_exits_77(
         "ROTATOR_VAULT__ROLE": "rotator",
         "ROTATOR_VAULT__JWT_FILE": str(jwt_file),
     }
-    result = run_cli("run", "--once", "--config", str(config_file), env=env)
+    result = run_rotator("run", "--once", "--config", str(config_file), env=env)
     lines = result.stderr.strip().splitlines()
     assert (77, True, False) == (
         result.returncode,
@@ -341,7 +322,7 @@ def test_usage_errors_exit_2() -> None:
         ["rotate", "--force", "--id", "nope"],
         [],
     ):
-        result = run_cli(*argv)
+        result = run_rotator(*argv)
         assert 2 == result.returncode, argv
         assert "Traceback" not in result.stderr
         assert 1 == len(result.stderr.strip().splitlines()), result.stderr
@@ -445,7 +426,7 @@ def test_bad_env_value_exits_78(config_file: Path, capsys: pytest.CaptureFixture
 
 def test_help_lists_commands_and_exit_codes() -> None:
     """`rotator --help` names every command and the exit codes."""
-    result = run_cli("--help")
+    result = run_rotator("--help")
     assert 0 == result.returncode
     for word in ("run", "rotate", "plan", "check", "demo", "78"):
         assert word in result.stdout
@@ -453,7 +434,7 @@ def test_help_lists_commands_and_exit_codes() -> None:
 
 def test_help_says_refused_credentials_exit_77() -> None:
     """`rotator --help` tells 69 (unreachable) from 77 (credentials refused)."""
-    result = run_cli("--help")
+    result = run_rotator("--help")
     text = " ".join(result.stdout.split())
     assert (True, True) == (
         "69 Monite or Vault unreachable" in text,
@@ -477,7 +458,7 @@ def test_rotate_force_of_a_claimed_id_fails_and_says_why(
             "rotated_at": "2026-01-01T00:00:00Z",
         },
     )
-    result = run_cli("rotate", "--force", "--id", sid, "--config", str(config_file))
+    result = run_rotator("rotate", "--force", "--id", sid, "--config", str(config_file))
     assert 1 == result.returncode
     assert f"subscription {sid} was not rotated: another rotation holds a live claim" in (
         result.stderr

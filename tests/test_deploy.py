@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tomllib
 import uuid
 from collections.abc import Iterator, Mapping
@@ -31,7 +30,7 @@ from rotator.config import load_settings
 from rotator.model import parse_duration
 from rotator.sandbox.monite import MoniteEmulator
 from tests.conftest import remember_output
-from tests.daemon_harness import free_port, toml
+from tests.daemon_harness import free_port, run_rotator, toml
 from tests.openbao import OpenBaoVault, bao_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -531,16 +530,7 @@ def test_approle_script_enables_approle_and_the_role_passes_check(
             }
         )
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-    check = subprocess.run(
-        [sys.executable, "-m", "rotator", "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
-    remember_output(check.stdout, check.stderr)
+    check = run_rotator("check", "--config", str(config))
     assert ([0, 0], "approle", "0o600", 0, True) == (
         [r.returncode for r in runs],
         _auth_methods(openbao).get(f"{mount}/"),

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +28,8 @@ from rotator.model import Record, Secret
 from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.vault import VaultStore
-from tests.conftest import capture_audit, remember_output
+from tests.conftest import capture_audit
+from tests.daemon_harness import run_rotator
 from tests.fixtures_vault import ROTATOR_POLICY
 from tests.openbao import OpenBaoVault
 
@@ -419,17 +417,7 @@ def test_run_once_with_only_the_shipped_policy(
         f'[vault]\naddress = "{openbao.address}"\ntoken_file = "{tmp_path / "vault_token"}"\n'
         f'mount = "secret"\npath_prefix = "{PREFIX}"\n'
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-    environ["HOME"] = str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "rotator", "run", "--once", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
-    remember_output(result.stdout, result.stderr)
+    result = run_rotator("run", "--once", "--config", str(config), env={"HOME": str(tmp_path)})
     assert 0 == result.returncode, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert 3 == [line["event"] for line in lines].count("rotation.succeeded")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from rotator.sandbox.monite import MoniteEmulator
 from tests.conftest import remember_output
-from tests.daemon_harness import toml
+from tests.daemon_harness import run_rotator, toml
 from tests.openbao import OpenBaoVault, bao_binary
 
 ROOT = Path(__file__).parent.parent
@@ -89,18 +88,7 @@ def test_readme_vault_steps_on_openbao_pass_check_with_only_that_policy(
             }
         )
     )
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_", "BAO_"))
-    }
-    check = subprocess.run(
-        [sys.executable, "-m", "rotator", "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
-    remember_output(check.stdout, check.stderr)
+    check = run_rotator("check", "--config", str(config))
     assert (0, "") == (check.returncode, check.stderr), check.stdout
     assert check.stdout.startswith("ok: "), check.stdout
     assert "note:" not in check.stdout  # the capabilities were asked, not guessed
