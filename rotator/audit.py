@@ -11,7 +11,6 @@ live `Secret` is replaced wherever it appears, `Secret` objects render as
 
 from __future__ import annotations
 
-import bisect
 import logging
 import re
 import sys
@@ -25,9 +24,9 @@ from rotator.errors import ConfigError
 
 # Event names are defined in rotator.events and re-exported here.
 from rotator.events import *  # noqa: F403
-from rotator.model import Secret, is_known_secret
+from rotator.model import Secret
+from rotator.redact import REDACTED, redact_text
 
-REDACTED: Final = "<redacted>"
 SECRET_PLACEHOLDER: Final = "<secret>"
 
 # Libraries that log through the standard library; chatty at INFO (httpx logs
@@ -97,17 +96,6 @@ SAFE_KEYS: Final = frozenset(
     }
 )
 
-# Token-like runs: where a secret's text would sit inside a longer message. A
-# run is cut into pieces at the separators, and spans of whole pieces are
-# looked up, so `key=<secret>.` and `<a>/<b>` are caught too.
-_MIN_SECRET_LEN: Final = 8
-_TOKEN_RUN: Final = re.compile(r"[A-Za-z0-9_\-.~+/=]{8,}")  # keep {8,} in step with _MIN_SECRET_LEN
-_SEPARATOR: Final = re.compile(r"[\-.~+/=]")
-# Bounds that keep the cost linear in the text however many separators a run
-# has (a long path or base64 blob): a span is at most this long and crosses at
-# most this many separators. Monite secrets are far shorter than either bound.
-_MAX_SECRET_LEN: Final = 512
-_MAX_ENDS_PER_START: Final = 16
 _MAX_DEPTH: Final = 16
 
 
@@ -120,50 +108,9 @@ def _key_looks_secret(key: object) -> bool:
     return name in _SECRET_KEY_NAMES or _SECRET_KEY_SUFFIX.search(name) is not None
 
 
-def _scrub_run(run: str) -> str:
-    """One token-like run with every span of whole pieces that is a live secret replaced."""
-    if is_known_secret(run):
-        return REDACTED
-    cuts = [match.start() for match in _SEPARATOR.finditer(run)]
-    if not cuts:
-        return run
-    starts = [0, *(cut + 1 for cut in cuts)]
-    ends = [*cuts, len(run)]
-    pieces: list[str] = []
-    done = 0  # run[:done] is already in `pieces`
-    for start in starts:
-        if start < done:
-            continue
-        first = bisect.bisect_left(ends, start + _MIN_SECRET_LEN)
-        window = ends[first : first + _MAX_ENDS_PER_START]
-        # Longest first: a secret that merely starts with another must not leak its tail.
-        for end in reversed(window):
-            if end - start <= _MAX_SECRET_LEN and is_known_secret(run[start:end]):
-                pieces += (run[done:start], REDACTED)
-                done = end
-                break
-    pieces.append(run[done:])
-    return "".join(pieces)
-
-
-def scrub_text(text: str) -> str:
-    """`text` with the value of every live Secret in it replaced by `<redacted>`.
-
-    Linear in the text: only token-like runs are looked up, one dictionary
-    probe per candidate, never one scan per known secret. A secret shorter than
-    8 characters, or containing characters outside the token class, is only
-    caught when it is the whole string.
-    """
-    if is_known_secret(text):
-        return REDACTED
-    if len(text) < _MIN_SECRET_LEN:
-        return text
-    return _TOKEN_RUN.sub(lambda match: _scrub_run(match.group()), text)
-
-
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return scrub_text(value)
+        return redact_text(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, Secret):
@@ -181,7 +128,7 @@ def _scrub(value: Any, depth: int = 0) -> Any:
         return [_scrub(item, depth + 1) for item in value]
     # Anything else would be rendered through its repr or str, which may embed
     # a secret (an exception message, a request object): render it here, scrubbed.
-    return scrub_text(str(value))
+    return redact_text(str(value))
 
 
 def redact(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rotator.audit import scrub_text
+from rotator.redact import redact_text
 
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_SECONDS = 5.0
@@ -326,7 +326,7 @@ def _json(status: int, body: Mapping[str, Any]) -> tuple[int, str, bytes]:
 
 def _scrubbed(value: Any) -> Any:
     if isinstance(value, str):
-        return scrub_text(value)
+        return redact_text(value)
     if isinstance(value, Mapping):
         return {str(k): _scrubbed(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from rotator import audit
 from rotator.model import Secret
+from rotator.redact import redact_text
 
 # Live Secret objects: the redactor only knows values a Secret still holds.
 SECRET = Secret("whsec_Zx81kQ2mP0vLr7TtYb9c")
@@ -294,20 +295,20 @@ def test_other_objects_are_stringified_and_scrubbed() -> None:
 
 
 def test_dropped_secret_is_no_longer_known() -> None:
-    """Once the last Secret holding a value is collected, scrub_text leaves that value alone."""
+    """Once the last Secret holding a value is collected, redact_text leaves that value alone."""
     value = "ephemeral-secret-value-7Qx2"
     held = Secret(value)
-    assert "got <redacted>" == audit.scrub_text(f"got {value}")
+    assert "got <redacted>" == redact_text(f"got {value}")
     del held
     gc.collect()
-    assert f"got {value}" == audit.scrub_text(f"got {value}")
+    assert f"got {value}" == redact_text(f"got {value}")
 
 
 def test_scrub_redacts_a_secret_at_the_end_of_large_text() -> None:
     """200 kB of token-like text with many separators is scrubbed exactly: only the secret goes."""
     head = "a1b2-c3d4/" * 20_000
     blob = head + SECRET.reveal() + "/tail"
-    assert head + "<redacted>/tail" == audit.scrub_text(blob)
+    assert head + "<redacted>/tail" == redact_text(blob)
 
 
 def test_fingerprint_matches_secret() -> None:

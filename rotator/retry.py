@@ -1,0 +1,97 @@
+"""The one retry primitive: every loop in the product that tries again goes through `retry`.
+
+Why our own and not stamina: every wait must be taken on the injected `Clock`
+(so the simulation and the tests run retries in virtual time, and a daemon
+stopping mid-wait is woken by its own clock), the commit loop has a deadline
+on that clock's monotonic time rather than a fixed attempt count, and a
+peer's `Retry-After` replaces the computed backoff. stamina sleeps on the
+real clock and would need patching for all three.
+
+Waits are full jitter ("exponential backoff and jitter", AWS Architecture
+Blog): uniform in [0, min(cap, base * 2**n)], so callers that failed together
+do not come back together.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from rotator.clock import Clock
+
+T = TypeVar("T")
+
+# A peer's Retry-After above this is not trusted: a misbehaving server could
+# otherwise park a rotation (and the secret it holds in memory) for hours.
+RETRY_AFTER_CAP = 60.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How many attempts, and the waits between them."""
+
+    attempts: int  # in all, the first included; at least 1
+    base: float  # the first wait is at most this (seconds)
+    cap: float  # no wait is longer than this (seconds)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("Backoff.attempts must be at least 1")
+
+    def wait(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """The wait before retry number `retry` (0-based): the peer's Retry-After when it
+        sent a usable one (capped), else full jitter."""
+        if retry_after is not None and retry_after >= 0:
+            return min(float(retry_after), RETRY_AFTER_CAP)
+        return full_jitter(retry, base=self.base, cap=self.cap, rng=rng)
+
+
+def full_jitter(retry: int, *, base: float, cap: float, rng: random.Random) -> float:
+    """Uniform in [0, min(cap, base * 2**retry)]."""
+    return rng.uniform(0.0, min(cap, base * 2 ** min(retry, 62)))
+
+
+def _no_hint(exc: BaseException) -> float | None:
+    return getattr(exc, "retry_after", None)
+
+
+def _nothing(retry: int, exc: BaseException, wait: float) -> None:
+    return None
+
+
+async def retry(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    backoff: Backoff,
+    retryable: Callable[[BaseException], bool],
+    clock: Clock,
+    rng: random.Random,
+    on_retry: Callable[[int, BaseException, float], None] = _nothing,
+    retry_after: Callable[[BaseException], float | None] = _no_hint,
+    deadline: float | None = None,
+) -> T:
+    """`await attempt()` until it returns, at most `backoff.attempts` times.
+
+    An exception for which `retryable` is false, the last attempt's exception,
+    and any exception once `deadline` (on `clock.monotonic()`) has passed are
+    raised as they are. Before each retry `on_retry(n, exc, wait)` is called
+    (n counts from 1; log there), then the wait is slept on `clock`, cut short
+    so it never crosses `deadline`.
+    """
+    for n in range(backoff.attempts):
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not retryable(exc) or n + 1 >= backoff.attempts:
+                raise
+            wait = backoff.wait(n, rng, retry_after(exc))
+            if deadline is not None:
+                remaining = deadline - clock.monotonic()
+                if remaining <= 0:
+                    raise
+                wait = min(wait, remaining)
+            on_retry(n + 1, exc, wait)
+            await clock.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns or raises")
