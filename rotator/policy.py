@@ -1,7 +1,7 @@
 """The pure decision core: which subscriptions to rotate now, and why.
 
 Takes data and `now`, returns decisions; imports no I/O library (checked by
-import-linter). Every decision carries a stable reason code (see `REASONS`),
+import-linter). Every decision carries a stable reason code (`rotator.reasons`),
 which the engine audits and `rotator plan` prints.
 """
 
@@ -20,46 +20,10 @@ from rotator.model import (
     Record,
     Subscription,
 )
+from rotator.reasons import EXPLANATIONS, RECOVERY_REASONS, Reason
 
 Action = Literal["rotate", "skip"]
 
-# Stable codes: audit consumers and dashboards key on them, so never rename one.
-REASONS: Mapping[str, str] = {
-    "claimed": "another rotation holds a live claim on this record",
-    "claim_expired": (
-        "a rotation claimed this record and its claim ran out (on Vault's clock); the old "
-        "secret may be dead and the new one lost, so it is rotated again at once"
-    ),
-    "settling": (
-        "the last rotation was committed, but an earlier regenerate may still land at "
-        "Monite; it is rotated once more when that window has passed"
-    ),
-    "settled": (
-        "the settling window of the last rotation has passed; one more rotation makes "
-        "sure Vault holds Monite's current secret"
-    ),
-    "stale": "the record's secret may be dead (a rotation was refused mid-recovery)",
-    "rotated_in_future": (
-        "the record's rotation time lies in the future (a writer's clock was wrong), "
-        "so its age cannot be trusted"
-    ),
-    "forced": "rotation was forced",
-    "disabled": "the subscription is disabled and the policy leaves disabled ones alone",
-    "unknown_status": (
-        "Monite reports a status this rotator does not know (neither enabled nor disabled), "
-        "so the subscription is left alone; check its status at Monite and upgrade the "
-        "rotator, or rotate it by hand with `rotator rotate --force --id`"
-    ),
-    "rule_skip": "a policy rule says to leave this subscription alone",
-    "unmanaged": "the rotator has no record of this secret; rotating brings it under management",
-    "unmanaged_skip": "the rotator has no record of this secret and the policy says to skip it",
-    "age_unknown": "the record holds a secret but no rotation time, so its age is unknown",
-    "max_age_exceeded": "the secret is at least as old as the policy allows",
-    "fresh": "the secret is younger than the policy's maximum age",
-}
-
-
-RECOVERY_REASONS = frozenset({"claim_expired", "settled", "stale"})
 # A rotation time this far ahead of Vault's time was written on a wrong clock.
 # Well above the estimate's own error (a `Date` header is whole seconds, a
 # replica's estimate trails Vault's a little), far below any skew that matters.
@@ -117,7 +81,7 @@ class Decision:
     subscription: Subscription
     record: Record  # version 0 when Vault has no record
     action: Action
-    reason: str  # stable code, see REASONS
+    reason: Reason
     age: timedelta | None  # None when the secret age is unknown
     max_age: timedelta  # the effective limit after rules
 
@@ -133,7 +97,7 @@ class Decision:
     @property
     def explanation(self) -> str:
         """The human sentence for `reason`."""
-        return REASONS.get(self.reason, self.reason)
+        return EXPLANATIONS[self.reason]
 
 
 def decide(
@@ -178,7 +142,7 @@ def _decide_one(
     max_age = rule.max_age if rule is not None and rule.max_age is not None else policy.max_age
     age = record.age(now)
 
-    def decision(action: Action, reason: str) -> Decision:
+    def decision(action: Action, reason: Reason) -> Decision:
         return Decision(subscription, record, action, reason, age, max_age)
 
     # The order of these checks is the protocol: a live claim fences everything,
@@ -187,37 +151,39 @@ def _decide_one(
     fenced = record.fenced(now, *claim_limits)
     forced = subscription.id in force.ids
     if record.state == "rotating":
-        return decision("skip", "claimed") if fenced else decision("rotate", "claim_expired")
+        return (
+            decision("skip", Reason.CLAIMED) if fenced else decision("rotate", Reason.CLAIM_EXPIRED)
+        )
     if record.state == "stale":
-        return decision("rotate", "stale")
+        return decision("rotate", Reason.STALE)
     if record.state == "settling":
         if not fenced:
-            return decision("rotate", "settled")
+            return decision("rotate", Reason.SETTLED)
         if not forced and not force.all:
-            return decision("skip", "settling")
+            return decision("skip", Reason.SETTLING)
     if forced:
-        return decision("rotate", "forced")
+        return decision("rotate", Reason.FORCED)
     if not subscription.status_known:
         # Not "disabled": include_disabled says nothing about a status nobody has seen.
-        return decision("skip", "unknown_status")
+        return decision("skip", Reason.UNKNOWN_STATUS)
     if not subscription.enabled and not policy.include_disabled:
-        return decision("skip", "disabled")
+        return decision("skip", Reason.DISABLED)
     if rule is not None and rule.skip:
-        return decision("skip", "rule_skip")
+        return decision("skip", Reason.RULE_SKIP)
     if force.all:
-        return decision("rotate", "forced")
+        return decision("rotate", Reason.FORCED)
     if not record.exists or record.secret is None:
         if policy.unmanaged == "rotate":
-            return decision("rotate", "unmanaged")
-        return decision("skip", "unmanaged_skip")
+            return decision("rotate", Reason.UNMANAGED)
+        return decision("skip", Reason.UNMANAGED_SKIP)
     if age is None:
         # A hand-edited record without rotated_at: treat the unknown age as too old.
-        return decision("rotate", "age_unknown")
+        return decision("rotate", Reason.AGE_UNKNOWN)
     if age < -FUTURE_TOLERANCE:
-        return decision("rotate", "rotated_in_future")
+        return decision("rotate", Reason.ROTATED_IN_FUTURE)
     if age >= max_age:
-        return decision("rotate", "max_age_exceeded")
-    return decision("skip", "fresh")
+        return decision("rotate", Reason.MAX_AGE_EXCEEDED)
+    return decision("skip", Reason.FRESH)
 
 
 def _order(decision: Decision) -> tuple[bool, bool, bool, timedelta, str]:

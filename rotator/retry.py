@@ -71,6 +71,7 @@ async def retry(
     on_retry: Callable[[int, BaseException, float], None] = _nothing,
     retry_after: Callable[[BaseException], float | None] = _no_hint,
     deadline: float | None = None,
+    whole_wait: bool = False,
 ) -> T:
     """`await attempt()` until it returns, at most `backoff.attempts` times.
 
@@ -78,7 +79,9 @@ async def retry(
     and any exception once `deadline` (on `clock.monotonic()`) has passed are
     raised as they are. Before each retry `on_retry(n, exc, wait)` is called
     (n counts from 1; log there), then the wait is slept on `clock`, cut short
-    so it never crosses `deadline`.
+    so it never crosses `deadline`; with `whole_wait`, a wait that would cross
+    it is not cut but ends the retries (the next attempt would start too late
+    to be of use).
     """
     for n in range(backoff.attempts):
         try:
@@ -89,7 +92,7 @@ async def retry(
             wait = backoff.wait(n, rng, retry_after(exc))
             if deadline is not None:
                 remaining = deadline - clock.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (whole_wait and wait > remaining):
                     raise
                 wait = min(wait, remaining)
             on_retry(n + 1, exc, wait)

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from rotator import events
-from rotator.clock import Clock, full_jitter, retry_wait
+from rotator.clock import Clock
 from rotator.errors import (
     MoniteError,
     MoniteNotFound,
@@ -38,16 +39,23 @@ from rotator.errors import (
 from rotator.model import Record, Regenerated, format_time
 from rotator.policy import Decision
 from rotator.ports import RecordStore, SubscriptionSource
+from rotator.reasons import OutcomeKind, Reason
+from rotator.retry import Backoff, retry
 
 __all__ = ["Context", "Outcome", "OutcomeKind", "rotate"]
 
-OutcomeKind = Literal["rotated", "recovered", "skipped", "failed", "conflict"]
 
 log = structlog.get_logger("rotator.rotation")
 
-# Backoff of commit retries: the secret is in memory only, so keep trying for
-# `rotation.commit_retry_for`, but never hammer a Vault that is down.
-_COMMIT_BACKOFF = (0.25, 10.0)
+# Commit retries: bounded by `rotation.commit_retry_for` (a deadline), not by a
+# count; the count here only keeps the loop finite if the clock stood still.
+_COMMIT_BACKOFF = Backoff(attempts=10_000, base=0.25, cap=10.0)
+# Regenerate retries: Monite's backoff; the count is monite.max_retries + 1.
+_REGENERATE_BACKOFF = Backoff(attempts=1, base=0.25, cap=8.0)
+
+
+class _CommitFailed(Exception):
+    """One commit attempt failed in a way another attempt may fix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +108,7 @@ class _Refused:
     """No attempt can have been applied: the old secret still works."""
 
     error: str
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +123,7 @@ class _Doubt:
     """An attempt may have been applied and no secret came back: keep the claim."""
 
     error: str
-    reason: str
+    reason: Reason
 
 
 async def rotate(ctx: Context, decision: Decision) -> Outcome:
@@ -159,7 +167,7 @@ class _Rotation:
             self.log.critical(
                 events.ROTATION_FAILED, stage="unexpected", error=f"{type(exc).__name__}: {exc}"
             )
-            return self.outcome("failed", "internal_error", error=str(exc))
+            return self.outcome(OutcomeKind.FAILED, Reason.INTERNAL_ERROR, error=str(exc))
 
     # -- step 2: claim -----------------------------------------------------------
 
@@ -178,7 +186,7 @@ class _Rotation:
         except VaultConflict:
             ctx.reread(self.sub.id)
             self.log.info(events.ROTATION_CONFLICT, stage="claim")
-            return self.outcome("conflict", "claimed_elsewhere")
+            return self.outcome(OutcomeKind.CONFLICT, Reason.CLAIMED_ELSEWHERE)
         except VaultError as exc:
             # The claim may have landed with its answer lost: if Vault shows it, go
             # on (the deadline was taken before the write); if not, nothing follows.
@@ -186,7 +194,7 @@ class _Rotation:
             if landed is None or not self.holds(landed):
                 ctx.reread(self.sub.id)
                 self.log.error(events.ROTATION_FAILED, stage="claim", error=str(exc))
-                return self.outcome("failed", "vault_error", error=str(exc))
+                return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
             claimed = landed
         ctx.remember(claimed)
         undone = await self.verify_start(claimed)
@@ -239,7 +247,7 @@ class _Rotation:
         self.log.warning(
             events.ROTATION_CONFLICT, stage="claim", error="the cached record was replaced"
         )
-        return self.outcome("conflict", "record_replaced")
+        return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
 
     # -- step 3: regenerate ------------------------------------------------------
 
@@ -248,8 +256,9 @@ class _Rotation:
         ctx = self.ctx
         need = 2 * ctx.monite.request_timeout
         doubtful = False  # some attempt may have been applied at Monite
-        attempt = 0
-        while True:
+
+        async def attempt() -> _Won | _Refused | _Gone | _Doubt:
+            nonlocal doubtful
             left = self.deadline - ctx.clock.monotonic()
             if left < need:
                 message = (
@@ -257,8 +266,8 @@ class _Rotation:
                     "(twice the request timeout)"
                 )
                 if doubtful:
-                    return _Doubt(message, "claim_too_short")
-                return _Refused(message, "claim_too_short")
+                    return _Doubt(message, Reason.CLAIM_TOO_SHORT)
+                return _Refused(message, Reason.CLAIM_TOO_SHORT)
             try:
                 regenerated = await ctx.monite.regenerate_secret(
                     self.sub.id, send_by=self.deadline - need
@@ -268,38 +277,44 @@ class _Rotation:
                 if doubtful:
                     # The earlier attempt may have killed the secret; a gateway's 404
                     # proves nothing about it.
-                    return _Doubt(str(exc), "not_found_after_attempt")
+                    return _Doubt(str(exc), Reason.NOT_FOUND_AFTER_ATTEMPT)
                 if await self.confirmed_gone():
                     return _Gone(str(exc))
-                return _Refused(str(exc), "monite_refused")
+                return _Refused(str(exc), Reason.MONITE_REFUSED)
             except MoniteError as exc:
                 doubtful = doubtful or exc.may_have_applied
                 # Only an answer that may have replaced the secret counts: a redirect
                 # loop or a token failure cannot have, and proves nothing about it.
                 self.protocol_error = isinstance(exc, MoniteProtocolError) and exc.may_have_applied
-                delay = self.retry_delay(attempt, exc)
-                if delay is None or self.deadline - (ctx.clock.monotonic() + delay) < need:
-                    if doubtful:
-                        return _Doubt(str(exc), "monite_error")
-                    return _Refused(str(exc), "monite_refused")
-                self.log.info(
-                    events.MONITE_RETRY,
-                    operation="regenerate_secret",
-                    status=exc.status,
-                    attempt=attempt + 1,
-                    retry_in_seconds=round(delay, 3),
-                    error=str(exc),
-                )
-                await ctx.clock.sleep(delay)
-                attempt += 1
-                continue
+                raise
             return _Won(regenerated, doubtful)
 
-    def retry_delay(self, attempt: int, exc: MoniteError) -> float | None:
-        """How long to wait before the next attempt, or None when no retry may follow."""
-        if not exc.retryable or attempt >= self.ctx.max_retries:
-            return None
-        return retry_wait(attempt, getattr(exc, "retry_after", None), rng=self.ctx.rng)
+        def on_retry(retry: int, exc: BaseException, wait: float) -> None:
+            self.log.info(
+                events.MONITE_RETRY,
+                operation="regenerate_secret",
+                status=getattr(exc, "status", None),
+                attempt=retry,
+                retry_in_seconds=round(wait, 3),
+                error=str(exc),
+            )
+
+        try:
+            # A retry must leave a whole attempt's time before the claim ends.
+            return await retry(
+                attempt,
+                backoff=dataclasses.replace(_REGENERATE_BACKOFF, attempts=ctx.max_retries + 1),
+                retryable=lambda exc: isinstance(exc, MoniteError) and exc.retryable,
+                clock=ctx.clock,
+                rng=ctx.rng,
+                on_retry=on_retry,
+                deadline=self.deadline - need,
+                whole_wait=True,
+            )
+        except MoniteError as exc:
+            if doubtful:
+                return _Doubt(str(exc), Reason.MONITE_ERROR)
+            return _Refused(str(exc), Reason.MONITE_REFUSED)
 
     async def confirmed_gone(self) -> bool:
         """A first-attempt 404 counts as "gone" only when a GET says so too."""
@@ -393,7 +408,10 @@ class _Rotation:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return self.outcome(
-                "failed", "internal_error", secret_fingerprint=fingerprint, error=str(exc)
+                OutcomeKind.FAILED,
+                Reason.INTERNAL_ERROR,
+                secret_fingerprint=fingerprint,
+                error=str(exc),
             )
         exposure = ctx.clock.monotonic() - received
         if isinstance(committed, Outcome):
@@ -421,7 +439,7 @@ class _Rotation:
                 rotate_again_at=format_time(committed.fence_ends(ctx.max_claim_ttl)),
             )
         return self.outcome(
-            "recovered" if recovery else "rotated",
+            OutcomeKind.RECOVERED if recovery else OutcomeKind.ROTATED,
             self.decision.reason,
             vault_version=committed.version,
             secret_fingerprint=fingerprint,
@@ -459,50 +477,68 @@ class _Rotation:
     async def write_commit(self, record: Record, *, cas: int, fingerprint: str) -> Record | Outcome:
         """The commit write and its retries; step 5 when the check-and-set fails."""
         ctx = self.ctx
-        give_up_at = ctx.clock.monotonic() + ctx.commit_retry_for.total_seconds()
-        attempt = 0
-        while True:
-            attempt += 1
+        attempts = 0
+
+        async def attempt() -> Record | Outcome:
+            nonlocal cas, attempts
+            attempts += 1
             try:
                 return await ctx.store.write(record, cas=cas)
-            except VaultConflict:
+            except VaultConflict as exc:
                 current = await self.read_back()
-                if current is not None:
-                    if _is_ours(current, self.rotation_id, record):
-                        return current  # our write landed and its answer was lost
-                    if not (current.rotation_id is None and current.secret is None):
-                        return self.superseded(current, fingerprint)
-                    # The record is gone (metadata deleted, or its latest version
-                    # deleted): we hold the only copy, so write over what is there.
-                    cas = current.version
-                    error = "the record vanished during the rotation; writing it again"
-                else:
-                    error = "check-and-set failed and the record could not be read back"
+                if current is None:
+                    raise _CommitFailed(
+                        "check-and-set failed and the record could not be read back"
+                    ) from exc
+                if _is_ours(current, self.rotation_id, record):
+                    return current  # our write landed and its answer was lost
+                if not (current.rotation_id is None and current.secret is None):
+                    return self.superseded(current, fingerprint)
+                # The record is gone (metadata deleted, or its latest version
+                # deleted): we hold the only copy, so write over what is there.
+                cas = current.version
+                raise _CommitFailed(
+                    "the record vanished during the rotation; writing it again"
+                ) from exc
             except VaultError as exc:
-                error = str(exc)
-            remaining = give_up_at - ctx.clock.monotonic()
-            if remaining <= 0:
-                ctx.reread(self.sub.id)
-                self.log.critical(
-                    events.ROTATION_FAILED,
-                    stage="commit",
-                    attempts=attempt,
-                    error=error,
-                    rotation_id=self.rotation_id,
-                    secret_fingerprint=fingerprint,
-                )
-                return self.outcome(
-                    "failed", "commit_failed", secret_fingerprint=fingerprint, error=error
-                )
-            base, cap = _COMMIT_BACKOFF
-            delay = min(remaining, full_jitter(attempt, base=base, cap=cap, rng=ctx.rng))
+                raise _CommitFailed(str(exc)) from exc
+
+        def on_retry(retry: int, exc: BaseException, wait: float) -> None:
             self.log.warning(
                 events.ROTATION_COMMIT_RETRY,
-                attempt=attempt,
-                retry_in_seconds=round(delay, 3),
-                error=error,
+                attempt=retry,
+                retry_in_seconds=round(wait, 3),
+                error=str(exc),
             )
-            await ctx.clock.sleep(delay)
+
+        try:
+            # The secret is in memory only: keep trying until commit_retry_for is
+            # spent (the deadline bounds the loop), never hammering a Vault that is down.
+            return await retry(
+                attempt,
+                backoff=_COMMIT_BACKOFF,
+                retryable=lambda exc: isinstance(exc, _CommitFailed),
+                clock=ctx.clock,
+                rng=ctx.rng,
+                on_retry=on_retry,
+                deadline=ctx.clock.monotonic() + ctx.commit_retry_for.total_seconds(),
+            )
+        except _CommitFailed as exc:
+            ctx.reread(self.sub.id)
+            self.log.critical(
+                events.ROTATION_FAILED,
+                stage="commit",
+                attempts=attempts,
+                error=str(exc),
+                rotation_id=self.rotation_id,
+                secret_fingerprint=fingerprint,
+            )
+            return self.outcome(
+                OutcomeKind.FAILED,
+                Reason.COMMIT_FAILED,
+                secret_fingerprint=fingerprint,
+                error=str(exc),
+            )
 
     async def read_back(self) -> Record | None:
         try:
@@ -525,8 +561,8 @@ class _Rotation:
             holder_state=current.state,
         )
         return self.outcome(
-            "conflict",
-            "superseded",
+            OutcomeKind.CONFLICT,
+            Reason.SUPERSEDED,
             vault_version=current.version,
             secret_fingerprint=fingerprint,
             error="superseded",
@@ -548,7 +584,10 @@ class _Rotation:
                 recovery_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
             )
             return self.outcome(
-                "failed", result.reason, error=result.error, protocol_error=self.protocol_error
+                OutcomeKind.FAILED,
+                result.reason,
+                error=result.error,
+                protocol_error=self.protocol_error,
             )
         start = self.start
         # Never write `active` from a release unless the previous record vouched
@@ -565,11 +604,14 @@ class _Rotation:
             ctx.reread(self.sub.id)  # the claim stays; recovery takes it over later
         self.log.info(events.ROTATION_RELEASED, rotation_id=self.rotation_id, state=restored.state)
         if isinstance(result, _Gone):
-            self.log.info(events.ROTATION_SKIPPED, reason="gone", stage="regenerate")
-            return self.outcome("skipped", "gone", error=result.error)
+            self.log.info(events.ROTATION_SKIPPED, reason=Reason.GONE, stage="regenerate")
+            return self.outcome(OutcomeKind.SKIPPED, Reason.GONE, error=result.error)
         self.log.error(events.ROTATION_FAILED, stage="regenerate", error=result.error)
         return self.outcome(
-            "failed", result.reason, error=result.error, protocol_error=self.protocol_error
+            OutcomeKind.FAILED,
+            result.reason,
+            error=result.error,
+            protocol_error=self.protocol_error,
         )
 
 

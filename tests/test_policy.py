@@ -11,7 +11,6 @@ import pytest
 from rotator.model import CLOCK_MARGIN, Record, Secret, Subscription
 from rotator.policy import (
     FUTURE_TOLERANCE,
-    REASONS,
     Decision,
     Force,
     Policy,
@@ -20,6 +19,7 @@ from rotator.policy import (
     next_claim_expiry,
     orphans,
 )
+from rotator.reasons import DECISIONS, EXPLANATIONS, Reason
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -203,20 +203,13 @@ def test_age_rule_grid() -> None:
         assert limit == decision.max_age
 
 
-def test_every_reason_has_a_sentence() -> None:
-    """Each reason code decide can emit is documented in REASONS."""
-    emitted = {
-        "claimed", "claim_expired", "forced", "disabled", "unknown_status", "rule_skip",
-        "unmanaged", "unmanaged_skip", "age_unknown", "max_age_exceeded", "fresh",
-        "settling", "settled", "stale", "rotated_in_future",
-    }  # fmt: skip
-    assert emitted == set(REASONS)
-    assert all(sentence for sentence in REASONS.values())
-    assert REASONS["fresh"] == one(sub(), rec()).explanation
+def test_a_decision_explains_itself_from_the_one_table() -> None:
+    """A decision's explanation is its code's sentence in rotator.reasons.EXPLANATIONS."""
+    assert EXPLANATIONS[Reason.FRESH] == one(sub(), rec()).explanation
 
 
 def test_decide_produces_every_reason_in_reasons() -> None:
-    """For each code in REASONS there is an input for which decide gives exactly that code."""
+    """For each decision code there is an input for which decide gives exactly that code."""
     skip_rule = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable", skip=True),))
     cases = {
         "claimed": one(sub(), rec(state="rotating", claim_in=DAY)),
@@ -235,7 +228,7 @@ def test_decide_produces_every_reason_in_reasons() -> None:
         "stale": one(sub(), rec(state="stale")),
         "rotated_in_future": one(sub(), rec(age=-DAY)),
     }
-    assert sorted(REASONS) == sorted(cases)
+    assert sorted(DECISIONS) == sorted(cases)
     assert {code: code for code in cases} == {code: d.reason for code, d in cases.items()}
 
 

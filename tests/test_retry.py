@@ -108,6 +108,23 @@ async def test_waits_never_cross_the_deadline() -> None:
     assert ([1.0, 1.0, 0.5], 4) == (clock.slept, len(calls))
 
 
+async def test_a_whole_wait_that_would_cross_the_deadline_ends_the_retries() -> None:
+    """With whole_wait, a 1 s Retry-After 1.5 s before the deadline is taken, the next is not."""
+    clock = FakeClock()
+    calls, attempt = failing(99, Flaky(retry_after=1.0))
+    with pytest.raises(Flaky):
+        await retry(
+            attempt,  # type: ignore[arg-type]
+            backoff=Backoff(attempts=50, base=1.0, cap=8.0),
+            retryable=lambda exc: True,
+            clock=clock,
+            rng=random.Random(7),
+            deadline=1.5,
+            whole_wait=True,
+        )
+    assert ([1.0], 2) == (clock.slept, len(calls))
+
+
 def test_retry_after_replaces_the_backoff_but_is_capped() -> None:
     """A peer's Retry-After is the wait, up to the cap; a negative one is ignored."""
     backoff = Backoff(attempts=3, base=0.25, cap=8.0)
