@@ -27,7 +27,7 @@ from rotator.errors import ConfigError
 from rotator.model import Secret
 from rotator.policy import Policy, Rule
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 CLIENT_SECRET = "monite-client-secret-Zq81"
 VAULT_TOKEN = "hvs.vault-token-Xk42"
