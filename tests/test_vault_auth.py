@@ -17,13 +17,13 @@ from typing import Any
 import hvac
 import pytest
 
+from rotator.app import open_engine
 from rotator.config import DEFAULT_POLICY, MoniteSettings, Settings, VaultSettings, load_settings
-from rotator.engine import open_engine
 from rotator.errors import VaultAuthError, VaultError, VaultRequestError
 from rotator.model import Record, Secret
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from rotator.vault import VaultStore, client_options, read_monite_credentials
+from rotator.vault import VaultStore, client_options
 from tests.fixtures_vault import ROTATOR_POLICY
 
 SUB_ID = "9b2f6c1e-0000-4000-8000-00000000a001"
@@ -407,9 +407,12 @@ async def test_revoked_plain_token_fails_without_retry_storm(
 
 
 @pytest.mark.emulator_only("reads the namespace headers received (live: test_openbao_live)")
-async def test_namespace_header_is_sent(vault: VaultEmulator, approle: tuple[str, str]) -> None:
+async def test_namespace_header_is_sent(vault: VaultEmulator) -> None:
     """vault.namespace goes out as X-Vault-Namespace, on the login and the KV calls."""
-    store = VaultStore(approle_settings(vault, *approle, namespace="admin/payments"))
+    vault.namespace("admin/payments")
+    vault.put_policy("rotator", ROTATOR_POLICY, namespace="admin/payments")
+    role = vault.add_approle("rotator", policies=["rotator"], namespace="admin/payments")
+    store = VaultStore(approle_settings(vault, *role, namespace="admin/payments"))
     try:
         await store.read(SUB_ID)
     finally:
@@ -436,7 +439,7 @@ def test_tls_options_reach_hvac_client(monkeypatch: pytest.MonkeyPatch) -> None:
         client_cert=Path("/etc/client.pem"),
         client_key=Path("/etc/client-key.pem"),
     )
-    VaultStore(settings)._client()
+    VaultStore(settings)._pool.client()
     assert [
         {
             "url": "https://vault.test:8200",
@@ -491,7 +494,7 @@ async def test_monite_credentials_missing_path_names_path_and_keys(
 ) -> None:
     """No secret at credentials_path is a VaultRequestError naming the path and expected keys."""
     with pytest.raises(VaultRequestError) as caught:
-        await read_monite_credentials(approle_store, CREDENTIALS_PATH)
+        await approle_store.read_monite_credentials(CREDENTIALS_PATH)
     message = str(caught.value)
     assert "Vault has nothing at secret/data/monite/api" in message
     assert "the keys client_id and client_secret" in message
@@ -503,7 +506,7 @@ async def test_monite_credentials_missing_key_is_named(
     """A secret without client_secret is a VaultRequestError naming that key, not the values."""
     vault.kv_write("secret", CREDENTIALS_PATH, {"client_id": "cid-visible", "secret": "x-visible"})
     with pytest.raises(VaultRequestError) as caught:
-        await read_monite_credentials(approle_store, CREDENTIALS_PATH)
+        await approle_store.read_monite_credentials(CREDENTIALS_PATH)
     message = str(caught.value)
     assert "has no usable client_secret" in message
     assert [] == [v for v in ("cid-visible", "x-visible") if v in message]
@@ -517,7 +520,7 @@ async def test_monite_credentials_denied_names_the_capability(
     store = VaultStore(vault_settings)
     try:
         with pytest.raises(VaultAuthError) as caught:
-            await read_monite_credentials(store, CREDENTIALS_PATH)
+            await store.read_monite_credentials(CREDENTIALS_PATH)
     finally:
         store.close()
     assert 'the policy needs "read" on secret/data/monite/api' in str(caught.value)

@@ -141,7 +141,7 @@ def test_transport_error_text_is_kept_and_scrubbed() -> None:
 
 
 def test_vault_event_names_are_registered() -> None:
-    """Every vault.* name vault.py logs is in EVENTS, namespaced `vault.verb`."""
+    """Every vault.* name rotator.vault logs is in EVENTS, namespaced `vault.verb`."""
     names = {
         events.VAULT_LOGIN,
         events.VAULT_LOGIN_FAILED,

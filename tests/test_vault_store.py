@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ import hvac
 import hvac.exceptions
 import pytest
 import requests
+import structlog
 
 from rotator.config import VaultSettings
 from rotator.errors import (
@@ -191,14 +193,15 @@ async def test_list_ids_skips_folders(
     assert ["a-sub", "b-sub"] == await store.list_ids()
 
 
-async def test_read_all(store: VaultStore) -> None:
-    """read_all returns every record under the prefix, keyed by id, at its version."""
+async def test_list_ids_then_read_gives_every_record_at_its_version(store: VaultStore) -> None:
+    """Every listed id reads back as the record last written under it, at its version."""
     expected = {}
     for n in range(12):
         sid = f"sub-{n:02d}"
         expected[sid] = await store.write(active_record(sid, secret=f"s{n}"), cas=0)
     expected["sub-00"] = await store.write(active_record("sub-00", secret="again"), cas=1)
-    assert expected == await store.read_all(concurrency=3)
+    ids = await store.list_ids()
+    assert expected == dict(zip(ids, await asyncio.gather(*map(store.read, ids)), strict=True))
 
 
 # -- failures ---------------------------------------------------------------------
@@ -302,6 +305,34 @@ async def test_retries_are_bounded(vault: Any, vault_settings: VaultSettings) ->
     finally:
         vault.faults.fail_next = 0
         store.close()
+
+
+@pytest.mark.emulator_only("injects 5xx (faults.fail_next)")
+async def test_retry_waits_are_jitter_from_the_injected_rng_on_the_injected_sleep(
+    vault: Any, vault_settings: VaultSettings
+) -> None:
+    """Each retry sleeps on the injected `sleep` for jitter from the injected `rng`; vault.retry."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    settings = vault_settings.model_copy(update={"max_retries": 2})
+    store = VaultStore(settings, sleep=sleep, rng=random.Random(7))
+    try:
+        vault.faults.fail_next = 10
+        with structlog.testing.capture_logs() as logs, pytest.raises(VaultUnavailable):
+            await store.read(SUB.id)
+    finally:
+        vault.faults.fail_next = 0
+        store.close()
+    rng = random.Random(7)
+    expected = [rng.uniform(0.0, min(5.0, 0.2 * 2**n)) for n in range(2)]
+    assert expected == waits
+    retries = [e for e in logs if e["event"] == "vault.retry"]
+    assert [(1, "read", round(expected[0], 2)), (2, "read", round(expected[1], 2))] == [
+        (e["retry"], e["operation"], e["retry_in_seconds"]) for e in retries
+    ]
 
 
 @pytest.mark.emulator_only("injects a 5xx (faults.fail_next) and counts the requests")
