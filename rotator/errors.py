@@ -92,7 +92,22 @@ class MoniteRequestError(MoniteError):
 
 
 class MoniteProtocolError(MoniteError):
-    """Monite answered with something we cannot trust (bad JSON, wrong shape, paging loop)."""
+    """Monite answered with something we cannot trust (bad JSON, wrong shape, paging loop).
+
+    `retryable` is False unless the caller knows asking again is safe and may
+    succeed (a body that could not be decoded, a regenerate answer with no secret).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        may_have_applied: bool = False,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message, status=status, may_have_applied=may_have_applied)
+        self.retryable = retryable
 
 
 class VaultError(DependencyError):

@@ -12,13 +12,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.cli import _display_url
+from rotator.cli.plan import display_url as _display_url
 from rotator.clock import SystemClock
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
 from rotator.engine import Engine
 from rotator.metrics import Metrics
 from rotator.model import Record, Secret, is_known_secret
-from rotator.monite import MoniteClient, _header_number, _retry_after
+from rotator.monite import MoniteClient
+from rotator.monite._response import header_number as _header_number
+from rotator.monite._response import retry_after as _retry_after
 from rotator.policy import Force, Policy
 from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
