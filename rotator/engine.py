@@ -1,5 +1,7 @@
 """One rotation cycle: list, decide, claim, regenerate, commit, audit.
 
+Wiring the engine to real clients from settings is `rotator.app`'s job.
+
 Owns the rotation protocol of DESIGN.md and the in-memory record cache. The
 rule that shapes every branch here: between Monite's regenerate response and
 the Vault commit, the new secret exists only in this process, so nothing may
@@ -9,19 +11,17 @@ drop it (no early return, no unbounded wait, no log of its value).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import httpx
 import structlog
 
 from rotator import audit
 from rotator.clock import Clock, SystemClock
-from rotator.config import RotationSettings, Settings
+from rotator.config import RotationSettings
 from rotator.errors import (
     DependencyError,
     MoniteAuthError,
@@ -30,12 +30,10 @@ from rotator.errors import (
     VaultError,
 )
 from rotator.model import Record, Subscription, format_time
-from rotator.monite import MoniteClient
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
 from rotator.ports import RecordStore, SubscriptionSource
-from rotator.ratelimit import RateLimiter
 from rotator.rotation import Context, Outcome, OutcomeKind, rotate
-from rotator.vault import VaultSetup, VaultStore, read_monite_credentials
+from rotator.vault import VaultSetup
 
 log = structlog.get_logger("rotator.engine")
 
@@ -76,16 +74,17 @@ class CycleReport:
     @property
     def ok(self) -> bool:
         """True when the cycle ran and no rotation failed."""
-        return self.error is None and self.count("failed") == 0
+        return self.error is None and self.count(OutcomeKind.FAILED) == 0
 
     def summary(self) -> str:
         """One line for humans: the same counts cycle.finished logs."""
         if self.error is not None:
             return f"cycle failed: {self.error}"
+        counts = {kind: self.count(kind) for kind in OutcomeKind}
         return (
-            f"{self.count('rotated')} rotated, {self.count('recovered')} recovered, "
-            f"{self.count('failed')} failed, {self.count('conflict')} conflicts, "
-            f"{self.count('skipped')} skipped, {len(self.orphans)} orphaned"
+            f"{counts[OutcomeKind.ROTATED]} rotated, {counts[OutcomeKind.RECOVERED]} recovered, "
+            f"{counts[OutcomeKind.FAILED]} failed, {counts[OutcomeKind.CONFLICT]} conflicts, "
+            f"{counts[OutcomeKind.SKIPPED]} skipped, {len(self.orphans)} orphaned"
         )
 
 
@@ -232,7 +231,7 @@ class Engine:
                 if sub.id in unreadable:
                     report.unreadable.append(sub.id)
                     report.outcomes.append(
-                        Outcome(sub.id, sub.object_type, "failed", "vault_unreadable")
+                        Outcome(sub.id, sub.object_type, OutcomeKind.FAILED, "vault_unreadable")
                     )
             for orphan_id in report.orphans:
                 log.warning(audit.SUBSCRIPTION_ORPHANED, subscription_id=orphan_id)
@@ -273,7 +272,9 @@ class Engine:
                             object_type=sub.object_type,
                             reason="shutting_down",
                         )
-                        return Outcome(sub.id, sub.object_type, "skipped", "shutting_down")
+                        return Outcome(
+                            sub.id, sub.object_type, OutcomeKind.SKIPPED, "shutting_down"
+                        )
                     return await self.rotate(decision)
 
             report.outcomes.extend(await asyncio.gather(*(bounded(d) for d in due)))
@@ -289,11 +290,11 @@ class Engine:
             report.finished_at = self._clock.now()
             log.info(
                 audit.CYCLE_FINISHED,
-                rotated=report.count("rotated"),
-                recovered=report.count("recovered"),
-                failed=report.count("failed"),
-                conflicts=report.count("conflict"),
-                skipped=report.count("skipped"),
+                rotated=report.count(OutcomeKind.ROTATED),
+                recovered=report.count(OutcomeKind.RECOVERED),
+                failed=report.count(OutcomeKind.FAILED),
+                conflicts=report.count(OutcomeKind.CONFLICT),
+                skipped=report.count(OutcomeKind.SKIPPED),
                 orphaned=len(report.orphans),
                 subscriptions=len(report.decisions),
                 duration_seconds=round(self._clock.monotonic() - started, 3),
@@ -399,7 +400,7 @@ class Engine:
         )
         if decision.reason == "unmanaged_skip":
             log.warning(audit.SUBSCRIPTION_UNMANAGED, subscription_id=sub.id)
-        return Outcome(sub.id, sub.object_type, "skipped", reason)
+        return Outcome(sub.id, sub.object_type, OutcomeKind.SKIPPED, reason)
 
     async def rotate(self, decision: Decision) -> Outcome:
         """Run the protocol (`rotator.rotation`) for one subscription; never raises."""
@@ -456,63 +457,6 @@ def _describe_force(force: Force | None) -> str | list[str] | None:
     return "all" if force.all else sorted(force.ids)
 
 
-def owner_identity(hostname: str, pid: int) -> str:
-    """The default claim owner: enough to find the process that holds a claim."""
-    return f"{hostname}:{pid}"
-
-
-@contextlib.asynccontextmanager
-async def open_engine(
-    settings: Settings,
-    *,
-    owner: str,
-    clock: Clock | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> AsyncIterator[Engine]:
-    """Wire an Engine to real clients from settings, and close them afterwards.
-
-    Vault is verified first (`VaultStore.verify`: namespace, login, a KV v2 mount,
-    the capabilities rotation needs), so no command reads or writes a record
-    through a wrong mount or namespace: a KV v1 mount would take the records as
-    unversioned junk. Then, with `monite.credentials_path` set, the Monite client
-    id and secret are read from Vault (a VaultError if they cannot be).
-    """
-    clock = clock or SystemClock()
-    store = VaultStore(settings.vault, clock=clock.monotonic, sleep=clock.sleep)
-    try:
-        setup = await store.verify(settings.monite.credentials_path)
-        monite_settings = settings.monite
-        if monite_settings.credentials_path is not None:
-            client_id, client_secret = await read_monite_credentials(
-                store, monite_settings.credentials_path
-            )
-            monite_settings = monite_settings.model_copy(
-                update={"client_id": client_id, "client_secret": client_secret}
-            )
-        async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
-            limiter = RateLimiter(
-                monite_settings.rate_limit, burst=monite_settings.rate_burst, clock=clock
-            )
-            monite = MoniteClient(http, monite_settings, clock=clock, limiter=limiter)
-            engine = Engine(
-                monite=monite,
-                store=store,
-                policy=settings.policy,
-                rotation=settings.rotation,
-                owner=settings.rotation.owner or owner,
-                clock=clock,
-                max_retries=monite_settings.max_retries,
-            )
-            engine.vault_setup = setup
-            try:
-                yield engine
-            finally:
-                with contextlib.suppress(Exception):
-                    await monite.aclose()
-    finally:
-        store.close()
-
-
 def force_for(ids: Sequence[str] | None, everything: bool) -> Force:
     """The Force a `rotate --force` invocation asks for."""
     return Force(ids=frozenset(ids or ()), all=everything)
@@ -530,7 +474,5 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "force_for",
-    "open_engine",
-    "owner_identity",
     "subscriptions_missing",
 ]

@@ -24,20 +24,23 @@ the request (reasons pass through the audit redactor as a last line of defence).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from rotator.clock import Clock, SystemClock
 from rotator.redact import redact_text
 
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS = 32
 ACCEPT_RETRY_SECONDS = 0.1
+
+T = TypeVar("T")
 
 _REASONS = {
     200: "OK",
@@ -57,6 +60,25 @@ class Verdict:
 
     ok: bool
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def within(work: Awaitable[T], seconds: float, clock: Clock) -> T:
+    """`work`, or TimeoutError (the work cancelled) once `seconds` have passed on `clock`."""
+    task = asyncio.ensure_future(work)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled while waiting: so is the work, as with wait_for
+        task.cancel()
+        raise
+    finally:
+        timer.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise TimeoutError
 
 
 @dataclass(frozen=True)
@@ -82,12 +104,12 @@ class CachedProbe:
         *,
         ttl: float,
         timeout: float,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         self._check = check
         self._ttl = ttl
         self._timeout = timeout
-        self._monotonic = monotonic
+        self._clock = clock or SystemClock()
         self._result: tuple[float, str | None] | None = None  # (when, error or None)
         self._running: asyncio.Task[str | None] | None = None
 
@@ -96,7 +118,7 @@ class CachedProbe:
 
     async def result(self) -> str | None:
         """None when the check passed (recently), else the one-line reason it failed."""
-        now = self._monotonic()
+        now = self._clock.monotonic()
         if self._result is not None and now - self._result[0] < self._ttl:
             return self._result[1]
         if self._running is None or self._running.done():
@@ -107,13 +129,13 @@ class CachedProbe:
     async def _run(self) -> str | None:
         error: str | None
         try:
-            await asyncio.wait_for(self._check(), timeout=self._timeout)
+            await within(self._check(), self._timeout, self._clock)
             error = None
         except TimeoutError:
             error = f"no answer within {self._timeout:g}s"
         except Exception as exc:  # any failure is a reason to be unready, never a crash
             error = str(exc) or type(exc).__name__
-        self._result = (self._monotonic(), error)
+        self._result = (self._clock.monotonic(), error)
         return error
 
 
@@ -133,8 +155,10 @@ class HealthServer:
         *,
         max_connections: int = MAX_CONNECTIONS,
         read_timeout: float = READ_TIMEOUT_SECONDS,
+        clock: Clock | None = None,
     ) -> None:
         self._routes = routes
+        self._clock = clock or SystemClock()
         self._host = host
         self._port = port
         self._max_connections = max_connections
@@ -207,7 +231,7 @@ class HealthServer:
             except OSError:
                 # Out of file descriptors, or the client gave up: the next
                 # connections wait in the kernel's backlog meanwhile.
-                await asyncio.sleep(ACCEPT_RETRY_SECONDS)
+                await self._clock.sleep(ACCEPT_RETRY_SECONDS)
                 continue
             # Make room: first by hanging up on a connection still silent, else on
             # the oldest one being answered (a readiness check it waits on goes on,
@@ -222,7 +246,8 @@ class HealthServer:
             task.add_done_callback(functools.partial(_close, conn))
             self._connections[conn] = task
             self._waiting[conn] = task
-            # Lets a connection hung up on close its socket before the next accept.
+            # Lets a connection hung up on close its socket before the next accept
+            # (a yield to the loop, not a wait).
             await asyncio.sleep(0)
 
     def _evict_oldest(self) -> None:
@@ -260,7 +285,7 @@ class HealthServer:
                 answer += body
             loop = asyncio.get_running_loop()
             # A client that does not read its answer is dropped after the timeout.
-            await asyncio.wait_for(loop.sock_sendall(conn, answer), timeout=self._read_timeout)
+            await within(loop.sock_sendall(conn, answer), self._read_timeout, self._clock)
         except (OSError, TimeoutError, asyncio.CancelledError):
             pass
         finally:
@@ -270,7 +295,7 @@ class HealthServer:
 
     async def _answer(self, conn: socket.socket) -> tuple[int, str, bytes, dict[str, str], bool]:
         try:
-            head = await asyncio.wait_for(_read_head(conn), timeout=self._read_timeout)
+            head = await within(_read_head(conn), self._read_timeout, self._clock)
         except TimeoutError:
             return (*_json(408, {"error": "request not received in time"}), {}, False)
         except asyncio.LimitOverrunError:

@@ -12,9 +12,8 @@ kinds, operation names and status codes, never an id, a URL or a secret.
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -23,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
+from rotator.clock import Clock, SystemClock
 from rotator.engine import CycleReport, Engine
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -97,8 +97,8 @@ DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip", "unknown_status"})
 class Metrics:
     """Every metric of the daemon; `observe` feeds it one finished cycle."""
 
-    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
-        self._wall_clock = wall_clock
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.rotations = PromCounter(
@@ -207,7 +207,7 @@ class Metrics:
     def _oldest_age(self) -> float:
         if self._oldest_rotated_at is None:
             return 0.0
-        return max(0.0, self._wall_clock() - self._oldest_rotated_at)
+        return max(0.0, self._clock.now().timestamp() - self._oldest_rotated_at)
 
     def render(self) -> bytes:
         """The exposition text (format 0.0.4) of every metric."""

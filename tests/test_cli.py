@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rotator import errors
+from rotator.app import ExitCode, dependency_exit_code
 from rotator.cli import build_parser, main
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
@@ -464,3 +466,25 @@ def test_rotate_force_of_a_claimed_id_fails_and_says_why(
         result.stderr
     )
     assert 0 == monite.regenerate_count(sid)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (errors.VaultConfigError("no such mount"), 78),
+        (errors.VaultAuthError("permission denied"), 77),
+        (errors.MoniteAuthError("invalid client"), 77),
+        (errors.VaultUnavailable("sealed"), 69),
+        (errors.MoniteUnavailable("503"), 69),
+    ],
+)
+def test_dependency_errors_map_to_one_exit_code_table(
+    error: errors.DependencyError, expected: int
+) -> None:
+    """A dependency error exits 78 (a setting Vault shows wrong), 77 (refused) or 69."""
+    assert expected == dependency_exit_code(error)
+
+
+def test_exit_codes_are_the_documented_ones() -> None:
+    """ExitCode holds exactly the codes DESIGN.md and `rotator --help` document."""
+    assert [0, 1, 2, 69, 70, 77, 78, 130] == [int(code) for code in ExitCode]

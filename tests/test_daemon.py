@@ -437,7 +437,7 @@ async def test_alive_only_while_scheduler_runs(
         await asyncio.sleep(0.05)
     assert "running" == daemon.phase
     assert daemon.alive()
-    scheduler = daemon._scheduler
+    scheduler = daemon._schedule.scheduler
     assert scheduler is not None
     scheduler.shutdown(wait=False)
     await asyncio.sleep(0.05)

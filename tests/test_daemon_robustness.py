@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rotator import daemon as daemon_module
 from rotator import events
+from rotator.clock import SystemClock
 from rotator.config import (
     HealthSettings,
     MoniteSettings,
@@ -29,7 +29,9 @@ from rotator.config import (
     Settings,
     VaultSettings,
 )
-from rotator.daemon import CYCLE_LIMIT_FLOOR, EXIT_SOFTWARE, Daemon, cycle_limit
+from rotator.daemon import CYCLE_LIMIT_FLOOR, Daemon, ExitCode, cycle_limit
+from rotator.daemon import drain as drain_cycle
+from rotator.daemon import reload as reload_module
 from rotator.engine import Engine
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
@@ -154,7 +156,7 @@ async def test_reload_that_fails_unexpectedly_is_a_reload_failed_event(
         monite=monite_settings, vault=vault_settings, health=HealthSettings(enabled=False)
     )
     daemon = Daemon(settings, owner="test:1", config_path=tmp_path / "rotator.toml", environ={})
-    monkeypatch.setattr(daemon_module, "load_settings", broken)
+    monkeypatch.setattr(reload_module, "load_settings", broken)
     with capture_audit() as captured:
         applied = await asyncio.wait_for(daemon.reload(), timeout=5)
     failed = [e for e in captured if e["event"] == events.CONFIG_RELOAD_FAILED]
@@ -286,9 +288,43 @@ async def test_unexpected_exception_exits_70_with_one_logged_error(
     daemon = Daemon(settings, owner="test:1", environ={}, engine_factory=broken)
     with capture_audit() as captured:
         code = await asyncio.wait_for(daemon.serve(), timeout=15)
-    assert EXIT_SOFTWARE == code
+    assert ExitCode.SOFTWARE == code
     assert 70 == code
     failed = [e for e in captured if e["event"] == events.DAEMON_FAILED]
     assert [("RuntimeError", "error")] == [(e["error"], e["log_level"]) for e in failed]
     stopped = [e["exit_code"] for e in captured if e["event"] == events.DAEMON_STOPPED]
     assert [70] == stopped
+
+
+# ---------------------------------------------------------------------------
+# The one drain (the daemon's and `run --once`'s)
+# ---------------------------------------------------------------------------
+
+
+class _StopRecorder:
+    """Stands in for an Engine: records request_stop()."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def request_stop(self) -> None:
+        self.stopped = True
+
+
+async def test_drain_waits_for_a_cycle_that_finishes_within_the_grace() -> None:
+    """drain() stops new rotations, lets the cycle in flight finish, and says it did."""
+    engine = _StopRecorder()
+    cycle = asyncio.ensure_future(asyncio.sleep(0.05))
+    finished = await drain_cycle(engine, cycle, 5.0, SystemClock())  # type: ignore[arg-type]
+    assert (True, True, False) == (finished, engine.stopped, cycle.cancelled())
+
+
+async def test_drain_cancels_a_cycle_still_running_after_the_grace() -> None:
+    """drain() gives up after the grace: False, and the cycle is cancelled."""
+    engine = _StopRecorder()
+    cycle = asyncio.ensure_future(asyncio.sleep(30))
+    finished = await asyncio.wait_for(
+        drain_cycle(engine, cycle, 0.05, SystemClock()),  # type: ignore[arg-type]
+        timeout=5,
+    )
+    assert (False, True, True) == (finished, engine.stopped, cycle.cancelled())

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rotator.clock import SystemClock
 from rotator.engine import CycleReport, Outcome
 from rotator.health import MAX_CONNECTIONS, CachedProbe, HealthServer, Routes, Verdict
 from rotator.metrics import CONTENT_TYPE, Metrics
@@ -25,6 +26,20 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
 from tests.daemon_harness import PREFIX, Config, DaemonProcess
+
+
+class StoppedClock(SystemClock):
+    """The real sleep, but wall and monotonic time stand still until a test moves them."""
+
+    def __init__(self, wall: datetime, monotonic: float = 100.0) -> None:
+        self.wall = wall
+        self.seconds = monotonic
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.seconds
 
 
 async def fetch(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -216,19 +231,19 @@ async def test_client_that_never_reads_its_answer_is_dropped() -> None:
 async def test_probe_is_cached_and_shared() -> None:
     """Concurrent and repeated readiness probes within the ttl run the check once."""
     calls = []
-    now = [100.0]
+    clock = StoppedClock(datetime(2024, 6, 1, tzinfo=UTC))
 
     async def check() -> None:
         calls.append(1)
         await asyncio.sleep(0.05)
         raise RuntimeError("Vault is sealed")
 
-    probe = CachedProbe(check, ttl=5, timeout=1, monotonic=lambda: now[0])
+    probe = CachedProbe(check, ttl=5, timeout=1, clock=clock)
     results = await asyncio.gather(*(probe.result() for _ in range(5)))
     assert ["Vault is sealed"] * 5 == results
     assert "Vault is sealed" == await probe.result()
     assert 1 == len(calls)
-    now[0] += 6
+    clock.seconds += 6
     await probe.result()
     assert 2 == len(calls)
 
@@ -275,7 +290,7 @@ def test_metrics_from_a_cycle_report() -> None:
         ],
         orphans=["z"],
     )
-    metrics = Metrics(wall_clock=lambda: (start + timedelta(days=11)).timestamp())
+    metrics = Metrics(clock=StoppedClock(start + timedelta(days=11)))
     metrics.observe(report)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

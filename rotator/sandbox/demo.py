@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TextIO
 
+from rotator.app import open_engine
 from rotator.audit import configure_logging, reset_logging
 from rotator.clock import SystemClock
 from rotator.config import Settings, load_settings
-from rotator.engine import Engine, open_engine
+from rotator.engine import Engine
 from rotator.model import Record, Secret
 from rotator.policy import Force, Rule
 from rotator.sandbox.monite import MoniteEmulator

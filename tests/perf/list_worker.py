@@ -17,9 +17,9 @@ import sys
 import time
 from typing import Any
 
+from rotator.app import open_engine
 from rotator.audit import configure_logging
 from rotator.config import load_settings
-from rotator.engine import open_engine
 from rotator.model import Subscription
 from tests.perf.common import hwm_mib, rss_mib
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
+from rotator.app import open_engine
 from rotator.config import load_settings
-from rotator.engine import open_engine
 from tests.perf.common import MONITE_LATENCY, VAULT_LATENCY, Budget, Profile, Scenario
 from tests.perf.host import EmulatorHost, counts_delta
 from tests.perf.naive import API_VERSION

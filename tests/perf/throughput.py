@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rotator.app import open_engine
 from rotator.config import load_settings
-from rotator.engine import CycleReport, open_engine
+from rotator.engine import CycleReport
 from tests.perf.common import (
     MONITE_LATENCY,
     RATE_LIMIT,

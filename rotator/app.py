@@ -1,0 +1,107 @@
+"""The application's wiring: settings → clients → an Engine; and its exit codes.
+
+`open_engine` builds the real Monite and Vault clients from settings (reading
+the Monite credentials from Vault when `monite.credentials_path` says so) and
+closes them afterwards; `rotator.engine` only runs cycles on what it is given.
+`ExitCode` is the one table of exit codes the CLI and the daemon share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import AsyncIterator
+
+import httpx
+
+from rotator.clock import Clock, SystemClock
+from rotator.config import Settings
+from rotator.engine import Engine
+from rotator.errors import DependencyError, MoniteAuthError, VaultAuthError, VaultConfigError
+from rotator.monite import MoniteClient
+from rotator.ratelimit import RateLimiter
+from rotator.vault import VaultStore, read_monite_credentials
+
+
+class ExitCode(enum.IntEnum):
+    """What `rotator` exits with (DESIGN.md; sysexits.h names where one applies)."""
+
+    OK = 0
+    FAILED = 1  # some rotation failed (or a drain ran out of time)
+    USAGE = 2
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: Monite or Vault unreachable
+    SOFTWARE = 70  # EX_SOFTWARE: an unexpected exception (a bug)
+    NOPERM = 77  # EX_NOPERM: Monite or Vault refused our credentials
+    CONFIG = 78  # EX_CONFIG: bad configuration
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+def dependency_exit_code(exc: DependencyError) -> ExitCode:
+    """CONFIG when Vault's answer shows a setting is wrong (no such namespace or mount, not
+    KV v2), NOPERM when Monite or Vault refused our credentials or a policy denies a path
+    (waiting cannot fix either), else UNAVAILABLE."""
+    if isinstance(exc, VaultConfigError):
+        return ExitCode.CONFIG
+    if isinstance(exc, MoniteAuthError | VaultAuthError):
+        return ExitCode.NOPERM
+    return ExitCode.UNAVAILABLE
+
+
+def owner_identity(hostname: str, pid: int) -> str:
+    """The default claim owner: enough to find the process that holds a claim."""
+    return f"{hostname}:{pid}"
+
+
+@contextlib.asynccontextmanager
+async def open_engine(
+    settings: Settings,
+    *,
+    owner: str,
+    clock: Clock | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Engine]:
+    """Wire an Engine to real clients from settings, and close them afterwards.
+
+    Vault is verified first (`VaultStore.verify`: namespace, login, a KV v2 mount,
+    the capabilities rotation needs), so no command reads or writes a record
+    through a wrong mount or namespace: a KV v1 mount would take the records as
+    unversioned junk. Then, with `monite.credentials_path` set, the Monite client
+    id and secret are read from Vault (a VaultError if they cannot be).
+    """
+    clock = clock or SystemClock()
+    store = VaultStore(settings.vault, clock=clock.monotonic, sleep=clock.sleep)
+    try:
+        setup = await store.verify(settings.monite.credentials_path)
+        monite_settings = settings.monite
+        if monite_settings.credentials_path is not None:
+            client_id, client_secret = await read_monite_credentials(
+                store, monite_settings.credentials_path
+            )
+            monite_settings = monite_settings.model_copy(
+                update={"client_id": client_id, "client_secret": client_secret}
+            )
+        async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
+            limiter = RateLimiter(
+                monite_settings.rate_limit, burst=monite_settings.rate_burst, clock=clock
+            )
+            monite = MoniteClient(http, monite_settings, clock=clock, limiter=limiter)
+            engine = Engine(
+                monite=monite,
+                store=store,
+                policy=settings.policy,
+                rotation=settings.rotation,
+                owner=settings.rotation.owner or owner,
+                clock=clock,
+                max_retries=monite_settings.max_retries,
+            )
+            engine.vault_setup = setup
+            try:
+                yield engine
+            finally:
+                with contextlib.suppress(Exception):
+                    await monite.aclose()
+    finally:
+        store.close()
+
+
+__all__ = ["ExitCode", "dependency_exit_code", "open_engine", "owner_identity"]

@@ -1,0 +1,78 @@
+"""The shutdown drain, one implementation for the daemon and for `run --once`/`rotate --force`.
+
+A cycle is never cut between regenerate and commit by a signal: draining
+stops new rotations (`engine.request_stop()`), then waits, bounded by
+`rotation.shutdown_timeout`, for those in flight to commit. Only when that
+runs out is the cycle cancelled; claims left behind are recovered after
+`claim_ttl`. Waits are taken on the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from rotator.clock import Clock
+from rotator.engine import Engine
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """Raised by `until_stopped` when the stop event comes before the work is done."""
+
+
+async def until_stopped(
+    work: Awaitable[T], stop: asyncio.Event, clock: Clock, limit: float | None = None
+) -> T:
+    """`work`, unless `stop` is set first (Stopped) or `limit` seconds pass on `clock`
+    (TimeoutError); the work is cancelled then."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    waiters: set[asyncio.Future[Any]] = {stopper}
+    timer = None if limit is None else asyncio.ensure_future(clock.sleep(limit))
+    if timer is not None:
+        waiters.add(timer)
+    try:
+        done, _ = await asyncio.wait({task, *waiters}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled while waiting: so is the work
+        task.cancel()
+        raise
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    if stopper in done:
+        raise Stopped
+    raise TimeoutError
+
+
+async def drain(
+    engine: Engine | None, cycle: asyncio.Future[Any] | None, grace: float, clock: Clock
+) -> bool:
+    """Start no new rotation and give the cycle in flight `grace` seconds to finish.
+
+    True when nothing is left running; False when the time ran out, and the
+    cycle has been cancelled.
+    """
+    if engine is not None:
+        engine.request_stop()
+    if cycle is None or cycle.done():
+        return True
+    timer = asyncio.ensure_future(clock.sleep(grace))
+    try:
+        await asyncio.wait({cycle, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+    if cycle.done():
+        return True
+    cycle.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cycle
+    return False
