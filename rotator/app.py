@@ -20,7 +20,7 @@ from rotator.engine import Engine
 from rotator.errors import DependencyError, MoniteAuthError, VaultAuthError, VaultConfigError
 from rotator.monite import MoniteClient
 from rotator.ratelimit import RateLimiter
-from rotator.vault import VaultStore, read_monite_credentials
+from rotator.vault import VaultStore
 
 
 class ExitCode(enum.IntEnum):
@@ -74,8 +74,8 @@ async def open_engine(
         setup = await store.verify(settings.monite.credentials_path)
         monite_settings = settings.monite
         if monite_settings.credentials_path is not None:
-            client_id, client_secret = await read_monite_credentials(
-                store, monite_settings.credentials_path
+            client_id, client_secret = await store.read_monite_credentials(
+                monite_settings.credentials_path
             )
             monite_settings = monite_settings.model_copy(
                 update={"client_id": client_id, "client_secret": client_secret}

@@ -2,13 +2,12 @@
 
 Code never calls `datetime.now`, `time.monotonic` or `asyncio.sleep` directly;
 it takes a `Clock`, so tests can drive time without patching. How long to wait
-between retries (`full_jitter`) lives here too, so every retry loop backs off alike.
+between retries is `rotator.retry`'s, which sleeps on this clock.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -102,29 +101,3 @@ class ServerClock:
             return None
         seen, at = anchor
         return seen + timedelta(seconds=max(0.0, self._monotonic() - at))
-
-
-def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Backoff before retry number `attempt` (0-based): uniform in [0, min(cap, base * 2**attempt)].
-
-    Full jitter: callers that failed together do not come back together.
-    """
-    return rng.uniform(0.0, min(cap, base * 2**attempt))
-
-
-# Monite's retries: the first waits up to BACKOFF_BASE, none longer than
-# BACKOFF_CAP, and a server's Retry-After above RETRY_AFTER_CAP is not trusted.
-BACKOFF_BASE = 0.25
-BACKOFF_CAP = 8.0
-RETRY_AFTER_CAP = 60.0
-
-
-def retry_wait(attempt: int, retry_after: float | None, *, rng: random.Random) -> float:
-    """The wait before retry `attempt` (0-based): the server's `Retry-After` when it
-    sent a usable one (capped), else full jitter between BACKOFF_BASE and BACKOFF_CAP.
-
-    One rule for every Monite retry, the adapter's and the rotation's alike.
-    """
-    if retry_after is not None and retry_after >= 0:
-        return min(float(retry_after), RETRY_AFTER_CAP)
-    return full_jitter(attempt, base=BACKOFF_BASE, cap=BACKOFF_CAP, rng=rng)

@@ -20,7 +20,6 @@ with the stable `vault.*` names of `rotator.events`.
 
 from __future__ import annotations
 
-from rotator.model import Secret
 from rotator.vault._errors import translate_hvac_error
 from rotator.vault._verify import VaultSetup
 from rotator.vault._wire import client_options
@@ -30,12 +29,5 @@ __all__ = [
     "VaultSetup",
     "VaultStore",
     "client_options",
-    "read_monite_credentials",
     "translate_hvac_error",
 ]
-
-
-async def read_monite_credentials(store: VaultStore, path: str) -> tuple[str, Secret]:
-    """`store.read_monite_credentials(path)`; kept as a function for `rotator.engine`,
-    until it calls the method (then this goes)."""
-    return await store.read_monite_credentials(path)
