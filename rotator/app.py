@@ -24,7 +24,7 @@ from rotator.vault import VaultStore
 
 
 class ExitCode(enum.IntEnum):
-    """What `rotator` exits with (DESIGN.md; sysexits.h names where one applies)."""
+    """What `rotator` exits with (the README lists them; sysexits.h names where one applies)."""
 
     OK = 0
     FAILED = 1  # some rotation failed (or a drain ran out of time)

@@ -2,7 +2,7 @@
 
 Wiring the engine to real clients from settings is `rotator.app`'s job.
 
-Owns the rotation protocol of DESIGN.md and the in-memory record cache. The
+Owns the cycle around the protocol (rotator.rotation) and the in-memory record cache. The
 rule that shapes every branch here: between Monite's regenerate response and
 the Vault commit, the new secret exists only in this process, so nothing may
 drop it (no early return, no unbounded wait, no log of its value).

@@ -198,7 +198,7 @@ class Record:
     `created_time` is Vault's own time for that version (from KV metadata, never
     stored in the data): claims and settling horizons are measured from it.
 
-    States (DESIGN.md, protocol version 2):
+    States (protocol version 2, rotator.rotation; the README lists them):
     - `active`: `secret` is Monite's current secret.
     - `rotating`: a claim is held until `created_time + claim_ttl`.
     - `settling`: committed, but an earlier regenerate may still land at
@@ -333,7 +333,7 @@ class Record:
         return replace(self, version=version, created_time=created_time)
 
     def to_vault(self) -> dict[str, Any]:
-        """The KV v2 `data` object, field names as in DESIGN.md."""
+        """The KV v2 `data` object, field names as the README's "What lands in Vault" gives."""
         return {
             "secret": self.secret.reveal() if self.secret is not None else None,
             "rotated_at": format_time(self.rotated_at),

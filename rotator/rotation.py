@@ -1,4 +1,4 @@
-"""The rotation protocol, version 2 (DESIGN.md), for one subscription, step by step.
+"""The rotation protocol, version 2, for one subscription, step by step (docs/architecture.md).
 
 Owns what happens between a decision to rotate and its outcome: claim,
 regenerate, commit, settle, release. It talks only to the ports in
@@ -127,7 +127,7 @@ class _Doubt:
 
 
 async def rotate(ctx: Context, decision: Decision) -> Outcome:
-    """Claim, regenerate, commit one subscription (DESIGN.md steps 1 to 7); never raises."""
+    """Claim, regenerate, commit one subscription, steps 1 to 7 below; never raises."""
     return await _Rotation(ctx, decision).run()
 
 

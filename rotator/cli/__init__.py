@@ -1,7 +1,7 @@
 """The `rotator` command line: argument parsing, exit codes, and nothing else.
 
-Exit codes (DESIGN.md; `rotator.app.ExitCode`): 0 all good, 1 some rotation failed, 2 usage,
-69 a dependency is unreachable, 77 a dependency refused our credentials
+Exit codes (`rotator.app.ExitCode`, listed in the README): 0 all good, 1 some
+rotation failed, 2 usage, 69 a dependency is unreachable, 77 a dependency refused our credentials
 (Monite or Vault said 401/403: a wrong token, client secret or AppRole/
 Kubernetes login, or a Vault policy that denies a path), 78 bad configuration;
 the daemon adds 70 for an internal error (a bug), 130 is Ctrl-C. A user
