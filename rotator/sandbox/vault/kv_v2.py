@@ -1,25 +1,18 @@
-"""The Vault emulator's KV secrets engine, version 1 and version 2, as OpenBao answers.
+"""The Vault emulator's KV version 2 engine, on the records of a `KvMount`, as OpenBao answers.
 
-A `KvMount` holds one mount's records and answers the requests routed to it
-(the path below the mount, the operation, the parsed body). Version 2 has
-data/metadata/config/delete/undelete/destroy with check-and-set and version
-pruning; version 1 is a plain map from path to JSON object, so a KV v2 client
-talking to it writes a secret literally named "data/<path>" (as OpenBao does).
+data, metadata (with custom_metadata limits), config, delete/undelete/destroy,
+check-and-set and version pruning; `seed_v2` and `read_v2` are the same
+operations without HTTP, for the emulator's administration calls.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import secrets
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from rotator.sandbox import record_issued
 from rotator.sandbox._http import Request, Response
-from rotator.sandbox._vault_common import (
+from rotator.sandbox.vault.common import (
     CAS_MISMATCH,
     CAS_REQUIRED,
     Reply,
@@ -36,159 +29,21 @@ from rotator.sandbox._vault_common import (
     rfc3339,
     unsupported,
 )
-
-DEFAULT_MAX_VERSIONS = 10  # KV v2 keeps ten versions unless configured
-KV_V1_LEASE = 768 * 3600  # a KV v1 read reports the mount's default lease TTL
-
-CUSTOM_METADATA_MAX_KEYS = 64
-CUSTOM_METADATA_MAX_KEY_BYTES = 128
-CUSTOM_METADATA_MAX_VALUE_BYTES = 512
-
-KV_V1_PATH_WARNING = (
-    "Invalid path for a versioned K/V secrets engine. See the API docs for the "
-    "appropriate API endpoints to use. If using the OpenBao CLI, use 'bao kv get' "
-    "for this operation."
+from rotator.sandbox.vault.kv import (
+    CUSTOM_METADATA_MAX_KEY_BYTES,
+    CUSTOM_METADATA_MAX_KEYS,
+    CUSTOM_METADATA_MAX_VALUE_BYTES,
+    DEFAULT_MAX_VERSIONS,
+    KV_V1_PATH_WARNING,
+    KvMount,
+    Secret,
+    Version,
+    list_keys,
+    record_secret,
 )
-OPENBAO_BUILD = "v2.7.2+builtin.bao"
 
 
-@dataclass
-class _Version:
-    created: float
-    data: dict[str, Any] | None
-    deletion_time: float | None = None
-    destroyed: bool = False
-
-    def deleted(self, now: float) -> bool:
-        return self.deletion_time is not None and self.deletion_time <= now
-
-
-@dataclass
-class _Secret:
-    created: float
-    updated: float
-    current_version: int = 0
-    oldest_version: int = 0
-    versions: dict[int, _Version] = field(default_factory=dict)
-    max_versions: int = 0
-    cas_required: bool = False
-    delete_version_after: int = 0
-    custom_metadata: dict[str, str] | None = None
-    metadata_version: int = 0
-
-
-def _accessor(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(4)}"
-
-
-@dataclass
-class KvMount:
-    """One KV mount: `version` 2 (versioned) or 1 (plain)."""
-
-    name: str
-    version: int = 2
-    max_versions: int = 0
-    cas_required: bool = False
-    delete_version_after: int = 0
-    description: str = ""
-    secrets: dict[str, _Secret] = field(default_factory=dict)  # version 2
-    values: dict[str, dict[str, Any]] = field(default_factory=dict)  # version 1
-    accessor: str = field(default_factory=lambda: _accessor("kv"))
-    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def info(self) -> dict[str, Any]:
-        """The mount's entry as sys/internal/ui/mounts/<path> shows it."""
-        return {
-            "accessor": self.accessor,
-            "config": {"default_lease_ttl": 0, "force_no_cache": False, "max_lease_ttl": 0},
-            "deprecation_status": "supported",
-            "description": self.description,
-            "external_entropy_access": False,
-            "local": False,
-            "options": {"version": str(self.version)},
-            "path": self.name + "/",
-            "plugin_version": "",
-            "running_plugin_version": OPENBAO_BUILD,
-            "running_sha256": "",
-            "seal_wrap": False,
-            "type": "kv",
-            "uuid": self.uuid,
-        }
-
-    def exists(self, sub: str) -> bool:
-        """The existence check behind "create" vs "update" in the ACL."""
-        if self.version == 1:
-            return sub.strip("/") in self.values
-        head, _, key = sub.partition("/")
-        return head in ("data", "metadata") and key.strip("/") in self.secrets
-
-    def handle(
-        self, request: Request, sub: str, op: str, body: dict[str, Any] | None, now: float
-    ) -> Response:
-        if self.version == 1:
-            return self._v1(request, sub, op, body)
-        return _KvV2(self, now).handle(request, sub, op, body)
-
-    # -- version 1 -------------------------------------------------------------
-
-    def _v1(self, request: Request, sub: str, op: str, body: dict[str, Any] | None) -> Response:
-        if op == "list":
-            return _list_keys(self.values, sub.strip("/"))
-        key = sub
-        if op == "read":
-            value = self.values.get(key)
-            if value is None or not key or key.endswith("/"):
-                return error(404)
-            ignored = sorted(k for k in request.query if k != "list")
-            warnings = (
-                [f"Endpoint ignored these unrecognized parameters: [{' '.join(ignored)}]"]
-                if ignored
-                else None
-            )
-            lease = KV_V1_LEASE
-            for name in ("ttl", "lease"):
-                if name in value:
-                    with contextlib.suppress(Reply):
-                        lease = round(parse_duration(value[name], name))
-            return envelope(200, data=copy.deepcopy(value), warnings=warnings, lease_duration=lease)
-        if op in ("update", "create"):
-            if key.endswith("/") or not key:
-                return error(400, "cannot write to a path ending in '/'")
-            if not body:
-                return error(400, "missing data fields")
-            self.values[key] = copy.deepcopy(body)
-            _record_secret(body)
-            return no_content()
-        if op == "delete":
-            self.values.pop(key, None)
-            return no_content()
-        return unsupported()
-
-    def seed_v1(self, key: str, data: dict[str, Any]) -> None:
-        self.values[key] = copy.deepcopy(data)
-        _record_secret(data)
-
-
-def _record_secret(data: dict[str, Any]) -> None:
-    value = data.get("secret")
-    if isinstance(value, str):
-        record_issued(value)
-
-
-def _list_keys(names: Any, key: str) -> Response:
-    prefix = key + "/" if key else ""
-    keys: set[str] = set()
-    for name in names:
-        if name.startswith(prefix):
-            rest = name[len(prefix) :]
-            head, slash, _ = rest.partition("/")
-            keys.add(head + slash)
-    if not keys:
-        return error(404)
-    return envelope(200, data={"keys": sorted(keys)})
-
-
-class _KvV2:
+class KvV2:
     """KV version 2 requests on one mount at one instant."""
 
     def __init__(self, kv: KvMount, now: float) -> None:
@@ -216,7 +71,7 @@ class _KvV2:
             return self.versions_op(key, head, data)
         if head == "metadata":
             if op == "list":
-                return _list_keys(kv.secrets, key)
+                return list_keys(kv.secrets, key)
             if key and op == "read":
                 return self.metadata_read(key)
             if key and op in ("update", "create"):
@@ -267,7 +122,7 @@ class _KvV2:
             return no_content()
         return unsupported()
 
-    def version_metadata(self, secret: _Secret, number: int) -> dict[str, Any]:
+    def version_metadata(self, secret: Secret, number: int) -> dict[str, Any]:
         version = secret.versions[number]
         return {
             "created_time": rfc3339(version.created),
@@ -297,15 +152,15 @@ class _KvV2:
         data = {"data": copy.deepcopy(version.data), "metadata": metadata}
         return envelope(200, data=data)
 
-    def append(self, key: str, data: dict[str, Any]) -> _Secret:
+    def append(self, key: str, data: dict[str, Any]) -> Secret:
         kv, now = self.kv, self.now
         secret = kv.secrets.get(key)
         if secret is None:
-            secret = _Secret(created=now, updated=now)
+            secret = Secret(created=now, updated=now)
             kv.secrets[key] = secret
         after = secret.delete_version_after or kv.delete_version_after
         secret.current_version += 1
-        secret.versions[secret.current_version] = _Version(
+        secret.versions[secret.current_version] = Version(
             created=now, data=data, deletion_time=now + after if after > 0 else None
         )
         secret.updated = now
@@ -316,7 +171,7 @@ class _KvV2:
             for number in [n for n in secret.versions if n <= drop_through]:
                 del secret.versions[number]
             secret.oldest_version = drop_through + 1
-        _record_secret(data)
+        record_secret(data)
         return secret
 
     def write(self, key: str, body: dict[str, Any], *, patch: bool = False) -> Response:
@@ -440,7 +295,7 @@ class _KvV2:
         if secret is None:
             if patch:
                 return error(404)
-            secret = _Secret(created=now, updated=now)
+            secret = Secret(created=now, updated=now)
             kv.secrets[key] = secret
         if max_versions is not None:
             secret.max_versions = max_versions
@@ -511,7 +366,7 @@ def _custom_metadata(raw: Any, *, patch: bool) -> dict[str, str | None]:
 
 def seed_v2(kv: KvMount, key: str, data: dict[str, Any], now: float) -> int:
     """Append a version without HTTP (no ACL, no CAS); the new version number."""
-    return _KvV2(kv, now).append(key, copy.deepcopy(data)).current_version
+    return KvV2(kv, now).append(key, copy.deepcopy(data)).current_version
 
 
 def read_v2(kv: KvMount, key: str, now: float) -> tuple[dict[str, Any], int, str] | None:
