@@ -102,17 +102,7 @@ class KvV2:
             }
             return envelope(200, data=data)
         if op in ("update", "create"):
-            max_versions = (
-                parse_int(body["max_versions"], "max_versions") if "max_versions" in body else None
-            )
-            cas_required = (
-                parse_bool(body["cas_required"], "cas_required") if "cas_required" in body else None
-            )
-            after = (
-                round(parse_duration(body["delete_version_after"], "delete_version_after"))
-                if "delete_version_after" in body
-                else None
-            )
+            max_versions, cas_required, after = _limits(body)
             if max_versions is not None:
                 kv.max_versions = max_versions
             if cas_required is not None:
@@ -279,17 +269,7 @@ class KvV2:
             if "custom_metadata" in body
             else None
         )
-        max_versions = (
-            parse_int(body["max_versions"], "max_versions") if "max_versions" in body else None
-        )
-        cas_required = (
-            parse_bool(body["cas_required"], "cas_required") if "cas_required" in body else None
-        )
-        after = (
-            round(parse_duration(body["delete_version_after"], "delete_version_after"))
-            if "delete_version_after" in body
-            else None
-        )
+        max_versions, cas_required, after = _limits(body)
         kv, now = self.kv, self.now
         secret = kv.secrets.get(key)
         if secret is None:
@@ -378,3 +358,20 @@ def read_v2(kv: KvMount, key: str, now: float) -> tuple[dict[str, Any], int, str
     if version is None or version.destroyed or version.deleted(now):
         return None
     return copy.deepcopy(version.data or {}), secret.current_version, rfc3339(version.created)
+
+
+def _limits(body: dict[str, Any]) -> tuple[int | None, bool | None, int | None]:
+    """max_versions, cas_required and delete_version_after (seconds) as a request sets them,
+    None for each it leaves alone; the mount's config and a secret's metadata take the same."""
+    max_versions = (
+        parse_int(body["max_versions"], "max_versions") if "max_versions" in body else None
+    )
+    cas_required = (
+        parse_bool(body["cas_required"], "cas_required") if "cas_required" in body else None
+    )
+    after = (
+        round(parse_duration(body["delete_version_after"], "delete_version_after"))
+        if "delete_version_after" in body
+        else None
+    )
+    return max_versions, cas_required, after
