@@ -26,6 +26,7 @@ from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
+from tests.clocks import FakeClock
 from tests.conftest import capture_audit
 from tests.records import put_record, wait_for_version
 
@@ -225,23 +226,11 @@ def test_hostile_rate_limit_headers_do_not_raise() -> None:
 async def test_a_huge_retry_after_pauses_at_most_a_minute() -> None:
     """A Retry-After of a day is capped, so one answer cannot stall the daemon for hours."""
 
-    class Clock:
-        t = 0.0
-
-        def now(self) -> datetime:
-            return datetime.fromtimestamp(self.t, UTC)
-
-        def monotonic(self) -> float:
-            return self.t
-
-        async def sleep(self, seconds: float) -> None:
-            self.t += seconds
-
-    clock = Clock()
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(100.0, burst=5, clock=clock)
     limiter.pause(86400)
     await limiter.acquire()
-    assert MAX_PAUSE_SECONDS == pytest.approx(clock.t)
+    assert MAX_PAUSE_SECONDS == pytest.approx(clock.monotonic())
 
 
 def test_a_second_secret_with_the_same_value_does_not_hide_the_first() -> None:

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 
 import pytest
 
 from rotator.retry import RETRY_AFTER_CAP, Backoff, full_jitter, retry
-
-
-class FakeClock:
-    """Virtual time: sleeping moves monotonic time forward at once."""
-
-    def __init__(self) -> None:
-        self.at = 0.0
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.at, UTC)
-
-    def monotonic(self) -> float:
-        return self.at
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.at += seconds
+from tests.clocks import FakeClock
 
 
 class Flaky(Exception):
@@ -48,7 +30,7 @@ def failing(times: int, exc: Exception) -> tuple[list[int], object]:
 
 async def test_retries_until_success_within_the_attempts() -> None:
     """Two failures then success: three calls, two waits, the answer returned."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     calls, attempt = failing(2, Flaky())
     seen: list[int] = []
     result = await retry(
@@ -59,7 +41,7 @@ async def test_retries_until_success_within_the_attempts() -> None:
         rng=random.Random(1),
         on_retry=lambda n, exc, wait: seen.append(n),
     )
-    assert ("done", 3, [1, 2], 2) == (result, len(calls), seen, len(clock.slept))
+    assert ("done", 3, [1, 2], 2) == (result, len(calls), seen, len(clock.sleeps))
 
 
 async def test_the_last_failure_is_raised_after_the_attempts() -> None:
@@ -71,7 +53,7 @@ async def test_the_last_failure_is_raised_after_the_attempts() -> None:
             attempt,  # type: ignore[arg-type]
             backoff=Backoff(attempts=4, base=0.5, cap=2.0),
             retryable=lambda exc: True,
-            clock=FakeClock(),
+            clock=FakeClock(monotonic=0.0),
             rng=random.Random(2),
         )
     assert (4, error) == (len(calls), raised.value)
@@ -79,7 +61,7 @@ async def test_the_last_failure_is_raised_after_the_attempts() -> None:
 
 async def test_a_permanent_error_is_not_retried() -> None:
     """An exception `retryable` refuses is raised at once, with no wait."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     calls, attempt = failing(1, ValueError("permanent"))
     with pytest.raises(ValueError, match="permanent"):
         await retry(
@@ -89,12 +71,12 @@ async def test_a_permanent_error_is_not_retried() -> None:
             clock=clock,
             rng=random.Random(3),
         )
-    assert (1, []) == (len(calls), clock.slept)
+    assert (1, []) == (len(calls), clock.sleeps)
 
 
 async def test_waits_never_cross_the_deadline() -> None:
     """With a deadline 2.5 s away, the waits add up to at most 2.5 s and the error surfaces."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     calls, attempt = failing(99, Flaky(retry_after=1.0))
     with pytest.raises(Flaky):
         await retry(
@@ -105,12 +87,12 @@ async def test_waits_never_cross_the_deadline() -> None:
             rng=random.Random(4),
             deadline=2.5,
         )
-    assert ([1.0, 1.0, 0.5], 4) == (clock.slept, len(calls))
+    assert ([1.0, 1.0, 0.5], 4) == (clock.sleeps, len(calls))
 
 
 async def test_a_whole_wait_that_would_cross_the_deadline_ends_the_retries() -> None:
     """With whole_wait, a 1 s Retry-After 1.5 s before the deadline is taken, the next is not."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     calls, attempt = failing(99, Flaky(retry_after=1.0))
     with pytest.raises(Flaky):
         await retry(
@@ -122,7 +104,7 @@ async def test_a_whole_wait_that_would_cross_the_deadline_ends_the_retries() -> 
             deadline=1.5,
             whole_wait=True,
         )
-    assert ([1.0], 2) == (clock.slept, len(calls))
+    assert ([1.0], 2) == (clock.sleeps, len(calls))
 
 
 def test_retry_after_replaces_the_backoff_but_is_capped() -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from rotator.config import MoniteSettings
 from rotator.monite import MoniteClient
-from tests.monite.helpers import FakeClock, Leaks
+from tests.clocks import FakeClock
+from tests.monite.helpers import Leaks
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -15,38 +13,9 @@ from rotator.config import MoniteSettings
 from rotator.monite import MoniteClient
 from rotator.sandbox import ISSUED
 from rotator.sandbox.monite import MoniteEmulator
+from tests.clocks import FakeClock
 
 E = TypeVar("E", bound=BaseException)
-
-
-class FakeClock:
-    """Monotonic time that moves only when told to or when code sleeps; sleeps return at once.
-
-    `on_sleep` lets a test change the emulator's faults between attempts.
-    """
-
-    def __init__(self, *, real_sleep: bool = False) -> None:
-        self.mono = 1000.0
-        self.sleeps: list[float] = []
-        self.on_sleep: Callable[[], None] | None = None
-        self._real_sleep = real_sleep
-
-    def now(self) -> datetime:
-        return datetime(2024, 6, 1, tzinfo=UTC) + timedelta(seconds=self.mono - 1000.0)
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.mono += seconds
-        if self.on_sleep is not None:
-            self.on_sleep()
-        if self._real_sleep:
-            await asyncio.sleep(seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
 
 
 class Leaks:

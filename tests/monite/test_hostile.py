@@ -7,11 +7,10 @@ transport that lets Monite apply a regenerate and then reshapes its answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -35,6 +34,7 @@ from rotator.ratelimit import RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.vault import VaultStore
+from tests.clocks import FakeClock
 from tests.conftest import capture_audit
 
 PREFIX = "monite/webhooks"
@@ -43,26 +43,6 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
 CLAIM_TTL = timedelta(seconds=30)
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeClock:
-    """Wall and monotonic time that move only when code sleeps; sleeps return at once."""
-
-    def __init__(self) -> None:
-        self.mono = 1000.0
-        self.start = datetime(2024, 6, 1, tzinfo=UTC)
-        self.sleeps: list[float] = []
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=self.mono - 1000.0)
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.mono += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 def answer(handler: Handler) -> Handler:

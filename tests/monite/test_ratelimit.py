@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import httpx
 
@@ -13,28 +12,12 @@ from rotator.model import Secret
 from rotator.monite import MoniteClient
 from rotator.ratelimit import RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
-
-
-class FakeClock:
-    """Monotonic time that only moves when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self.t, UTC)
-
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
+from tests.clocks import FakeClock
 
 
 async def test_requests_are_paced_at_the_rate_after_the_burst() -> None:
     """Twenty acquisitions at 10/s with burst 5 take 1.5 s of clock time."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(10.0, burst=5, clock=clock)
     await asyncio.gather(*(limiter.acquire() for _ in range(20)))
     assert 1.5 == round(clock.monotonic(), 6)
@@ -42,7 +25,7 @@ async def test_requests_are_paced_at_the_rate_after_the_burst() -> None:
 
 async def test_pause_holds_every_caller() -> None:
     """After a 429's Retry-After of 2 s, the next caller waits the full 2 s."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(100.0, burst=10, clock=clock)
     await limiter.acquire()
     limiter.pause(2.0)
@@ -52,7 +35,7 @@ async def test_pause_holds_every_caller() -> None:
 
 async def test_no_remaining_quota_waits_for_the_reset() -> None:
     """RateLimit-Remaining 0 with Reset 1 makes the next request wait a second."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(100.0, burst=10, clock=clock)
     first = await limiter.acquire()
     limiter.observe(first, remaining=0, reset=1.0)
@@ -62,18 +45,17 @@ async def test_no_remaining_quota_waits_for_the_reset() -> None:
 
 async def test_reset_given_as_a_timestamp_waits_until_then() -> None:
     """A RateLimit-Reset that is a Unix timestamp 2 s ahead pauses 2 s, not the 60 s cap."""
-    clock = FakeClock()
-    clock.t = 1_717_243_200.0  # 2024-06-01: now() is a real date
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(100.0, burst=10, clock=clock)
     first = await limiter.acquire()
-    limiter.observe(first, remaining=0, reset=clock.t + 2)
+    limiter.observe(first, remaining=0, reset=clock.now().timestamp() + 2)
     await limiter.acquire()
-    assert 2.0 == clock.t - 1_717_243_200.0
+    assert 2.0 == clock.monotonic()
 
 
 async def test_reported_spare_quota_is_used_less_what_was_sent_since() -> None:
     """Monite reporting 10 remaining lets 10 - 3 in flight - margin 2 = 5 more go at once."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(1.0, burst=1, clock=clock)
     sent = [await limiter.acquire() for _ in range(4)]  # 1 from the bucket, then 1/s
     assert 3.0 == clock.monotonic()
@@ -87,7 +69,7 @@ async def test_reported_spare_quota_is_used_less_what_was_sent_since() -> None:
 
 async def test_older_answers_do_not_override_newer_ones() -> None:
     """An answer to an earlier request cannot restore spare quota a later answer took away."""
-    clock = FakeClock()
+    clock = FakeClock(monotonic=0.0)
     limiter = RateLimiter(1.0, burst=1, clock=clock)
     a = await limiter.acquire()
     b = await limiter.acquire()
