@@ -2,8 +2,9 @@
 
 Wiring the engine to real clients from settings is `rotator.app`'s job.
 
-Owns the cycle around the protocol (rotator.rotation) and the in-memory record cache. The
-rule that shapes every branch here: between Monite's regenerate response and
+Owns the cycle around the protocol (rotator.rotation); the record cache is
+`rotator.cache`'s and the quarantine `rotator.quarantine`'s. The rule that
+shapes every branch here: between Monite's regenerate response and
 the Vault commit, the new secret exists only in this process, so nothing may
 drop it (no early return, no unbounded wait, no log of its value).
 """
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from rotator import audit
+from rotator.cache import RecordCache
 from rotator.clock import Clock, SystemClock
 from rotator.config import RotationSettings
 from rotator.errors import (
@@ -27,28 +29,16 @@ from rotator.errors import (
     MoniteAuthError,
     MoniteError,
     VaultAuthError,
-    VaultError,
 )
 from rotator.model import Record, Subscription, format_time
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
 from rotator.ports import RecordStore, SubscriptionSource
+from rotator.quarantine import Quarantine
+from rotator.reasons import Reason
 from rotator.rotation import Context, Outcome, OutcomeKind, rotate
 from rotator.vault import VaultSetup
 
 log = structlog.get_logger("rotator.engine")
-
-# Rotations of one subscription whose regenerate ended on an answer we cannot read
-# (MoniteProtocolError), with no successful one between, before this process stops
-# regenerating it: each may have killed its secret, and asking again does not help.
-QUARANTINE_AFTER = 3
-QUARANTINE_HINT = (
-    "Monite's regenerate_secret answers for this subscription have a shape this rotator "
-    "cannot read, and each attempt may have replaced its secret: check monite.api_version "
-    "against Monite's API changelog or contact Monite support; its claim stays in Vault and "
-    "this process leaves it alone until it restarts, until `rotator rotate --force --id` "
-    "is run for it (here, or in another process: its record is read again every cycle), "
-    "or until another replica rotates it"
-)
 
 
 @dataclass(slots=True)
@@ -91,10 +81,8 @@ class CycleReport:
 class Engine:
     """Runs cycles against one Monite account and one Vault prefix.
 
-    Keeps a cache of Vault records: filled by one read per record on the first
-    cycle, updated by our own writes, refreshed in full every `cache_ttl`.
-    A stale entry is harmless: the claim's check-and-set fails and the record
-    is re-read.
+    Keeps a cache of the Vault records (`rotator.cache`), so a steady cycle
+    makes no Vault request.
     """
 
     def __init__(
@@ -115,15 +103,11 @@ class Engine:
         self._rotation = rotation
         self._owner = owner
         self._clock = clock or SystemClock()
-        self._cache_ttl = rotation.cache_refresh
         self._rng = rng or random.Random()
-        self._records: dict[str, Record] = {}
-        self._cache_loaded_at: float | None = None  # monotonic
-        self._stale: set[str] = set()
-        self._protocol_failures: dict[str, int] = {}  # see QUARANTINE_AFTER
-        # Quarantined ids, with the record version they were quarantined at: a
-        # newer version (another process rotated it) lifts the quarantine.
-        self._quarantined: dict[str, int] = {}
+        self._cache = RecordCache(
+            store, self._clock, refresh=rotation.cache_refresh, concurrency=rotation.concurrency
+        )
+        self._quarantine = Quarantine()
         self._in_flight = 0
         self._stopping = False
         # What open_engine's verification found of Vault (None for an engine built by hand).
@@ -138,8 +122,8 @@ class Engine:
             commit_retry_for=rotation.commit_retry_for,
             max_retries=max_retries,
             rng=self._rng,
-            remember=self._remember,
-            reread=self._stale.add,
+            remember=self._cache.remember,
+            reread=self._cache.mark_stale,
         )
 
     @property
@@ -157,8 +141,8 @@ class Engine:
 
     @property
     def quarantined(self) -> frozenset[str]:
-        """Subscriptions this process no longer regenerates (see QUARANTINE_AFTER)."""
-        return frozenset(self._quarantined)
+        """Subscriptions this process no longer regenerates (`rotator.quarantine`)."""
+        return self._quarantine.ids
 
     def request_stop(self) -> None:
         """Start no new rotation; those already claimed run on to their commit."""
@@ -201,7 +185,7 @@ class Engine:
         """What a cycle would do now, and why. Reads only; writes nothing."""
         report = CycleReport(run_id=_new_id(), started_at=self._clock.now())
         subscriptions = await self._monite.list_subscriptions()
-        records, unreadable = await self._load_records()
+        records, unreadable = await self._cache.load(also_read=self._quarantine.ids)
         now = await self._vault_now(records.values())
         report.unreadable = sorted(s.id for s in subscriptions if s.id in unreadable)
         self._decide(report, subscriptions, records, unreadable, now, force)
@@ -217,7 +201,8 @@ class Engine:
             log.info(audit.CYCLE_STARTED, forced=_describe_force(force))
             try:
                 subscriptions = await self._monite.list_subscriptions()
-                records, unreadable = await self._load_records()
+                # Quarantined records are read every cycle, to see another process rotate them.
+                records, unreadable = await self._cache.load(also_read=self._quarantine.ids)
                 now = await self._vault_now(records.values())
             except DependencyError as exc:
                 report.error = str(exc)
@@ -231,7 +216,9 @@ class Engine:
                 if sub.id in unreadable:
                     report.unreadable.append(sub.id)
                     report.outcomes.append(
-                        Outcome(sub.id, sub.object_type, OutcomeKind.FAILED, "vault_unreadable")
+                        Outcome(
+                            sub.id, sub.object_type, OutcomeKind.FAILED, Reason.VAULT_UNREADABLE
+                        )
                     )
             for orphan_id in report.orphans:
                 log.warning(audit.SUBSCRIPTION_ORPHANED, subscription_id=orphan_id)
@@ -242,22 +229,22 @@ class Engine:
                     report.outcomes.append(self._skipped(decision))
             # An id forced by name is someone asking to try again.
             retry = force.ids if force is not None else frozenset()
-            self._lift_quarantines()
+            self._quarantine.lift_rotated_elsewhere(self._cache)
             held = {
                 d.subscription.id
                 for d in due
-                if d.subscription.id in self._quarantined and d.subscription.id not in retry
+                if d.subscription.id in self._quarantine and d.subscription.id not in retry
             }
             for decision in due:
                 if decision.subscription.id in held:
-                    report.outcomes.append(self._skipped(decision, reason="quarantined"))
+                    report.outcomes.append(self._skipped(decision, reason=Reason.QUARANTINED))
             due = [d for d in due if d.subscription.id not in held]
             # A forced rotation is someone asking now: the cap does not apply.
             cap = 0 if force is not None else self._rotation.max_rotations_per_cycle
             if cap and len(due) > cap:
                 # Decisions come oldest first, so the cap defers the freshest of the due.
                 for decision in due[cap:]:
-                    report.outcomes.append(self._skipped(decision, reason="deferred"))
+                    report.outcomes.append(self._skipped(decision, reason=Reason.DEFERRED))
                 due = due[:cap]
 
             semaphore = asyncio.Semaphore(self._rotation.concurrency)
@@ -270,10 +257,10 @@ class Engine:
                             audit.ROTATION_SKIPPED,
                             subscription_id=sub.id,
                             object_type=sub.object_type,
-                            reason="shutting_down",
+                            reason=Reason.SHUTTING_DOWN,
                         )
                         return Outcome(
-                            sub.id, sub.object_type, OutcomeKind.SKIPPED, "shutting_down"
+                            sub.id, sub.object_type, OutcomeKind.SKIPPED, Reason.SHUTTING_DOWN
                         )
                     return await self.rotate(decision)
 
@@ -281,12 +268,13 @@ class Engine:
             # Orphans and quarantined subscriptions are not rotated, so their claims
             # must not schedule checks.
             listed = [
-                self._records[d.subscription.id]
+                record
                 for d in report.decisions
-                if d.subscription.id in self._records and d.subscription.id not in self._quarantined
+                if (record := self._cache.get(d.subscription.id)) is not None
+                and d.subscription.id not in self._quarantine
             ]
             self._next_check(report, listed, now)
-            report.quarantined = sorted(self._quarantined)
+            report.quarantined = sorted(self._quarantine.ids)
             report.finished_at = self._clock.now()
             log.info(
                 audit.CYCLE_FINISHED,
@@ -312,81 +300,6 @@ class Engine:
         judging = any(r.state != "active" for r in records)
         return await self._store.vault_now(refresh=judging)
 
-    def _lift_quarantines(self) -> None:
-        """Lift the quarantine of a record someone else has rotated since.
-
-        A newer version that holds a committed secret (`active` or `settling`):
-        our own claims of it (a forced retry that failed again) do not count.
-        """
-        for sub_id, version in list(self._quarantined.items()):
-            record = self._records.get(sub_id)
-            if (
-                record is not None
-                and record.version != version
-                and record.state in ("active", "settling")
-            ):
-                del self._quarantined[sub_id]
-                self._protocol_failures.pop(sub_id, None)
-
-    async def _load_records(self) -> tuple[dict[str, Record], set[str]]:
-        """The cached records, reading Vault only when the cache is cold, old or marked stale.
-
-        Also returns the ids whose record could not be read this time: one bad
-        record (a path the policy denies, say) costs that subscription a cycle,
-        not every subscription.
-        """
-        # Quarantined records are read every cycle, to see another process rotate them.
-        self._stale.update(self._quarantined)
-        now = self._clock.monotonic()
-        expired = (
-            self._cache_loaded_at is None
-            or now - self._cache_loaded_at >= self._cache_ttl.total_seconds()
-        )
-        if expired:
-            ids = await self._store.list_ids()
-            self._records = {}
-            self._stale.clear()
-            self._stale.update(ids)
-            self._cache_loaded_at = now
-        unreadable: set[str] = set()
-        if self._stale:
-            stale = sorted(self._stale)
-            self._stale.clear()  # the rotation context holds this very set
-            unreadable = await self._read_into_cache(stale)
-        return dict(self._records), unreadable
-
-    async def _read_into_cache(self, ids: Sequence[str]) -> set[str]:
-        gate = asyncio.Semaphore(self._rotation.concurrency)
-
-        async def read(subscription_id: str) -> Record:
-            async with gate:
-                return await self._store.read(subscription_id)
-
-        results = await asyncio.gather(*(read(i) for i in ids), return_exceptions=True)
-        unreadable: set[str] = set()
-        for subscription_id, result in zip(ids, results, strict=True):
-            if isinstance(result, VaultError):
-                unreadable.add(subscription_id)
-                self._stale.add(subscription_id)  # try again next cycle
-                log.error(
-                    audit.ROTATION_FAILED,
-                    subscription_id=subscription_id,
-                    stage="read",
-                    reason="vault_unreadable",
-                    error=str(result),
-                )
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                self._remember(result)
-        return unreadable
-
-    def _remember(self, record: Record) -> None:
-        if record.exists:
-            self._records[record.subscription_id] = record
-        else:
-            self._records.pop(record.subscription_id, None)
-
     def _skipped(self, decision: Decision, reason: str | None = None) -> Outcome:
         sub = decision.subscription
         reason = reason or decision.reason
@@ -409,34 +322,8 @@ class Engine:
             outcome = await rotate(self._context, decision)
         finally:
             self._in_flight -= 1
-        self._count_protocol_failures(outcome)
+        self._quarantine.count(outcome, self._cache)
         return outcome
-
-    def _count_protocol_failures(self, outcome: Outcome) -> None:
-        """Quarantine a subscription after QUARANTINE_AFTER protocol failures; success clears it."""
-        sub_id = outcome.subscription_id
-        if outcome.kind in ("rotated", "recovered"):
-            self._protocol_failures.pop(sub_id, None)
-            self._quarantined.pop(sub_id, None)
-            return
-        if not outcome.protocol_error:
-            return
-        failures = self._protocol_failures.get(sub_id, 0) + 1
-        self._protocol_failures[sub_id] = failures
-        if failures < QUARANTINE_AFTER or sub_id in self._quarantined:
-            return
-        record = self._records.get(sub_id)
-        self._quarantined[sub_id] = record.version if record is not None else 0
-        log.critical(
-            audit.ROTATION_FAILED,
-            subscription_id=sub_id,
-            object_type=outcome.object_type,
-            stage="regenerate",
-            reason="quarantined",
-            protocol_failures=failures,
-            error=outcome.error,
-            what_to_do=QUARANTINE_HINT,
-        )
 
 
 def _new_id() -> str:
@@ -447,8 +334,8 @@ def _seconds(value: timedelta | None) -> float | None:
     return None if value is None else round(value.total_seconds(), 3)
 
 
-def _reason_of(exc: Exception) -> str:
-    return "monite_error" if isinstance(exc, MoniteError) else "vault_error"
+def _reason_of(exc: Exception) -> Reason:
+    return Reason.MONITE_ERROR if isinstance(exc, MoniteError) else Reason.VAULT_ERROR
 
 
 def _describe_force(force: Force | None) -> str | list[str] | None:

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
-from rotator.engine import QUARANTINE_AFTER, CycleReport, Engine
+from rotator.engine import CycleReport, Engine
 from rotator.errors import (
     MoniteAuthError,
     MoniteError,
@@ -30,6 +30,7 @@ from rotator.metrics import Metrics
 from rotator.model import Secret
 from rotator.monite import MAX_SECRET_BYTES, MoniteClient
 from rotator.policy import Force, Policy
+from rotator.quarantine import QUARANTINE_AFTER
 from rotator.ratelimit import RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
