@@ -24,8 +24,8 @@ from rotator.errors import ConfigError
 
 # Event names are defined in rotator.events and re-exported here.
 from rotator.events import *  # noqa: F403
-from rotator.model import Secret
 from rotator.redact import REDACTED, redact_text
+from rotator.secret import Secret
 
 SECRET_PLACEHOLDER: Final = "<secret>"
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from rotator.model import is_known_secret
+from rotator.secret import is_known_secret
 
 REDACTED: Final = "<redacted>"
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from rotator.config import MoniteSettings
-from rotator.model import Secret
 from rotator.sandbox.monite import MoniteEmulator
+from rotator.secret import Secret
 
 
 @pytest.fixture

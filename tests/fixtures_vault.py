@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from rotator.config import VaultSettings
-from rotator.model import Secret
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from tests.openbao import OpenBaoServer, OpenBaoVault
 
 # The policy operators install (deploy/vault/policy.hcl): every test that talks

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rotator.config import VaultSettings
-from rotator.model import Record, Secret
+from rotator.model import Record
+from rotator.secret import Secret
 from rotator.vault import VaultStore
 
 

@@ -15,8 +15,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from rotator import audit
-from rotator.model import Secret
 from rotator.redact import redact_text
+from rotator.secret import Secret
 
 # Live Secret objects: the redactor only knows values a Secret still holds.
 SECRET = Secret("whsec_Zx81kQ2mP0vLr7TtYb9c")

@@ -15,11 +15,12 @@ import pytest
 
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
 from rotator.engine import Engine
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.monite import MoniteClient
 from rotator.policy import Force, Policy
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
 from tests.records import put_record, wait_for_version

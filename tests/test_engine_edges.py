@@ -17,7 +17,7 @@ from rotator.clock import SystemClock
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
 from rotator.engine import Engine
 from rotator.metrics import Metrics
-from rotator.model import Record, Secret, is_known_secret
+from rotator.model import Record
 from rotator.monite import MoniteClient
 from rotator.monite._response import header_number as _header_number
 from rotator.monite._response import retry_after as _retry_after
@@ -25,6 +25,7 @@ from rotator.policy import Force, Policy
 from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret, is_known_secret
 from rotator.vault import VaultStore
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit

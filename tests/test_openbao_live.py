@@ -24,9 +24,10 @@ from rotator import events
 from rotator.app import open_engine
 from rotator.config import DEFAULT_POLICY, MoniteSettings, Settings, VaultSettings
 from rotator.errors import VaultAuthError, VaultConfigError, VaultConflict, VaultUnavailable
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
 from tests.daemon_harness import run_rotator

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rotator.model import CLOCK_MARGIN, Record, Secret, Subscription
+from rotator.model import CLOCK_MARGIN, Record, Subscription
 from rotator.policy import (
     FUTURE_TOLERANCE,
     Decision,
@@ -20,6 +20,7 @@ from rotator.policy import (
     orphans,
 )
 from rotator.reasons import DECISIONS, EXPLANATIONS, Reason
+from rotator.secret import Secret
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -20,9 +20,10 @@ import pytest
 from rotator.app import open_engine
 from rotator.config import DEFAULT_POLICY, MoniteSettings, Settings, VaultSettings, load_settings
 from rotator.errors import VaultAuthError, VaultError, VaultRequestError
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore, client_options
 from tests.fixtures_vault import ROTATOR_POLICY
 

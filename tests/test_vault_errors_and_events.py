@@ -25,12 +25,13 @@ from rotator import events
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
 from rotator.engine import Engine
 from rotator.errors import VaultError, VaultRequestError, VaultUnavailable
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.monite import MoniteClient
 from rotator.policy import Policy
 from rotator.sandbox import record_issued
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore, translate_hvac_error
 from tests.conftest import capture_audit
 from tests.fixtures_vault import ROTATOR_POLICY

@@ -25,7 +25,8 @@ from rotator.errors import (
     VaultRequestError,
     VaultUnavailable,
 )
-from rotator.model import Record, Regenerated, Secret, Subscription
+from rotator.model import Record, Regenerated, Subscription
+from rotator.secret import Secret
 from rotator.vault import VaultStore, translate_hvac_error
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -9,8 +9,9 @@ import pytest
 from rotator.clock import ServerClock
 from rotator.config import VaultSettings
 from rotator.errors import VaultUnavailable
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

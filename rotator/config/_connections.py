@@ -41,7 +41,7 @@ from rotator.config._types import (
     to_optional_secret,
     to_secret,
 )
-from rotator.model import Secret
+from rotator.secret import Secret
 
 DEFAULT_JWT_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 

@@ -28,8 +28,9 @@ from rotator.config._types import (
     optional_positive,
     to_optional_duration,
 )
-from rotator.model import DEFAULT_CLAIM_TTL, DEFAULT_MAX_CLAIM_TTL, Secret, format_duration
+from rotator.model import DEFAULT_CLAIM_TTL, DEFAULT_MAX_CLAIM_TTL, format_duration
 from rotator.policy import Policy
+from rotator.secret import Secret
 
 DEFAULT_POLICY = Policy(max_age=timedelta(days=30))
 

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
-from rotator.model import Secret, parse_duration
+from rotator.model import parse_duration
+from rotator.secret import Secret
 
 # Validation context set by load_settings. Checks that only make sense for
 # operator input (client id is a UUID, a token exists, the CA file exists) run

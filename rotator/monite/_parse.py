@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 import httpx
 
 from rotator.errors import MoniteProtocolError
-from rotator.model import Regenerated, Secret, Subscription
+from rotator.model import Regenerated, Subscription
 from rotator.monite._errors import Failure
 from rotator.monite._response import UNREADABLE
+from rotator.secret import Secret
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from rotator.clock import Clock
 from rotator.errors import MoniteProtocolError
-from rotator.model import Secret
+from rotator.secret import Secret
 
 TOKEN_REFRESH_MARGIN = 300.0  # refresh when less than this (or 10% of the lifetime) is left
 TOKEN_FALLBACK_LIFETIME = 600.0  # used when Monite omits `expires_in`; a 401 covers the rest

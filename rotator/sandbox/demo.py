@@ -21,10 +21,11 @@ from rotator.audit import configure_logging, reset_logging
 from rotator.clock import SystemClock
 from rotator.config import Settings, load_settings
 from rotator.engine import Engine
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.policy import Force, Rule
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore
 
 MAX_AGE = timedelta(seconds=20)

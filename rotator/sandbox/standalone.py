@@ -27,10 +27,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from rotator.model import Record, Secret
+from rotator.model import Record
 from rotator.sandbox.deliveries import DEFAULT_EVERY, DeliverySender, display_url
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 
 EXIT_OK = 0
 EXIT_USAGE = 2

@@ -29,7 +29,7 @@ from rotator.events import (
     VAULT_TOKEN_MAX_TTL,
     VAULT_TOKEN_RENEWED,
 )
-from rotator.model import Secret
+from rotator.secret import Secret
 from rotator.vault._errors import (
     namespace_error,
     namespace_missing,

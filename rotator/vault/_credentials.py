@@ -12,7 +12,7 @@ from typing import Any
 
 from rotator.config import VaultSettings
 from rotator.errors import VaultAuthError, VaultConfigError, VaultRequestError
-from rotator.model import Secret
+from rotator.secret import Secret
 from rotator.vault._errors import absent
 from rotator.vault._pool import Pool
 from rotator.vault._wire import as_mapping

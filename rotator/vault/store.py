@@ -21,7 +21,8 @@ import hvac
 from rotator.clock import ServerClock
 from rotator.config import VaultSettings
 from rotator.errors import VaultAuthError, VaultError, VaultRequestError, VaultUnavailable
-from rotator.model import Record, Secret, parse_time
+from rotator.model import Record, parse_time
+from rotator.secret import Secret
 from rotator.vault._credentials import Credentials
 from rotator.vault._errors import absent
 from rotator.vault._pool import Pool, StoreClock

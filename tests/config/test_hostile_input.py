@@ -16,7 +16,7 @@ import pytest
 
 from rotator.config import CONFIG_FILE_LIMIT, SECRET_FILE_LIMIT, ExposedFile, load_settings
 from rotator.errors import ConfigError
-from rotator.model import Secret
+from rotator.secret import Secret
 
 CLIENT_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 CLIENT_SECRET = "monite-client-secret-Hx41"

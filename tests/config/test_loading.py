@@ -24,8 +24,8 @@ from rotator.config import (
     load_settings,
 )
 from rotator.errors import ConfigError
-from rotator.model import Secret
 from rotator.policy import Policy, Rule
+from rotator.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"

@@ -27,13 +27,13 @@ from rotator.errors import (
     MoniteUnavailable,
 )
 from rotator.metrics import Metrics
-from rotator.model import Secret
 from rotator.monite import MAX_SECRET_BYTES, MoniteClient
 from rotator.policy import Force, Policy
 from rotator.quarantine import QUARANTINE_AFTER
 from rotator.ratelimit import RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from rotator.vault import VaultStore
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit

@@ -8,10 +8,10 @@ import httpx
 
 from rotator.clock import SystemClock
 from rotator.config import MoniteSettings
-from rotator.model import Secret
 from rotator.monite import MoniteClient
 from rotator.ratelimit import RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
+from rotator.secret import Secret
 from tests.clocks import FakeClock
 
 

@@ -12,9 +12,9 @@ from rotator.errors import (
     MoniteNotFound,
     MoniteUnavailable,
 )
-from rotator.model import Secret
 from rotator.monite import MoniteClient
 from rotator.sandbox.monite import MoniteEmulator
+from rotator.secret import Secret
 from tests.conftest import capture_audit
 from tests.monite.helpers import (
     UNKNOWN_ID,

@@ -10,9 +10,9 @@ from rotator.config import MoniteSettings
 from rotator.errors import (
     MoniteAuthError,
 )
-from rotator.model import Secret
 from rotator.monite import MoniteClient
 from rotator.sandbox.monite import MoniteEmulator
+from rotator.secret import Secret
 from tests.monite.helpers import (
     FakeClock,
     Leaks,

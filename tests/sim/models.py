@@ -44,7 +44,8 @@ from rotator.errors import (
     VaultConflict,
     VaultUnavailable,
 )
-from rotator.model import Record, Regenerated, Secret, Subscription
+from rotator.model import Record, Regenerated, Subscription
+from rotator.secret import Secret
 from tests.sim.loop import EPOCH, SimClock, VirtualLoop
 
 T = TypeVar("T")

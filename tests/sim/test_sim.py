@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from rotator.model import Record, Secret
+from rotator.model import Record
+from rotator.secret import Secret
 from tests.sim.loop import Deadlock, VirtualLoop
 from tests.sim.models import SimVaultStore
 from tests.sim.runner import PROFILES, explain_failure, run_seeds
