@@ -54,6 +54,24 @@ ONE_LINE_FIX = {
         '"namespace not found"); set vault.namespace (or VAULT_NAMESPACE) to an existing '
         "namespace, or unset it to use the root namespace",
     ),
+    "mistyped mount": (
+        77,
+        "rotator: vault.mount and vault.path_prefix: the policies of the Vault token lack "
+        '"create", "read", "update" on secrte/data/monite/webhooks/* and "list" on '
+        'secrte/metadata/monite/webhooks/ and "read" on secrte/metadata/monite/webhooks/*; add '
+        'path "secrte/data/monite/webhooks/*" { capabilities = ["create", "read", "update"] } '
+        'and path "secrte/metadata/monite/webhooks/*" { capabilities = ["list", "read"] } to '
+        "its policy (as deploy/vault/policy.hcl does for the default paths); or, if no KV v2 "
+        'mount "secrte" exists (Vault does not say to this token), fix vault.mount or create '
+        "it with `vault secrets enable -path=secrte kv-v2`",
+    ),
+    "unreadable credentials": (
+        77,
+        'rotator: monite.credentials_path: the policies of the Vault token lack "read" on '
+        'secret/data/monite/api-credentials; add path "secret/data/monite/api-credentials" '
+        '{ capabilities = ["read"] } to its policy, or point monite.credentials_path at a path '
+        "it may read",
+    ),
     "no create": (
         77,
         "rotator: vault.mount and vault.path_prefix: the policies of the Vault token lack "
@@ -173,6 +191,19 @@ def misconfigure(rig: Rig, finding: str) -> None:
     elif finding == "unknown namespace":
         rig.token()
         rig.config(vault={"namespace": "no-such-team"})
+    elif finding == "mistyped mount":
+        # The shipped policy, a mount name it does not cover and no such mount.
+        rig.token()
+        rig.config(vault={"mount": "secrte"})
+    elif finding == "unreadable credentials":
+        rig.token(ROTATOR_POLICY.replace(CREDENTIALS_PATH, "monite/elsewhere"))
+        rig.config(
+            monite={
+                "client_id": None,
+                "client_secret_file": None,
+                "credentials_path": CREDENTIALS_PATH,
+            }
+        )
     else:
         rig.token(ROTATOR_POLICY.replace('["create", "read", "update"]', '["read"]'))
 
@@ -265,7 +296,7 @@ def test_daemon_in_a_namespace_gets_ready(rig: Rig, daemons: list[DaemonProcess]
 
 
 @pytest.mark.parametrize("finding", list(ONE_LINE_FIX))
-@pytest.mark.parametrize("command", ["check", "run --once"])
+@pytest.mark.parametrize("command", ["check", "run --once", "plan", "rotate --force --all"])
 def test_misconfiguration_is_one_line_naming_the_setting(
     rig: Rig, finding: str, command: str
 ) -> None:

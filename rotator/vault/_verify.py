@@ -119,7 +119,7 @@ class Verifier:
         ]
         missing = [(need, lacking) for need, lacking in missing if lacking]
         if missing:
-            raise self._missing_error(missing, needs)
+            raise self._missing_error(missing, needs, mount_unseen=entry is None)
         if entry is None:
             # The token holds its capabilities under the mount, yet Vault would not
             # describe the mount: it answers 403 for a mount that does not exist.
@@ -263,7 +263,7 @@ class Verifier:
         return granted
 
     def _missing_error(
-        self, missing: list[tuple[_Need, list[str]]], needs: list[_Need]
+        self, missing: list[tuple[_Need, list[str]]], needs: list[_Need], *, mount_unseen: bool
     ) -> VaultAuthError:
         """One line: what is lacking where, and the policy stanzas that grant it."""
         who = self._grantee()
@@ -281,9 +281,18 @@ class Verifier:
                 "or point monite.credentials_path at a path it may read",
                 status=403,
             )
+        # Vault describes a mount only to a token with some access under it, so a
+        # mistyped vault.mount looks exactly like a policy written for another one.
+        unseen = (
+            f'; or, if no KV v2 mount "{self._mount}" exists (Vault does not say to this '
+            f"token), fix vault.mount or create it with `vault secrets enable "
+            f"-path={self._mount} kv-v2`"
+            if mount_unseen
+            else ""
+        )
         return VaultAuthError(
             f"{' and '.join(settings)}: {who} lack {lacking}; add {stanzas} to its policy "
-            f"(as {_POLICY_FILE} does for the default paths)",
+            f"(as {_POLICY_FILE} does for the default paths){unseen}",
             status=403,
         )
 
