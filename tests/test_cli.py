@@ -10,6 +10,7 @@ import pytest
 from rotator import errors
 from rotator.app import ExitCode, dependency_exit_code
 from rotator.cli import build_parser, main
+from rotator.cli.plan import display_url
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.daemon_harness import run_rotator
@@ -488,3 +489,11 @@ def test_dependency_errors_map_to_one_exit_code_table(
 def test_exit_codes_are_the_documented_ones() -> None:
     """ExitCode holds exactly the codes DESIGN.md and `rotator --help` document."""
     assert [0, 1, 2, 69, 70, 77, 78, 130] == [int(code) for code in ExitCode]
+
+
+def test_plan_shows_webhook_urls_without_credentials() -> None:
+    """User info and query strings (often tokens) are not printed by `rotator plan`."""
+    assert "https://hooks.example.com:8443/in?…" == display_url(
+        "https://user:pass@hooks.example.com:8443/in?token=abc"
+    )
+    assert "https://hooks.example.com/in" == display_url("https://hooks.example.com/in")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from rotator.clock import SystemClock
 from rotator.config import MoniteSettings
 from rotator.monite import MoniteClient
-from rotator.ratelimit import RateLimiter
+from rotator.monite._response import header_number, retry_after
+from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.secret import Secret
 from tests.clocks import FakeClock
@@ -99,3 +101,24 @@ async def test_limited_client_never_meets_a_429(monite_settings: MoniteSettings)
         assert 40 == len(results)
         assert 0 == sum(n for (op, status), n in client.requests.items() if status == 429)
         assert [1] * 40 == [monite.regenerate_count(sid) for sid in ids]
+
+
+def test_hostile_rate_limit_headers_do_not_raise() -> None:
+    """inf, nan and 1e999 in RateLimit headers, and a zone-less HTTP date, parse safely."""
+    for value in ("inf", "nan", "1e999", "-inf"):
+        response = httpx.Response(200, headers={"RateLimit-Remaining": value})
+        assert header_number(response, "RateLimit-Remaining") is None
+    dated = httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 -0000"})
+    waited = retry_after(dated, SystemClock())
+    assert waited is not None
+    assert waited > 0
+
+
+async def test_a_huge_retry_after_pauses_at_most_a_minute() -> None:
+    """A Retry-After of a day is capped, so one answer cannot stall the daemon for hours."""
+
+    clock = FakeClock(monotonic=0.0)
+    limiter = RateLimiter(100.0, burst=5, clock=clock)
+    limiter.pause(86400)
+    await limiter.acquire()
+    assert MAX_PAUSE_SECONDS == pytest.approx(clock.monotonic())
