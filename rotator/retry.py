@@ -48,6 +48,12 @@ class Backoff:
         return full_jitter(retry, base=self.base, cap=self.cap, rng=rng)
 
 
+def monite_backoff(attempts: int) -> Backoff:
+    """Monite's retries, the adapter's and the protocol's regenerate alike: the first
+    waits up to 0.25 s, none longer than 8 s."""
+    return Backoff(attempts=attempts, base=0.25, cap=8.0)
+
+
 def full_jitter(retry: int, *, base: float, cap: float, rng: random.Random) -> float:
     """Uniform in [0, min(cap, base * 2**retry)]."""
     return rng.uniform(0.0, min(cap, base * 2 ** min(retry, 62)))

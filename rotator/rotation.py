@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 import uuid
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from rotator.model import Record, Regenerated, format_time
 from rotator.policy import Decision
 from rotator.ports import RecordStore, SubscriptionSource
 from rotator.reasons import OutcomeKind, Reason
-from rotator.retry import Backoff, retry
+from rotator.retry import Backoff, monite_backoff, retry
 
 __all__ = ["Context", "Outcome", "OutcomeKind", "rotate"]
 
@@ -50,8 +49,6 @@ log = structlog.get_logger("rotator.rotation")
 # Commit retries: bounded by `rotation.commit_retry_for` (a deadline), not by a
 # count; the count here only keeps the loop finite if the clock stood still.
 _COMMIT_BACKOFF = Backoff(attempts=10_000, base=0.25, cap=10.0)
-# Regenerate retries: Monite's backoff; the count is monite.max_retries + 1.
-_REGENERATE_BACKOFF = Backoff(attempts=1, base=0.25, cap=8.0)
 
 
 class _CommitFailed(Exception):
@@ -303,7 +300,7 @@ class _Rotation:
             # A retry must leave a whole attempt's time before the claim ends.
             return await retry(
                 attempt,
-                backoff=dataclasses.replace(_REGENERATE_BACKOFF, attempts=ctx.max_retries + 1),
+                backoff=monite_backoff(ctx.max_retries + 1),
                 retryable=lambda exc: isinstance(exc, MoniteError) and exc.retryable,
                 clock=ctx.clock,
                 rng=ctx.rng,

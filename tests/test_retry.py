@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rotator.retry import RETRY_AFTER_CAP, Backoff, full_jitter, retry
+from rotator.retry import RETRY_AFTER_CAP, Backoff, full_jitter, monite_backoff, retry
 from tests.clocks import FakeClock
 
 
@@ -128,3 +128,15 @@ def test_backoff_needs_one_attempt() -> None:
     """Zero attempts is a programming error, said at construction."""
     with pytest.raises(ValueError, match="at least 1"):
         Backoff(attempts=0, base=1.0, cap=1.0)
+
+
+def test_monites_backoff_starts_at_a_quarter_second_and_caps_at_eight() -> None:
+    """Every Monite retry waits within [0, min(8, 0.25 * 2**n)], and as often as asked."""
+    backoff = monite_backoff(4)
+    rng = random.Random(8)
+    waits = [backoff.wait(n, rng) for n in range(12)]
+    bounds = [min(8.0, 0.25 * 2**n) for n in range(12)]
+    assert (4, [True] * 12) == (
+        backoff.attempts,
+        [0.0 <= w <= b for w, b in zip(waits, bounds, strict=True)],
+    )

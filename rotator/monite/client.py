@@ -35,7 +35,7 @@ from rotator.monite._parse import parse_page, parse_regenerated, parse_single, p
 from rotator.monite._token import Token, Tokens, parse_token
 from rotator.ratelimit import RateLimiter
 from rotator.redact import redact_text
-from rotator.retry import Backoff, retry
+from rotator.retry import monite_backoff, retry
 
 log = structlog.get_logger("rotator.monite")
 
@@ -46,8 +46,6 @@ _checking: contextvars.ContextVar[bool] = contextvars.ContextVar("checking", def
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 100  # the schema's maximum for `limit`
-BACKOFF_BASE = 0.25  # the first retry waits up to this (seconds)
-BACKOFF_CAP = 8.0  # no retry waits longer than this (seconds)
 
 
 class MoniteClient:
@@ -233,7 +231,7 @@ class MoniteClient:
     ) -> T:
         """One logical request: re-auth once on 401, retry what may succeed next time."""
         max_retries = self._settings.max_retries if retries is None else retries
-        backoff = Backoff(attempts=max_retries + 1, base=BACKOFF_BASE, cap=BACKOFF_CAP)
+        backoff = monite_backoff(max_retries + 1)
         reauthed = False  # one fresh token per logical request, whichever attempt needs it
 
         async def attempt() -> T:
