@@ -192,8 +192,8 @@ async def test_approle_logs_in_again_after_vault_expired_its_token(
     store = VaultStore(settings, clock=lambda: 0.0)  # never sees time pass: no early login
     try:
         await store.write(record(), cas=0)
-        assert store._auth._lease is not None
-        assert await until_dead(openbao, store._auth._lease.token.reveal())  # its 3 s are over
+        assert store.token is not None
+        assert await until_dead(openbao, store.token.reveal())  # its 3 s are over
         with capture_audit() as captured:
             assert 1 == (await store.read(SUB_ID)).version
     finally:

@@ -103,9 +103,9 @@ def record(subscription_id: str = SUB_ID) -> Record:
 
 
 def current_token(store: VaultStore) -> str:
-    lease = store._auth._lease
-    assert lease is not None
-    return lease.token.reveal()
+    token = store.token
+    assert token is not None
+    return token.reveal()
 
 
 def read_text(path: Path) -> str:
@@ -421,13 +421,13 @@ async def test_namespace_header_is_sent(vault: VaultEmulator) -> None:
     assert {"admin/payments"} == vault.namespaces_seen()
 
 
-def test_tls_options_reach_hvac_client(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_tls_options_reach_hvac_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CA bundle, client certificate and namespace are what the store gives hvac.Client."""
     made: list[dict[str, Any]] = []
 
     def fake_client(**kwargs: Any) -> object:
         made.append(kwargs)
-        return object()
+        return object()  # no Vault behind it: the request that made it fails
 
     monkeypatch.setattr(hvac, "Client", fake_client)
     settings = VaultSettings(
@@ -440,7 +440,12 @@ def test_tls_options_reach_hvac_client(monkeypatch: pytest.MonkeyPatch) -> None:
         client_cert=Path("/etc/client.pem"),
         client_key=Path("/etc/client-key.pem"),
     )
-    VaultStore(settings)._pool.client()
+    store = VaultStore(settings)
+    try:
+        with pytest.raises(VaultRequestError):
+            await store.read(SUB_ID)
+    finally:
+        store.close()
     assert [
         {
             "url": "https://vault.test:8200",
@@ -544,12 +549,12 @@ async def test_no_credential_in_any_error_or_repr(
     errors: list[VaultError] = []
     try:
         await store.read(SUB_ID)
-        texts += [repr(store), repr(store._auth)]
+        texts += [repr(store), repr(store.token)]
         first_token = current_token(store)
         vault.revoke_token(first_token)
         await store.read(SUB_ID)  # logs in again
         second_token = current_token(store)
-        texts += [repr(store), repr(store._auth)]
+        texts += [repr(store), repr(store.token)]
         denied = VaultStore(approle_settings(vault, role_id, secret_id, path_prefix="elsewhere"))
         try:
             with pytest.raises(VaultAuthError) as caught_denied:

@@ -171,12 +171,12 @@ async def test_approle_login_and_relogin_are_events_without_tokens(vault: VaultE
     try:
         with capture_audit() as captured:
             await store.read(SUB_ID)
-            assert store._auth._lease is not None
-            tokens.append(store._auth._lease.token.reveal())
+            assert store.token is not None
+            tokens.append(store.token.reveal())
             vault.revoke_token(tokens[0])
             await store.read(SUB_ID)
-            assert store._auth._lease is not None
-            tokens.append(store._auth._lease.token.reveal())
+            assert store.token is not None
+            tokens.append(store.token.reveal())
     finally:
         store.close()
     vault_events = [e for e in captured if e["event"].startswith("vault.")]

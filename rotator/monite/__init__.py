@@ -10,6 +10,8 @@
 """
 
 from rotator.monite._parse import MAX_SECRET_BYTES
+from rotator.monite._response import header_number, retry_after
+from rotator.monite._token import Token
 from rotator.monite.client import MoniteClient
 
-__all__ = ["MAX_SECRET_BYTES", "MoniteClient"]
+__all__ = ["MAX_SECRET_BYTES", "MoniteClient", "Token", "header_number", "retry_after"]

@@ -105,6 +105,14 @@ class MoniteClient:
         """Seconds one request may take, whole exchange included."""
         return self._timeout_s
 
+    @property
+    def access_token(self) -> Token | None:
+        """The OAuth token now cached (its value a `Secret`); None before one is fetched.
+
+        Also None after Monite refused it, until the next request fetches another.
+        """
+        return self._tokens.current
+
     async def regenerate_secret(
         self, subscription_id: str, *, send_by: float | None = None
     ) -> Regenerated:

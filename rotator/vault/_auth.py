@@ -87,6 +87,12 @@ class Auth:
         return f"Auth(method={self._settings.auth_method!r}, logins={self.logins})"
 
     @property
+    def token(self) -> Secret | None:
+        """The token requests carry now; None before the first login."""
+        lease = self._lease
+        return None if lease is None else lease.token
+
+    @property
     def _method(self) -> str:
         return self._settings.auth_method
 

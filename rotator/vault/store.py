@@ -77,6 +77,14 @@ class VaultStore:
         """How many AppRole or Kubernetes logins this store has made."""
         return self._auth.logins
 
+    @property
+    def token(self) -> Secret | None:
+        """The Vault token the store's requests carry now (a `Secret`); None before the first login.
+
+        What hvac's `Client.token` shows: which token Vault sees, so it can be looked up or revoked.
+        """
+        return self._auth.token
+
     def close(self) -> None:
         """Close every client's HTTP session and the worker threads; later calls open new ones."""
         self._pool.close()
