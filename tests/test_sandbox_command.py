@@ -433,15 +433,47 @@ def test_signed_deliveries_reach_a_receiver_and_verify() -> None:
     assert "deliveries: " in running.rest
 
 
+@pytest.mark.timeout(30)
+def test_the_emulators_admin_route_triggers_a_round_from_another_process() -> None:
+    """POST /_sandbox/deliveries on a running sandbox delivers to every enabled subscription now."""
+    with (
+        Receiver() as receiver,
+        sandbox("--deliver-to", receiver.url, "--deliver-every", "3600") as running,
+    ):
+        origin = running.monite.removesuffix("/v1")
+        assert any(f"curl -X POST {origin}/_sandbox/deliveries" in line for line in running.lines)
+        with httpx.Client(base_url=origin, trust_env=False, timeout=20) as http:
+            posted = http.post("/_sandbox/deliveries")  # waits for the round at start, if running
+            for _ in range(200):  # the round at start may still be under way; bounded
+                counters = http.get("/_sandbox/deliveries").json()
+                if 2 * OPEN_SUBSCRIPTIONS == counters["totals"]["delivered"]:
+                    break
+                time.sleep(0.05)
+        code = running.stop()
+        remember_output(posted.text, json.dumps(counters))
+    assert 0 == code, running.stderr
+    assert (200, OPEN_SUBSCRIPTIONS, 0) == (
+        posted.status_code,
+        posted.json()["delivered"],
+        posted.json()["failed"],
+    )
+    assert (2, 2 * OPEN_SUBSCRIPTIONS) == (
+        counters["totals"]["rounds"],
+        counters["totals"]["delivered"],
+    )
+    assert [2] * OPEN_SUBSCRIPTIONS == [c["delivered"] for c in counters["subscriptions"].values()]
+    assert 2 * OPEN_SUBSCRIPTIONS == receiver.received.qsize()
+
+
 def test_failed_deliveries_are_retried_then_counted() -> None:
     """500s are retried with the same event id; a receiver that never accepts counts failures."""
     monite = MoniteEmulator()
-    sub = monite.seed()
-    monite.seed(status="disabled")
     with monite, Receiver(statuses=(500, 503)) as flaky, Receiver(statuses=(500,) * 10) as down:
-        sender = DeliverySender(monite, flaky.url, retries=3, backoff=0.01)
+        sub = monite.seed(url=flaky.url)
+        monite.seed(url=flaky.url, status="disabled")
+        sender = DeliverySender(monite, retries=3, backoff=0.01)
         try:
-            result = sender.run_round()
+            result = sender.deliver_now()
         finally:
             sender.stop()
         arrived = [flaky.received.get_nowait() for _ in range(flaky.received.qsize())]
@@ -452,9 +484,11 @@ def test_failed_deliveries_are_retried_then_counted() -> None:
         stats = sender.stats
         assert (3, 2, 1, 0) == (stats.attempts, stats.retried, stats.delivered, stats.failed)
 
-        sender = DeliverySender(monite, down.url, retries=2, backoff=0.01)
+        monite.remove(sub)
+        monite.seed(url=down.url)
+        sender = DeliverySender(monite, retries=2, backoff=0.01)
         try:
-            result = sender.run_round()
+            result = sender.deliver_now()
         finally:
             sender.stop()
         assert (0, 1, "HTTP 500") == (result.delivered, result.failed, result.last_error)
@@ -465,14 +499,16 @@ def test_each_attempt_is_signed_with_the_secret_current_at_send_time() -> None:
     """A retry after a regeneration carries a signature made with the new secret."""
     monite = MoniteEmulator()
     monite.add_client()
-    sub = monite.seed()
     with monite:
-        old = monite.current_secret(sub)
         # The receiver refuses the first attempt after a rotation regenerated the secret.
-        with Receiver(statuses=(500,), on_first=lambda: _regenerate(monite, sub)) as receiver:
-            sender = DeliverySender(monite, receiver.url, retries=1, backoff=0.01)
+        seeded: list[str] = []  # the receiver's URL is known once it is up
+        with Receiver(statuses=(500,), on_first=lambda: _regenerate(monite, seeded[0])) as receiver:
+            sub = monite.seed(url=receiver.url)
+            seeded.append(sub)
+            old = monite.current_secret(sub)
+            sender = DeliverySender(monite, retries=1, backoff=0.01)
             try:
-                sender.run_round()
+                sender.deliver_now()
             finally:
                 sender.stop()
         first, second = (receiver.received.get_nowait() for _ in range(2))

@@ -45,7 +45,10 @@ def add_parser(commands: Any) -> None:
         "--deliver-to",
         type=_http_url,
         metavar="URL",
-        help="POST a signed webhook event per enabled subscription to URL, as Monite does",
+        help=(
+            "seed the subscriptions with URL as their webhook URL, and POST a signed event "
+            "per enabled subscription to its URL, as Monite does"
+        ),
     )
     sandbox.add_argument(
         "--deliver-every",
@@ -61,24 +64,23 @@ def add_parser(commands: Any) -> None:
     )
 
 
-def _subscription_count(text: str) -> int:
+def _whole_number(text: str, low: int, high: int, refusal: str) -> int:
+    """`text` as an int from `low` to `high`; else argparse's error `{text!r} {refusal}`."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number between 1 and 1000")
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} {refusal}")
     return value
+
+
+def _subscription_count(text: str) -> int:
+    return _whole_number(text, 1, 1000, "is not a whole number between 1 and 1000")
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1..65535)")
-    return value
+    return _whole_number(text, 1, 65535, "is not a TCP port (1..65535)")
 
 
 def _delivery_interval(text: str) -> float:

@@ -1,17 +1,29 @@
-"""Signed webhook deliveries from the Monite emulator (`rotator sandbox --deliver-to URL`).
+"""Signed webhook deliveries from the Monite emulator, to each enabled subscription's URL.
 
-Every `every` seconds, one event per enabled subscription is POSTed to the
-URL, as Monite delivers them: a JSON body shaped like the OpenAPI schema's
+A round sends one event per enabled subscription to that subscription's own
+`url`, as Monite delivers them: a JSON body shaped like the OpenAPI schema's
 `EventResourceForWebhookClient` (`id`, `created_at`, `action`, `api_version`,
 `description`, `entity_id`, `object`, `object_type`, `webhook_subscription_id`)
-and a `Monite-Signature` header (`rotator.signature`) keyed with the
-subscription's secret at the moment of sending. So a receiver that keeps the
-secret Vault holds sees exactly what a real one sees across a rotation: the
-deliveries signed with the new secret start the instant Monite answered.
+and a `Monite-Signature` header (`rotator.signature`, the one place of the
+scheme) keyed with the subscription's secret at the moment of sending. So a
+receiver that keeps the secret Vault holds sees exactly what a real one sees
+across a rotation: the deliveries signed with the new secret start the
+instant Monite answered.
 
-A delivery that fails (connection error, timeout, an answer other than 2xx)
-is retried a few times with backoff, with the same event `id` (consumers
-deduplicate by it), re-signed with the then-current secret and timestamp.
+Rounds run on demand (`DeliverySender.deliver_now()`, or `POST
+/_sandbox/deliveries` on the emulator the sender is attached to) and every
+`every` seconds once `start()`ed. A delivery that fails (connection error,
+timeout, an answer other than 2xx) is retried up to `retries` times, after
+`backoff`, then twice that, ... (at most `MAX_BACKOFF`), waited through the
+injected `wait`; each retry carries the same event `id` (consumers deduplicate
+by it), re-signed with the then-current secret and timestamp, to the
+then-current URL. An event whose subscription is deleted or disabled meanwhile
+is abandoned, neither delivered nor failed.
+
+Counters are kept in total and per subscription (`snapshot()`), with a record
+of each event's outcome naming the fingerprint (`Secret.fingerprint`) of the
+secret that signed its last attempt. No secret is ever kept, logged or
+reported; URLs in messages go through `display_url`.
 """
 
 from __future__ import annotations
@@ -19,16 +31,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+import types
 import urllib.parse
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.monite import DeliveryTarget, MoniteEmulator
+from rotator.secret import Secret
 from rotator.signature import HEADER, sign
 
 API_VERSION = "2024-05-25"
@@ -36,33 +51,103 @@ DEFAULT_EVERY = 5.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.5  # seconds before the first retry; doubles for each further one
 MAX_BACKOFF = 5.0
+MAX_RECORDS = 10_000
+"""How many event outcomes `snapshot().records` keeps, the newest."""
+
+Outcome = Literal["delivered", "failed"]
+Wait = Callable[[float], bool]
+"""Waits up to the given seconds before a retry; True means stop (abandon the rest)."""
 
 
 @dataclass(frozen=True)
 class DeliveryStats:
-    """Counters since the sender started."""
+    """Totals since the sender was made; `attempts == sent + retried`."""
 
     rounds: int = 0
-    attempts: int = 0  # POSTs sent (or tried), retries included
+    sent: int = 0  # events POSTed at least once
+    attempts: int = 0  # POSTs, retries included
     delivered: int = 0  # events a 2xx answer accepted
-    retried: int = 0  # attempts after an event's first
+    retried: int = 0  # POSTs after an event's first
     failed: int = 0  # events given up after every attempt
 
 
 @dataclass(frozen=True)
+class SubscriptionDeliveries:
+    """One subscription's counters; `fingerprint`: of the secret that signed its latest POST."""
+
+    sent: int = 0
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """How one event ended: its last attempt was signed by the secret with `fingerprint`.
+
+    `error` is the last failure's cause (no URL in it): `HTTP 500`,
+    `connection failed`, `timed out`, ...; None for a delivered event.
+    """
+
+    event_id: str
+    subscription_id: str
+    outcome: Outcome
+    attempts: int
+    fingerprint: str
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class RoundResult:
-    """What one round did: events accepted, events given up, and the last failure's cause."""
+    """What one round did: events accepted, given up and abandoned, retries, and each outcome."""
 
     delivered: int
     failed: int
+    retried: int = 0
+    abandoned: int = 0  # subscription deleted or disabled meanwhile, or the sender stopping
     last_error: str | None = None
+    records: tuple[DeliveryRecord, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "retried": self.retried,
+            "abandoned": self.abandoned,
+            "last_error": self.last_error,
+            "records": [record.to_json() for record in self.records],
+        }
+
+
+@dataclass(frozen=True)
+class DeliverySnapshot:
+    """A frozen copy of every counter: totals, per subscription id, and the newest outcomes."""
+
+    totals: DeliveryStats
+    subscriptions: Mapping[str, SubscriptionDeliveries]
+    records: tuple[DeliveryRecord, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "totals": asdict(self.totals),
+            "subscriptions": {sid: asdict(c) for sid, c in self.subscriptions.items()},
+            "records": [record.to_json() for record in self.records],
+        }
 
 
 @dataclass
 class _Event:
     subscription_id: str
+    event_id: str
     body: bytes
-    error: str | None = field(default=None)
+    attempts: int = 0
+    fingerprint: str = ""
+    url: str = ""
+    error: str | None = None
 
 
 def display_url(url: str) -> str:
@@ -73,15 +158,25 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
+def backoff_delay(retry: int, backoff: float, cap: float = MAX_BACKOFF) -> float:
+    """Seconds before retry number `retry` (1, 2, ...): `backoff`, doubling, at most `cap`."""
+    return float(min(cap, backoff * 2 ** (retry - 1)))
+
+
 def event_body(
-    subscription: dict[str, Any], *, entity_id: str, sequence: int, at: datetime
+    subscription: Mapping[str, Any],
+    *,
+    entity_id: str,
+    sequence: int,
+    at: datetime,
+    event_id: str | None = None,
 ) -> bytes:
-    """The JSON body of one event for `subscription` (as the emulator lists it)."""
+    """The JSON body of one event for `subscription` (`id`, `object_type`, `event_types`)."""
     object_type = str(subscription["object_type"])
     kinds = [str(kind) for kind in subscription.get("event_types") or ()] or ["updated"]
     kind = kinds[sequence % len(kinds)]
     event = {
-        "id": str(uuid.uuid4()),
+        "id": event_id or str(uuid.uuid4()),
         "created_at": at.isoformat().replace("+00:00", "Z"),
         "action": f"{object_type}.{kind}",
         "api_version": API_VERSION,
@@ -94,13 +189,25 @@ def event_body(
     return json.dumps(event, separators=(",", ":")).encode()
 
 
+def _target_fields(target: DeliveryTarget) -> dict[str, Any]:
+    return {
+        "id": target.subscription_id,
+        "object_type": target.object_type,
+        "event_types": list(target.event_types),
+    }
+
+
 class DeliverySender:
-    """POSTs signed events for every enabled subscription of `monite` to `url`, in a thread."""
+    """Sends signed events for every enabled subscription of `monite` to each one's URL.
+
+    Made, it is attached to `monite` (its `/_sandbox/deliveries` routes drive
+    it) until `stop()`. `wait` waits before each retry (default: sleeps, cut
+    short by `stop()`); `clock` gives the unix time of each signature.
+    """
 
     def __init__(
         self,
         monite: MoniteEmulator,
-        url: str,
         *,
         every: float = DEFAULT_EVERY,
         retries: int = DEFAULT_RETRIES,
@@ -108,127 +215,208 @@ class DeliverySender:
         timeout: float = 5.0,
         report: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        wait: Wait | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if every <= 0 or retries < 0 or backoff < 0 or timeout <= 0:
             raise ValueError("every and timeout must be positive; retries and backoff at least 0")
-        self.url = url
         self.every = every
         self.retries = retries
         self.backoff = backoff
         self._monite = monite
         self._report = report
         self._clock = clock
-        self._entity_id = str(uuid.uuid4())
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._wait: Wait = wait if wait is not None else self._stop.wait
+        self._entity_id = str(uuid.uuid4())
+        self._lock = threading.Lock()  # the counters
+        self._round_lock = threading.Lock()  # one round at a time
+        self._closed = False
         self._stats = DeliveryStats()
+        self._per_subscription: dict[str, SubscriptionDeliveries] = {}
+        self._records: deque[DeliveryRecord] = deque(maxlen=MAX_RECORDS)
         self._thread: threading.Thread | None = None
         self._http = httpx.Client(
             timeout=timeout,
             follow_redirects=False,
-            trust_env=False,  # no proxy from the environment between the sandbox and the URL
+            trust_env=False,  # no proxy from the environment between the sandbox and the URLs
             transport=transport,
             headers={"User-Agent": "rotator-sandbox-monite-webhooks"},
         )
+        monite.attach_deliveries(self)
+
+    def __enter__(self) -> DeliverySender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- counters ----------------------------------------------------------------
 
     @property
     def stats(self) -> DeliveryStats:
+        """The totals (`snapshot().totals`)."""
         with self._lock:
             return self._stats
 
+    def snapshot(self) -> DeliverySnapshot:
+        """Every counter, frozen: totals, per subscription id, the newest event outcomes."""
+        with self._lock:
+            return DeliverySnapshot(
+                totals=self._stats,
+                subscriptions=types.MappingProxyType(dict(self._per_subscription)),
+                records=tuple(self._records),
+            )
+
+    def _count(self, subscription_id: str, **changes: int | str) -> None:
+        """Add the int `changes` to the subscription's counters and the totals; set the rest."""
+        with self._lock:
+            counts = self._per_subscription.get(subscription_id, SubscriptionDeliveries())
+            fields: dict[str, Any] = {}
+            totals: dict[str, Any] = {}
+            for name, value in changes.items():
+                if isinstance(value, int):
+                    fields[name] = getattr(counts, name) + value
+                    totals[name] = getattr(self._stats, name) + value
+                else:
+                    fields[name] = value
+            self._per_subscription[subscription_id] = replace(counts, **fields)
+            if "sent" in totals or "retried" in totals:
+                totals["attempts"] = self._stats.attempts + 1
+            self._stats = replace(self._stats, **totals)
+
+    # -- lifecycle ---------------------------------------------------------------
+
     def start(self) -> None:
         """Send a round now, then one every `every` seconds, until `stop()`."""
-        if self._thread is not None:
+        if self._thread is not None or self._closed:
             return
         self._thread = threading.Thread(target=self._loop, name="sandbox-deliveries", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sending (a round in progress ends after its current POST) and close the client."""
+        """Stop sending (a round in progress ends after its current POST); detach and close."""
         self._stop.set()
+        self._monite.detach_deliveries(self)
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self._http.close()
+        with self._round_lock:
+            self._closed = True
+            self._http.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            result = self.run_round()
+            try:
+                result = self.deliver_now()
+            except RuntimeError:  # stopped meanwhile
+                return
             if result.failed and self._report is not None:
                 self._report(
-                    f"deliveries to {display_url(self.url)}: {result.failed} of "
-                    f"{result.failed + result.delivered} events not accepted after "
-                    f"{1 + self.retries} attempts (last: {result.last_error})"
+                    f"deliveries: {result.failed} of {result.failed + result.delivered} events "
+                    f"not accepted after {1 + self.retries} attempts (last: {result.last_error})"
                 )
             self._stop.wait(self.every)
 
-    def run_round(self) -> RoundResult:
-        """One event per enabled subscription, each retried up to `retries` times."""
+    # -- rounds ------------------------------------------------------------------
+
+    def deliver_now(self) -> RoundResult:
+        """One event per enabled subscription to its URL, each retried up to `retries` times.
+
+        Waits for a round already in progress. Raises RuntimeError once stopped.
+        """
+        with self._round_lock:
+            if self._closed:
+                raise RuntimeError("the delivery sender is stopped")
+            return self._round()
+
+    def _round(self) -> RoundResult:
         with self._lock:
             sequence = self._stats.rounds
             self._stats = replace(self._stats, rounds=sequence + 1)
         now = datetime.fromtimestamp(self._clock(), UTC)
         pending: list[_Event] = []
-        for subscription_id in self._monite.subscription_ids():
-            subscription = self._subscription(subscription_id)
-            if subscription is None or subscription.get("status") != "enabled":
-                continue
-            body = event_body(subscription, entity_id=self._entity_id, sequence=sequence, at=now)
-            pending.append(_Event(subscription_id, body))
-        delivered = 0
-        stopping = False
+        for target in self._monite.delivery_targets():
+            event_id = str(uuid.uuid4())
+            body = event_body(
+                _target_fields(target),
+                entity_id=self._entity_id,
+                sequence=sequence,
+                at=now,
+                event_id=event_id,
+            )
+            pending.append(_Event(target.subscription_id, event_id, body))
+        records: list[DeliveryRecord] = []
+        abandoned = retried = 0
         for attempt in range(1 + self.retries):
-            pause = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)) if attempt else 0.0
-            if self._stop.wait(pause):
-                stopping = True  # what is left is abandoned, not failed
-                break
+            if attempt and (
+                self._wait(backoff_delay(attempt, self.backoff)) or self._stop.is_set()
+            ):
+                break  # stopping: what is left is abandoned, not failed
             still: list[_Event] = []
             for event in pending:
-                outcome = self._send(event, retry=attempt > 0)
+                outcome = self._send(event)
+                retried += 1 if event.attempts > 1 and outcome is not None else 0
                 if outcome is True:
-                    delivered += 1
+                    records.append(self._settle(event, "delivered"))
                 elif outcome is False:
                     still.append(event)
+                else:
+                    abandoned += 1
             pending = still
             if not pending:
                 break
-        failed = [] if stopping else pending
-        with self._lock:
-            self._stats = replace(
-                self._stats,
-                delivered=self._stats.delivered + delivered,
-                failed=self._stats.failed + len(failed),
-            )
-        last_error = failed[-1].error if failed else None
-        return RoundResult(delivered=delivered, failed=len(failed), last_error=last_error)
+        else:
+            records.extend(self._settle(event, "failed") for event in pending)
+            pending = []
+        abandoned += len(pending)
+        failed = [r for r in records if r.outcome == "failed"]
+        return RoundResult(
+            delivered=len(records) - len(failed),
+            failed=len(failed),
+            retried=retried,
+            abandoned=abandoned,
+            last_error=failed[-1].error if failed else None,
+            records=tuple(records),
+        )
 
-    def _subscription(self, subscription_id: str) -> dict[str, Any] | None:
-        try:
-            return self._monite.subscription(subscription_id)
-        except KeyError:  # deleted since it was listed
-            return None
-
-    def _send(self, event: _Event, *, retry: bool) -> bool | None:
-        """True: accepted. False: failed (event.error says why). None: the subscription is gone."""
-        try:
-            secret = self._monite.current_secret(event.subscription_id)
-        except KeyError:
-            return None
-        header = sign(secret, event.body, timestamp=int(self._clock()))
+    def _settle(self, event: _Event, outcome: Outcome) -> DeliveryRecord:
+        record = DeliveryRecord(
+            event_id=event.event_id,
+            subscription_id=event.subscription_id,
+            outcome=outcome,
+            attempts=event.attempts,
+            fingerprint=event.fingerprint,
+            error=None if outcome == "delivered" else event.error,
+        )
+        self._count(event.subscription_id, **{outcome: 1})
         with self._lock:
-            self._stats = replace(
-                self._stats,
-                attempts=self._stats.attempts + 1,
-                retried=self._stats.retried + (1 if retry else 0),
-            )
+            self._records.append(record)
+        return record
+
+    def _send(self, event: _Event) -> bool | None:
+        """True: accepted. False: failed (event.error says why). None: abandon the event."""
+        if self._stop.is_set():
+            return None
+        target = self._monite.delivery_target(event.subscription_id)
+        if target is None or not target.enabled:
+            return None  # deleted or disabled since: Monite would not deliver it
+        header = sign(target.secret, event.body, timestamp=int(self._clock()))
+        event.attempts += 1
+        event.url = target.url
+        event.fingerprint = Secret(target.secret).fingerprint()
+        self._count(
+            event.subscription_id,
+            **{"sent" if event.attempts == 1 else "retried": 1},
+            fingerprint=event.fingerprint,
+        )
         try:
             response = self._http.post(
-                self.url,
+                target.url,
                 content=event.body,
                 headers={"Content-Type": "application/json", HEADER: header},
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             event.error = _describe(exc)
             return False
         if 200 <= response.status_code < 300:
@@ -237,10 +425,12 @@ class DeliverySender:
         return False
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: Exception) -> str:
     """A short cause with no URL in it (the URL may carry credentials)."""
     if isinstance(exc, httpx.ConnectError):
         return "connection failed"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return "invalid URL"
     return type(exc).__name__

@@ -235,8 +235,9 @@ class Sandbox:
         self.config = text
 
         if options.deliver_to is not None:
+            # The subscriptions were seeded with that URL: each is delivered to its own.
             self.sender = DeliverySender(
-                self.monite, options.deliver_to, every=options.deliver_every, report=self._report
+                self.monite, every=options.deliver_every, report=self._report
             )
             self.sender.start()
         self.banner = self._banner(self.monite, self.vault, self.config_path, self.workdir)
@@ -316,12 +317,14 @@ class Sandbox:
             f"  rotator plan --config {config}",
             f"  rotator run --once --config {config}",
         ]
-        if self.sender is not None:
+        if self.sender is not None and self.options.deliver_to is not None:
             lines += [
                 "",
-                f"Deliveries: a signed event per enabled subscription to "
-                f"{display_url(self.sender.url)} every {self.sender.every:g}s "
+                f"Deliveries: a signed event per enabled subscription to its URL (seeded: "
+                f"{display_url(self.options.deliver_to)}) every {self.sender.every:g}s "
                 '(Monite-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "{t}.{body}">).',
+                f"  A round now: curl -X POST {monite.origin}/_sandbox/deliveries "
+                "(GET: the counters per subscription)",
             ]
         lines += [
             "",

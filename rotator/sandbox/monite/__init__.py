@@ -17,8 +17,9 @@ It owns the behaviour of Monite as the official OpenAPI schema describes it
 From Monite's API concept pages it also owns the 400 `missing_api_version`
 answer to a request without `x-monite-version`, and the `x-monite-version`
 and `x-request-id` headers on every response. On top of that it owns the
-faults the rotator must survive, and a test-only introspection route outside
-`/v1` that reads a subscription's current secret.
+faults the rotator must survive, and test-only routes outside `/v1`: one
+reads a subscription's current secret, `/_sandbox/deliveries` drives the
+signed webhook deliveries (`rotator.sandbox.deliveries`) of an attached sender.
 
 Every secret, access token and client secret it hands out is passed to
 `record_issued`, so the suite can prove none of them reaches a log.
@@ -26,13 +27,14 @@ Every secret, access token and client secret it hands out is passed to
 
 from __future__ import annotations
 
-from rotator.sandbox.monite.emulator import MoniteEmulator
+from rotator.sandbox.monite.emulator import Deliveries, MoniteEmulator
 from rotator.sandbox.monite.faults import MoniteFaults
 from rotator.sandbox.monite.responses import (
     DEFAULT_API_VERSION,
     MISSING_API_VERSION,
     MISSING_API_VERSION_MESSAGE,
 )
+from rotator.sandbox.monite.store import DeliveryTarget
 from rotator.sandbox.monite.validation import (
     GRANT_TYPES,
     MAX_URL_LENGTH,
@@ -50,6 +52,8 @@ __all__ = [
     "OBJECT_TYPES",
     "ORDERS",
     "SORT_FIELDS",
+    "Deliveries",
+    "DeliveryTarget",
     "MoniteEmulator",
     "MoniteFaults",
 ]

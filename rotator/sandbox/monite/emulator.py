@@ -4,14 +4,18 @@ It stacks the layers (`store`, `auth`, `pagination`, `fault_injection`) into
 one object served on a loopback port. `_handle` stamps every answer with
 Monite's headers; `/v1` requests go through latency and hang faults, the
 gateway's rate limit, the `x-monite-version` check, routing, authentication,
-FastAPI-ordered validation, then the operation. The test-only
-`/_sandbox/webhook_subscriptions/<id>/secret` route reads a current secret.
+FastAPI-ordered validation, then the operation. The test-only `/_sandbox`
+routes: `GET /_sandbox/webhook_subscriptions/<id>/secret` reads a current
+secret; `POST /_sandbox/deliveries` sends a round of signed webhook events now
+and answers what it did, `GET /_sandbox/deliveries` answers the delivery
+counters (both 404 unless a sender is attached, see `attach_deliveries`).
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from rotator.sandbox._http import Drop, LoopbackServer, Request, Response
 from rotator.sandbox.monite.fault_injection import FaultInjection
@@ -26,6 +30,18 @@ from rotator.sandbox.monite.responses import (
 from rotator.sandbox.monite.routing import Route, resolve
 from rotator.sandbox.monite.store import utc_now
 from rotator.sandbox.monite.validation import BODIES, check_version, is_uuid, parse_body
+
+
+class Jsonable(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class Deliveries(Protocol):
+    """What `/_sandbox/deliveries` drives: `rotator.sandbox.deliveries.DeliverySender`."""
+
+    def deliver_now(self) -> Jsonable: ...
+
+    def snapshot(self) -> Jsonable: ...
 
 
 class MoniteEmulator(FaultInjection):
@@ -45,6 +61,8 @@ class MoniteEmulator(FaultInjection):
             raise ValueError("rate_limit must be positive")
         super().__init__(rate_limit=rate_limit, burst=burst, token_ttl=token_ttl, seed=seed)
         self._server = LoopbackServer(self._handle, port=port)
+        self._deliveries: Deliveries | None = None
+        self._deliveries_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -100,6 +118,17 @@ class MoniteEmulator(FaultInjection):
                 for name, code, request_id in self._answers
                 if (route is None or name == route) and (status is None or code == status)
             ]
+
+    def attach_deliveries(self, deliveries: Deliveries) -> None:
+        """Let `/_sandbox/deliveries` drive `deliveries` (the last one attached wins)."""
+        with self._deliveries_lock:
+            self._deliveries = deliveries
+
+    def detach_deliveries(self, deliveries: Deliveries) -> None:
+        """Undo `attach_deliveries(deliveries)`, unless another was attached since."""
+        with self._deliveries_lock:
+            if self._deliveries is deliveries:
+                self._deliveries = None
 
     # -- the wire ---------------------------------------------------------------
 
@@ -161,6 +190,8 @@ class MoniteEmulator(FaultInjection):
 
     def _sandbox(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")
+        if parts == ["_sandbox", "deliveries"]:
+            return self._sandbox_deliveries(req)
         if len(parts) == 4 and parts[1] == "webhook_subscriptions" and parts[3] == "secret":
             if req.method != "GET":
                 return error(405, "Method Not Allowed", {"Allow": "GET"})
@@ -170,6 +201,22 @@ class MoniteEmulator(FaultInjection):
                     return error(404, "Webhook subscription not found")
                 return Response(200, {"secret": sub.secret})
         return error(404, "Not Found")
+
+    def _sandbox_deliveries(self, req: Request) -> Response:
+        """POST: send a round of signed events now, answer what it did. GET: the counters."""
+        if req.method not in ("GET", "POST"):
+            return error(405, "Method Not Allowed", {"Allow": "GET, POST"})
+        with self._deliveries_lock:
+            deliveries = self._deliveries
+        if deliveries is None:
+            return error(404, "Deliveries are off: no sender is attached to this emulator")
+        if req.method == "GET":
+            return Response(200, deliveries.snapshot().to_json())
+        try:
+            done = deliveries.deliver_now()
+        except RuntimeError:  # stopped meanwhile
+            return error(409, "Deliveries have stopped")
+        return Response(200, done.to_json())
 
     def _operation(self, route: Route, req: Request) -> Response:
         if route.name != "token":

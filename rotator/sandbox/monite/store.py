@@ -58,11 +58,38 @@ class Subscription:
         return body
 
 
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """Where and how to deliver an event for one subscription, read in one go.
+
+    `secret` is the subscription's signing secret at the moment of reading
+    (kept out of the repr); `enabled` says whether Monite would deliver at all.
+    """
+
+    subscription_id: str
+    url: str
+    enabled: bool
+    object_type: str
+    event_types: tuple[str, ...]
+    secret: str = field(repr=False)
+
+
 @dataclass
 class AccessToken:
     client_id: str
     expires_at: float  # time.monotonic()
     revoked: bool = False
+
+
+def _target(sub: Subscription) -> DeliveryTarget:
+    return DeliveryTarget(
+        subscription_id=sub.id,
+        url=sub.url,
+        enabled=sub.status == "enabled",
+        object_type=sub.object_type,
+        event_types=tuple(sub.event_types),
+        secret=sub.secret,
+    )
 
 
 def utc_now() -> datetime:
@@ -147,6 +174,18 @@ class MoniteState:
         """Ids in creation order."""
         with self._lock:
             return [s.id for s in sorted(self._subs.values(), key=lambda s: s.seq)]
+
+    def delivery_target(self, subscription_id: str) -> DeliveryTarget | None:
+        """The subscription's URL, status, kind and current secret; None once it is deleted."""
+        with self._lock:
+            sub = self._subs.get(subscription_id)
+            return None if sub is None else _target(sub)
+
+    def delivery_targets(self) -> list[DeliveryTarget]:
+        """Every enabled subscription's delivery target, in creation order."""
+        with self._lock:
+            subs = sorted(self._subs.values(), key=lambda s: s.seq)
+            return [_target(sub) for sub in subs if sub.status == "enabled"]
 
     def regenerate_count(self, subscription_id: str) -> int:
         """How many regenerations were applied (dropped, malformed and released ones included)."""

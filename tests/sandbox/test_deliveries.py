@@ -1,0 +1,427 @@
+"""Signed webhook deliveries from the Monite emulator, to each subscription's own URL, on loopback.
+
+Every delivery is checked with `rotator.signature.verify` under the secret the
+emulator holds for its subscription; retries wait through an injected `wait`,
+so nothing here sleeps for a backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from rotator.sandbox import ISSUED
+from rotator.sandbox.deliveries import (
+    MAX_BACKOFF,
+    DeliverySender,
+    DeliveryStats,
+    SubscriptionDeliveries,
+    backoff_delay,
+)
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.secret import Secret
+from rotator.signature import HEADER, SignatureError, verify
+from tests.conftest import leaked, remember_output
+
+VERSION = "2024-05-25"
+T = 1_700_000_000  # the senders' fixed clock, so signatures are checked at a known time
+BODY_FIELDS = ("id", "webhook_subscription_id", "object_type", "action", "object")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+    @property
+    def signature(self) -> str | None:
+        return self.headers.get(HEADER.lower())
+
+
+class Receiver:
+    """A loopback webhook receiver: answers `statuses` in turn, then `then`; queues each POST."""
+
+    def __init__(self, statuses: tuple[int, ...] = (), then: int = 200) -> None:
+        self.received: queue.Queue[Delivery] = queue.Queue()
+        self._statuses = list(statuses)
+        self._then = then
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with owner._lock:
+                    status = owner._statuses.pop(0) if owner._statuses else owner._then
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                owner.received.put(Delivery(self.path, headers, body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def url(self, path: str = "/webhooks") -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def drain(self) -> list[Delivery]:
+        """What arrived so far, oldest first (the senders here return once it is answered)."""
+        return [self.received.get_nowait() for _ in range(self.received.qsize())]
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Waits:
+    """The injected backoff wait: records each pause and returns at once (never stops)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    def __call__(self, seconds: float) -> bool:
+        self.pauses.append(seconds)
+        return False
+
+
+@pytest.fixture
+def monite() -> Iterator[MoniteEmulator]:
+    emulator = MoniteEmulator()
+    emulator.add_client()
+    with emulator:
+        yield emulator
+
+
+def _sender(monite: MoniteEmulator, waits: Waits | None = None, **kwargs: Any) -> DeliverySender:
+    return DeliverySender(
+        monite, clock=lambda: float(T), wait=waits or Waits(), timeout=5.0, **kwargs
+    )
+
+
+def _verifies(delivery: Delivery, secret: str) -> bool:
+    try:
+        verify(delivery.signature, delivery.body, secret, now=T)
+    except SignatureError:
+        return False
+    return True
+
+
+def _regenerate(monite: MoniteEmulator, subscription_id: str) -> None:
+    """Regenerate the secret the way the rotator does: over Monite's API."""
+    client_id, client_secret = monite.credentials
+    headers = {"x-monite-version": VERSION}
+    with httpx.Client(base_url=monite.base_url, headers=headers, trust_env=False) as http:
+        token = http.post(
+            "/auth/token",
+            json={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
+        ).json()["access_token"]
+        response = http.post(
+            f"/webhook_subscriptions/{subscription_id}/regenerate_secret",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert 200 == response.status_code
+
+
+def _fingerprint(secret: str) -> str:
+    return Secret(secret).fingerprint()
+
+
+def test_each_enabled_subscription_is_delivered_to_its_own_url_and_verifies(
+    monite: MoniteEmulator,
+) -> None:
+    """Two URLs each get their own subscription's event, signed with its current secret."""
+    with Receiver() as first, Receiver() as second:
+        a = monite.seed(url=first.url("/a"), object_type="payable")
+        b = monite.seed(url=second.url("/b"), object_type="receivable")
+        with _sender(monite) as sender:
+            result = sender.deliver_now()
+        got_a, got_b = first.drain(), second.drain()
+    assert (2, 0, 0, 0) == (result.delivered, result.failed, result.retried, result.abandoned)
+    assert [(a, "/a")] == [(d.event["webhook_subscription_id"], d.path) for d in got_a]
+    assert [(b, "/b")] == [(d.event["webhook_subscription_id"], d.path) for d in got_b]
+    for delivery, sub in ((got_a[0], a), (got_b[0], b)):
+        assert T == verify(delivery.signature, delivery.body, monite.current_secret(sub), now=T)
+        assert "application/json" == delivery.headers["content-type"]
+    other = monite.current_secret(b)
+    assert False is _verifies(got_a[0], other)  # each is keyed with its own subscription's
+
+
+def test_the_body_carries_id_subscription_object_type_action_and_object(
+    monite: MoniteEmulator,
+) -> None:
+    """The event names its subscription and kind, and carries an object with an id."""
+    with Receiver() as receiver:
+        sub = monite.seed(url=receiver.url(), object_type="payable", event_types=("created",))
+        with _sender(monite) as sender:
+            sender.deliver_now()
+        (delivery,) = receiver.drain()
+    event = delivery.event
+    assert [] == [name for name in BODY_FIELDS if name not in event]
+    assert (sub, "payable", "payable.created") == (
+        event["webhook_subscription_id"],
+        event["object_type"],
+        event["action"],
+    )
+    assert isinstance(event["object"], dict)
+    assert isinstance(event["object"].get("id"), str)
+
+
+def test_after_regenerate_the_next_delivery_verifies_with_the_new_secret_only(
+    monite: MoniteEmulator,
+) -> None:
+    """Once Monite regenerated the secret, deliveries verify with the new one and not the old."""
+    with Receiver() as receiver:
+        sub = monite.seed(url=receiver.url())
+        old = monite.current_secret(sub)
+        with _sender(monite) as sender:
+            sender.deliver_now()
+            _regenerate(monite, sub)
+            new = monite.current_secret(sub)
+            sender.deliver_now()
+            snapshot = sender.snapshot()
+        before, after = receiver.drain()
+    assert old != new
+    assert (True, False) == (_verifies(before, old), _verifies(before, new))
+    assert (False, True) == (_verifies(after, old), _verifies(after, new))
+    assert [_fingerprint(old), _fingerprint(new)] == [r.fingerprint for r in snapshot.records]
+    assert _fingerprint(new) == snapshot.subscriptions[sub].fingerprint
+
+
+def test_a_500_then_a_200_is_retried_once_after_the_backoff_and_counted(
+    monite: MoniteEmulator,
+) -> None:
+    """The retry carries the same event id and waits `backoff`; counters show one retry."""
+    waits = Waits()
+    with Receiver(statuses=(500,)) as receiver:
+        sub = monite.seed(url=receiver.url())
+        with _sender(monite, waits, retries=3, backoff=0.5) as sender:
+            result = sender.deliver_now()
+            snapshot = sender.snapshot()
+        arrived = receiver.drain()
+    assert (1, 0, 1) == (result.delivered, result.failed, result.retried)
+    assert [0.5] == waits.pauses
+    assert 1 == len({d.event["id"] for d in arrived})
+    assert 2 == len(arrived)
+    assert (
+        SubscriptionDeliveries(
+            sent=1,
+            delivered=1,
+            retried=1,
+            failed=0,
+            fingerprint=_fingerprint(monite.current_secret(sub)),
+        )
+        == snapshot.subscriptions[sub]
+    )
+    assert DeliveryStats(rounds=1, sent=1, attempts=2, delivered=1, retried=1, failed=0) == (
+        snapshot.totals
+    )
+    assert [("delivered", 2, None)] == [(r.outcome, r.attempts, r.error) for r in result.records]
+
+
+def test_a_receiver_that_always_fails_is_given_up_after_the_retries_and_counted(
+    monite: MoniteEmulator,
+) -> None:
+    """Four attempts with doubling pauses, then one failed event, counted for its subscription."""
+    waits = Waits()
+    reports: list[str] = []
+    with Receiver(then=500) as down, Receiver() as up:
+        bad = monite.seed(url=down.url())
+        good = monite.seed(url=up.url())
+        with _sender(monite, waits, retries=3, backoff=0.5, report=reports.append) as sender:
+            result = sender.deliver_now()
+            snapshot = sender.snapshot()
+        attempts_down, attempts_up = len(down.drain()), len(up.drain())
+    assert (1, 1, 3, "HTTP 500") == (
+        result.delivered,
+        result.failed,
+        result.retried,
+        result.last_error,
+    )
+    assert [0.5, 1.0, 2.0] == waits.pauses
+    assert (4, 1) == (attempts_down, attempts_up)
+    assert (1, 0, 3, 1) == (
+        snapshot.subscriptions[bad].sent,
+        snapshot.subscriptions[bad].delivered,
+        snapshot.subscriptions[bad].retried,
+        snapshot.subscriptions[bad].failed,
+    )
+    assert (1, 1, 0, 0) == (
+        snapshot.subscriptions[good].sent,
+        snapshot.subscriptions[good].delivered,
+        snapshot.subscriptions[good].retried,
+        snapshot.subscriptions[good].failed,
+    )
+    failed = [r for r in snapshot.records if r.outcome == "failed"]
+    assert [(bad, 4, "HTTP 500", _fingerprint(monite.current_secret(bad)))] == [
+        (r.subscription_id, r.attempts, r.error, r.fingerprint) for r in failed
+    ]
+    remember_output(*reports)
+
+
+def test_an_unreachable_url_fails_without_naming_it(monite: MoniteEmulator) -> None:
+    """A refused connection is retried, then failed as `connection failed`, no URL in the cause."""
+    with Receiver() as receiver:
+        url = receiver.url()
+    sub = monite.seed(url=url.replace("http://", "http://user:pw@"))  # nothing listens now
+    with _sender(monite, retries=1, backoff=0.0) as sender:
+        result = sender.deliver_now()
+    assert (0, 1, "connection failed") == (result.delivered, result.failed, result.last_error)
+    assert 1 == sender.snapshot().subscriptions[sub].failed
+
+
+def test_disabled_subscriptions_receive_nothing(monite: MoniteEmulator) -> None:
+    """A subscription disabled at seeding, or since the last round, gets no event and no count."""
+    with Receiver() as receiver:
+        off = monite.seed(url=receiver.url("/off"), status="disabled")
+        later = monite.seed(url=receiver.url("/later"))
+        with _sender(monite) as sender:
+            first = sender.deliver_now()
+            monite.seed(url=receiver.url("/on"))
+            _disable(monite, later)
+            second = sender.deliver_now()
+            snapshot = sender.snapshot()
+        paths = [d.path for d in receiver.drain()]
+    assert ["/later", "/on"] == paths
+    assert (1, 1) == (first.delivered, second.delivered)
+    assert off not in snapshot.subscriptions
+    assert 1 == snapshot.subscriptions[later].delivered
+
+
+def _disable(monite: MoniteEmulator, subscription_id: str) -> None:
+    client_id, client_secret = monite.credentials
+    with httpx.Client(
+        base_url=monite.base_url, headers={"x-monite-version": VERSION}, trust_env=False
+    ) as http:
+        token = http.post(
+            "/auth/token",
+            json={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
+        ).json()["access_token"]
+        response = http.post(
+            f"/webhook_subscriptions/{subscription_id}/disable",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert 200 == response.status_code
+
+
+def test_the_admin_route_triggers_a_round_and_reads_the_counters(monite: MoniteEmulator) -> None:
+    """POST /_sandbox/deliveries sends a round now; GET answers the per-subscription counters."""
+    origin = monite.origin
+    with httpx.Client(base_url=origin, trust_env=False) as http, Receiver() as receiver:
+        a = monite.seed(url=receiver.url("/a"))
+        b = monite.seed(url=receiver.url("/b"))
+        assert 404 == http.post("/_sandbox/deliveries").status_code  # no sender attached yet
+        with _sender(monite) as sender:
+            posted = http.post("/_sandbox/deliveries")
+            counters = http.get("/_sandbox/deliveries")
+            assert 405 == http.delete("/_sandbox/deliveries").status_code
+        after = http.post("/_sandbox/deliveries").status_code
+        paths = sorted(d.path for d in receiver.drain())
+    assert (200, 200, 404) == (posted.status_code, counters.status_code, after)
+    assert (2, 0) == (posted.json()["delivered"], posted.json()["failed"])
+    assert ["/a", "/b"] == paths
+    per_subscription = counters.json()["subscriptions"]
+    assert {a, b} == set(per_subscription)
+    assert {"sent": 1, "delivered": 1, "retried": 0, "failed": 0} == {
+        k: v for k, v in per_subscription[a].items() if k != "fingerprint"
+    }
+    assert _fingerprint(monite.current_secret(a)) == per_subscription[a]["fingerprint"]
+    assert 1 == counters.json()["totals"]["rounds"]
+    remember_output(posted.text, counters.text)
+    assert 1 == sender.stats.rounds
+
+
+@pytest.mark.timeout(20)
+def test_started_it_delivers_a_round_at_once_and_then_every_period(
+    monite: MoniteEmulator,
+) -> None:
+    """start() sends a round now and more on its period, until stop()."""
+    with Receiver() as receiver:
+        monite.seed(url=receiver.url())
+        sender = DeliverySender(monite, every=0.05)
+        sender.start()
+        try:
+            arrivals = [receiver.received.get(timeout=5) for _ in range(3)]
+        finally:
+            sender.stop()
+    assert 3 == len({d.event["id"] for d in arrivals})
+    assert 3 <= sender.stats.rounds
+
+
+def test_a_stopped_sender_refuses_a_round(monite: MoniteEmulator) -> None:
+    """deliver_now() after stop() raises instead of sending with a closed client."""
+    sender = _sender(monite)
+    sender.stop()
+    with pytest.raises(RuntimeError):
+        sender.deliver_now()
+
+
+def test_backoff_doubles_from_the_base_up_to_the_cap() -> None:
+    """Pauses before retries 1, 2, 3, ...: backoff, twice it, four times, never above the cap."""
+    assert [0.5, 1.0, 2.0, 4.0, MAX_BACKOFF, MAX_BACKOFF] == [
+        backoff_delay(n, 0.5) for n in range(1, 7)
+    ]
+
+
+def test_no_secret_appears_in_results_snapshots_reports_or_targets(
+    monite: MoniteEmulator,
+) -> None:
+    """What the sender returns, reports and serves carries fingerprints, never a secret."""
+    reports: list[str] = []
+    with Receiver(then=500) as receiver:
+        sub = monite.seed(url=receiver.url())
+        monite.seed(url=receiver.url())
+        sender = DeliverySender(monite, every=3600, retries=1, backoff=0.0, report=reports.append)
+        sender.start()
+        try:
+            for _ in range(200):  # the first round reports once it gave up; bounded
+                if reports:
+                    break
+                time.sleep(0.01)
+            result = sender.deliver_now()
+            snapshot = sender.snapshot()
+        finally:
+            sender.stop()
+    texts = [
+        *reports,
+        repr(result),
+        json.dumps(result.to_json()),
+        repr(snapshot),
+        json.dumps(snapshot.to_json()),
+        repr(monite.delivery_target(sub)),
+    ]
+    remember_output(*texts)
+    assert 1 == len(reports)
+    assert [] == leaked(set(ISSUED), texts)
