@@ -1,7 +1,8 @@
 """Daemon robustness: SIGHUP during preflight, the hung-cycle watchdog, internal errors.
 
-The reload test runs `python -m rotator run` as a real process against the
-emulators; the others build a Daemon in process (to shrink the cycle limit).
+The reload tests run `python -m rotator run` as a real process against the
+emulators; the others build a Daemon in process (to shrink the cycle limit),
+the hung cycle on a manual FakeClock, so the limit is crossed in virtual time.
 Every wait is bounded, and every captured line joins the secret hygiene scan.
 """
 
@@ -13,30 +14,32 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
 from rotator import events
+from rotator.app import open_engine
 from rotator.clock import SystemClock
 from rotator.config import (
     HealthSettings,
     MoniteSettings,
     RotationSettings,
-    ScheduleSettings,
     Settings,
     VaultSettings,
 )
 from rotator.daemon import CYCLE_LIMIT_FLOOR, Daemon, ExitCode, cycle_limit
 from rotator.daemon import drain as drain_cycle
 from rotator.daemon import reload as reload_module
-from rotator.engine import Engine
+from rotator.engine import CycleReport, Engine
+from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
+from tests.clocks import FakeClock
 from tests.conftest import capture_audit
-from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, poll, toml
+from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, toml
 
 
 @pytest.fixture
@@ -53,37 +56,32 @@ def processes() -> Iterator[list[DaemonProcess]]:
 # ---------------------------------------------------------------------------
 
 
-def test_sighup_during_preflight_check_keeps_running_then_ready(
+def test_sighup_during_preflight_keeps_running_then_stops_cleanly(
     tmp_path: Path,
     monite: MoniteEmulator,
     vault: VaultEmulator,
     vault_token: str,
     processes: list[DaemonProcess],
 ) -> None:
-    """A reload that drops the engine mid-check neither crashes nor hides it; ready after."""
+    """SIGHUP while a process waits for Vault reloads, neither crashes nor hides it; exit 0.
+
+    A reload mid-check, and ready after it: test_daemon_virtual_time, in process.
+    """
     config = Config(tmp_path, monite, vault, vault_token)
     (tmp_path / "vault_token").write_text(vault_token + "\n")  # a token file ending in a newline
     config.write()
     sub = monite.seed()
-    # Vault answers (opening the engine verifies it first); Monite's check then hangs.
-    monite.faults.hang = 6.0  # every list waits out the client's 2s timeout
+    vault.seal()
     daemon = DaemonProcess(config.path)
     processes.append(daemon)
 
     daemon.wait_for(events.DAEMON_PREFLIGHT_FAILED, timeout=20)
-    lists = monite.request_count("list")
-    # The next attempt's first list is in flight (hanging): reload now.
-    assert poll(lambda: monite.request_count("list") > lists, timeout=10, interval=0.05)
     config.write(rotation={"claim_ttl": "9s"})
     daemon.signal(signal.SIGHUP)
     reloaded = daemon.wait_for(events.CONFIG_RELOADED, timeout=20)
-    monite.faults.hang = 0.0
-
-    daemon.wait_for(events.DAEMON_READY, timeout=30)
-    daemon.wait_for(events.ROTATION_SUCCEEDED, timeout=20)
     assert 0 == daemon.stop()
     assert ["rotation"] == reloaded["changed"]
-    assert 1 == monite.regenerate_count(sub)
+    assert 0 == monite.regenerate_count(sub)
     assert "Traceback" not in daemon.stderr
     assert [] == [e for e in daemon.events if e["event"] == events.DAEMON_FAILED]
     assert [0] == [e["exit_code"] for e in daemon.events if e["event"] == events.DAEMON_STOPPED]
@@ -208,51 +206,80 @@ async def serving(daemon: Daemon) -> AsyncIterator[asyncio.Task[int]]:
 
 
 async def test_hung_cycle_withholds_watchdog_and_fails_healthz(
-    monite: MoniteEmulator,
     monite_settings: MoniteSettings,
     vault_settings: VaultSettings,
     notify_socket: tuple[str, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A cycle running past the cycle limit: no WATCHDOG=1, /healthz 503; healthy once it ends."""
     address, sock = notify_socket
+    clock = FakeClock(start=datetime.now(UTC), manual=True)
     settings = Settings(
         monite=monite_settings,
         vault=vault_settings,
-        schedule=ScheduleSettings(interval=timedelta(seconds=1)),
         health=HealthSettings(listen="127.0.0.1:0"),
     )
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def factory(s: Settings) -> AsyncIterator[Engine]:
+        async with open_engine(s, owner="test:1", clock=clock) as engine:
+            run_cycle = engine.run_cycle
+
+            async def second_cycle_hangs(force: Force | None = None) -> CycleReport:
+                if daemon.last_report is not None:
+                    entered.set()
+                    await release.wait()
+                return await run_cycle(force)
+
+            monkeypatch.setattr(engine, "run_cycle", second_cycle_hangs)
+            yield engine
+
     daemon = Daemon(
         settings,
         owner="test:1",
         environ={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "100000"},
+        clock=clock,
+        engine_factory=factory,
         cycle_limit=timedelta(seconds=0.5),
     )
+
+    async def tick(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0.02)  # the watchdog and the endpoint run
+
     with capture_audit() as captured:
         async with serving(daemon) as task, httpx.AsyncClient(timeout=5) as http:
             assert await wait_until(lambda: daemon.last_report is not None, seconds=10)
             assert daemon.alive()
-            monite.faults.hang = 5.0  # the next cycle's list hangs past its 2s timeout
-            assert await wait_until(lambda: not daemon.alive(), seconds=10)
+            scheduler = daemon._schedule.scheduler
+            assert scheduler is not None
+            scheduler.modify_job("cycle", next_run_time=datetime.now(UTC))
+            await asyncio.wait_for(entered.wait(), timeout=10)
+            await tick(0.5)
+            at_the_limit = daemon.alive()
+            await tick(0.01)
             drain(sock)
-            await asyncio.sleep(0.4)  # four watchdog intervals
+            for _ in range(4):  # four watchdog intervals
+                await tick(0.1)
             withheld = drain(sock)
             address_port = daemon.health_address
             assert address_port is not None
             url = f"http://127.0.0.1:{address_port[1]}/healthz"
             hung = await http.get(url)
             still_hung = not daemon.alive()
-            monite.faults.hang = 0.0
+            release.set()
             assert await wait_until(daemon.alive, seconds=15)
             healthy = await http.get(url)
-            await asyncio.sleep(0.3)
+            await tick(0.1)
             resumed = drain(sock)
             daemon.stop()
             assert 0 == await asyncio.wait_for(task, timeout=15)
-    assert still_hung
+    assert (True, True) == (at_the_limit, still_hung)
     assert [] == [a for a in withheld if a == "WATCHDOG=1"]
     assert "WATCHDOG=1" in resumed
     assert (503, 200) == (hung.status_code, healthy.status_code)
-    assert hung.json()["status"].startswith("cycle hung: running for ")
+    assert "cycle hung: running for 1s, over the 0.5s limit" == hung.json()["status"]
     unhealthy = [e for e in captured if e["event"] == events.DAEMON_UNHEALTHY]
     assert 1 == len(unhealthy)
     assert unhealthy[0]["reason"].endswith("over the 0.5s limit")
@@ -306,6 +333,7 @@ class _StopRecorder:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.hooks = None  # no hooks to run after the drain
 
     def request_stop(self) -> None:
         self.stopped = True

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
 from rotator.engine import Engine
 from rotator.model import Record
@@ -22,7 +23,9 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.secret import Secret
 from rotator.vault import VaultStore
+from tests.clocks import FakeClock
 from tests.conftest import capture_audit
+from tests.openbao import OpenBaoVault
 from tests.records import put_record, wait_for_version
 
 MAX_AGE = timedelta(days=30)
@@ -46,12 +49,14 @@ async def make_engine(
         claim_ttl: timedelta = timedelta(seconds=30),
         commit_retry_for: timedelta = timedelta(seconds=10),
         store: VaultStore | None = None,
+        clock: Clock | None = None,
         **rotation: Any,
     ) -> Engine:
-        store = store or VaultStore(vault_settings)
+        clock = clock or SystemClock()
+        store = store or VaultStore(vault_settings, clock=clock.monotonic, sleep=clock.sleep)
         stores.append(store)
         return Engine(
-            monite=MoniteClient(monite_http, monite_settings),
+            monite=MoniteClient(monite_http, monite_settings, clock=clock),
             store=store,
             policy=policy or Policy(max_age=MAX_AGE),
             rotation=RotationSettings(
@@ -61,6 +66,7 @@ async def make_engine(
                 **rotation,
             ),
             owner=owner,
+            clock=clock,
         )
 
     yield factory
@@ -80,6 +86,11 @@ def vault_secret(vault: VaultEmulator, subscription_id: str) -> str | None:
 def vault_version(vault: VaultEmulator, subscription_id: str) -> int | None:
     found = vault.kv_read("secret", f"{PREFIX}/{subscription_id}")
     return None if found is None else found[1]
+
+
+def vault_now(vault: VaultEmulator) -> datetime:
+    """The Vault emulator's clock now (real time plus what a test advanced it by)."""
+    return datetime.fromtimestamp(vault.now(), UTC)
 
 
 def events(captured: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -264,10 +275,18 @@ async def test_transient_vault_failure_at_commit_is_retried_in_memory(
 async def test_vault_down_through_commit_is_recovered_after_claim_expiry(
     monite: MoniteEmulator, vault: VaultEmulator, make_engine: EngineFactory
 ) -> None:
-    """Vault sealed past the commit deadline: after the claim expires a new rotation recovers."""
+    """Vault sealed past the commit deadline: after the claim expires a new rotation recovers.
+
+    On the emulator in virtual time; on OpenBao, whose clock is real, in real time (the
+    suite's one real wait for a claim to expire on a real Vault).
+    """
     sid = monite.seed()
     monite.faults.latency = 0.3
-    engine = make_engine(claim_ttl=timedelta(seconds=4.5), commit_retry_for=timedelta(seconds=0.5))
+    real = isinstance(vault, OpenBaoVault)
+    clock: Clock = SystemClock() if real else FakeClock(start=datetime.now(UTC))
+    engine = make_engine(
+        claim_ttl=timedelta(seconds=4.5), commit_retry_for=timedelta(seconds=0.5), clock=clock
+    )
 
     async def seal_after_claim() -> None:
         if await wait_for_version(vault, sid, 1):
@@ -284,8 +303,14 @@ async def test_vault_down_through_commit_is_recovered_after_claim_expiry(
     fenced = await engine.run_cycle()
     assert [("skipped", "claimed")] == [(o.kind, o.reason) for o in fenced.outcomes]
     assert first.next_claim_expiry is not None
-    wait = (first.next_claim_expiry - datetime.now(UTC)).total_seconds()
-    await asyncio.sleep(max(0.0, wait) + 0.1)
+    if isinstance(clock, FakeClock):
+        # Past the expiry on Vault's clock, measured from Vault's time now.
+        wait = (first.next_claim_expiry - vault_now(vault)).total_seconds() + 0.1
+        clock.advance(wait)
+        vault.advance_time(wait)
+    else:
+        wait = (first.next_claim_expiry - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, wait) + 0.1)
 
     with capture_audit() as captured:
         recovered = await engine.run_cycle()
@@ -299,7 +324,8 @@ async def test_vault_unavailable_before_claim_means_no_regenerate(
 ) -> None:
     """When Vault cannot take the claim, Monite is never asked to regenerate."""
     sid = monite.seed()
-    engine = make_engine()
+    clock = FakeClock(start=datetime.now(UTC))
+    engine = make_engine(clock=clock)  # Vault's retries back off in virtual time
     await engine.plan()  # warm the cache, so the cycle's first Vault call is the claim
     vault.seal()
     try:
@@ -308,6 +334,7 @@ async def test_vault_unavailable_before_claim_means_no_regenerate(
         vault.unseal()
     assert [("failed", "vault_error")] == [(o.kind, o.reason) for o in report.outcomes]
     assert 0 == monite.regenerate_count(sid)
+    assert [] != clock.sleeps
 
 
 async def test_monite_unreachable_fails_the_cycle_cleanly(
@@ -446,15 +473,19 @@ async def test_regenerate_applied_after_its_retry_is_rotated_again(
 ) -> None:
     """An attempt Monite applies after its retry leaves the record claimed, then recovered."""
     sid = monite.seed()
-    store = VaultStore(vault_settings)
+    clock = FakeClock(start=datetime.now(UTC))  # the HTTP timeout stays real
+    store = VaultStore(vault_settings, clock=clock.monotonic, sleep=clock.sleep)
     engine = Engine(
         monite=MoniteClient(
-            monite_http, monite_settings.model_copy(update={"timeout": timedelta(seconds=0.4)})
+            monite_http,
+            monite_settings.model_copy(update={"timeout": timedelta(seconds=0.4)}),
+            clock=clock,
         ),
         store=store,
         policy=Policy(max_age=MAX_AGE),
         rotation=RotationSettings(claim_ttl=timedelta(seconds=2), concurrency=1),
         owner="test-rotator",
+        clock=clock,
     )
 
     async def straggle_once() -> None:
@@ -491,8 +522,9 @@ async def test_regenerate_applied_after_its_retry_is_rotated_again(
         assert settling["doubtful_attempt"] is True
 
         assert first.next_claim_expiry is not None
-        wait = (first.next_claim_expiry - datetime.now(UTC)).total_seconds()
-        await asyncio.sleep(max(0.0, wait) + 0.05)
+        wait = (first.next_claim_expiry - vault_now(vault)).total_seconds() + 0.05
+        clock.advance(wait)
+        vault.advance_time(wait)
         again = await engine.run_cycle()
         assert [("recovered", "settled")] == [(o.kind, o.reason) for o in again.outcomes]
         assert monite.current_secret(sid) == vault_secret(vault, sid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -73,16 +74,22 @@ async def test_retries_exhausted_raise_unavailable(
 
 
 async def test_hang_times_out_and_retries(
-    monite: MoniteEmulator, client: MoniteClient, clock: FakeClock
+    monite: MoniteEmulator,
+    monite_http: httpx.AsyncClient,
+    monite_settings: MoniteSettings,
+    clock: FakeClock,
 ) -> None:
     """A request Monite never answers times out after monite.timeout and is retried."""
     monite.seed(url="https://hooks.example.com/a")
+    short = monite_settings.model_copy(update={"timeout": timedelta(seconds=0.2)})  # real time
+    client = MoniteClient(monite_http, short, clock=clock, rng=random.Random(7))
     monite.faults.hang = 30.0
     clock.on_sleep = lambda: setattr(monite.faults, "hang", 0.0)
     assert 1 == len(await client.list_subscriptions())
     assert 1 == client.requests["list", 0]
     assert 1 == client.requests["list", 200]
     assert 1 == len(clock.sleeps)
+    await client.aclose()
 
 
 async def test_malformed_json_is_retried(
