@@ -200,7 +200,7 @@ async def test_no_secret_in_repr_or_errors(
     sub_id = monite.seed(url="https://hooks.example.com/a")
     client = make_client(monite_http, monite_settings, clock)
     result = await client.regenerate_secret(sub_id)
-    token = client._tokens.current
+    token = client.access_token
     assert token is not None
     # The check below is only meaningful if it knows every value that must not leak.
     assert {token.value.reveal(), result.secret.reveal()} <= ISSUED

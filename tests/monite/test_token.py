@@ -49,7 +49,7 @@ async def test_token_refreshed_before_it_expires(
 ) -> None:
     """Close to its expiry the token is replaced without waiting for a 401."""
     await client.list_subscriptions()
-    token = client._tokens.current
+    token = client.access_token
     assert token is not None
     clock.advance(token.refresh_at - clock.monotonic() + 1)
     await client.list_subscriptions()
