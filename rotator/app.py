@@ -1,8 +1,9 @@
 """The application's wiring: settings → clients → an Engine; and its exit codes.
 
-`open_engine` builds the real Monite and Vault clients from settings (reading
-the Monite credentials from Vault when `monite.credentials_path` says so) and
-closes them afterwards; `rotator.engine` only runs cycles on what it is given.
+`open_engine` builds the real Monite and Vault clients and the hooks from
+settings (reading the Monite credentials from Vault when
+`monite.credentials_path` says so) and closes them afterwards, delivering the
+hooks' pending notices first; `rotator.engine` only runs cycles on what it is given.
 `ExitCode` is the one table of exit codes the CLI and the daemon share.
 """
 
@@ -18,6 +19,7 @@ from rotator.clock import Clock, SystemClock
 from rotator.config import Settings
 from rotator.engine import Engine
 from rotator.errors import DependencyError, MoniteAuthError, VaultAuthError, VaultConfigError
+from rotator.hooks import HookObserver, Hooks
 from rotator.monite import MoniteClient
 from rotator.ratelimit import RateLimiter
 from rotator.vault import VaultStore
@@ -59,6 +61,7 @@ async def open_engine(
     owner: str,
     clock: Clock | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    hook_observer: HookObserver | None = None,
 ) -> AsyncIterator[Engine]:
     """Wire an Engine to real clients from settings, and close them afterwards.
 
@@ -67,6 +70,11 @@ async def open_engine(
     through a wrong mount or namespace: a KV v1 mount would take the records as
     unversioned junk. Then, with `monite.credentials_path` set, the Monite client
     id and secret are read from Vault (a VaultError if they cannot be).
+
+    On the way out, the hooks get `rotation.shutdown_timeout` to deliver the
+    notices still pending (none are left when a drain has already flushed them),
+    so a one-shot command delivers its notices before it exits.
+    `hook_observer` (the daemon's metrics) counts deliveries.
     """
     clock = clock or SystemClock()
     store = VaultStore(settings.vault, clock=clock.monotonic, sleep=clock.sleep)
@@ -85,6 +93,13 @@ async def open_engine(
                 monite_settings.rate_limit, burst=monite_settings.rate_burst, clock=clock
             )
             monite = MoniteClient(http, monite_settings, clock=clock, limiter=limiter)
+            hooks = Hooks(
+                settings.hooks,
+                vault_mount=settings.vault.mount,
+                vault_prefix=settings.vault.path_prefix,
+                clock=clock,
+                observer=hook_observer,
+            )
             engine = Engine(
                 monite=monite,
                 store=store,
@@ -93,13 +108,17 @@ async def open_engine(
                 owner=settings.rotation.owner or owner,
                 clock=clock,
                 max_retries=monite_settings.max_retries,
+                hooks=hooks,
             )
             engine.vault_setup = setup
             try:
                 yield engine
             finally:
-                with contextlib.suppress(Exception):
-                    await monite.aclose()
+                try:
+                    await hooks.aclose(settings.rotation.shutdown_timeout.total_seconds())
+                finally:
+                    with contextlib.suppress(Exception):
+                        await monite.aclose()
     finally:
         store.close()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final, Literal, TextIO
 
 import structlog
@@ -166,9 +166,12 @@ def configure_logging(
     fmt: Literal["json", "console"] = "json",
     level: str = "info",
     stream: TextIO | None = None,
+    omit: Collection[str] = (),
 ) -> None:
     """Route structlog and the standard library through one redacting pipeline.
 
+    `omit` names audit events not to print (the demo summarises its skips
+    instead of printing one line per subscription per cycle).
     Idempotent: a second call replaces the handler instead of adding one.
     """
     levelno = _LEVELS.get(level.lower())
@@ -207,8 +210,16 @@ def configure_logging(
             logging.NOTSET if levelno <= logging.DEBUG else logging.WARNING
         )
 
+    omitted = frozenset(omit)
+
+    def drop_omitted(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        if event_dict.get("event") in omitted:
+            raise structlog.DropEvent
+        return event_dict
+
     structlog.configure(
         processors=[
+            drop_omitted,
             *_shared_processors(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

@@ -30,6 +30,7 @@ from rotator.errors import (
     MoniteError,
     VaultAuthError,
 )
+from rotator.hooks import Hooks
 from rotator.model import Record, Subscription, format_time
 from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
 from rotator.ports import RecordStore, SubscriptionSource
@@ -96,6 +97,7 @@ class Engine:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         max_retries: int = 3,
+        hooks: Hooks | None = None,
     ) -> None:
         self._monite = monite
         self._store = store
@@ -112,6 +114,8 @@ class Engine:
         self._stopping = False
         # What open_engine's verification found of Vault (None for an engine built by hand).
         self.vault_setup: VaultSetup | None = None
+        # Told of every commit; never waited on (rotator.hooks).
+        self.hooks = hooks
         self._context = Context(
             store=store,
             monite=monite,
@@ -323,6 +327,8 @@ class Engine:
         finally:
             self._in_flight -= 1
         self._quarantine.count(outcome, self._cache)
+        if self.hooks is not None:
+            self.hooks.committed(outcome)  # enqueues only: never delays or fails the rotation
         return outcome
 
 

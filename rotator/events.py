@@ -29,6 +29,9 @@ __all__ = [
     "DAEMON_STOPPING",
     "DAEMON_UNHEALTHY",
     "EVENTS",
+    "HOOK_DELIVERED",
+    "HOOK_FAILED",
+    "HOOK_RETRY",
     "MONITE_LIST_ITEMS_SKIPPED",
     "MONITE_RETRY",
     "ROTATION_CLAIMED",
@@ -106,6 +109,14 @@ VAULT_RENEW_FAILED: Final = "vault.renew_failed"  # retrying=True: an outage; Fa
 VAULT_TOKEN_MAX_TTL: Final = "vault.token_max_ttl"  # renewal cannot pass the max TTL
 VAULT_RETRY: Final = "vault.retry"  # a read or list is tried again after an outage
 VAULT_CLIENT_CLOSE_FAILED: Final = "vault.client_close_failed"
+# Hooks (rotator.hooks): a notice of a commit reached a consumer, or did not
+# after every attempt (or the queue overflowed, or the daemon stopped first).
+# Fields: hook (URL without credentials or query, or argv[0]), subscription_id,
+# vault_version, attempts, latency_ms (commit to delivered), reason on failure,
+# and a command's stdout/stderr (truncated, redacted). Never the secret.
+HOOK_DELIVERED: Final = "hook.delivered"
+HOOK_FAILED: Final = "hook.failed"
+HOOK_RETRY: Final = "hook.retry"  # debug: an attempt failed and is tried again
 
 EVENTS: Final[frozenset[str]] = frozenset(
     {
@@ -150,5 +161,8 @@ EVENTS: Final[frozenset[str]] = frozenset(
         VAULT_TOKEN_MAX_TTL,
         VAULT_RETRY,
         VAULT_CLIENT_CLOSE_FAILED,
+        HOOK_DELIVERED,
+        HOOK_FAILED,
+        HOOK_RETRY,
     }
 )

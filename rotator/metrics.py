@@ -6,7 +6,9 @@ CollectorRegistry (never prometheus_client's global one) keeps library
 defaults out and lets tests build as many as they like.
 
 Only counts, durations, ages and timestamps are exported: labels are outcome
-kinds, operation names and status codes, never an id, a URL or a secret.
+kinds, operation names, status codes and hook names, never an id or a secret.
+A hook's name is its configured URL without credentials, query or fragment
+(or its command's program): operators chose it, so it cannot grow without bound.
 """
 
 from __future__ import annotations
@@ -90,8 +92,22 @@ class _RequestCounters(Collector):
         yield vault_family
 
 
+# Commit to delivered: loopback answers in milliseconds; the tail is retries and backoff.
+HOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, math.inf)
+
+
 # Decisions that leave a subscription alone by policy; they are not "managed".
 DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip", "unknown_status"})
+
+
+def _labelled_counter(
+    name: str, documentation: str, label: str, values: Iterable[str], registry: CollectorRegistry
+) -> PromCounter:
+    """A counter with one label, exported at 0 for each of `values` before any is counted."""
+    counter = PromCounter(name, documentation, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
 
 
 class Metrics:
@@ -101,22 +117,20 @@ class Metrics:
         self._clock = clock or SystemClock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.rotations = PromCounter(
+        self.rotations = _labelled_counter(
             "rotator_rotations",
             "Subscriptions handled by cycles, by outcome.",
-            ["outcome"],
-            registry=r,
+            "outcome",
+            OUTCOMES,
+            r,
         )
-        for outcome in OUTCOMES:
-            self.rotations.labels(outcome)
-        self.cycles = PromCounter(
+        self.cycles = _labelled_counter(
             "rotator_cycles",
             "Cycles run, by result: ok, failed (some rotation failed), error (could not run).",
-            ["result"],
-            registry=r,
+            "result",
+            CYCLE_RESULTS,
+            r,
         )
-        for result in CYCLE_RESULTS:
-            self.cycles.labels(result)
         self.cycle_duration = Histogram(
             "rotator_cycle_duration_seconds",
             "Wall time of one cycle, listing to last commit.",
@@ -157,12 +171,40 @@ class Metrics:
             "Unix time the last cycle with no failed rotation finished (0: none yet).",
             registry=r,
         )
+        self.hook_deliveries = PromCounter(
+            "rotator_hook_deliveries",
+            "Notices a hook accepted (2xx answer or exit status 0), by hook.",
+            ["hook"],
+            registry=r,
+        )
+        self.hook_failures = PromCounter(
+            "rotator_hook_failures",
+            "Notices a hook did not get after every attempt (or a full queue, or shutdown), "
+            "by hook; each is a hook.failed audit event naming the subscription.",
+            ["hook"],
+            registry=r,
+        )
+        self.hook_latency = Histogram(
+            "rotator_hook_delivery_latency_seconds",
+            "Time from a commit to its notice's delivery, retries included.",
+            buckets=HOOK_LATENCY_BUCKETS,
+            registry=r,
+        )
         self._requests = _RequestCounters()
         r.register(self._requests)
 
     def attach(self, engine: Engine | None) -> None:
         """Export this engine's request counters from now on (carrying over the old one's)."""
         self._requests.attach(engine)
+
+    def hook_delivered(self, hook: str, latency_seconds: float) -> None:
+        """A hook accepted a notice `latency_seconds` after its commit (rotator.hooks)."""
+        self.hook_deliveries.labels(hook).inc()
+        self.hook_latency.observe(latency_seconds)
+
+    def hook_failed(self, hook: str) -> None:
+        """A hook missed a notice (rotator.hooks)."""
+        self.hook_failures.labels(hook).inc()
 
     def observe(self, report: CycleReport) -> None:
         """Account for one finished cycle."""

@@ -177,6 +177,10 @@ class Record:
         ends = self.fence_ends(cap, floor)
         return ends is not None and now < ends + CLOCK_MARGIN
 
+    def held_by(self, rotation_id: str) -> bool:
+        """True when this version is the claim of rotation `rotation_id`."""
+        return self.rotation_id == rotation_id and self.state == "rotating"
+
     def claimed(
         self,
         subscription: Subscription,

@@ -7,6 +7,11 @@ keyed with the subscription's secret (its UTF-8 bytes) over the message
 further than `tolerance` seconds from its own clock, so a captured delivery
 cannot be replayed later.
 
+The rotator signs its own hook notices with the same scheme under another
+header (`X-Rotator-Signature`, keyed with the hook's key): `sign` returns the
+header's value, never its name, and `parse`/`verify` take the header name
+their messages should use (`name`, default `Monite-Signature`).
+
 Pure: standard library only, no I/O, no clock of its own (`now` is passed
 in). Errors never carry the secret, the body or the signature values.
 """
@@ -65,7 +70,10 @@ def compute(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def sign(secret: str, body: bytes, *, timestamp: int) -> str:
-    """The `Monite-Signature` header value for `body` sent at `timestamp` (unix seconds)."""
+    """The header value `t=<timestamp>,v1=<hex>` for `body` sent at `timestamp` (unix seconds).
+
+    The value of `Monite-Signature`, and of `X-Rotator-Signature` for hook notices.
+    """
     if not secret:
         raise ValueError("cannot sign with an empty secret")
     if timestamp < 0:
@@ -73,22 +81,23 @@ def sign(secret: str, body: bytes, *, timestamp: int) -> str:
     return f"t={timestamp},{SCHEME}={compute(secret, timestamp, body)}"
 
 
-def parse(header: str) -> ParsedSignature:
+def parse(header: str, *, name: str = HEADER) -> ParsedSignature:
     """Parse a header value; raises SignatureError("malformed") unless it is usable.
 
     Parts are comma-separated `key=value` pairs, spaces around them ignored:
     exactly one `t` (unix seconds), one or more `v1` (a receiver accepts any
     that matches), other schemes ignored. A `v1` that is not 64 hex digits
     can never match and is dropped; a header left with none is malformed.
+    `name` is the header's name, for the messages.
     """
     if len(header) > MAX_HEADER_LENGTH:
-        raise SignatureError("malformed", f"{HEADER}: longer than {MAX_HEADER_LENGTH} characters")
+        raise SignatureError("malformed", f"{name}: longer than {MAX_HEADER_LENGTH} characters")
     timestamps: list[str] = []
     signatures: list[str] = []
     for part in header.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep:
-            raise SignatureError("malformed", f"{HEADER}: expected key=value parts")
+            raise SignatureError("malformed", f"{name}: expected key=value parts")
         key, value = key.strip(), value.strip()
         if key == "t":
             timestamps.append(value)
@@ -97,12 +106,12 @@ def parse(header: str) -> ParsedSignature:
             if len(lowered) == _DIGEST_HEX_LENGTH and set(lowered) <= _HEX_DIGITS:
                 signatures.append(lowered)
     if len(timestamps) != 1:
-        raise SignatureError("malformed", f"{HEADER}: expected exactly one t=<unix seconds>")
+        raise SignatureError("malformed", f"{name}: expected exactly one t=<unix seconds>")
     text = timestamps[0]
     if not text.isascii() or not text.isdigit() or len(text) > 12:
-        raise SignatureError("malformed", f"{HEADER}: t is not a unix timestamp in seconds")
+        raise SignatureError("malformed", f"{name}: t is not a unix timestamp in seconds")
     if not signatures:
-        raise SignatureError("malformed", f"{HEADER}: no v1=<64 hex digits> signature")
+        raise SignatureError("malformed", f"{name}: no v1=<64 hex digits> signature")
     return ParsedSignature(int(text), tuple(signatures))
 
 
@@ -113,13 +122,15 @@ def verify(
     *,
     now: float,
     tolerance: float = DEFAULT_TOLERANCE,
+    name: str = HEADER,
 ) -> int:
     """Check a delivery; returns its timestamp, or raises SignatureError.
 
     `header` is the `Monite-Signature` value (None when it was missing),
     `body` the raw request body, `secret` the subscription's signing secret,
-    `now` the receiver's unix time. The timestamp is checked before the
-    signature; every v1 signature is compared in constant time.
+    `now` the receiver's unix time, `name` the header's name (for messages).
+    The timestamp is checked before the signature; every v1 signature is
+    compared in constant time.
     """
     if not math.isfinite(tolerance) or tolerance < 0:
         raise ValueError("tolerance must be a finite number of seconds, at least 0")
@@ -127,12 +138,12 @@ def verify(
         # Anyone can sign with an empty key: a missing secret must never verify.
         raise ValueError("cannot verify with an empty secret")
     if header is None:
-        raise SignatureError("malformed", f"{HEADER}: header missing")
-    parsed = parse(header)
+        raise SignatureError("malformed", f"{name}: header missing")
+    parsed = parse(header, name=name)
     if abs(now - parsed.timestamp) > tolerance:
         raise SignatureError(
             "expired",
-            f"{HEADER}: timestamp is {abs(now - parsed.timestamp):.0f}s from this host's clock "
+            f"{name}: timestamp is {abs(now - parsed.timestamp):.0f}s from this host's clock "
             f"(tolerance {tolerance:g}s); a replayed delivery, or a clock that is off",
         )
     expected = compute(secret, parsed.timestamp, body)
@@ -140,7 +151,7 @@ def verify(
     for candidate in parsed.signatures:  # no early exit: every candidate costs the same
         matched |= hmac.compare_digest(expected, candidate)
     if not matched:
-        raise SignatureError("mismatch", f"{HEADER}: no signature matches this secret and body")
+        raise SignatureError("mismatch", f"{name}: no signature matches this secret and body")
     return parsed.timestamp
 
 
@@ -151,10 +162,11 @@ def is_valid(
     *,
     now: float,
     tolerance: float = DEFAULT_TOLERANCE,
+    name: str = HEADER,
 ) -> bool:
     """`verify` as a yes/no answer."""
     try:
-        verify(header, body, secret, now=now, tolerance=tolerance)
+        verify(header, body, secret, now=now, tolerance=tolerance, name=name)
     except SignatureError:
         return False
     return True

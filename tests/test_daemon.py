@@ -325,7 +325,7 @@ async def test_alive_only_while_scheduler_runs(
         await asyncio.sleep(0.05)
     assert "running" == daemon.phase
     assert daemon.alive()
-    scheduler = daemon._schedule.scheduler
+    scheduler = daemon.scheduler
     assert scheduler is not None
     scheduler.shutdown(wait=False)
     await asyncio.sleep(0.05)

@@ -252,7 +252,7 @@ async def test_hung_cycle_withholds_watchdog_and_fails_healthz(
         async with serving(daemon) as task, httpx.AsyncClient(timeout=5) as http:
             assert await wait_until(lambda: daemon.last_report is not None, seconds=10)
             assert daemon.alive()
-            scheduler = daemon._schedule.scheduler
+            scheduler = daemon.scheduler
             assert scheduler is not None
             scheduler.modify_job("cycle", next_run_time=datetime.now(UTC))
             await asyncio.wait_for(entered.wait(), timeout=10)

@@ -90,13 +90,13 @@ async def next_report(daemon: Daemon, clock: FakeClock) -> None:
 
 def fire(daemon: Daemon, job_id: str) -> None:
     """Run a scheduled job now (APScheduler counts real time, the daemon virtual time)."""
-    scheduler = daemon._schedule.scheduler
+    scheduler = daemon.scheduler
     assert scheduler is not None
     scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
 
 def job_run_at(daemon: Daemon, job_id: str) -> datetime | None:
-    scheduler = daemon._schedule.scheduler
+    scheduler = daemon.scheduler
     assert scheduler is not None
     job = scheduler.get_job(job_id)
     return None if job is None else job.next_run_time
@@ -273,7 +273,7 @@ async def test_broken_config_on_reload_keeps_old_then_valid_config_applies(
             fire(daemon, CYCLE_JOB)
             await next_report(daemon, clock)  # still cycling on the old settings
             assert 0 == monite.regenerate_count(sub)
-            scheduler = daemon._schedule.scheduler
+            scheduler = daemon.scheduler
             assert scheduler is not None
             assert timedelta(seconds=2) == scheduler.get_job(CYCLE_JOB).trigger.interval
 

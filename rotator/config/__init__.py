@@ -18,6 +18,8 @@ systemd credentials in `$CREDENTIALS_DIRECTORY` (`monite_client_secret`,
 `monite_client_id`, `vault_token`, `vault_role_id`, `vault_secret_id`) and, for
 the Vault token only, from `~/.vault-token`. The Monite credentials may instead
 live in Vault (`monite.credentials_path`); they are read when the engine opens.
+[[hooks]] tables are set only in the TOML file, each hook's HMAC key only from
+its `secret_file`.
 
 Validation happens here and only here; every failure is a ConfigError whose
 one-line message names the key, the problem and the fix, and never a value
@@ -44,6 +46,7 @@ from rotator.config._load import load_settings
 from rotator.config._schema import (
     DEFAULT_POLICY,
     HealthSettings,
+    HookSettings,
     LogSettings,
     RotationSettings,
     ScheduleSettings,
@@ -58,6 +61,7 @@ __all__ = [
     "SECRET_FILE_LIMIT",
     "ExposedFile",
     "HealthSettings",
+    "HookSettings",
     "LogSettings",
     "MoniteSettings",
     "RotationSettings",

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from rotator.config._keys import GROUP_MODELS, GROUPS, group_keys
+from rotator.config._keys import GROUP_MODELS, GROUPS, HOOKS, group_keys
 from rotator.config._layers import Layer, Raw
 from rotator.config._messages import Origins
 from rotator.errors import ConfigError
@@ -131,6 +131,8 @@ def _env_names(environ: Mapping[str, str]) -> Origins:
             continue
         shown = _shown_env_name(name)
         parts = upper[len(ENV_PREFIX) :].split("__")
+        if parts[0] == HOOKS.upper() and all(parts):
+            parts = parts[:2]  # ROTATOR_HOOKS__0__URL: said below, hooks live in the file
         if len(parts) != 2 or not all(parts):
             hint = (
                 "; set rules as one JSON array in ROTATOR_POLICY__RULES"
@@ -139,6 +141,11 @@ def _env_names(environ: Mapping[str, str]) -> Origins:
             )
             raise ConfigError(f"environment variable {shown} is not a setting; {shape}{hint}")
         group, key = parts[0].lower(), parts[1].lower()
+        if group == HOOKS:
+            raise ConfigError(
+                f"environment variable {shown}: hooks are set only in the config file, as "
+                "[[hooks]] tables (the environment cannot hold a list of tables)"
+            )
         if group not in GROUP_MODELS:
             close = difflib.get_close_matches(group, GROUPS, n=1, cutoff=0.6)
             hint = (

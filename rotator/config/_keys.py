@@ -7,6 +7,7 @@ an interval or a cron), and which hold paths relative to the config file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 from pydantic import BaseModel
 
@@ -66,6 +67,13 @@ def group_keys(group: str) -> tuple[str, ...]:
 
 
 RULE_KEYS: tuple[str, ...] = tuple(RuleInput.model_fields)
+
+# The keys a [[hooks]] table may hold; its `secret` comes only from `secret_file`.
+# Hooks are a list of tables, set only in the config file (the environment
+# cannot express one).
+HOOKS: Final = "hooks"
+HOOK_KEYS: tuple[str, ...] = ("url", "command", "secret_file", "timeout")
+HOOK_PATH_KEYS = frozenset({"secret_file"})
 
 
 def unknown_key(key: str, where: str, allowed: Iterable[str]) -> ConfigError:

@@ -20,6 +20,8 @@ class Layer:
     name: str  # "config file X", "environment"
     data: Raw
     origins: Origins  # only for sources worth naming in a message (not the file)
+    # The [[hooks]] tables, from the one source that can hold them (the file).
+    hooks: list[dict[str, Any]] | None = None
 
 
 def merge(layers: Iterable[Layer]) -> tuple[Raw, Origins]:

@@ -9,12 +9,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from rotator.config._env import env_layer, resolve_config_path, vault_layer
-from rotator.config._keys import GROUPS
+from rotator.config._keys import GROUPS, HOOKS
 from rotator.config._layers import merge
 from rotator.config._messages import one_line_errors
 from rotator.config._policy import PolicyInput
 from rotator.config._schema import DEFAULT_POLICY, Settings
-from rotator.config._secrets import ExposedFile, exposed_key_files, resolve_secrets
+from rotator.config._secrets import (
+    ExposedFile,
+    exposed_key_files,
+    resolve_hook_secrets,
+    resolve_secrets,
+)
 from rotator.config._toml import file_layer
 from rotator.config._types import LOADING
 from rotator.errors import ConfigError
@@ -38,6 +43,9 @@ def load_settings(
     raw, origins = merge(layers)
     found: list[ExposedFile] = []
     resolve_secrets(raw, origins, environ, found)
+    # Only the file holds [[hooks]]; the highest source that has them wins.
+    given = next((layer.hooks for layer in reversed(layers) if layer.hooks is not None), [])
+    hooks = resolve_hook_secrets(given, found)
 
     problems: list[tuple[Any, str]] = []
     policy = DEFAULT_POLICY
@@ -48,13 +56,13 @@ def load_settings(
 
     settings: Settings | None = None
     try:
-        settings = Settings.model_validate({**raw, "policy": policy}, context=LOADING)
+        settings = Settings.model_validate({**raw, "policy": policy, HOOKS: hooks}, context=LOADING)
     except ValidationError as exc:
         problems += one_line_errors(exc, (), origins, no_file=config_path is None)
 
     if problems or settings is None:
         # Report in file order, so fixing top to bottom works.
-        order = {group: index for index, group in enumerate(GROUPS)}
+        order = {group: index for index, group in enumerate((*GROUPS, HOOKS))}
         problems.sort(key=lambda item: order.get(str(item[0][0]), -1) if item[0] else -1)
         message = problems[0][1] if problems else "invalid configuration"
         more = len(problems) - 1

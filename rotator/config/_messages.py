@@ -59,6 +59,7 @@ _TYPE_PROBLEMS: Mapping[str, str] = {
     "bool_type": "must be true or false",
     "string_type": "must be a string",
     "list_type": "must be a list of tables ([[policy.rules]])",
+    "tuple_type": "must be a list",
     "model_type": "must be a table",
     "model_attributes_type": "must be a table",
     "dict_type": "must be a table",
@@ -72,6 +73,8 @@ def _render_loc(loc: tuple[str | int, ...]) -> str:
         head = f"[[policy.rules]] #{loc[2] + 1}"
         rest = ".".join(str(part) for part in loc[3:])
         return f"{head} {rest}" if rest else head
+    if len(loc) >= 2 and loc[0] == "hooks" and isinstance(loc[1], int):
+        return "".join([f"hooks[{loc[1]}]", *(f".{part}" for part in loc[2:])])
     return ".".join(str(part) for part in loc)
 
 

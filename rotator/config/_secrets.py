@@ -11,6 +11,7 @@ import dataclasses
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Final
 
 from rotator.config._connections import METHOD_KEYS, VaultSettings
 from rotator.config._files import SECRET_FILE_LIMIT, SHARED_BITS, Unreadable, read_capped, size_text
@@ -139,6 +140,33 @@ def resolve_secrets(
         if path.is_file():
             vault["token"] = _read_secret(path, "vault.token", str(path), exposed)
             origins[("vault", "token")] = f"file {path}"
+
+
+# A hook key shorter than this is guessable; `openssl rand -hex 32` gives 64 characters.
+HOOK_KEY_MIN: Final = 32
+
+
+def resolve_hook_secrets(
+    hooks: list[dict[str, Any]], exposed: list[ExposedFile]
+) -> list[dict[str, Any]]:
+    """Each [[hooks]] table with its `secret_file` read into `secret` (kept beside its path)."""
+    resolved: list[dict[str, Any]] = []
+    for index, hook in enumerate(hooks):
+        table = dict(hook)
+        location = table.get("secret_file")
+        if location is not None:
+            key = f"hooks[{index}].secret_file"
+            if not isinstance(location, str) or not location:
+                raise ConfigError(f"{key}: must be a file path string")
+            secret = _read_secret(Path(location), key, None, exposed)
+            if len(secret) < HOOK_KEY_MIN:
+                raise ConfigError(
+                    f"{key}: the key in {location} is shorter than {HOOK_KEY_MIN} characters, "
+                    f"too easy to guess; write a random one (openssl rand -hex 32 > {location})"
+                )
+            table["secret"] = secret
+        resolved.append(table)
+    return resolved
 
 
 def exposed_key_files(vault: VaultSettings) -> list[ExposedFile]:

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from rotator.config._files import CONFIG_FILE_LIMIT, Unreadable, read_capped, size_text
-from rotator.config._keys import GROUP_MODELS, GROUPS, PATH_KEYS, RULE_KEYS, group_keys, unknown_key
+from rotator.config._keys import (
+    GROUP_MODELS,
+    GROUPS,
+    HOOK_KEYS,
+    HOOK_PATH_KEYS,
+    HOOKS,
+    PATH_KEYS,
+    RULE_KEYS,
+    group_keys,
+    unknown_key,
+)
 from rotator.config._layers import Layer, Raw
 from rotator.config._messages import suggest
 from rotator.errors import ConfigError
@@ -92,11 +102,12 @@ def _check_key_dots(text: str, path: Path) -> None:
 def file_layer(path: Path) -> Layer:
     doc = _read_toml(path)
     data: Raw = {}
+    hooks = _hooks(doc.pop(HOOKS), path) if HOOKS in doc else None
     for top, value in doc.items():
         if top not in GROUP_MODELS:
             if isinstance(value, dict):
                 hint = suggest(top, GROUPS, "[{}]") or "; valid tables: " + ", ".join(
-                    f"[{g}]" for g in GROUPS
+                    [*(f"[{g}]" for g in GROUPS), f"[[{HOOKS}]]"]
                 )
                 raise ConfigError(f"unknown table [{top}] in {path}{hint}")
             owners = [g for g in GROUPS if top in group_keys(g)]
@@ -121,7 +132,37 @@ def file_layer(path: Path) -> Layer:
                 table[key] = str(path.parent / table[key])
         data[top] = table
     _check_rule_keys(data.get("policy", {}).get("rules"))
-    return Layer(name=f"config file {path}", data=data, origins={})
+    return Layer(name=f"config file {path}", data=data, origins={}, hooks=hooks)
+
+
+def _hooks(value: object, path: Path) -> list[dict[str, Any]]:
+    """The [[hooks]] tables with their keys checked and relative paths made absolute."""
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"hooks in {path} must be a list of tables: write each hook as [[hooks]] "
+            "(double brackets) followed by its keys"
+        )
+    hooks: list[dict[str, Any]] = []
+    for index, hook in enumerate(value):
+        where = f"hooks[{index}]"
+        if not isinstance(hook, dict):
+            raise ConfigError(
+                f'{where} must be a table, like [[hooks]] url = "https://consumer.example/rotated"'
+            )
+        for key in hook:
+            if key == "secret":
+                raise ConfigError(
+                    f"{where}.secret: a hook key is never written in the config file; write "
+                    f"it to a file and set {where}.secret_file to its path"
+                )
+            if key not in HOOK_KEYS:
+                raise unknown_key(key, where, HOOK_KEYS)
+        table = dict(hook)
+        for key in HOOK_PATH_KEYS & table.keys():
+            if isinstance(table[key], str) and table[key] and not Path(table[key]).is_absolute():
+                table[key] = str(path.parent / table[key])
+        hooks.append(table)
+    return hooks
 
 
 def _check_rule_keys(rules: object) -> None:

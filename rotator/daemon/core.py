@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rotator import __version__
 from rotator.app import ExitCode, dependency_exit_code, open_engine
@@ -87,7 +88,7 @@ class Daemon:
         self._config_path = config_path
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._engine_factory: EngineFactory = engine_factory or (
-            lambda s: open_engine(s, owner=owner)
+            lambda s: open_engine(s, owner=owner, clock=self._clock, hook_observer=self.metrics)
         )
         self._notifier = notifier or Notifier(self._environ)
         self._clock = clock or SystemClock()
@@ -143,6 +144,11 @@ class Daemon:
     @property
     def _engine(self) -> Engine | None:
         return None if self._handle is None else self._handle.engine
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler:
+        """The APScheduler instance that runs cycles and claim checks, for inspection."""
+        return self._schedule.scheduler
 
     @property
     def health_address(self) -> tuple[str, int] | None:

@@ -4,7 +4,10 @@ A cycle is never cut between regenerate and commit by a signal: draining
 stops new rotations (`engine.request_stop()`), then waits, bounded by
 `rotation.shutdown_timeout`, for those in flight to commit. Only when that
 runs out is the cycle cancelled; claims left behind are recovered after
-`claim_ttl`. Waits are taken on the injected clock.
+`claim_ttl`. The hooks then get what is left of the same budget to deliver
+their pending notices (`Hooks.aclose`): a notice never delays a commit, and a
+hook never stretches the drain past `rotation.shutdown_timeout`. Waits are
+taken on the injected clock.
 """
 
 from __future__ import annotations
@@ -56,13 +59,22 @@ async def until_stopped(
 async def drain(
     engine: Engine | None, cycle: asyncio.Future[Any] | None, grace: float, clock: Clock
 ) -> bool:
-    """Start no new rotation and give the cycle in flight `grace` seconds to finish.
+    """Start no new rotation and give the cycle in flight `grace` seconds to finish,
+    then the hooks what is left of it to deliver their notices.
 
-    True when nothing is left running; False when the time ran out, and the
-    cycle has been cancelled.
+    True when no rotation is left running; False when the time ran out, and the
+    cycle has been cancelled. Hooks never change the answer.
     """
+    deadline = clock.monotonic() + grace
     if engine is not None:
         engine.request_stop()
+    finished = await _finish(cycle, grace, clock)
+    if engine is not None and engine.hooks is not None:
+        await engine.hooks.aclose(max(0.0, deadline - clock.monotonic()))
+    return finished
+
+
+async def _finish(cycle: asyncio.Future[Any] | None, grace: float, clock: Clock) -> bool:
     if cycle is None or cycle.done():
         return True
     timer = asyncio.ensure_future(clock.sleep(grace))

@@ -11,23 +11,23 @@ secret. Wherever this code cannot be sure, the record says `settling` or
 
 Between Monite's answer and the Vault commit, the new secret exists only in
 this process: no branch after step 3 may drop it without saying so loudly.
+
+Every step is a method here, in order. Beside it: the values passed between
+steps (`_types`), the commit write's retry loop (`_commit`), and the timing
+arithmetic, pure, in `rotator.policy`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import structlog
 
-from rotator import events
-from rotator.clock import Clock
+from rotator import events, policy
 from rotator.errors import (
     MoniteError,
     MoniteNotFound,
@@ -35,92 +35,23 @@ from rotator.errors import (
     VaultConflict,
     VaultError,
 )
-from rotator.model import Record, Regenerated, format_time
+from rotator.model import Record, format_time
 from rotator.policy import Decision
-from rotator.ports import RecordStore, SubscriptionSource
 from rotator.reasons import OutcomeKind, Reason
-from rotator.retry import Backoff, monite_backoff, retry
-
-__all__ = ["Context", "Outcome", "OutcomeKind", "rotate"]
-
+from rotator.retry import monite_backoff, retry
+from rotator.rotation._commit import Committer, read_back
+from rotator.rotation._types import (
+    CommitFailed,
+    Context,
+    Doubt,
+    Gone,
+    Outcome,
+    Refused,
+    Superseded,
+    Won,
+)
 
 log = structlog.get_logger("rotator.rotation")
-
-# Commit retries: bounded by `rotation.commit_retry_for` (a deadline), not by a
-# count; the count here only keeps the loop finite if the clock stood still.
-_COMMIT_BACKOFF = Backoff(attempts=10_000, base=0.25, cap=10.0)
-
-
-class _CommitFailed(Exception):
-    """One commit attempt failed in a way another attempt may fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one subscription in one cycle."""
-
-    subscription_id: str
-    object_type: str
-    kind: OutcomeKind
-    reason: str
-    vault_version: int | None = None
-    secret_fingerprint: str | None = None
-    exposure_seconds: float | None = None  # Monite response to Vault commit
-    error: str | None = None
-    # The regenerate step ended on an answer of a shape we cannot read (a
-    # MoniteProtocolError): the engine stops retrying a subscription that keeps doing this.
-    protocol_error: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What one rotation needs from the engine: ports, clock, settings, and its cache."""
-
-    store: RecordStore
-    monite: SubscriptionSource
-    clock: Clock
-    owner: str
-    claim_ttl: timedelta
-    max_claim_ttl: timedelta
-    commit_retry_for: timedelta
-    max_retries: int
-    rng: random.Random
-    remember: Callable[[Record], None]  # a record we wrote or read: keep it in the cache
-    reread: Callable[[str], None]  # the cached record may be wrong: read it next cycle
-
-
-# -- typed results of step 3 --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Won:
-    """Monite answered with a new secret. `doubtful`: an earlier attempt may still land."""
-
-    regenerated: Regenerated
-    doubtful: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Refused:
-    """No attempt can have been applied: the old secret still works."""
-
-    error: str
-    reason: Reason
-
-
-@dataclass(frozen=True, slots=True)
-class _Gone:
-    """The subscription no longer exists (a first-attempt 404, confirmed with a GET)."""
-
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Doubt:
-    """An attempt may have been applied and no secret came back: keep the claim."""
-
-    error: str
-    reason: Reason
 
 
 async def rotate(ctx: Context, decision: Decision) -> Outcome:
@@ -143,11 +74,20 @@ class _Rotation:
             subscription_id=self.sub.id,
             object_type=self.sub.object_type,
             reason=decision.reason,
-            age_seconds=_seconds(decision.age),
+            age_seconds=None if decision.age is None else round(decision.age.total_seconds(), 3),
         )
 
     def outcome(self, kind: OutcomeKind, reason: str, **fields: Any) -> Outcome:
         return Outcome(self.sub.id, self.sub.object_type, kind, reason, **fields)
+
+    def settle_for(self) -> timedelta:
+        """How long a straggler may still land after this rotation (`policy.settle_for`)."""
+        return policy.settle_for(
+            self.start,
+            start_verified=self.start_verified,
+            claim_ttl=self.ctx.claim_ttl,
+            max_claim_ttl=self.ctx.max_claim_ttl,
+        )
 
     async def run(self) -> Outcome:
         try:
@@ -155,7 +95,7 @@ class _Rotation:
             if isinstance(claim, Outcome):
                 return claim
             result = await self.regenerate(claim)
-            if isinstance(result, _Won):
+            if isinstance(result, Won):
                 return await self.commit(claim, result)
             return await self.give_back(claim, result)
         except Exception as exc:
@@ -187,8 +127,8 @@ class _Rotation:
         except VaultError as exc:
             # The claim may have landed with its answer lost: if Vault shows it, go
             # on (the deadline was taken before the write); if not, nothing follows.
-            landed = await self.read_back()
-            if landed is None or not self.holds(landed):
+            landed = await read_back(ctx, self.sub.id)
+            if landed is None or not landed.held_by(self.rotation_id):
                 ctx.reread(self.sub.id)
                 self.log.error(events.ROTATION_FAILED, stage="claim", error=str(exc))
                 return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
@@ -207,10 +147,6 @@ class _Rotation:
             claim_expires_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
         )
         return claimed
-
-    def holds(self, record: Record) -> bool:
-        """True when `record` is this rotation's own claim."""
-        return record.rotation_id == self.rotation_id and record.state == "rotating"
 
     async def verify_start(self, claimed: Record) -> Outcome | None:
         """Check that the version our claim replaced is the record we decided on.
@@ -248,13 +184,13 @@ class _Rotation:
 
     # -- step 3: regenerate ------------------------------------------------------
 
-    async def regenerate(self, claimed: Record) -> _Won | _Refused | _Gone | _Doubt:
+    async def regenerate(self, claimed: Record) -> Won | Refused | Gone | Doubt:
         """Regenerate at Monite; each retry is a new regenerate and only the last counts."""
         ctx = self.ctx
         need = 2 * ctx.monite.request_timeout
         doubtful = False  # some attempt may have been applied at Monite
 
-        async def attempt() -> _Won | _Refused | _Gone | _Doubt:
+        async def attempt() -> Won | Refused | Gone | Doubt:
             nonlocal doubtful
             left = self.deadline - ctx.clock.monotonic()
             if left < need:
@@ -263,8 +199,8 @@ class _Rotation:
                     "(twice the request timeout)"
                 )
                 if doubtful:
-                    return _Doubt(message, Reason.CLAIM_TOO_SHORT)
-                return _Refused(message, Reason.CLAIM_TOO_SHORT)
+                    return Doubt(message, Reason.CLAIM_TOO_SHORT)
+                return Refused(message, Reason.CLAIM_TOO_SHORT)
             try:
                 regenerated = await ctx.monite.regenerate_secret(
                     self.sub.id, send_by=self.deadline - need
@@ -274,17 +210,17 @@ class _Rotation:
                 if doubtful:
                     # The earlier attempt may have killed the secret; a gateway's 404
                     # proves nothing about it.
-                    return _Doubt(str(exc), Reason.NOT_FOUND_AFTER_ATTEMPT)
+                    return Doubt(str(exc), Reason.NOT_FOUND_AFTER_ATTEMPT)
                 if await self.confirmed_gone():
-                    return _Gone(str(exc))
-                return _Refused(str(exc), Reason.MONITE_REFUSED)
+                    return Gone(str(exc))
+                return Refused(str(exc), Reason.MONITE_REFUSED)
             except MoniteError as exc:
                 doubtful = doubtful or exc.may_have_applied
                 # Only an answer that may have replaced the secret counts: a redirect
                 # loop or a token failure cannot have, and proves nothing about it.
                 self.protocol_error = isinstance(exc, MoniteProtocolError) and exc.may_have_applied
                 raise
-            return _Won(regenerated, doubtful)
+            return Won(regenerated, doubtful)
 
         def on_retry(retry: int, exc: BaseException, wait: float) -> None:
             self.log.info(
@@ -310,8 +246,8 @@ class _Rotation:
             )
         except MoniteError as exc:
             if doubtful:
-                return _Doubt(str(exc), Reason.MONITE_ERROR)
-            return _Refused(str(exc), Reason.MONITE_REFUSED)
+                return Doubt(str(exc), Reason.MONITE_ERROR)
+            return Refused(str(exc), Reason.MONITE_REFUSED)
 
     async def confirmed_gone(self) -> bool:
         """A first-attempt 404 counts as "gone" only when a GET says so too."""
@@ -325,59 +261,19 @@ class _Rotation:
 
     # -- step 4: commit ------------------------------------------------------------
 
-    def may_settle_active(self, claimed: Record, won: _Won) -> bool:
-        """True when no other regenerate for this subscription can still land at Monite.
-
-        This rotation's attempts are all accounted for, and the record it started
-        from (verified in Vault's history) vouched for its secret: `active`, or
-        `settling` whose horizon had passed when our claim was written. An absent
-        record does not vouch: a record deleted while a rotation held its claim
-        also looks absent, and that rotation's regenerate may still land.
-        """
-        if won.doubtful or not self.start_verified:
-            return False
-        start = self.start
-        if start.state == "active":
-            return True
-        if start.state == "settling":
-            horizon = start.fence_ends(self.ctx.max_claim_ttl, floor=self.ctx.claim_ttl)
-            return horizon is not None and self.claimed_at[0] >= horizon
-        return False  # took over an expired claim, or started from `stale`
-
-    def unseen_claim_window(self) -> timedelta:
-        """How long a regenerate sent under a claim we cannot see may still land.
-
-        Such a claim (its record deleted, or ours unverified) may have been
-        written up to one claim ttl before ours and sent its last attempt a ttl
-        later: two ttls from our commit cover it.
-        """
-        return min(2 * self.ctx.claim_ttl, self.ctx.max_claim_ttl)
-
-    def settle_for(self) -> timedelta:
-        """How long a straggler may still land: the longest claim it could have been sent under.
-
-        A start that cannot vouch (absent or unverified: perhaps deleted under a
-        live claim) settles for `unseen_claim_window`. All replicas are assumed
-        to share `rotation.claim_ttl`.
-        """
-        ctx = self.ctx
-        start = self.start
-        ttl = ctx.claim_ttl
-        if not self.start_verified or start.secret is None:
-            ttl = self.unseen_claim_window()
-        ends = start.fence_ends(ctx.max_claim_ttl, floor=ctx.claim_ttl)  # already capped
-        if ends is not None and start.created_time is not None:
-            ttl = max(ttl, ends - start.created_time)
-        if start.state == "stale" and start.claim_ttl_seconds is not None:
-            ttl = max(ttl, timedelta(seconds=start.claim_ttl_seconds))
-        return min(ttl, ctx.max_claim_ttl)
-
-    async def commit(self, claimed: Record, won: _Won) -> Outcome:
+    async def commit(self, claimed: Record, won: Won) -> Outcome:
         """Write v+2 with cas=v+1 and the new secret; retry Vault errors with it in memory only."""
         ctx = self.ctx
         received = ctx.clock.monotonic()
         fingerprint = won.regenerated.secret.fingerprint()
-        settling = not self.may_settle_active(claimed, won)
+        settling = not policy.may_settle_active(
+            self.start,
+            start_verified=self.start_verified,
+            doubtful=won.doubtful,
+            claimed_at=self.claimed_at[0],
+            claim_ttl=ctx.claim_ttl,
+            max_claim_ttl=ctx.max_claim_ttl,
+        )
         vault_time, local = self.claimed_at
         at = vault_time + timedelta(seconds=received - local)
         record = claimed.committed(
@@ -386,10 +282,9 @@ class _Rotation:
             at=at,
             settle_for=self.settle_for() if settling else None,
         )
+        committer = Committer(ctx, self.sub.id, self.rotation_id, self.log)
         try:
-            committed = await self.write_commit(
-                record, cas=claimed.version, fingerprint=fingerprint
-            )
+            committed = await committer.write(record, cas=claimed.version, fingerprint=fingerprint)
         except (asyncio.CancelledError, Exception) as exc:
             # Cancelled (a drain that ran out of time) or a bug: the secret dies with
             # this frame. Say which subscription; its claim is still in Vault, so
@@ -410,11 +305,18 @@ class _Rotation:
                 secret_fingerprint=fingerprint,
                 error=str(exc),
             )
+        if isinstance(committed, Superseded):
+            return self.superseded(committed.current, fingerprint)  # step 5
+        if isinstance(committed, CommitFailed):  # logged where the retries gave up
+            return self.outcome(
+                OutcomeKind.FAILED,
+                Reason.COMMIT_FAILED,
+                secret_fingerprint=fingerprint,
+                error=committed.error,
+            )
         exposure = ctx.clock.monotonic() - received
-        if isinstance(committed, Outcome):
-            return committed
         if committed.state == "active":
-            committed = await self.verify_commit(committed)
+            committed = await committer.verify(committed)
         # -- step 7: audit (hooks will follow the commit, never precede it) --
         ctx.remember(committed)
         recovery = self.decision.recovery
@@ -443,108 +345,6 @@ class _Rotation:
             exposure_seconds=exposure,
         )
 
-    async def verify_commit(self, committed: Record) -> Record:
-        """Check that an `active` commit replaced our own claim, not a record recreated since.
-
-        Outside the exposure window: the secret is in Vault already. When the
-        version before ours is not our claim (the record was deleted and made
-        again while we held the new secret), another rotation's regenerate may
-        still land, so our commit is rewritten as `settling`.
-        """
-        ctx = self.ctx
-        if committed.version == 1:
-            return committed  # written with cas=0 over nothing: no claim was there to land
-        try:
-            replaced = await ctx.store.read(self.sub.id, version=committed.version - 1)
-        except VaultError:
-            return committed  # cannot tell; a failed read is no evidence of reuse
-        if self.holds(replaced):
-            return committed
-        settling = committed.settling(self.unseen_claim_window(), owner=ctx.owner)
-        try:
-            written = await ctx.store.write(settling, cas=committed.version)
-        except VaultError:
-            ctx.reread(self.sub.id)
-            return committed
-        self.log.warning(
-            events.ROTATION_CONFLICT, stage="commit", error="the record was replaced meanwhile"
-        )
-        return written
-
-    async def write_commit(self, record: Record, *, cas: int, fingerprint: str) -> Record | Outcome:
-        """The commit write and its retries; step 5 when the check-and-set fails."""
-        ctx = self.ctx
-        attempts = 0
-
-        async def attempt() -> Record | Outcome:
-            nonlocal cas, attempts
-            attempts += 1
-            try:
-                return await ctx.store.write(record, cas=cas)
-            except VaultConflict as exc:
-                current = await self.read_back()
-                if current is None:
-                    raise _CommitFailed(
-                        "check-and-set failed and the record could not be read back"
-                    ) from exc
-                if _is_ours(current, self.rotation_id, record):
-                    return current  # our write landed and its answer was lost
-                if not (current.rotation_id is None and current.secret is None):
-                    return self.superseded(current, fingerprint)
-                # The record is gone (metadata deleted, or its latest version
-                # deleted): we hold the only copy, so write over what is there.
-                cas = current.version
-                raise _CommitFailed(
-                    "the record vanished during the rotation; writing it again"
-                ) from exc
-            except VaultError as exc:
-                raise _CommitFailed(str(exc)) from exc
-
-        def on_retry(retry: int, exc: BaseException, wait: float) -> None:
-            self.log.warning(
-                events.ROTATION_COMMIT_RETRY,
-                attempt=retry,
-                retry_in_seconds=round(wait, 3),
-                error=str(exc),
-            )
-
-        try:
-            # The secret is in memory only: keep trying until commit_retry_for is
-            # spent (the deadline bounds the loop), never hammering a Vault that is down.
-            return await retry(
-                attempt,
-                backoff=_COMMIT_BACKOFF,
-                retryable=lambda exc: isinstance(exc, _CommitFailed),
-                clock=ctx.clock,
-                rng=ctx.rng,
-                on_retry=on_retry,
-                deadline=ctx.clock.monotonic() + ctx.commit_retry_for.total_seconds(),
-            )
-        except _CommitFailed as exc:
-            ctx.reread(self.sub.id)
-            self.log.critical(
-                events.ROTATION_FAILED,
-                stage="commit",
-                attempts=attempts,
-                error=str(exc),
-                rotation_id=self.rotation_id,
-                secret_fingerprint=fingerprint,
-            )
-            return self.outcome(
-                OutcomeKind.FAILED,
-                Reason.COMMIT_FAILED,
-                secret_fingerprint=fingerprint,
-                error=str(exc),
-            )
-
-    async def read_back(self) -> Record | None:
-        try:
-            current = await self.ctx.store.read(self.sub.id)
-        except VaultError:
-            return None
-        self.ctx.remember(current)
-        return current
-
     # -- step 5: superseded ----------------------------------------------------------
 
     def superseded(self, current: Record, fingerprint: str) -> Outcome:
@@ -567,10 +367,10 @@ class _Rotation:
 
     # -- step 6: give the claim back, or keep it -----------------------------------------
 
-    async def give_back(self, claimed: Record, result: _Refused | _Gone | _Doubt) -> Outcome:
+    async def give_back(self, claimed: Record, result: Refused | Gone | Doubt) -> Outcome:
         """After a refusal, restore the record (or mark it stale); after doubt, keep the claim."""
         ctx = self.ctx
-        if isinstance(result, _Doubt):
+        if isinstance(result, Doubt):
             # An attempt may have killed the old secret: the claim stays, and the
             # record is recovered (regenerated again) when it expires.
             self.log.error(
@@ -600,7 +400,7 @@ class _Rotation:
         except VaultError:
             ctx.reread(self.sub.id)  # the claim stays; recovery takes it over later
         self.log.info(events.ROTATION_RELEASED, rotation_id=self.rotation_id, state=restored.state)
-        if isinstance(result, _Gone):
+        if isinstance(result, Gone):
             self.log.info(events.ROTATION_SKIPPED, reason=Reason.GONE, stage="regenerate")
             return self.outcome(OutcomeKind.SKIPPED, Reason.GONE, error=result.error)
         self.log.error(events.ROTATION_FAILED, stage="regenerate", error=result.error)
@@ -610,15 +410,3 @@ class _Rotation:
             error=result.error,
             protocol_error=self.protocol_error,
         )
-
-
-def _is_ours(current: Record, rotation_id: str, written: Record) -> bool:
-    return (
-        current.rotation_id == rotation_id
-        and current.secret is not None
-        and current.secret == written.secret
-    )
-
-
-def _seconds(value: timedelta | None) -> float | None:
-    return None if value is None else round(value.total_seconds(), 3)
