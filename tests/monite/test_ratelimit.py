@@ -9,8 +9,7 @@ import pytest
 
 from rotator.clock import SystemClock
 from rotator.config import MoniteSettings
-from rotator.monite import MoniteClient
-from rotator.monite import header_number, retry_after
+from rotator.monite import MoniteClient, header_number, retry_after
 from rotator.ratelimit import MAX_PAUSE_SECONDS, RateLimiter
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.secret import Secret
