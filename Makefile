@@ -23,8 +23,8 @@ demo: $(STAMP)
 test: lint typecheck layers pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check rotator tests
-	$(BIN)/ruff format --check rotator tests
+	$(BIN)/ruff check rotator tests examples
+	$(BIN)/ruff format --check rotator tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,91 @@
+"""The consumer kit: verify Monite webhook deliveries with the secret the rotator keeps in Vault.
+
+For the services that *receive* Monite's webhooks, not for the rotator itself.
+Standard library only, plus hvac inside `VaultSecretSource` (imported when one
+is built), so a consumer that loads its secrets another way needs no hvac.
+From this project it uses only `rotator.signature` (the one place of the
+signing scheme) and `rotator.secret` (a value whose repr is `<secret>`);
+import-linter checks that.
+
+    verifier = Verifier(VaultSecretSource(hvac.Client(...), mount="secret",
+                                          prefix="monite/webhooks"))
+    status, answer = verify_request(verifier, request_headers, raw_body)
+
+`Verifier.verify` checks, in this order, so that the cheap refusals cost no
+Vault read: the `Monite-Signature` header parses (malformed), its timestamp is
+within `tolerance` of this host's clock (expired), the body is a JSON object
+naming a `webhook_subscription_id` (malformed), that subscription has a record
+(unknown_subscription) holding a usable secret (no_active_secret), and one of
+the header's signatures matches it, compared in constant time (mismatch).
+
+When the cached secret does not verify (or the subscription looked unknown or
+secretless in the cache) the record is read again from the source once,
+bypassing the cache, and the delivery verified again: right after a rotation
+Monite signs with a secret the cache has not seen yet. Those re-reads are
+limited per subscription (`refresh_interval`, one per second by default), so a
+flood of forged deliveries costs Vault at most one read per subscription per
+second; a delivery that would need a re-read inside the interval is rejected
+as it stands.
+
+No secret value ever appears in a repr, an exception or a message of this
+package: secrets are held as `rotator.secret.Secret`.
+
+The package's face re-exports the kit; its private modules own the parts:
+`_sources` where secrets come from (records, sources, their cache), `_verify`
+how a delivery is checked and answered. `rotator.consumer.app` is a complete
+HTTP consumer built on it (`python -m rotator.consumer.app`, and the one
+`rotator demo` runs); `examples/consumer_app.py` embeds the kit in a WSGI app.
+"""
+
+from __future__ import annotations
+
+# The names of __all__, and (imported `as` themselves) the constants and
+# `valid_subscription_id` the kit's single module had outside __all__.
+from rotator.consumer._sources import (
+    ACCEPTED_STATES,
+    CachedSource,
+    DirectorySecretSource,
+    Lookup,
+    SecretRecord,
+    SecretSource,
+    SecretSourceError,
+    StaticSecretSource,
+    VaultSecretSource,
+    record_from_data,
+)
+from rotator.consumer._sources import DEFAULT_CACHE_TTL as DEFAULT_CACHE_TTL
+from rotator.consumer._sources import RECORD_STATES as RECORD_STATES
+from rotator.consumer._sources import valid_subscription_id as valid_subscription_id
+from rotator.consumer._verify import DEFAULT_REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL
+from rotator.consumer._verify import MAX_BODY_BYTES as MAX_BODY_BYTES
+from rotator.consumer._verify import STATUS_BY_REASON as STATUS_BY_REASON
+from rotator.consumer._verify import SUBSCRIPTION_FIELD as SUBSCRIPTION_FIELD
+from rotator.consumer._verify import (
+    Rejected,
+    RejectReason,
+    VerifiedDelivery,
+    Verifier,
+    header_value,
+    signature_header,
+    verify_request,
+)
+
+__all__ = [
+    "ACCEPTED_STATES",
+    "CachedSource",
+    "DirectorySecretSource",
+    "Lookup",
+    "RejectReason",
+    "Rejected",
+    "SecretRecord",
+    "SecretSource",
+    "SecretSourceError",
+    "StaticSecretSource",
+    "VaultSecretSource",
+    "VerifiedDelivery",
+    "Verifier",
+    "header_value",
+    "record_from_data",
+    "signature_header",
+    "verify_request",
+]

@@ -1,0 +1,271 @@
+"""Verifying one delivery: the checks, their refusals and the answer to give.
+
+Owns `Verifier` (the checks in the order the package docstring gives, and the
+rate-limited re-read on a failed one), `Rejected` with its `RejectReason`,
+`VerifiedDelivery`, reading the signature header (`signature_header`,
+`header_value`) and `verify_request`, which turns a verification into the HTTP
+status and JSON body to answer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rotator import signature
+from rotator.consumer._sources import (
+    SecretRecord,
+    SecretSource,
+    SecretSourceError,
+    valid_subscription_id,
+)
+
+RejectReason = Literal[
+    "malformed", "expired", "mismatch", "unknown_subscription", "no_active_secret"
+]
+
+SUBSCRIPTION_FIELD = "webhook_subscription_id"
+"""The payload field that names the subscription, so the secret to verify with."""
+
+DEFAULT_REFRESH_INTERVAL = 1.0
+"""At most one cache-bypassing re-read per subscription in this many seconds."""
+
+MAX_BODY_BYTES = 1024 * 1024
+"""A larger delivery is refused unread: Monite's events are a few KiB."""
+
+
+class Rejected(Exception):
+    """The delivery is refused. `reason` says why; the message never holds a secret or body.
+
+    `subscription_id` is set when the payload named one (for counters and logs).
+    """
+
+    def __init__(
+        self, reason: RejectReason, message: str, *, subscription_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason: RejectReason = reason
+        self.subscription_id = subscription_id
+
+    def __repr__(self) -> str:
+        return f"Rejected({self.reason!r}, {str(self)!r})"
+
+
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    """A delivery whose signature matched: its event id, subscription id, timestamp and payload."""
+
+    event_id: str | None
+    subscription_id: str
+    timestamp: int
+    payload: dict[str, Any] = field(repr=False)
+
+
+class Verifier:
+    """Verifies deliveries against a SecretSource; thread-safe. See the package docstring."""
+
+    def __init__(
+        self,
+        secrets: SecretSource,
+        *,
+        tolerance: float = signature.DEFAULT_TOLERANCE,
+        clock: Callable[[], float] = time.time,
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_body: int = MAX_BODY_BYTES,
+        reread: bool = True,
+    ) -> None:
+        """`clock` is unix time (for the timestamp tolerance); `monotonic` times re-reads.
+
+        `reread=False` never bypasses the cache (a consumer told of rotations by hooks
+        or a timer only; also how tests show that those alone suffice).
+        """
+        if tolerance < 0 or refresh_interval < 0:
+            raise ValueError("tolerance and refresh_interval must be at least 0 seconds")
+        self.secrets = secrets
+        self.tolerance = tolerance
+        self._clock = clock
+        self._monotonic = monotonic
+        self._refresh_interval = refresh_interval
+        self._max_body = max_body
+        self._reread = reread
+        self._lock = threading.Lock()
+        self._last_refresh: dict[str, float] = {}
+        self.refreshes = 0
+        """Cache-bypassing re-reads made after a failed verification."""
+        self.refreshes_refused = 0
+        """Re-reads not made because the subscription's interval had not passed."""
+
+    def __repr__(self) -> str:
+        return f"Verifier({self.secrets!r}, tolerance={self.tolerance:g})"
+
+    def verify(
+        self, headers_or_signature: Mapping[str, str] | str | None, body: bytes
+    ) -> VerifiedDelivery:
+        """Verify one delivery: the request's headers (or the header's value) and its raw body.
+
+        Raises Rejected with a reason, or SecretSourceError when the source is down.
+        """
+        header = (
+            signature_header(headers_or_signature)
+            if isinstance(headers_or_signature, Mapping)
+            else headers_or_signature
+        )
+        if header is None:
+            raise Rejected("malformed", f"{signature.HEADER} header missing")
+        try:
+            parsed = signature.parse(header)
+        except signature.SignatureError as exc:
+            raise Rejected("malformed", str(exc)) from None
+        now = self._clock()
+        if abs(now - parsed.timestamp) > self.tolerance:
+            raise Rejected(
+                "expired",
+                f"{signature.HEADER}: timestamp is {abs(now - parsed.timestamp):.0f}s from this "
+                f"host's clock (tolerance {self.tolerance:g}s)",
+            )
+        payload = self._payload(body)
+        subscription_id = payload[SUBSCRIPTION_FIELD]
+        event_id = payload.get("id")
+        delivery = VerifiedDelivery(
+            event_id if isinstance(event_id, str) else None,
+            subscription_id,
+            parsed.timestamp,
+            payload,
+        )
+
+        lookup = self.secrets.get(subscription_id)
+        failure = self._check(lookup.record, header, body, subscription_id, now)
+        if failure is None:
+            return delivery
+        # A record read just now cannot be more outdated than a second read would be.
+        if not (self._reread and lookup.cached) or not self._may_refresh(subscription_id):
+            raise failure
+        record = self.secrets.refresh(subscription_id)
+        failure = self._check(record, header, body, subscription_id, now)
+        if failure is None:
+            return delivery
+        raise failure
+
+    def _payload(self, body: bytes) -> dict[str, Any]:
+        if len(body) > self._max_body:
+            raise Rejected("malformed", f"body longer than {self._max_body} bytes")
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            raise Rejected("malformed", "body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise Rejected("malformed", "body is not a JSON object")
+        subscription_id = payload.get(SUBSCRIPTION_FIELD)
+        if not valid_subscription_id(subscription_id):
+            raise Rejected("malformed", f"body has no valid {SUBSCRIPTION_FIELD}")
+        return payload
+
+    def _check(
+        self,
+        record: SecretRecord | None,
+        header: str,
+        body: bytes,
+        subscription_id: str,
+        now: float,
+    ) -> Rejected | None:
+        """None when the record's secret verifies the delivery, else the Rejected to raise."""
+        if record is None:
+            return Rejected(
+                "unknown_subscription",
+                f"no record for subscription {subscription_id}",
+                subscription_id=subscription_id,
+            )
+        if record.secret is None:
+            return Rejected(
+                "no_active_secret",
+                f"the record of subscription {subscription_id} holds no usable secret "
+                f"(state {record.state}, version {record.version})",
+                subscription_id=subscription_id,
+            )
+        try:
+            signature.verify(
+                header, body, record.secret.reveal(), now=now, tolerance=self.tolerance
+            )
+        except signature.SignatureError as exc:
+            return Rejected(exc.reason, str(exc), subscription_id=subscription_id)
+        return None
+
+    def _may_refresh(self, subscription_id: str) -> bool:
+        """Whether a cache-bypassing re-read is allowed now (and, if so, book it)."""
+        now = self._monotonic()
+        with self._lock:
+            last = self._last_refresh.get(subscription_id)
+            if last is not None and now - last < self._refresh_interval:
+                self.refreshes_refused += 1
+                return False
+            self._last_refresh[subscription_id] = now
+            if len(self._last_refresh) > 10_000:  # forged ids must not grow this forever
+                cutoff = now - self._refresh_interval
+                for key in [k for k, t in self._last_refresh.items() if t < cutoff]:
+                    del self._last_refresh[key]
+            self.refreshes += 1
+            return True
+
+
+def signature_header(headers: Mapping[str, str]) -> str | None:
+    """The `Monite-Signature` value from request headers, matched case-insensitively.
+
+    Accepts a plain dict, `http.client.HTTPMessage`, Starlette's or Werkzeug's
+    headers, and a WSGI environ (`HTTP_MONITE_SIGNATURE`).
+    """
+    return header_value(headers, signature.HEADER)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, case-insensitively; a WSGI environ's `HTTP_...` key works too."""
+    value = headers.get(name)
+    if value is not None:
+        return str(value)
+    wanted = name.lower()
+    environ_key = "HTTP_" + name.upper().replace("-", "_")
+    for key, item in headers.items():
+        if isinstance(key, str) and (key.lower() == wanted or key == environ_key):
+            return str(item)
+    return None
+
+
+STATUS_BY_REASON: dict[RejectReason, int] = {
+    "malformed": 400,
+    "expired": 401,
+    "mismatch": 401,
+    "unknown_subscription": 401,
+    "no_active_secret": 401,
+}
+
+
+def verify_request(
+    verifier: Verifier, headers: Mapping[str, str], body: bytes
+) -> tuple[int, dict[str, Any]]:
+    """Verify a request and say what to answer: (HTTP status, a JSON-able body).
+
+    Framework-agnostic: pass the request's headers (any case-insensitive
+    mapping, or a WSGI environ) and its raw body. 200 with the event and
+    subscription ids when verified; 400 (malformed) or 401 (expired,
+    mismatch, unknown_subscription, no_active_secret) with `error` the
+    reason; 503 `unavailable` when the secret source could not be read, so
+    Monite delivers again later. The body never holds a secret.
+    """
+    try:
+        delivery = verifier.verify(headers, body)
+    except Rejected as exc:
+        answer: dict[str, Any] = {"error": exc.reason}
+        if exc.subscription_id is not None:
+            answer["subscription_id"] = exc.subscription_id
+        return STATUS_BY_REASON[exc.reason], answer
+    except SecretSourceError:
+        return 503, {"error": "unavailable"}
+    return 200, {
+        "status": "verified",
+        "event_id": delivery.event_id,
+        "subscription_id": delivery.subscription_id,
+    }

@@ -1,0 +1,74 @@
+"""Helpers (no tests) for the consumer kit tests: records as the product writes them, deliveries."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from rotator import signature
+from rotator.config import VaultSettings
+from rotator.model import Record, Regenerated, Subscription
+from rotator.sandbox import record_issued
+from rotator.secret import Secret
+from rotator.vault import VaultStore
+
+
+def new_secret() -> str:
+    """A webhook secret the suite's hygiene scan looks for in all captured output."""
+    value = "whsec_" + secrets.token_urlsafe(24)
+    record_issued(value)
+    return value
+
+
+async def commit(
+    settings: VaultSettings,
+    subscription_id: str,
+    secret: str,
+    *,
+    cas: int,
+    state: str = "active",
+) -> Record:
+    """Write a record exactly as a rotation's commit does (the product's store and model)."""
+    record = Record(subscription_id=subscription_id, version=cas).committed(
+        _regenerated(subscription_id, secret),
+        rotation_id=str(uuid.uuid4()),
+        at=datetime.now(UTC),
+        settle_for=timedelta(minutes=2) if state == "settling" else None,
+    )
+    store = VaultStore(settings)
+    try:
+        return await store.write(record, cas=cas)
+    finally:
+        store.close()
+
+
+def _regenerated(subscription_id: str, secret: str) -> Regenerated:
+    subscription = Subscription(
+        id=subscription_id,
+        url="https://consumer.example.com/webhooks",
+        object_type="payable",
+        status="enabled",
+        event_types=("created",),
+    )
+    return Regenerated(subscription=subscription, secret=Secret(secret))
+
+
+def delivery(
+    subscription_id: str, secret: str, *, at: float | None = None
+) -> tuple[dict[str, str], bytes]:
+    """Headers and raw body of a delivery Monite would send, signed with `secret`."""
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "action": "payable.created",
+            "object_type": "payable",
+            "object": {"id": str(uuid.uuid4())},
+            "webhook_subscription_id": subscription_id,
+        },
+        separators=(",", ":"),
+    ).encode()
+    timestamp = int(time.time() if at is None else at)
+    return {signature.HEADER: signature.sign(secret, body, timestamp=timestamp)}, body

@@ -1,0 +1,283 @@
+"""rotator.consumer: verifying deliveries against records the rotator wrote (emulator, OpenBao)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import hvac
+import pytest
+
+from rotator import signature
+from rotator.config import VaultSettings
+from rotator.consumer import (
+    Rejected,
+    StaticSecretSource,
+    VaultSecretSource,
+    Verifier,
+    record_from_data,
+    signature_header,
+    verify_request,
+)
+from rotator.sandbox.vault import VaultEmulator
+from tests.conftest import remember_output
+from tests.consumer_support import commit, delivery, new_secret
+
+
+class FakeMonotonic:
+    """A monotonic clock the test moves by hand (re-read rate limits)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def source_for(vault: VaultEmulator, token: str, **kwargs: Any) -> VaultSecretSource:
+    client = hvac.Client(url=vault.address, token=token, timeout=5)
+    return VaultSecretSource(client, mount="secret", prefix="monite/webhooks", **kwargs)
+
+
+def sub_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def test_verifies_a_delivery_signed_with_the_records_secret(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """A delivery signed with the committed secret verifies, with its ids and payload."""
+    sid, secret = sub_id(), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    verifier = Verifier(source_for(vault, vault_token))
+    headers, body = delivery(sid, secret)
+    verified = verifier.verify(headers, body)
+    assert sid == verified.subscription_id
+    assert verified.payload["id"] == verified.event_id
+    assert "payable.created" == verified.payload["action"]
+
+
+async def test_mismatch_rereads_once_and_accepts_the_rotated_secret(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """After a rotation the cached secret fails, one re-read finds the new one, and it verifies."""
+    sid, old, new = sub_id(), new_secret(), new_secret()
+    first = await commit(vault_settings, sid, old, cas=0)
+    source = source_for(vault, vault_token)
+    verifier = Verifier(source)
+    verifier.verify(*delivery(sid, old))
+    await commit(vault_settings, sid, new, cas=first.version)
+    verified = verifier.verify(*delivery(sid, new))
+    assert (sid, 2, 1) == (verified.subscription_id, source.reads, verifier.refreshes)
+    verifier.verify(*delivery(sid, new))
+    assert 2 == source.reads  # the new secret is cached now
+
+
+async def test_forged_delivery_is_rejected_with_exactly_one_extra_read(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """A delivery signed with a wrong secret costs one cache-bypassing read, then is refused."""
+    sid, secret = sub_id(), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    source = source_for(vault, vault_token)
+    verifier = Verifier(source)
+    verifier.verify(*delivery(sid, secret))
+    before = source.reads
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(*delivery(sid, new_secret()))
+    assert ("mismatch", sid, 1) == (
+        caught.value.reason,
+        caught.value.subscription_id,
+        source.reads - before,
+    )
+
+
+async def test_rereads_are_rate_limited_per_subscription(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """Forgeries re-read a subscription at most once per interval; others keep their own."""
+    sid, other, secret, other_secret = sub_id(), sub_id(), new_secret(), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    await commit(vault_settings, other, other_secret, cas=0)
+    source = source_for(vault, vault_token)
+    clock = FakeMonotonic()
+    verifier = Verifier(source, refresh_interval=1.0, monotonic=clock)
+    verifier.verify(*delivery(sid, secret))
+    verifier.verify(*delivery(other, other_secret))
+    before = source.reads
+    for _ in range(20):
+        with pytest.raises(Rejected):
+            verifier.verify(*delivery(sid, new_secret()))
+    assert (1, 19) == (source.reads - before, verifier.refreshes_refused)
+    with pytest.raises(Rejected):
+        verifier.verify(*delivery(other, new_secret()))
+    assert 2 == source.reads - before  # another subscription has its own allowance
+    clock.now += 1.0
+    with pytest.raises(Rejected):
+        verifier.verify(*delivery(sid, new_secret()))
+    assert 3 == source.reads - before
+
+
+async def test_expired_timestamp_is_rejected_before_any_read(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """A delivery older than the tolerance is refused as expired without asking Vault."""
+    sid, secret = sub_id(), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    source = source_for(vault, vault_token)
+    verifier = Verifier(source, tolerance=300)
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(*delivery(sid, secret, at=time.time() - 301))
+    assert ("expired", 0) == (caught.value.reason, source.reads)
+
+
+async def test_unknown_subscription_is_rejected(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """A delivery naming a subscription with no record is refused as unknown_subscription."""
+    verifier = Verifier(source_for(vault, vault_token))
+    sid = sub_id()
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(*delivery(sid, new_secret()))
+    assert ("unknown_subscription", sid) == (caught.value.reason, caught.value.subscription_id)
+
+
+async def test_a_new_subscription_is_found_after_a_cached_miss(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """A cached "no record" is read again once, so a subscription created since is accepted."""
+    sid, secret = sub_id(), new_secret()
+    source = source_for(vault, vault_token)
+    verifier = Verifier(source)
+    with pytest.raises(Rejected):
+        verifier.verify(*delivery(sid, secret))
+    await commit(vault_settings, sid, secret, cas=0)
+    assert sid == verifier.verify(*delivery(sid, secret)).subscription_id
+
+
+async def test_settling_records_secret_verifies_by_default(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """A settling record's secret (committed, one more rotation to come) is used by default."""
+    sid, secret = sub_id(), new_secret()
+    written = await commit(vault_settings, sid, secret, cas=0, state="settling")
+    assert "settling" == written.state
+    verifier = Verifier(source_for(vault, vault_token))
+    assert sid == verifier.verify(*delivery(sid, secret)).subscription_id
+
+
+async def test_strict_states_answer_no_active_secret(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """With accepted_states={"active"} a settling record gives no_active_secret."""
+    sid, secret = sub_id(), new_secret()
+    await commit(vault_settings, sid, secret, cas=0, state="settling")
+    verifier = Verifier(source_for(vault, vault_token, accepted_states={"active"}))
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(*delivery(sid, secret))
+    assert "no_active_secret" == caught.value.reason
+
+
+def test_record_without_usable_secret_has_none() -> None:
+    """A deleted version, an empty secret, an unknown state: read as the rotator reads them."""
+    assert (None, "stale") == (
+        record_from_data("s", None, 3).secret,
+        record_from_data("s", None, 3).state,
+    )
+    assert None is record_from_data("s", {"secret": "", "state": "active"}).secret
+    assert "stale" == record_from_data("s", {"secret": "x" * 20, "state": "new-kind"}).state
+    assert "active" == record_from_data("s", {"secret": "x" * 20}).state
+
+
+@pytest.mark.parametrize(
+    ("header", "body"),
+    [
+        (None, b"{}"),
+        ("t=1", b"{}"),
+        ("garbage", b"{}"),
+    ],
+)
+def test_malformed_headers_are_rejected(header: str | None, body: bytes) -> None:
+    """A missing or unparseable Monite-Signature is malformed."""
+    verifier = Verifier(StaticSecretSource())
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(header, body)
+    assert "malformed" == caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1]", b"{}", b'{"webhook_subscription_id": "../x"}', b"[" * 100_000],
+)
+def test_malformed_bodies_are_rejected(body: bytes) -> None:
+    """A body that is not a JSON object naming a safe subscription id is malformed."""
+    verifier = Verifier(StaticSecretSource())
+    header = signature.sign("k" * 16, body, timestamp=int(time.time()))
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(header, body)
+    assert "malformed" == caught.value.reason
+
+
+def test_verify_request_maps_outcomes_to_statuses() -> None:
+    """verify_request answers 200, 400, 401 and 503 with JSON-able bodies naming the reason."""
+    sid, secret = sub_id(), new_secret()
+    verifier = Verifier(StaticSecretSource({sid: secret}))
+    headers, body = delivery(sid, secret)
+    status, answer = verify_request(verifier, headers, body)
+    assert (200, "verified", sid) == (status, answer["status"], answer["subscription_id"])
+    assert (400, {"error": "malformed"}) == verify_request(verifier, {}, body)
+    forged_headers, forged_body = delivery(sid, new_secret())
+    assert (401, {"error": "mismatch", "subscription_id": sid}) == verify_request(
+        verifier, forged_headers, forged_body
+    )
+
+
+def test_vault_down_is_503_not_a_rejection() -> None:
+    """When Vault cannot be read the answer is 503 unavailable, so Monite delivers again."""
+    client = hvac.Client(url="http://127.0.0.1:9", token="t", timeout=1)
+    verifier = Verifier(VaultSecretSource(client))
+    sid = sub_id()
+    assert (503, {"error": "unavailable"}) == verify_request(verifier, *delivery(sid, "k" * 16))
+
+
+def test_headers_are_found_in_any_case_and_in_a_wsgi_environ() -> None:
+    """The signature header is found case-insensitively, and as HTTP_MONITE_SIGNATURE."""
+    assert "v" == signature_header({"monite-signature": "v"})
+    assert "v" == signature_header({"HTTP_MONITE_SIGNATURE": "v", "wsgi.input": "x"})
+
+
+async def test_no_secret_in_exceptions_or_reprs(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
+) -> None:
+    """Nothing the kit shows (reprs, rejections, results) holds the secret or the forged one."""
+    sid, secret, forged = sub_id(), new_secret(), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    source = source_for(vault, vault_token)
+    verifier = Verifier(source)
+    verified = verifier.verify(*delivery(sid, secret))
+    texts = [repr(verifier), repr(source), repr(verified), repr(source.get(sid))]
+    for reason_case in (delivery(sid, forged), delivery(sid, secret, at=0)):
+        with pytest.raises(Rejected) as caught:
+            verifier.verify(*reason_case)
+        texts += [str(caught.value), repr(caught.value)]
+    remember_output(*texts)
+    assert [] == [text for text in texts if secret in text or forged in text]
+
+
+def test_hvac_is_imported_only_by_the_vault_source() -> None:
+    """Importing the kit and verifying with another source loads no hvac."""
+    code = (
+        "import sys, time; from rotator import consumer, signature;"
+        "v = consumer.Verifier(consumer.StaticSecretSource({'s1': 'k' * 16}));"
+        'b = b\'{"webhook_subscription_id": "s1"}\';'
+        "v.verify(signature.sign('k' * 16, b, timestamp=int(time.time())), b);"
+        "print('hvac' in sys.modules, 'httpx' in sys.modules, 'structlog' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    remember_output(result.stdout, result.stderr)
+    assert (0, "False False False") == (result.returncode, result.stdout.strip())

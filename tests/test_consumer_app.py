@@ -1,0 +1,276 @@
+"""rotator.consumer.app and examples/consumer_app.py over loopback: deliveries, hook notices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import make_server as make_wsgi_server
+
+import hvac
+import pytest
+
+from examples.consumer_app import make_application
+from rotator import signature
+from rotator.config import VaultSettings
+from rotator.consumer import VaultSecretSource, Verifier
+from rotator.consumer.app import HOOK_HEADER, ConsumerApp, make_server, read_hook_key
+from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
+from tests.conftest import remember_output
+from tests.consumer_support import commit, delivery, new_secret
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # loopback only
+            text = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        text, status = exc.read().decode(), exc.code
+    remember_output(text)
+    return status, json.loads(text)
+
+
+def get_stats(app: ConsumerApp) -> dict[str, Any]:
+    with urllib.request.urlopen(app.url + "/stats", timeout=5) as response:
+        text = response.read().decode()
+    remember_output(text)
+    return dict(json.loads(text)["subscriptions"])
+
+
+def notice(
+    hook_key: str, subscription_id: str | None, *, key: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A hook notice as the rotator sends it, signed with `key` (default: the right one)."""
+    payload: dict[str, Any] = {"event": "rotation.succeeded", "vault_version": 2}
+    if subscription_id is not None:
+        payload["subscription_id"] = subscription_id
+    body = json.dumps(payload).encode()
+    header = signature.sign(key or hook_key, body, timestamp=int(time.time()))
+    return body, {HOOK_HEADER: header, "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def hook_key() -> str:
+    return new_secret()
+
+
+@pytest.fixture
+def app(vault: VaultEmulator, vault_token: str, hook_key: str) -> Iterator[ConsumerApp]:
+    """The example app on a free loopback port; re-reads on mismatch allowed once an hour."""
+    client = hvac.Client(url=vault.address, token=vault_token, timeout=5)
+    verifier = Verifier(VaultSecretSource(client, ttl=3600), refresh_interval=3600)
+    consumer = ConsumerApp(verifier, hook_key=Secret(hook_key))
+    consumer.start()
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+
+
+async def test_signed_deliveries_are_verified_and_counted(
+    app: ConsumerApp, vault_settings: VaultSettings
+) -> None:
+    """A signed delivery gets 200, a forged one 401, a malformed one 400; stats count them."""
+    sid, secret = str(uuid.uuid4()), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    headers, body = delivery(sid, secret)
+    assert (200, "verified") == (lambda r: (r[0], r[1]["status"]))(
+        post(app.url + "/webhooks", body, headers)
+    )
+    forged_headers, forged_body = delivery(sid, new_secret())
+    assert (401, {"error": "mismatch", "subscription_id": sid}) == post(
+        app.url + "/webhooks", forged_body, forged_headers
+    )
+    assert (400, {"error": "malformed"}) == post(app.url + "/webhooks", b"{}", {})
+    stats = get_stats(app)
+    assert {"received": 2, "verified": 1, "rejected": 1, "reloaded": 0} == stats[sid]
+    assert {"received": 1, "verified": 0, "rejected": 1, "reloaded": 0} == stats["(none)"]
+
+
+async def test_hook_notice_invalidates_so_the_next_delivery_loads_the_new_secret(
+    app: ConsumerApp, vault_settings: VaultSettings, hook_key: str
+) -> None:
+    """With re-reads used up, the rotated secret fails until the hook's notice drops the cache."""
+    sid, old, new = str(uuid.uuid4()), new_secret(), new_secret()
+    first = await commit(vault_settings, sid, old, cas=0)
+    assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, old)))[0]
+    forged_headers, forged_body = delivery(sid, new_secret())
+    assert 401 == post(app.url + "/webhooks", forged_body, forged_headers)[0]  # uses the re-read
+    await commit(vault_settings, sid, new, cas=first.version)
+    new_headers, new_body = delivery(sid, new)
+    assert 401 == post(app.url + "/webhooks", new_body, new_headers)[0]
+    assert (200, {"invalidated": [sid]}) == post(app.url + "/rotated", *notice(hook_key, sid))
+    new_headers, new_body = delivery(sid, new)
+    assert 200 == post(app.url + "/webhooks", new_body, new_headers)[0]
+    assert {"received": 4, "verified": 2, "rejected": 2, "reloaded": 1} == get_stats(app)[sid]
+
+
+async def test_hook_notice_with_a_wrong_signature_changes_nothing(
+    app: ConsumerApp, vault_settings: VaultSettings, hook_key: str
+) -> None:
+    """A notice signed with another key is refused 401 and invalidates nothing."""
+    sid, secret = str(uuid.uuid4()), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, secret)))[0]
+    body, headers = notice(hook_key, sid, key=new_secret())
+    assert (401, {"error": "mismatch"}) == post(app.url + "/rotated", body, headers)
+    assert (401, {"error": "malformed"}) == post(app.url + "/rotated", body, {})
+    assert 0 == get_stats(app)[sid]["reloaded"]
+    assert [sid] == app.source.known()
+
+
+async def test_hook_notice_naming_no_subscription_drops_every_cached_secret(
+    app: ConsumerApp, vault_settings: VaultSettings, hook_key: str
+) -> None:
+    """A notice without a subscription id invalidates the whole cache."""
+    sid, secret = str(uuid.uuid4()), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    post(app.url + "/webhooks", *reversed(delivery(sid, secret)))
+    assert (200, {"invalidated": [sid]}) == post(app.url + "/rotated", *notice(hook_key, None))
+    assert [] == app.source.known()
+
+
+def test_hook_route_without_a_key_is_forbidden(vault: VaultEmulator, vault_token: str) -> None:
+    """An app started without a hook key refuses notices with 403."""
+    consumer = make_server(vault_addr=vault.address, vault_token=vault_token)
+    consumer.start()
+    try:
+        assert (403, {"error": "no hook key configured"}) == post(
+            consumer.url + "/rotated", *notice("k" * 16, None)
+        )
+    finally:
+        consumer.stop()
+
+
+async def test_polling_picks_up_a_rotation_without_a_hook(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings, tmp_path: Path
+) -> None:
+    """With --poll-interval the app re-reads known records, so the rotated secret verifies."""
+    key_file = tmp_path / "hook-key"
+    key_file.write_text(new_secret() + "\n")
+    consumer = make_server(
+        vault_addr=vault.address,
+        vault_token=vault_token,
+        hook_key_file=key_file,
+        poll_interval=0.1,
+        cache_ttl=3600,
+    )
+    consumer.verifier = Verifier(consumer.source, reread=False)  # only the poll reloads
+    consumer.start()
+    try:
+        sid, old, new = str(uuid.uuid4()), new_secret(), new_secret()
+        first = await commit(vault_settings, sid, old, cas=0)
+        assert 200 == post(consumer.url + "/webhooks", *reversed(delivery(sid, old)))[0]
+        await commit(vault_settings, sid, new, cas=first.version)
+        status = 0
+        for _ in range(50):  # up to about 5 s
+            headers, body = delivery(sid, new)
+            status = post(consumer.url + "/webhooks", body, headers)[0]
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert 200 == status
+        assert 1 <= get_stats(consumer)[sid]["reloaded"]
+    finally:
+        consumer.stop()
+
+
+def test_hook_key_file_strips_the_newline_and_hides_the_key(tmp_path: Path) -> None:
+    """The hook key is read from its file without the trailing newline, as a Secret."""
+    value = new_secret()
+    (tmp_path / "key").write_text(value + "\n")
+    key = read_hook_key(tmp_path / "key")
+    assert (value, "<secret>") == (key.reveal(), repr(key))
+
+
+class QuietHandler(WSGIRequestHandler):
+    """wsgiref's handler without its request log on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def wsgi_example(
+    vault: VaultEmulator, vault_token: str, hook_key: str
+) -> Iterator[tuple[str, VaultSecretSource]]:
+    """The WSGI example under wsgiref on a free loopback port; only the hook notice reloads."""
+    client = hvac.Client(url=vault.address, token=vault_token, timeout=5)
+    source = VaultSecretSource(client, ttl=3600)
+    application = make_application(Verifier(source, reread=False), Secret(hook_key))
+    server: WSGIServer = make_wsgi_server("127.0.0.1", 0, application, handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="wsgi-example", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", source
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+async def test_wsgi_example_verifies_deliveries_and_takes_hook_notices(
+    wsgi_example: tuple[str, VaultSecretSource], vault_settings: VaultSettings, hook_key: str
+) -> None:
+    """Under wsgiref: signed 200, forged 401, and a signed notice makes the new secret load."""
+    url, source = wsgi_example
+    sid, old, new = str(uuid.uuid4()), new_secret(), new_secret()
+    first = await commit(vault_settings, sid, old, cas=0)
+    headers, body = delivery(sid, old)
+    assert (200, "verified") == (lambda r: (r[0], r[1]["status"]))(
+        post(url + "/webhooks", body, headers)
+    )
+    forged_headers, forged_body = delivery(sid, new_secret())
+    assert (401, {"error": "mismatch", "subscription_id": sid}) == post(
+        url + "/webhooks", forged_body, forged_headers
+    )
+    await commit(vault_settings, sid, new, cas=first.version)
+    new_headers, new_body = delivery(sid, new)
+    assert 401 == post(url + "/webhooks", new_body, new_headers)[0]  # the cache holds the old
+    assert (200, {"invalidated": [sid]}) == post(url + "/rotated", *notice(hook_key, sid))
+    new_headers, new_body = delivery(sid, new)
+    assert 200 == post(url + "/webhooks", new_body, new_headers)[0]
+    assert 2 == source.reads
+
+
+def run_app_module(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m rotator.consumer.app ARGS` without VAULT_ADDR and VAULT_TOKEN."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VAULT_ADDR", "VAULT_TOKEN")}
+    result = subprocess.run(
+        [sys.executable, "-m", "rotator.consumer.app", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    remember_output(result.stdout + result.stderr)
+    return result
+
+
+def test_app_module_runs_with_help() -> None:
+    """`python -m rotator.consumer.app --help` prints its usage and exits 0."""
+    result = run_app_module("--help")
+    assert (0, True) == (result.returncode, "--hook-key-file" in result.stdout)
+
+
+def test_app_module_without_vault_settings_names_them_and_exits_2() -> None:
+    """Without VAULT_ADDR and VAULT_TOKEN the module exits 2 on one line naming both."""
+    result = run_app_module("--listen", "127.0.0.1:0")
+    naming = [line for line in result.stderr.splitlines() if "VAULT_TOKEN" in line]
+    assert (2, 1) == (result.returncode, len(naming))
+    assert "VAULT_ADDR" in naming[0]
