@@ -14,11 +14,16 @@ Rounds run on demand (`DeliverySender.deliver_now()`, or `POST
 /_sandbox/deliveries` on the emulator the sender is attached to) and every
 `every` seconds once `start()`ed. A delivery that fails (connection error,
 timeout, an answer other than 2xx) is retried up to `retries` times, after
-`backoff`, then twice that, ... (at most `MAX_BACKOFF`), waited through the
-injected `wait`; each retry carries the same event `id` (consumers deduplicate
-by it), re-signed with the then-current secret and timestamp, to the
-then-current URL. An event whose subscription is deleted or disabled meanwhile
-is abandoned, neither delivered nor failed.
+`backoff`, then twice that, ... (at most `MAX_BACKOFF`); each retry carries the
+same event `id` (consumers deduplicate by it), re-signed with the then-current
+secret and timestamp, to the then-current URL. On demand, a round waits
+through its retries (the injected `wait`) and answers every outcome. Started,
+a round sends first attempts only: each failed event is scheduled for its
+retry (on the injected `monotonic` clock, at most `MAX_PENDING_RETRIES` of
+them) and sent when due, between rounds, so one consumer that rejects its
+deliveries holds back no other subscription's. An event whose subscription is
+deleted or disabled meanwhile, or still pending when the sender stops, is
+abandoned, neither delivered nor failed.
 
 Counters are kept in total and per subscription (`snapshot()`), with a record
 of each event's outcome naming the fingerprint (`Secret.fingerprint`) of the
@@ -28,6 +33,8 @@ reported; URLs in messages go through `display_url`.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import threading
 import time
@@ -35,8 +42,8 @@ import types
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -53,10 +60,13 @@ DEFAULT_BACKOFF = 0.5  # seconds before the first retry; doubles for each furthe
 MAX_BACKOFF = 5.0
 MAX_RECORDS = 10_000
 """How many event outcomes `snapshot().records` keeps, the newest."""
+MAX_PENDING_RETRIES = 10_000
+"""How many failed events a started sender keeps scheduled for a retry; beyond, they fail."""
+QUEUE_FULL = "retry queue full"
 
 Outcome = Literal["delivered", "failed"]
 Wait = Callable[[float], bool]
-"""Waits up to the given seconds before a retry; True means stop (abandon the rest)."""
+"""Waits up to the given seconds before a `deliver_now()` retry; True: stop, abandon the rest."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,8 @@ class DeliveryStats:
     attempts: int = 0  # POSTs, retries included
     delivered: int = 0  # events a 2xx answer accepted
     retried: int = 0  # POSTs after an event's first
-    failed: int = 0  # events given up after every attempt
+    failed: int = 0  # events given up after every attempt (or with the retry queue full)
+    abandoned: int = 0  # events dropped unsettled: subscription gone or disabled, sender stopped
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,26 @@ class _Event:
     error: str | None = None
 
 
+@dataclass
+class _Tally:
+    """What a batch of attempts settled, retried and abandoned (a round's, or a loop turn's)."""
+
+    records: list[DeliveryRecord] = field(default_factory=list)
+    retried: int = 0
+    abandoned: int = 0
+
+    def result(self) -> RoundResult:
+        failed = [r for r in self.records if r.outcome == "failed"]
+        return RoundResult(
+            delivered=len(self.records) - len(failed),
+            failed=len(failed),
+            retried=self.retried,
+            abandoned=self.abandoned,
+            last_error=failed[-1].error if failed else None,
+            records=tuple(self.records),
+        )
+
+
 def display_url(url: str) -> str:
     """The URL without user info or query (they may carry credentials), for messages."""
     parts = urllib.parse.urlsplit(url)
@@ -201,8 +232,9 @@ class DeliverySender:
     """Sends signed events for every enabled subscription of `monite` to each one's URL.
 
     Made, it is attached to `monite` (its `/_sandbox/deliveries` routes drive
-    it) until `stop()`. `wait` waits before each retry (default: sleeps, cut
-    short by `stop()`); `clock` gives the unix time of each signature.
+    it) until `stop()`. `wait` waits before each retry of `deliver_now()`
+    (default: sleeps, cut short by `stop()`); `clock` gives the unix time of
+    each signature; `monotonic` times the started sender's rounds and retries.
     """
 
     def __init__(
@@ -216,6 +248,7 @@ class DeliverySender:
         report: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         wait: Wait | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if every <= 0 or retries < 0 or backoff < 0 or timeout <= 0:
@@ -226,6 +259,7 @@ class DeliverySender:
         self._monite = monite
         self._report = report
         self._clock = clock
+        self._monotonic = monotonic
         self._stop = threading.Event()
         self._wait: Wait = wait if wait is not None else self._stop.wait
         self._entity_id = str(uuid.uuid4())
@@ -295,7 +329,10 @@ class DeliverySender:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sending (a round in progress ends after its current POST); detach and close."""
+        """Stop sending (a round in progress ends after its current POST); detach and close.
+
+        Events still waiting for a retry are abandoned (`DeliveryStats.abandoned`), not failed.
+        """
         self._stop.set()
         self._monite.detach_deliveries(self)
         if self._thread is not None:
@@ -306,24 +343,56 @@ class DeliverySender:
             self._http.close()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                result = self.deliver_now()
-            except RuntimeError:  # stopped meanwhile
-                return
-            if result.failed and self._report is not None:
-                self._report(
-                    f"deliveries: {result.failed} of {result.failed + result.delivered} events "
-                    f"not accepted after {1 + self.retries} attempts (last: {result.last_error})"
-                )
-            self._stop.wait(self.every)
+        """Rounds every `every` seconds; between them, each scheduled retry once it is due."""
+        scheduled: list[tuple[float, int, _Event]] = []  # a heap of (due, order, event)
+        order = itertools.count()
+        next_round = self._monotonic()
+        try:
+            while not self._stop.is_set():
+                tally = _Tally()
+                with self._round_lock:
+                    if self._closed:
+                        return
+                    now = self._monotonic()
+                    due: list[_Event] = []
+                    while scheduled and scheduled[0][0] <= now:  # at most MAX_PENDING_RETRIES
+                        due.append(heapq.heappop(scheduled)[2])
+                    failed = self._attempt(due, tally)
+                    if now >= next_round:
+                        next_round = now + self.every
+                        failed += self._attempt(self._new_events(), tally)
+                if self._stop.is_set():
+                    tally.abandoned += self._abandon(len(failed))
+                    return
+                retry_at = self._monotonic()
+                for event in failed:
+                    if len(scheduled) >= MAX_PENDING_RETRIES:
+                        event.error = QUEUE_FULL
+                        tally.records.append(self._settle(event, "failed"))
+                        continue
+                    delay = backoff_delay(event.attempts, self.backoff)
+                    heapq.heappush(scheduled, (retry_at + delay, next(order), event))
+                self._report_failures(tally.result())
+                wake = min(next_round, scheduled[0][0]) if scheduled else next_round
+                self._stop.wait(min(max(0.0, wake - self._monotonic()), self.every + MAX_BACKOFF))
+        finally:
+            self._abandon(len(scheduled))  # stopping: pending retries are dropped, not failed
+
+    def _report_failures(self, result: RoundResult) -> None:
+        if result.failed and self._report is not None:
+            self._report(
+                f"deliveries: {result.failed} of {result.failed + result.delivered} events "
+                f"not accepted after at most {1 + self.retries} attempts "
+                f"(last: {result.last_error})"
+            )
 
     # -- rounds ------------------------------------------------------------------
 
     def deliver_now(self) -> RoundResult:
         """One event per enabled subscription to its URL, each retried up to `retries` times.
 
-        Waits for a round already in progress. Raises RuntimeError once stopped.
+        Waits for a round already in progress, then for this round's retries.
+        Raises RuntimeError once stopped.
         """
         with self._round_lock:
             if self._closed:
@@ -331,11 +400,25 @@ class DeliverySender:
             return self._round()
 
     def _round(self) -> RoundResult:
+        """A round with its retries done here, waited through `wait`."""
+        tally = _Tally()
+        pending = self._attempt(self._new_events(), tally)
+        for retry in range(1, 1 + self.retries):
+            if not pending:
+                break
+            if self._wait(backoff_delay(retry, self.backoff)) or self._stop.is_set():
+                break  # stopping: what is left is abandoned, not failed
+            pending = self._attempt(pending, tally)
+        tally.abandoned += self._abandon(len(pending))
+        return tally.result()
+
+    def _new_events(self) -> list[_Event]:
+        """A new round: one unsent event per enabled subscription; counts the round."""
         with self._lock:
             sequence = self._stats.rounds
             self._stats = replace(self._stats, rounds=sequence + 1)
         now = datetime.fromtimestamp(self._clock(), UTC)
-        pending: list[_Event] = []
+        events: list[_Event] = []
         for target in self._monite.delivery_targets():
             event_id = str(uuid.uuid4())
             body = event_body(
@@ -345,40 +428,32 @@ class DeliverySender:
                 at=now,
                 event_id=event_id,
             )
-            pending.append(_Event(target.subscription_id, event_id, body))
-        records: list[DeliveryRecord] = []
-        abandoned = retried = 0
-        for attempt in range(1 + self.retries):
-            if attempt and (
-                self._wait(backoff_delay(attempt, self.backoff)) or self._stop.is_set()
-            ):
-                break  # stopping: what is left is abandoned, not failed
-            still: list[_Event] = []
-            for event in pending:
-                outcome = self._send(event)
-                retried += 1 if event.attempts > 1 and outcome is not None else 0
-                if outcome is True:
-                    records.append(self._settle(event, "delivered"))
-                elif outcome is False:
-                    still.append(event)
-                else:
-                    abandoned += 1
-            pending = still
-            if not pending:
-                break
-        else:
-            records.extend(self._settle(event, "failed") for event in pending)
-            pending = []
-        abandoned += len(pending)
-        failed = [r for r in records if r.outcome == "failed"]
-        return RoundResult(
-            delivered=len(records) - len(failed),
-            failed=len(failed),
-            retried=retried,
-            abandoned=abandoned,
-            last_error=failed[-1].error if failed else None,
-            records=tuple(records),
-        )
+            events.append(_Event(target.subscription_id, event_id, body))
+        return events
+
+    def _attempt(self, events: Iterable[_Event], tally: _Tally) -> list[_Event]:
+        """Send each event once and settle what is over; the failed ones with retries left."""
+        retry: list[_Event] = []
+        for event in events:
+            outcome = self._send(event)
+            if outcome is None:
+                tally.abandoned += self._abandon(1)
+                continue
+            tally.retried += 1 if event.attempts > 1 else 0
+            if outcome:
+                tally.records.append(self._settle(event, "delivered"))
+            elif event.attempts > self.retries:
+                tally.records.append(self._settle(event, "failed"))
+            else:
+                retry.append(event)
+        return retry
+
+    def _abandon(self, count: int) -> int:
+        """Count `count` events dropped unsettled; returns `count`."""
+        if count:
+            with self._lock:
+                self._stats = replace(self._stats, abandoned=self._stats.abandoned + count)
+        return count
 
     def _settle(self, event: _Event, outcome: Outcome) -> DeliveryRecord:
         record = DeliveryRecord(

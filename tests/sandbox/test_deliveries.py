@@ -2,7 +2,9 @@
 
 Every delivery is checked with `rotator.signature.verify` under the secret the
 emulator holds for its subscription; retries wait through an injected `wait`,
-so nothing here sleeps for a backoff.
+so nothing here sleeps for a backoff. Started senders mostly run on an injected
+`monotonic` clock that only the test moves; the tests poll the counters,
+bounded, for what the sender's thread did.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rotator.sandbox import ISSUED
+from rotator.sandbox import ISSUED, deliveries
 from rotator.sandbox.deliveries import (
     MAX_BACKOFF,
     DeliverySender,
+    DeliverySnapshot,
     DeliveryStats,
     SubscriptionDeliveries,
     backoff_delay,
@@ -107,6 +110,41 @@ class Waits:
     def __call__(self, seconds: float) -> bool:
         self.pauses.append(seconds)
         return False
+
+
+class Monotonic:
+    """The injected monotonic clock of a started sender: it moves only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _until(sender: DeliverySender, done: Callable[[DeliverySnapshot], bool]) -> DeliverySnapshot:
+    """The first snapshot `done` holds for, polling about 10 s at most; else the last one."""
+    snapshot = sender.snapshot()
+    for _ in range(1000):
+        if done(snapshot):
+            break
+        time.sleep(0.01)
+        snapshot = sender.snapshot()
+    return snapshot
+
+
+def _counts(snapshot: DeliverySnapshot, sub: str) -> tuple[int, int, int, int]:
+    """A subscription's (sent, delivered, retried, failed); zeros before its first POST."""
+    c = snapshot.subscriptions.get(sub, SubscriptionDeliveries())
+    return (c.sent, c.delivered, c.retried, c.failed)
+
+
+def _reached(good: str, bad: str, rounds: int) -> Callable[[DeliverySnapshot], bool]:
+    """Whether `good` accepted and `bad` was sent an event from each of `rounds` rounds."""
+    return lambda s: (rounds, rounds) == (_counts(s, good)[1], _counts(s, bad)[0])
 
 
 @pytest.fixture
@@ -425,3 +463,153 @@ def test_no_secret_appears_in_results_snapshots_reports_or_targets(
     remember_output(*texts)
     assert 1 == len(reports)
     assert [] == leaked(set(ISSUED), texts)
+
+
+@pytest.mark.timeout(30)
+def test_started_a_rejecting_subscription_holds_back_no_other_while_its_retries_wait(
+    monite: MoniteEmulator,
+) -> None:
+    """Each round reaches the healthy URL while the failing one's retries are still scheduled."""
+    clock = Monotonic()
+    with Receiver(then=500) as down, Receiver() as up:
+        bad = monite.seed(url=down.url())
+        good = monite.seed(url=up.url())
+        sender = _sender(monite, every=0.05, retries=1, backoff=1.0, monotonic=clock)
+        sender.start()
+        try:
+            progress = []
+            for n in range(1, 7):  # six rounds, all before the first retry is due
+                if n > 1:
+                    clock.advance(0.05)
+                snapshot = _until(sender, _reached(good, bad, n))
+                progress.append((snapshot.totals.rounds, _counts(snapshot, good)))
+                waiting = _counts(snapshot, bad)
+            clock.advance(1.0)  # every retry due, and one more round
+            after = _until(sender, lambda s: (6, 7) == (_counts(s, bad)[3], _counts(s, good)[1]))
+        finally:
+            sender.stop()
+        to_down, to_up = down.drain(), up.drain()
+    assert [(n, (n, n, 0, 0)) for n in range(1, 7)] == progress
+    assert (6, 0, 0, 0) == waiting
+    assert (7, 0, 6, 6) == _counts(after, bad)
+    assert (7, 7, 0, 0) == _counts(after, good)
+    failed = [r for r in after.records if r.outcome == "failed"]
+    assert [(bad, 2, "HTTP 500")] * 6 == [(r.subscription_id, r.attempts, r.error) for r in failed]
+    per_event = [sum(d.event["id"] == r.event_id for d in to_down) for r in failed]
+    assert [2] * 6 == per_event
+    assert 7 == len({d.event["id"] for d in to_up})
+    assert 1 == sender.stats.abandoned  # the seventh round's event, its retry still scheduled
+    assert 6 == sender.stats.failed
+
+
+@pytest.mark.timeout(30)
+def test_started_on_the_real_clock_failures_overlap_rounds_and_fail_after_every_attempt(
+    monite: MoniteEmulator,
+) -> None:
+    """Several failing events wait for retries at once; each fails after 1 + retries attempts."""
+    reports: list[str] = []
+    with Receiver(then=500) as down, Receiver() as up:
+        bad = monite.seed(url=down.url())
+        good = monite.seed(url=up.url())
+        sender = DeliverySender(monite, every=0.05, retries=2, backoff=0.05, report=reports.append)
+        sender.start()
+        try:
+            most_pending = 0
+            for _ in range(1000):  # bounded: about 10 s
+                snapshot = sender.snapshot()
+                sent, _, _, failed = _counts(snapshot, bad)
+                most_pending = max(most_pending, sent - failed)
+                if failed >= 3 and most_pending >= 2:
+                    break
+                time.sleep(0.01)
+        finally:
+            sender.stop()
+        to_down = down.drain()
+    assert True is (most_pending >= 2)  # one round at a time would leave at most one pending
+    rounds, (sent, delivered, retried, failed_up) = snapshot.totals.rounds, _counts(snapshot, good)
+    assert (0, 0) == (retried, failed_up)
+    assert True is (delivered >= rounds - 1)  # the round under way may not have reached it yet
+    failed_records = [r for r in snapshot.records if r.outcome == "failed"]
+    assert True is (len(failed_records) >= 3)
+    assert {(bad, 3, "HTTP 500")} == {
+        (r.subscription_id, r.attempts, r.error) for r in failed_records
+    }
+    assert [3] * len(failed_records) == [
+        sum(d.event["id"] == r.event_id for d in to_down) for r in failed_records
+    ]
+    assert True is bool(reports)
+    remember_output(*reports)
+
+
+@pytest.mark.timeout(20)
+def test_started_a_retry_is_signed_with_the_secret_current_when_it_is_due(
+    monite: MoniteEmulator,
+) -> None:
+    """Regenerated between the first attempt and its retry: the retry verifies with the new one."""
+    clock = Monotonic()
+    with Receiver(statuses=(500,)) as receiver:
+        sub = monite.seed(url=receiver.url())
+        old = monite.current_secret(sub)
+        sender = _sender(monite, every=3600, retries=1, backoff=0.1, monotonic=clock)
+        sender.start()
+        try:
+            first = receiver.received.get(timeout=5)
+            _regenerate(monite, sub)
+            new = monite.current_secret(sub)
+            clock.advance(0.1)
+            retry = receiver.received.get(timeout=5)
+            snapshot = _until(sender, lambda s: 1 == _counts(s, sub)[1])
+        finally:
+            sender.stop()
+    assert old != new
+    assert first.event["id"] == retry.event["id"]
+    assert (True, False) == (_verifies(first, old), _verifies(first, new))
+    assert (False, True) == (_verifies(retry, old), _verifies(retry, new))
+    assert (1, 1, 1, 0) == _counts(snapshot, sub)
+    assert [("delivered", 2, _fingerprint(new))] == [
+        (r.outcome, r.attempts, r.fingerprint) for r in snapshot.records
+    ]
+
+
+@pytest.mark.timeout(20)
+def test_started_stop_abandons_the_scheduled_retries_without_failing_them(
+    monite: MoniteEmulator,
+) -> None:
+    """stop() while a retry waits: the event counts abandoned, not failed, and is not re-sent."""
+    clock = Monotonic()
+    with Receiver(then=500) as receiver:
+        sub = monite.seed(url=receiver.url())
+        sender = _sender(monite, every=3600, retries=3, backoff=1.0, monotonic=clock)
+        sender.start()
+        try:
+            _until(sender, lambda s: 1 == _counts(s, sub)[0])
+        finally:
+            sender.stop()
+        arrived = receiver.drain()
+    assert 1 == len(arrived)
+    assert (1, 0, 0, 0) == _counts(sender.snapshot(), sub)
+    assert DeliveryStats(rounds=1, sent=1, attempts=1, abandoned=1) == sender.stats
+    assert () == sender.snapshot().records
+
+
+@pytest.mark.timeout(20)
+def test_started_beyond_the_retry_queue_bound_an_event_fails_at_once(
+    monite: MoniteEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for one scheduled retry, the second failing event fails as `retry queue full`."""
+    monkeypatch.setattr(deliveries, "MAX_PENDING_RETRIES", 1)
+    clock = Monotonic()
+    with Receiver(then=500) as receiver:
+        first = monite.seed(url=receiver.url("/first"))
+        second = monite.seed(url=receiver.url("/second"))
+        sender = _sender(monite, every=3600, retries=3, backoff=1.0, monotonic=clock)
+        sender.start()
+        try:
+            snapshot = _until(sender, lambda s: 1 == s.totals.failed)
+        finally:
+            sender.stop()
+    assert ((1, 0, 0, 0), (1, 0, 0, 1)) == (_counts(snapshot, first), _counts(snapshot, second))
+    assert [(second, 1, "retry queue full")] == [
+        (r.subscription_id, r.attempts, r.error) for r in snapshot.records
+    ]
+    assert (1, 1) == (sender.stats.failed, sender.stats.abandoned)
