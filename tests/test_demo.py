@@ -26,13 +26,21 @@ def test_demo_runs_and_vault_matches_monite_everywhere() -> None:
     remember_output(result.stdout, result.stderr)
     assert 0 == result.returncode, result.stderr
     out = result.stdout
-    for event in ("cycle.started", "rotation.claimed", "rotation.succeeded", "cycle.finished"):
+    for event in ("cycle.started", "rotation.claimed", "rotation.succeeded", "hook.delivered"):
         assert event in out
+    # Skips are counted once per cycle, not logged once per subscription.
+    assert "rotation.skipped" not in out
+    assert "-- cycle 1:" in out
     assert "reason=forced" in out
+    assert "Injected fault" in out
     table = out[out.index("SUBSCRIPTION") :].split("\n\n")[0].splitlines()
-    rows = table[1:]  # the table ends at the first blank line
+    header, rows = re.split(r"\s{2,}", table[0]), [re.split(r"\s{2,}", r) for r in table[1:]]
     assert 12 == len(rows)
-    assert all(row.rstrip().endswith("yes") for row in rows), "\n".join(rows)
+    matches = header.index("VAULT = MONITE")
+    assert ["yes"] * 12 == [row[matches] for row in rows], "\n".join(table)
+    assert {"timer", "hook"} == {row[header.index("CONSUMER")] for row in rows}
+    assert "timer consumer" in out
+    assert "hook consumer" in out
     assert "nothing was lost" in out
 
 

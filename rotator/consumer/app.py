@@ -331,15 +331,23 @@ def make_server(
     poll_interval: float = 0.0,
     cache_ttl: float = 300.0,
     tolerance: float = signature.DEFAULT_TOLERANCE,
+    reread: bool = True,
+    name: str = "consumer",
 ) -> ConsumerApp:
-    """A ConsumerApp reading the rotator's records from Vault with a token (not started)."""
+    """A ConsumerApp reading the rotator's records from Vault with a token (not started).
+
+    `reread=False` makes a consumer that learns of rotations only from its poll
+    or its hook, like one reading a file Vault Agent renders.
+    """
     import hvac  # this app's choice of source; the kit itself needs hvac only here
 
     client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
     source = VaultSecretSource(client, mount=mount, prefix=prefix, ttl=cache_ttl)
-    verifier = Verifier(source, tolerance=tolerance)
+    verifier = Verifier(source, tolerance=tolerance, reread=reread)
     hook_key = read_hook_key(hook_key_file) if hook_key_file is not None else None
-    return ConsumerApp(verifier, hook_key=hook_key, listen=listen, poll_interval=poll_interval)
+    return ConsumerApp(
+        verifier, hook_key=hook_key, listen=listen, poll_interval=poll_interval, name=name
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:

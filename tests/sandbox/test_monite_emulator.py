@@ -822,6 +822,7 @@ async def test_drop_after_regenerate_applies_then_closes(api: Api, monite: Monit
     assert old != monite.current_secret(sub_id)
     ok = await api.call("POST", ONE, sub_id=sub_id, suffix="/regenerate_secret")
     assert (200, 2) == (ok.status_code, monite.regenerate_count(sub_id))
+    assert [sub_id] == monite.dropped_answers()
 
 
 async def test_malformed_json_after_regenerate_is_applied(api: Api, monite: MoniteEmulator) -> None:

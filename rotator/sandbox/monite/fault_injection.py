@@ -33,6 +33,11 @@ class FaultInjection(Paginated):
         with self._lock:
             return sum(self._settle_locked(held, apply=True) for held in list(self._stragglers))
 
+    def dropped_answers(self) -> list[str]:
+        """Ids whose regenerate the drop fault applied and left unanswered, in order."""
+        with self._lock:
+            return list(self._dropped)
+
     def _regenerate(self, sub_id: str) -> Response:
         faults = self.faults
         with self._lock:
@@ -57,6 +62,7 @@ class FaultInjection(Paginated):
                 drop = faults.drop_after_regenerate > 0
                 if drop:
                     faults.drop_after_regenerate -= 1
+                    self._dropped.append(sub_id)
         if held is not None:
             self._await_straggler(held)  # never returns: this client gets no answer
         if drop:

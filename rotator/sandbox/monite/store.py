@@ -124,6 +124,7 @@ class MoniteState:
         self._pagination: dict[str, Cursor] = {}
         self._regenerations: Counter[str] = Counter()
         self._stragglers: list[Straggler] = []  # in arrival order
+        self._dropped: list[str] = []  # ids whose applied regenerate got no answer
         self._requests: Counter[str] = Counter()
         self._answers: deque[tuple[str, int, str]] = deque(maxlen=MAX_REQUEST_LOG)
 

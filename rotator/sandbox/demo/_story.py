@@ -1,0 +1,225 @@
+"""What the demo prints besides the audit log: cycle summaries, fault notes, the closing tables.
+
+The audit log's `rotation.skipped` lines (one per subscription per cycle) are
+left out of the demo's screen; each cycle ends with one line that counts
+them by reason instead. Every injected fault is announced before it strikes
+and explained after, so nothing on screen needs the source to be understood.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from rotator.engine import CycleReport
+from rotator.model import Record
+from rotator.reasons import OutcomeKind
+from rotator.sandbox.deliveries import DeliverySnapshot
+from rotator.sandbox.demo._world import (
+    DELIVERY_EVERY,
+    HOOK,
+    INTERVAL,
+    MAX_AGE,
+    POLL_EVERY,
+    STRICT_MAX_AGE,
+    TIMER,
+    Row,
+    World,
+)
+
+CONSUMER_LABELS = {
+    TIMER: f"timer consumer: reloads from Vault every {POLL_EVERY:g}s, like Vault Agent",
+    HOOK: "hook consumer: reloads on the rotator's hook, re-reads once on a mismatch",
+}
+
+
+@dataclass
+class HookLatencies:
+    """A hook observer (`open_engine(hook_observer=...)`): commit-to-delivered times."""
+
+    delivered: list[float] = field(default_factory=list)
+    failed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hook_delivered(self, hook: str, latency_seconds: float) -> None:
+        with self._lock:
+            self.delivered.append(latency_seconds)
+
+    def hook_failed(self, hook: str) -> None:
+        with self._lock:
+            self.failed += 1
+
+
+def short(subscription_id: str) -> str:
+    return subscription_id[:8]
+
+
+def intro(world: World, duration: float, out: TextIO) -> None:
+    print(
+        f"Monite emulator on {world.monite.base_url}, Vault emulator on {world.vault.address}\n"
+        f"Policy: max_age {MAX_AGE.total_seconds():g}s (batch_payment "
+        f"{STRICT_MAX_AGE.total_seconds():g}s), a cycle every {INTERVAL:g}s for {duration:g}s.\n"
+        f"Monite delivers a signed event to every enabled subscription every "
+        f"{DELIVERY_EVERY:g}s; each kind of subscription delivers to two consumers:\n"
+        f"  {CONSUMER_LABELS[TIMER]}\n  {CONSUMER_LABELS[HOOK]}\n"
+        "Skipped subscriptions are counted after each cycle instead of logged one by one.\n",
+        file=out,
+    )
+
+
+def cycle_summary(number: int, report: CycleReport, out: TextIO) -> None:
+    """One line: what the cycle did, and its skips counted by reason."""
+    skipped = Counter(o.reason for o in report.outcomes if o.kind == OutcomeKind.SKIPPED)
+    reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+    print(
+        f"  -- cycle {number}: {report.summary()}" + (f" ({reasons})" if reasons else ""),
+        file=out,
+    )
+
+
+def fault_announced(out: TextIO) -> None:
+    print(
+        "  >> Injected fault: Monite will apply the next regenerate, but the connection\n"
+        "     drops before its answer arrives, so the rotator never sees the new secret.",
+        file=out,
+    )
+
+
+def fault_explained(subscription_ids: Sequence[str], out: TextIO) -> None:
+    for sid in subscription_ids:
+        print(
+            f"  >> The fault struck {short(sid)} (marked * below). The rotator retried the\n"
+            "     regenerate and committed the secret of the retry's answer. Since a lost answer\n"
+            "     means a regenerate it never saw might still land, the record is `settling`\n"
+            "     and rotated once more when that window has passed (rotation.recovered).",
+            file=out,
+        )
+
+
+def forced_announced(rows: Sequence[Row], out: TextIO) -> None:
+    ids = " ".join(short(r.subscription_id) for r in rows)
+    print(f"  >> Forced rotation of {ids}, as `rotator rotate --force --id ...` does.", file=out)
+
+
+def holds_current(world: World, subscription_id: str, record: Record) -> bool:
+    """Whether the record holds the secret Monite signs this subscription's deliveries with."""
+    secret = record.secret
+    return secret is not None and secret.reveal() == world.monite.current_secret(subscription_id)
+
+
+def subscription_table(
+    world: World,
+    rows: Sequence[Row],
+    records: Mapping[str, Record | None],
+    now_age: Mapping[str, str],
+    struck: Sequence[str],
+) -> list[tuple[str, ...]]:
+    """Rows for the closing table; `struck` subscriptions get a `*` after their id."""
+    stats = {name: app.stats() for name, app in world.consumers.items()}
+    table: list[tuple[str, ...]] = []
+    for row in rows:
+        sid = row.subscription_id
+        record = records[sid]
+        if record is None:
+            state, matches = "-", "no record"
+        else:
+            same = holds_current(world, sid, record)
+            state, matches = record.state, "yes" if same else "NO"
+        counts = stats[row.consumer].get(sid, {})
+        table.append(
+            (
+                short(sid) + ("*" if sid in struck else ""),
+                row.kind.label,
+                row.kind.object_type,
+                row.kind.status,
+                row.consumer,
+                now_age[sid],
+                state,
+                str(world.monite.regenerate_count(sid)),
+                matches,
+                str(counts.get("verified", 0)),
+                str(counts.get("rejected", 0)),
+            )
+        )
+    return table
+
+
+HEADER = (
+    "SUBSCRIPTION",
+    "KIND",
+    "OBJECT TYPE",
+    "STATUS",
+    "CONSUMER",
+    "SECRET AGE",
+    "STATE",
+    "ROTATIONS",
+    "VAULT = MONITE",
+    "VERIFIED",
+    "REJECTED",
+)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    table = [tuple(header), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip(), file=out)
+
+
+@dataclass(frozen=True)
+class ConsumerTotals:
+    """One consumer's deliveries: verified, rejected, and events Monite stopped retrying."""
+
+    verified: int
+    rejected: int
+    given_up: int
+
+
+def consumer_totals(
+    world: World, rows: Sequence[Row], deliveries: DeliverySnapshot
+) -> dict[str, ConsumerTotals]:
+    totals = {}
+    for name, app in world.consumers.items():
+        stats = app.stats()
+        mine = [r.subscription_id for r in rows if r.consumer == name]
+        totals[name] = ConsumerTotals(
+            verified=sum(stats.get(sid, {}).get("verified", 0) for sid in mine),
+            rejected=sum(stats.get(sid, {}).get("rejected", 0) for sid in mine),
+            given_up=sum(
+                deliveries.subscriptions[sid].failed
+                for sid in mine
+                if sid in deliveries.subscriptions
+            ),
+        )
+    return totals
+
+
+def print_consumers(
+    totals: Mapping[str, ConsumerTotals], hooks: HookLatencies, out: TextIO
+) -> None:
+    print(
+        "\nDeliveries per consumer. Monite retries a rejected event a few times; an unmanaged\n"
+        "subscription has no record in Vault until the rotator takes it under management.",
+        file=out,
+    )
+    for name in (TIMER, HOOK):
+        t = totals[name]
+        share = t.rejected / max(1, t.verified + t.rejected)
+        line = (
+            f"  {CONSUMER_LABELS[name]}\n"
+            f"      {t.verified} verified, {t.rejected} rejected ({share:.0%}), "
+            f"{t.given_up} given up by Monite"
+        )
+        print(line, file=out)
+    if hooks.delivered:
+        ms = sorted(1000 * s for s in hooks.delivered)
+        print(
+            f"  Hook notices: {len(ms)} delivered, {hooks.failed} failed; commit to notice "
+            f"p50 {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms.",
+            file=out,
+        )
