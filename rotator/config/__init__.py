@@ -41,7 +41,7 @@ from __future__ import annotations
 from rotator.config._connections import MoniteSettings, VaultSettings
 from rotator.config._cron import cron_trigger, crontab_weekdays
 from rotator.config._files import CONFIG_FILE_LIMIT, SECRET_FILE_LIMIT
-from rotator.config._keys import GROUPS, group_keys
+from rotator.config._keys import GROUPS, HOOK_KEYS, group_keys
 from rotator.config._load import load_settings
 from rotator.config._schema import (
     DEFAULT_POLICY,
@@ -58,6 +58,7 @@ __all__ = [
     "CONFIG_FILE_LIMIT",
     "DEFAULT_POLICY",
     "GROUPS",
+    "HOOK_KEYS",
     "SECRET_FILE_LIMIT",
     "ExposedFile",
     "HealthSettings",

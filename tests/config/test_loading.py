@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rotator.config import (
     DEFAULT_POLICY,
     GROUPS,
+    HOOK_KEYS,
     LogSettings,
     MoniteSettings,
     RotationSettings,
@@ -106,6 +107,8 @@ def test_example_file_loads_and_documents_every_key() -> None:
     missing = [
         f"{group}.{key}" for group in GROUPS for key in group_keys(group) if f"{key} =" not in text
     ]
+    hooks = text[text.index("[[hooks]]") :]
+    missing += [f"hooks.{key}" for key in HOOK_KEYS if f"{key} =" not in hooks]
     assert [] == missing
 
 
