@@ -30,12 +30,23 @@ async def commit(
     *,
     cas: int,
     state: str = "active",
+    subscription: Subscription | None = None,
+    at: datetime | None = None,
 ) -> Record:
-    """Write a record exactly as a rotation's commit does (the product's store and model)."""
+    """Write a record exactly as a rotation's commit does (the product's store and model).
+
+    `subscription`: what Monite lists (default: a payable one at an example URL);
+    `at`: when the secret was rotated (default: now).
+    """
+    regenerated = (
+        _regenerated(subscription_id, secret)
+        if subscription is None
+        else Regenerated(subscription=subscription, secret=Secret(secret))
+    )
     record = Record(subscription_id=subscription_id, version=cas).committed(
-        _regenerated(subscription_id, secret),
+        regenerated,
         rotation_id=str(uuid.uuid4()),
-        at=datetime.now(UTC),
+        at=datetime.now(UTC) if at is None else at,
         settle_for=timedelta(minutes=2) if state == "settling" else None,
     )
     store = VaultStore(settings)

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def toml(values: dict[str, dict[str, Any]]) -> str:
-    """TOML text for groups of scalar settings (JSON literals are valid TOML values)."""
+def toml(values: dict[str, dict[str, Any]], hooks: Sequence[dict[str, Any]] = ()) -> str:
+    """TOML text for groups of scalar settings (JSON literals are valid TOML values).
+
+    `hooks`: one `[[hooks]]` table of scalars each, after the groups.
+    """
     lines: list[str] = []
     for group, table in values.items():
         lines.append(f"[{group}]")
         lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    for hook in hooks:
+        lines.append("[[hooks]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in hook.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -110,12 +116,13 @@ class Config:
             "rotation": {"claim_ttl": "8s", "shutdown_timeout": "10s"},
             "health": {"listen": f"127.0.0.1:{self.port}"},
         }
+        self.hooks: list[dict[str, Any]] = []  # each one [[hooks]] table (url, secret_file, ...)
 
     def write(self, **changes: dict[str, Any]) -> Path:
         """Merges `changes` (group -> keys) into the values and writes the file."""
         for group, table in changes.items():
             self.values.setdefault(group, {}).update(table)
-        self.path.write_text(toml(self.values))
+        self.path.write_text(toml(self.values, self.hooks))
         return self.path
 
 
