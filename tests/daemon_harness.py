@@ -4,11 +4,13 @@ This module owns what those tests share: the TOML config written for the
 emulators (`Config`, `toml`), the subprocess whose JSON audit log is parsed as
 it arrives (`DaemonProcess`), a free local port, a bounded `poll`, and a
 datagram socket standing in for systemd's notify socket. Every line a process
-prints goes to the suite's secret hygiene scan (`remember_output`).
+prints goes to the suite's secret hygiene scan (`remember_output`). For the
+tests that build a `Daemon` in process instead, `serving` runs it as a task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -21,10 +23,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rotator.daemon import Daemon
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
@@ -256,3 +259,15 @@ def bound_notify_socket(kind: str = "path") -> Iterator[tuple[str, socket.socket
         if directory is not None:
             Path(address).unlink(missing_ok=True)
             os.rmdir(directory)
+
+
+@contextlib.asynccontextmanager
+async def serving(daemon: Daemon) -> AsyncIterator[asyncio.Task[int]]:
+    """Run `daemon.serve()` in process as a task on this loop; stop it and wait (15 s) after."""
+    task = asyncio.create_task(daemon.serve())
+    try:
+        yield task
+    finally:
+        daemon.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=15)

@@ -46,12 +46,18 @@ def sub_id() -> str:
     return str(uuid.uuid4())
 
 
+async def committed(settings: VaultSettings, state: str = "active") -> tuple[str, str]:
+    """A new subscription id and secret, committed as its first rotation writes them."""
+    sid, secret = sub_id(), new_secret()
+    await commit(settings, sid, secret, cas=0, state=state)
+    return sid, secret
+
+
 async def test_verifies_a_delivery_signed_with_the_records_secret(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
     """A delivery signed with the committed secret verifies, with its ids and payload."""
-    sid, secret = sub_id(), new_secret()
-    await commit(vault_settings, sid, secret, cas=0)
+    sid, secret = await committed(vault_settings)
     verifier = Verifier(source_for(vault, vault_token))
     headers, body = delivery(sid, secret)
     verified = verifier.verify(headers, body)
@@ -80,8 +86,7 @@ async def test_forged_delivery_is_rejected_with_exactly_one_extra_read(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
     """A delivery signed with a wrong secret costs one cache-bypassing read, then is refused."""
-    sid, secret = sub_id(), new_secret()
-    await commit(vault_settings, sid, secret, cas=0)
+    sid, secret = await committed(vault_settings)
     source = source_for(vault, vault_token)
     verifier = Verifier(source)
     verifier.verify(*delivery(sid, secret))
@@ -99,9 +104,8 @@ async def test_rereads_are_rate_limited_per_subscription(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
     """Forgeries re-read a subscription at most once per interval; others keep their own."""
-    sid, other, secret, other_secret = sub_id(), sub_id(), new_secret(), new_secret()
-    await commit(vault_settings, sid, secret, cas=0)
-    await commit(vault_settings, other, other_secret, cas=0)
+    sid, secret = await committed(vault_settings)
+    other, other_secret = await committed(vault_settings)
     source = source_for(vault, vault_token)
     clock = FakeMonotonic()
     verifier = Verifier(source, refresh_interval=1.0, monotonic=clock)
@@ -125,8 +129,7 @@ async def test_expired_timestamp_is_rejected_before_any_read(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
     """A delivery older than the tolerance is refused as expired without asking Vault."""
-    sid, secret = sub_id(), new_secret()
-    await commit(vault_settings, sid, secret, cas=0)
+    sid, secret = await committed(vault_settings)
     source = source_for(vault, vault_token)
     verifier = Verifier(source, tolerance=300)
     with pytest.raises(Rejected) as caught:
@@ -173,8 +176,7 @@ async def test_strict_states_answer_no_active_secret(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
     """With accepted_states={"active"} a settling record gives no_active_secret."""
-    sid, secret = sub_id(), new_secret()
-    await commit(vault_settings, sid, secret, cas=0, state="settling")
+    sid, secret = await committed(vault_settings, state="settling")
     verifier = Verifier(source_for(vault, vault_token, accepted_states={"active"}))
     with pytest.raises(Rejected) as caught:
         verifier.verify(*delivery(sid, secret))
@@ -253,8 +255,8 @@ async def test_no_secret_in_exceptions_or_reprs(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
     """Nothing the kit shows (reprs, rejections, results) holds the secret or the forged one."""
-    sid, secret, forged = sub_id(), new_secret(), new_secret()
-    await commit(vault_settings, sid, secret, cas=0)
+    sid, secret = await committed(vault_settings)
+    forged = new_secret()
     source = source_for(vault, vault_token)
     verifier = Verifier(source)
     verified = verifier.verify(*delivery(sid, secret))

@@ -39,7 +39,7 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit
-from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, toml
+from tests.daemon_harness import Config, DaemonProcess, bound_notify_socket, serving, toml
 
 
 @pytest.fixture
@@ -192,17 +192,6 @@ async def wait_until(check: Callable[[], bool], seconds: float) -> bool:
             return True
         await asyncio.sleep(0.05)
     return check()
-
-
-@contextlib.asynccontextmanager
-async def serving(daemon: Daemon) -> AsyncIterator[asyncio.Task[int]]:
-    task = asyncio.create_task(daemon.serve())
-    try:
-        yield task
-    finally:
-        daemon.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=15)
 
 
 async def test_hung_cycle_withholds_watchdog_and_fails_healthz(

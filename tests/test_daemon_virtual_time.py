@@ -38,7 +38,7 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit
-from tests.daemon_harness import PREFIX, Config
+from tests.daemon_harness import PREFIX, Config, serving
 
 OWNER = "test:1"
 
@@ -71,17 +71,6 @@ async def drive(
         if due:
             clock.advance(max(0.0, due[0]))
     return done()
-
-
-@contextlib.asynccontextmanager
-async def serving(daemon: Daemon) -> AsyncIterator[asyncio.Task[int]]:
-    task = asyncio.create_task(daemon.serve())
-    try:
-        yield task
-    finally:
-        daemon.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=15)
 
 
 async def next_report(daemon: Daemon, clock: FakeClock) -> None:

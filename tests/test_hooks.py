@@ -6,7 +6,7 @@ stand in for consumers; Monite is the emulator, Vault the emulator and OpenBao.
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
 import sys
 import threading
@@ -36,10 +36,12 @@ from rotator.vault import VaultStore
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit, remember_output
 from tests.daemon_harness import run_rotator
+from tests.receiver import Delivery, Receiver
 
 HOOK_KEY = "hook-key-9f3a1c7e5b2d4a6f8e0c1b3d5f7a9e2c"
 KEY = Secret(HOOK_KEY)  # held for the whole module, as the daemon holds its hook keys
 PREFIX = "monite/webhooks"
+ROUTE = "/rotated"  # where the hooks POST on a loopback receiver
 NOTICE_FIELDS = {
     "event",
     "subscription_id",
@@ -53,70 +55,29 @@ NOTICE_FIELDS = {
 }
 
 
-class Receiver:
-    """A loopback HTTP consumer: records each POST, answers with the next status (then 200)."""
-
-    def __init__(self, statuses: tuple[int, ...] = (), hold: threading.Event | None = None):
-        self.got: list[tuple[dict[str, str], bytes]] = []
-        self.attempts = 0
-        self._statuses = list(statuses)
-        self._hold = hold
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                remember_output(body.decode("utf-8", "replace"))
-                if receiver._hold is not None:
-                    receiver._hold.wait(10)
-                with receiver._lock:
-                    receiver.attempts += 1
-                    status = receiver._statuses.pop(0) if receiver._statuses else 200
-                    if status == 200:
-                        receiver.got.append((dict(self.headers.items()), body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/rotated"
-
-    def notices(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [json.loads(body) for _headers, body in self.got]
-
-    def close(self) -> None:
-        if self._hold is not None:
-            self._hold.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Callable[..., Receiver]]:
-    made: list[Receiver] = []
+    """Make started loopback receivers (`tests.receiver.Receiver`); closed after the test."""
+    with contextlib.ExitStack() as stack:
 
-    def make(statuses: tuple[int, ...] = (), hold: threading.Event | None = None) -> Receiver:
-        made.append(Receiver(statuses, hold))
-        return made[-1]
+        def make(statuses: tuple[int, ...] = (), hold: threading.Event | None = None) -> Receiver:
+            return stack.enter_context(Receiver(statuses, hold=hold))
 
-    yield make
-    for one in made:
-        one.close()
+        yield make
+
+
+def accepted(consumer: Receiver) -> list[Delivery]:
+    """The POSTs the consumer answered 200, oldest first (taken off its queue)."""
+    return [d for d in consumer.drain() if 200 == d.status]
+
+
+def notices(consumer: Receiver) -> list[dict[str, Any]]:
+    """The notices the consumer accepted, oldest first."""
+    return [d.event for d in accepted(consumer)]
 
 
 def url_hook(receiver: Receiver, timeout: timedelta = timedelta(seconds=5)) -> HookSettings:
-    return HookSettings(url=receiver.url, secret=KEY, timeout=timeout)
+    return HookSettings(url=receiver.url(ROUTE), secret=KEY, timeout=timeout)
 
 
 def command_hook(tmp_path: Path, script: str, timeout: timedelta = timedelta(seconds=10)) -> Any:
@@ -188,13 +149,12 @@ async def test_url_hook_gets_a_signed_notice_without_the_secret(
         await hooks.aclose(1)
     (outcome,) = report.outcomes
     secret = monite.current_secret(sid)
-    ((headers, body),) = consumer.got
-    sent = json.loads(body)
-    stamp = signature.parse(headers[SIGNATURE_HEADER]).timestamp
-    assert stamp == signature.verify(
-        headers[SIGNATURE_HEADER], body, HOOK_KEY, now=stamp, name=SIGNATURE_HEADER
-    )
-    assert secret not in body.decode()
+    (got,) = accepted(consumer)
+    sent = got.event
+    header = got.headers[SIGNATURE_HEADER.lower()]
+    stamp = signature.parse(header).timestamp
+    assert stamp == signature.verify(header, got.body, HOOK_KEY, now=stamp, name=SIGNATURE_HEADER)
+    assert secret not in got.body.decode()
     assert NOTICE_FIELDS == set(sent)
     assert {
         "event": "rotation.succeeded",
@@ -207,7 +167,7 @@ async def test_url_hook_gets_a_signed_notice_without_the_secret(
         "run_id": report.run_id,
     } == {k: v for k, v in sent.items() if k != "rotated_at"}
     (delivered,) = named(captured, "hook.delivered")
-    assert (consumer.url.removesuffix("/rotated") + "/rotated", 1, report.run_id) == (
+    assert (consumer.url(ROUTE), 1, report.run_id) == (
         delivered["hook"],
         delivered["attempts"],
         delivered["run_id"],
@@ -293,7 +253,7 @@ async def test_failing_twice_then_succeeding_is_delivered_on_attempt_three(
     assert ["HTTP 503", "HTTP 503"] == [e["reason"] for e in events[:2]]
     assert (3, 200) == (events[2]["attempts"], events[2]["status"])
     assert 2 == len(clock.sleeps)  # the backoff waits, on the injected clock
-    assert 1 == len(consumer.got)
+    assert 1 == len(accepted(consumer))
 
 
 async def test_always_failing_hook_fails_after_the_bound_and_the_rotation_succeeds(
@@ -314,7 +274,7 @@ async def test_always_failing_hook_fails_after_the_bound_and_the_rotation_succee
     assert [OutcomeKind.ROTATED] == [o.kind for o in report.outcomes]
     (failed,) = named(captured, "hook.failed")
     assert (sid, 5, "HTTP 500") == (failed["subscription_id"], failed["attempts"], failed["reason"])
-    assert 5 == consumer.attempts
+    assert 5 == len(consumer.drain())
     assert 1.0 == metrics.registry.get_sample_value(
         "rotator_hook_failures_total", {"hook": url_hook(consumer).display}
     )
@@ -328,8 +288,8 @@ async def test_notices_are_delivered_in_commit_order(receiver: Callable[..., Rec
         hooks.notify(notice(version))
     await hooks.idle()
     expected = list(range(1, 21))
-    assert expected == [n["vault_version"] for n in first.notices()]
-    assert expected == [n["vault_version"] for n in second.notices()]
+    assert expected == [n["vault_version"] for n in notices(first)]
+    assert expected == [n["vault_version"] for n in notices(second)]
 
 
 async def test_command_output_is_truncated_and_redacted(tmp_path: Path) -> None:
@@ -424,14 +384,14 @@ token_file = "vault_token"
 [rotation]
 claim_ttl = "30s"
 [[hooks]]
-url = "{consumer.url}"
+url = "{consumer.url(ROUTE)}"
 secret_file = "hook_key"
 timeout = "2s"
 """
     )
     result = run_rotator("run", "--once", "--config", str(config))
     assert 0 == result.returncode, result.stderr
-    assert ids == sorted(n["subscription_id"] for n in consumer.notices())
+    assert ids == sorted(n["subscription_id"] for n in notices(consumer))
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert 3 == sum(1 for line in lines if line["event"] == "hook.delivered")
 
@@ -450,6 +410,6 @@ async def test_the_shutdown_drain_delivers_pending_notices(
     with capture_audit() as captured:
         await engine.run_cycle()
         assert await drain(engine, None, 10.0, SystemClock())
-    assert [sid] == [n["subscription_id"] for n in consumer.notices()]
+    assert [sid] == [n["subscription_id"] for n in notices(consumer)]
     assert ["hook.delivered"] == [e["event"] for e in named(captured, "hook.delivered")]
     assert 0 == hooks.pending

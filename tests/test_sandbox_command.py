@@ -7,16 +7,13 @@ import hashlib
 import hmac
 import json
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ from rotator.sandbox.standalone import (
 from rotator.sandbox.vault import parse_policy
 from rotator.signature import HEADER, SignatureError, compute, parse, sign, verify
 from tests.conftest import leaked, remember_output
+from tests.receiver import Delivery, Receiver, subscription_action
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA: dict[str, Any] = json.loads((ROOT / "tests" / "schema" / "monite-openapi.json").read_text())
@@ -339,61 +337,6 @@ def test_the_sandbox_token_holds_exactly_the_shipped_policy() -> None:
 # -- deliveries -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Delivery:
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """A loopback webhook receiver: answers `statuses` in turn (then 200), queues what arrived.
-
-    `on_first` runs once, when the first request has arrived and before it is answered.
-    """
-
-    def __init__(
-        self, statuses: tuple[int, ...] = (), on_first: Callable[[], None] | None = None
-    ) -> None:
-        self.received: queue.Queue[Delivery] = queue.Queue()
-        self._statuses = list(statuses)
-        self._on_first = on_first
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with owner._lock:
-                    status = owner._statuses.pop(0) if owner._statuses else 200
-                    hook, owner._on_first = owner._on_first, None
-                if hook is not None:
-                    hook()
-                owner.received.put(Delivery({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/webhooks"
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def _event_errors(body: Any) -> list[str]:
     schema = {
         "$ref": "#/components/schemas/EventResourceForWebhookClient",
@@ -408,7 +351,7 @@ def test_signed_deliveries_reach_a_receiver_and_verify() -> None:
     """Every enabled subscription's event arrives, matches the schema, verifies with its secret."""
     with (
         Receiver() as receiver,
-        sandbox("--deliver-to", receiver.url, "--deliver-every", "0.2") as running,
+        sandbox("--deliver-to", receiver.url(), "--deliver-every", "0.2") as running,
     ):
         seen: dict[str, Delivery] = {}
         for _ in range(100):  # a few rounds at most; the pytest timeout bounds the wait
@@ -438,7 +381,7 @@ def test_the_emulators_admin_route_triggers_a_round_from_another_process() -> No
     """POST /_sandbox/deliveries on a running sandbox delivers to every enabled subscription now."""
     with (
         Receiver() as receiver,
-        sandbox("--deliver-to", receiver.url, "--deliver-every", "3600") as running,
+        sandbox("--deliver-to", receiver.url(), "--deliver-every", "3600") as running,
     ):
         origin = running.monite.removesuffix("/v1")
         assert any(f"curl -X POST {origin}/_sandbox/deliveries" in line for line in running.lines)
@@ -469,14 +412,14 @@ def test_failed_deliveries_are_retried_then_counted() -> None:
     """500s are retried with the same event id; a receiver that never accepts counts failures."""
     monite = MoniteEmulator()
     with monite, Receiver(statuses=(500, 503)) as flaky, Receiver(statuses=(500,) * 10) as down:
-        sub = monite.seed(url=flaky.url)
-        monite.seed(url=flaky.url, status="disabled")
+        sub = monite.seed(url=flaky.url())
+        monite.seed(url=flaky.url(), status="disabled")
         sender = DeliverySender(monite, retries=3, backoff=0.01)
         try:
             result = sender.deliver_now()
         finally:
             sender.stop()
-        arrived = [flaky.received.get_nowait() for _ in range(flaky.received.qsize())]
+        arrived = flaky.drain()
         assert (1, 0) == (result.delivered, result.failed)
         assert 3 == len(arrived)
         assert {sub} == {json.loads(d.body)["webhook_subscription_id"] for d in arrived}
@@ -485,7 +428,7 @@ def test_failed_deliveries_are_retried_then_counted() -> None:
         assert (3, 2, 1, 0) == (stats.attempts, stats.retried, stats.delivered, stats.failed)
 
         monite.remove(sub)
-        monite.seed(url=down.url)
+        monite.seed(url=down.url())
         sender = DeliverySender(monite, retries=2, backoff=0.01)
         try:
             result = sender.deliver_now()
@@ -502,8 +445,12 @@ def test_each_attempt_is_signed_with_the_secret_current_at_send_time() -> None:
     with monite:
         # The receiver refuses the first attempt after a rotation regenerated the secret.
         seeded: list[str] = []  # the receiver's URL is known once it is up
-        with Receiver(statuses=(500,), on_first=lambda: _regenerate(monite, seeded[0])) as receiver:
-            sub = monite.seed(url=receiver.url)
+
+        def regenerate() -> None:
+            subscription_action(monite, seeded[0], "regenerate_secret")
+
+        with Receiver(statuses=(500,), on_first=regenerate) as receiver:
+            sub = monite.seed(url=receiver.url())
             seeded.append(sub)
             old = monite.current_secret(sub)
             sender = DeliverySender(monite, retries=1, backoff=0.01)
@@ -511,7 +458,7 @@ def test_each_attempt_is_signed_with_the_secret_current_at_send_time() -> None:
                 sender.deliver_now()
             finally:
                 sender.stop()
-        first, second = (receiver.received.get_nowait() for _ in range(2))
+        first, second = receiver.drain()
         new = monite.current_secret(sub)
         assert old != new
         now = time.time()
@@ -521,26 +468,6 @@ def test_each_attempt_is_signed_with_the_secret_current_at_send_time() -> None:
         assert parse(second.headers["monite-signature"]).timestamp == verify(
             second.headers["monite-signature"], second.body, new, now=now
         )
-
-
-def _regenerate(monite: MoniteEmulator, subscription_id: str) -> None:
-    client_id, client_secret = monite.credentials
-    base = monite.base_url
-    headers = {"x-monite-version": "2024-05-25"}
-    token = httpx.post(
-        f"{base}/auth/token",
-        json={
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-        },
-        headers=headers,
-    ).json()["access_token"]
-    response = httpx.post(
-        f"{base}/webhook_subscriptions/{subscription_id}/regenerate_secret",
-        headers={**headers, "Authorization": f"Bearer {token}"},
-    )
-    assert 200 == response.status_code
 
 
 # -- rotator.signature ------------------------------------------------------------

@@ -10,12 +10,8 @@ bounded, for what the sender's thread did.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -32,73 +28,12 @@ from rotator.sandbox.deliveries import (
 )
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.secret import Secret
-from rotator.signature import HEADER, SignatureError, verify
+from rotator.signature import SignatureError, verify
 from tests.conftest import leaked, remember_output
+from tests.receiver import Delivery, Receiver, subscription_action
 
-VERSION = "2024-05-25"
 T = 1_700_000_000  # the senders' fixed clock, so signatures are checked at a known time
 BODY_FIELDS = ("id", "webhook_subscription_id", "object_type", "action", "object")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-    @property
-    def event(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
-
-    @property
-    def signature(self) -> str | None:
-        return self.headers.get(HEADER.lower())
-
-
-class Receiver:
-    """A loopback webhook receiver: answers `statuses` in turn, then `then`; queues each POST."""
-
-    def __init__(self, statuses: tuple[int, ...] = (), then: int = 200) -> None:
-        self.received: queue.Queue[Delivery] = queue.Queue()
-        self._statuses = list(statuses)
-        self._then = then
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with owner._lock:
-                    status = owner._statuses.pop(0) if owner._statuses else owner._then
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                owner.received.put(Delivery(self.path, headers, body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def url(self, path: str = "/webhooks") -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
-
-    def drain(self) -> list[Delivery]:
-        """What arrived so far, oldest first (the senders here return once it is answered)."""
-        return [self.received.get_nowait() for _ in range(self.received.qsize())]
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class Waits:
@@ -171,22 +106,7 @@ def _verifies(delivery: Delivery, secret: str) -> bool:
 
 def _regenerate(monite: MoniteEmulator, subscription_id: str) -> None:
     """Regenerate the secret the way the rotator does: over Monite's API."""
-    client_id, client_secret = monite.credentials
-    headers = {"x-monite-version": VERSION}
-    with httpx.Client(base_url=monite.base_url, headers=headers, trust_env=False) as http:
-        token = http.post(
-            "/auth/token",
-            json={
-                "grant_type": "client_credentials",
-                "client_id": client_id,
-                "client_secret": client_secret,
-            },
-        ).json()["access_token"]
-        response = http.post(
-            f"/webhook_subscriptions/{subscription_id}/regenerate_secret",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    assert 200 == response.status_code
+    subscription_action(monite, subscription_id, "regenerate_secret")
 
 
 def _fingerprint(secret: str) -> str:
@@ -306,18 +226,8 @@ def test_a_receiver_that_always_fails_is_given_up_after_the_retries_and_counted(
     )
     assert [0.5, 1.0, 2.0] == waits.pauses
     assert (4, 1) == (attempts_down, attempts_up)
-    assert (1, 0, 3, 1) == (
-        snapshot.subscriptions[bad].sent,
-        snapshot.subscriptions[bad].delivered,
-        snapshot.subscriptions[bad].retried,
-        snapshot.subscriptions[bad].failed,
-    )
-    assert (1, 1, 0, 0) == (
-        snapshot.subscriptions[good].sent,
-        snapshot.subscriptions[good].delivered,
-        snapshot.subscriptions[good].retried,
-        snapshot.subscriptions[good].failed,
-    )
+    assert (1, 0, 3, 1) == _counts(snapshot, bad)
+    assert (1, 1, 0, 0) == _counts(snapshot, good)
     failed = [r for r in snapshot.records if r.outcome == "failed"]
     assert [(bad, 4, "HTTP 500", _fingerprint(monite.current_secret(bad)))] == [
         (r.subscription_id, r.attempts, r.error, r.fingerprint) for r in failed
@@ -344,7 +254,7 @@ def test_disabled_subscriptions_receive_nothing(monite: MoniteEmulator) -> None:
         with _sender(monite) as sender:
             first = sender.deliver_now()
             monite.seed(url=receiver.url("/on"))
-            _disable(monite, later)
+            subscription_action(monite, later, "disable")
             second = sender.deliver_now()
             snapshot = sender.snapshot()
         paths = [d.path for d in receiver.drain()]
@@ -352,26 +262,6 @@ def test_disabled_subscriptions_receive_nothing(monite: MoniteEmulator) -> None:
     assert (1, 1) == (first.delivered, second.delivered)
     assert off not in snapshot.subscriptions
     assert 1 == snapshot.subscriptions[later].delivered
-
-
-def _disable(monite: MoniteEmulator, subscription_id: str) -> None:
-    client_id, client_secret = monite.credentials
-    with httpx.Client(
-        base_url=monite.base_url, headers={"x-monite-version": VERSION}, trust_env=False
-    ) as http:
-        token = http.post(
-            "/auth/token",
-            json={
-                "grant_type": "client_credentials",
-                "client_id": client_id,
-                "client_secret": client_secret,
-            },
-        ).json()["access_token"]
-        response = http.post(
-            f"/webhook_subscriptions/{subscription_id}/disable",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    assert 200 == response.status_code
 
 
 def test_the_admin_route_triggers_a_round_and_reads_the_counters(monite: MoniteEmulator) -> None:
