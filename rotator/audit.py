@@ -167,13 +167,13 @@ def configure_logging(
     level: str = "info",
     stream: TextIO | None = None,
     omit: Collection[str] = (),
-    only_keys: Collection[str] | None = None,
+    view: Processor | None = None,
 ) -> None:
     """Route structlog and the standard library through one redacting pipeline.
 
-    `omit` names audit events not to print, and `only_keys` the keys printed
-    besides the time, level and event (the demo summarises its skips and keeps
-    its lines narrow; a real audit log has neither).
+    `omit` names audit events not to print, and `view` reshapes each event
+    after redaction, just before it is rendered (the demo summarises its skips
+    and keeps its lines narrow; a real audit log has neither).
     Idempotent: a second call replaces the handler instead of adding one.
     """
     levelno = _LEVELS.get(level.lower())
@@ -197,7 +197,7 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 redact,
-                *([] if only_keys is None else [_keep_only(frozenset(only_keys))]),
+                *([] if view is None else [view]),
                 renderer,
             ],
         )
@@ -232,19 +232,6 @@ def configure_logging(
         # Not cached: tests and a re-configuration must take effect on existing loggers.
         cache_logger_on_first_use=False,
     )
-
-
-def _keep_only(keys: frozenset[str]) -> Processor:
-    """A processor that keeps `keys`, the level, the event and the time of day."""
-
-    def keep(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        kept = {k: v for k, v in event_dict.items() if k in keys or k in ("level", "event")}
-        stamp = event_dict.get("timestamp")
-        if isinstance(stamp, str):
-            kept["timestamp"] = stamp.partition("T")[2][:12]  # HH:MM:SS.fff
-        return kept
-
-    return keep
 
 
 def _remove_our_handlers(root: logging.Logger) -> None:

@@ -20,25 +20,6 @@ from rotator.policy import Force
 from rotator.sandbox.demo import _story as story
 from rotator.sandbox.demo._world import INTERVAL, Row, World
 
-# The audit log's keys the demo shows; the rest (ids of runs and rotations,
-# claim deadlines, ...) would wrap every line; `rotator run` logs every key.
-SHOWN = frozenset(
-    {
-        "subscription_id",
-        "reason",
-        "vault_version",
-        "rotate_again_at",
-        "latency_ms",
-        "attempts",
-        "error",
-        "forced",
-        "rotated",
-        "recovered",
-        "failed",
-        "skipped",
-    }
-)
-
 
 async def run_cycles(
     engine: Engine, world: World, rows: Sequence[Row], duration: float, out: TextIO
@@ -100,7 +81,7 @@ async def _demo(duration: float, out: TextIO) -> int:
     with tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp, World(Path(tmp)) as world:
         settings = world.settings()
         configure_logging(
-            fmt="console", level="info", stream=out, omit={ROTATION_SKIPPED}, only_keys=SHOWN
+            fmt="console", level="info", stream=out, omit={ROTATION_SKIPPED}, view=story.narrow
         )
         story.intro(world, duration, out)
         rows = await world.seed(settings, SystemClock().now())

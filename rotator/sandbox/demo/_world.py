@@ -5,7 +5,8 @@ so the two ways of loading a rotated secret meet the same rotations:
 - the timer consumer re-reads Vault every `POLL_EVERY` seconds and never on a
   mismatch, like a service reading the file Vault Agent renders;
 - the hook consumer is told by the rotator's `[[hooks]]` notice after every
-  commit, and re-reads Vault once on a mismatch (`rotator.consumer`'s default).
+  commit. Neither re-reads Vault on a mismatch (`rotator.consumer`'s default
+  does), so the difference on screen is the hook's alone.
 The Monite emulator delivers a signed event to every enabled subscription
 every `DELIVERY_EVERY` seconds and retries the rejected ones, as Monite does.
 """
@@ -118,6 +119,7 @@ class World:
             vault_addr=vault,
             vault_token=consumer_token,
             hook_key_file=hook_key,
+            reread=False,
             name="hook-consumer",
         )
         for app in self.consumers.values():
