@@ -7,8 +7,10 @@ defaults out and lets tests build as many as they like.
 
 Only counts, durations, ages and timestamps are exported: labels are outcome
 kinds, operation names, status codes and hook names, never an id or a secret.
-A hook's name is its configured URL without credentials, query or fragment
-(or its command's program): operators chose it, so it cannot grow without bound.
+A hook's name is its `name` when set, else its command's program, else its
+URL's scheme://host[:port] and "/…" for a path (a path may hold a token; no
+credentials, query or fragment either): operators chose it, so it cannot grow
+without bound.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from rotator.sandbox.vault import VaultEmulator
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit
 from tests.daemon_harness import PREFIX, Config, serving
+from tests.receiver import Receiver
 
 OWNER = "test:1"
 
@@ -329,6 +330,44 @@ async def test_new_vault_token_on_reload_rebuilds_engine(
     [reloaded] = names(captured, events.CONFIG_RELOADED)
     assert ["vault"] == reloaded["changed"]
     assert (200, True) == (new_token.status_code, new_token.json()["ready"])
+
+
+async def test_reload_adds_then_removes_a_hook(
+    tmp_path: Path,
+    clock: FakeClock,
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_token: str,
+) -> None:
+    """A reload that adds a hook sends it the next commit's notice; one that removes it, none."""
+    first = monite.seed()
+    config = Config(tmp_path, monite, vault, vault_token)
+    config.values["health"] = {"enabled": False}
+    key = tmp_path / "hook_key"
+    key.write_text("hook-key-5c1e9b3d7a2f4e6c8b0d2f4a6c8e0b1d")
+    key.chmod(0o600)
+    daemon = daemon_on(file_settings(config), clock, config_path=config.path)
+    with Receiver() as consumer, capture_audit() as captured:
+        async with serving(daemon) as task:
+            await next_report(daemon, clock)
+            config.hooks.append({"url": consumer.url("/rotated"), "secret_file": str(key)})
+            config.write()
+            assert await reload(daemon, clock)
+            added = monite.seed()
+            await run_cycle_now(daemon, clock)
+            assert await drive(clock, lambda: consumer.received.qsize() == 1)
+            config.hooks.clear()
+            config.write()
+            assert await reload(daemon, clock)
+            removed = monite.seed()
+            await run_cycle_now(daemon, clock)
+            daemon.stop()
+            assert 0 == await asyncio.wait_for(task, timeout=15)
+    assert [added] == [d.event["subscription_id"] for d in consumer.drain()]
+    assert [["hooks"], ["hooks"]] == [e["changed"] for e in names(captured, events.CONFIG_RELOADED)]
+    assert [first, added, removed] == [
+        e["subscription_id"] for e in names(captured, events.ROTATION_SUCCEEDED)
+    ]
 
 
 # ---------------------------------------------------------------------------

@@ -20,10 +20,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from rotator.config import VaultSettings
+from rotator.config import HookSettings, VaultSettings
+from rotator.hooks import Hooks, Notice
 from rotator.model import parse_duration
+from rotator.retry import Backoff
 from rotator.secret import Secret
-from tests.conftest import remember_output
+from tests.conftest import capture_audit, remember_output
 from tests.consumer_support import commit, new_secret
 from tests.openbao import OpenBaoVault, bao_binary
 
@@ -223,64 +225,115 @@ def test_reloader_deployment_validates_and_watches_the_secret(version: str) -> N
     assert ["monite-webhook-secret"] == [v["secret"]["secretName"] for v in volumes]
 
 
-def fake_kubectl(tmp_path: Path) -> tuple[Path, Path]:
-    argv_log = tmp_path / "argv.json"
-    script = tmp_path / "kubectl"
+def fake_kubectl(directory: Path) -> Path:
+    """A `kubectl` in `directory` that writes its argv and Kubernetes variables to argv.json."""
+    directory.mkdir(exist_ok=True)
+    argv_log = directory / "argv.json"
+    script = directory / "kubectl"
     script.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(argv_log)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith('KUBERNETES_')}\n"
+        f"open({str(argv_log)!r}, 'w').write(json.dumps({{'argv': sys.argv[1:], 'env': env}}))\n"
     )
     script.chmod(0o755)
-    return script, argv_log
+    return argv_log
+
+
+def restart_notice() -> Notice:
+    return Notice(
+        event="rotation.succeeded",
+        subscription_id=str(uuid.uuid4()),
+        object_type="payable",
+        vault_mount="secret",
+        vault_path="monite/webhooks/x",
+        vault_version=2,
+        secret_fingerprint="0123456789ab",
+        rotated_at="2024-06-01T00:00:00Z",
+    )
+
+
+async def run_restart_hook(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    """Deliver one notice through `Hooks` to the shipped script with `args`; the hook events.
+
+    The daemon's environment has a fake kubectl first on PATH, the two
+    in-cluster variables, and variables no hook may see.
+    """
+    bin_dir = tmp_path / "bin"
+    fake_kubectl(bin_dir)
+    environ = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+        "DEPLOYMENT": "not-this-one",
+        "KUBECTL": "/nonexistent/kubectl",
+        "VAULT_TOKEN": "hvs.not-for-hooks",
+    }
+    hook = HookSettings(command=(str(RESTART_HOOK), *args), timeout=timedelta(seconds=20))
+    hooks = Hooks(
+        [hook],
+        vault_mount="secret",
+        vault_prefix="monite/webhooks",
+        environ=environ,
+        backoff=Backoff(attempts=1, base=0.1, cap=0.1),
+    )
+    with capture_audit() as captured:
+        hooks.notify(restart_notice())
+        await hooks.idle()
+        await hooks.aclose(1)
+    return [e for e in captured if e["event"].startswith("hook.")]
 
 
 @pytest.mark.parametrize(
-    ("namespace", "expected"),
+    ("args", "expected"),
     [
-        (None, ["rollout", "restart", "deployment/webhook-consumer"]),
         (
-            "consumers",
-            ["rollout", "restart", "deployment/webhook-consumer", "--namespace", "consumers"],
+            ("webhook-consumer", "payments"),
+            ["rollout", "restart", "deployment/webhook-consumer", "-n", "payments"],
         ),
+        (("webhook-consumer",), ["rollout", "restart", "deployment/webhook-consumer"]),
     ],
 )
-def test_restart_hook_runs_kubectl_rollout_restart(
-    tmp_path: Path, namespace: str | None, expected: list[str]
+async def test_restart_hook_run_by_the_rotator_restarts_the_deployment(
+    tmp_path: Path, args: tuple[str, ...], expected: list[str]
 ) -> None:
-    """The hook reads the notice from stdin and runs `kubectl rollout restart deployment/NAME`."""
-    kubectl, argv_log = fake_kubectl(tmp_path)
-    env = {"PATH": os.environ["PATH"], "KUBECTL": str(kubectl), "DEPLOYMENT": "webhook-consumer"}
-    if namespace is not None:
-        env["NAMESPACE"] = namespace
-    notice = json.dumps({"event": "rotation.succeeded", "subscription_id": str(uuid.uuid4())})
+    """Run by `Hooks`, the script restarts the Deployment its arguments name, with kubectl's env."""
+    (event,) = await run_restart_hook(tmp_path, *args)
+    remember_output(json.dumps(event))
+    recorded = json.loads((tmp_path / "bin" / "argv.json").read_text())
+    assert ("hook.delivered", 0) == (event["event"], event["exit_status"])
+    assert expected == recorded["argv"]
+    assert {
+        "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+        "KUBERNETES_SERVICE_PORT": "443",
+    } == recorded["env"]
+
+
+async def test_restart_hook_without_a_deployment_fails_clearly(tmp_path: Path) -> None:
+    """Without arguments the hook fails with its usage on stderr, and runs no kubectl."""
+    (event,) = await run_restart_hook(tmp_path)
+    assert ("hook.failed", "exit status 64", True, False) == (
+        event["event"],
+        event["reason"],
+        "usage: restart-deployment.sh DEPLOYMENT [NAMESPACE]" in event["stderr"],
+        (tmp_path / "bin" / "argv.json").exists(),
+    )
+
+
+def test_restart_hook_by_hand_runs_the_kubectl_named_in_kubectl(tmp_path: Path) -> None:
+    """Run by hand, KUBECTL picks the kubectl, and the whole notice on stdin is read."""
+    argv_log = fake_kubectl(tmp_path / "elsewhere")
+    notice = restart_notice().to_json().decode()
     result = subprocess.run(
-        ["/bin/sh", str(RESTART_HOOK)],
+        [str(RESTART_HOOK), "webhook-consumer", "consumers"],
         input=notice * 2000,  # larger than a pipe buffer: it must all be read
         capture_output=True,
         text=True,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "KUBECTL": str(tmp_path / "elsewhere" / "kubectl")},
         timeout=30,
         check=False,
     )
     remember_output(result.stdout, result.stderr)
-    assert (0, expected) == (result.returncode, json.loads(argv_log.read_text()))
-
-
-def test_restart_hook_without_a_deployment_fails_clearly(tmp_path: Path) -> None:
-    """Without DEPLOYMENT the hook exits non-zero naming the variable, and runs no kubectl."""
-    kubectl, argv_log = fake_kubectl(tmp_path)
-    result = subprocess.run(
-        ["/bin/sh", str(RESTART_HOOK)],
-        input="{}",
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ["PATH"], "KUBECTL": str(kubectl)},
-        timeout=30,
-        check=False,
-    )
-    remember_output(result.stdout, result.stderr)
-    assert (True, True, False) == (
-        result.returncode != 0,
-        "DEPLOYMENT" in result.stderr,
-        argv_log.exists(),
+    assert (0, ["rollout", "restart", "deployment/webhook-consumer", "-n", "consumers"]) == (
+        result.returncode,
+        json.loads(argv_log.read_text())["argv"],
     )

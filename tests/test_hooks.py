@@ -167,7 +167,7 @@ async def test_url_hook_gets_a_signed_notice_without_the_secret(
         "run_id": report.run_id,
     } == {k: v for k, v in sent.items() if k != "rotated_at"}
     (delivered,) = named(captured, "hook.delivered")
-    assert (consumer.url(ROUTE), 1, report.run_id) == (
+    assert (consumer.url("/…"), 1, report.run_id) == (
         delivered["hook"],
         delivered["attempts"],
         delivered["run_id"],
@@ -278,6 +278,69 @@ async def test_always_failing_hook_fails_after_the_bound_and_the_rotation_succee
     assert 1.0 == metrics.registry.get_sample_value(
         "rotator_hook_failures_total", {"hook": url_hook(consumer).display}
     )
+
+
+async def test_a_token_in_the_url_path_never_reaches_events_or_metrics(
+    receiver: Callable[..., Receiver],
+) -> None:
+    """A Slack-style token in a hook URL's path appears in no hook event and no metric label."""
+    token = "T0KEN-IN-THE-PATH-7f3c9a"
+    flaky, broken = receiver(statuses=(503,)), receiver(statuses=(500,) * 10)
+    hooks_settings = [
+        HookSettings(url=flaky.url(f"/services/T000/{token}"), secret=KEY),
+        HookSettings(url=broken.url(f"/hooks/{token}?also={token}"), secret=KEY),
+    ]
+    metrics = Metrics()
+    hooks = make_hooks(*hooks_settings, clock=FakeClock(), observer=metrics)
+    with capture_audit() as captured:
+        hooks.notify(notice(1))
+        await hooks.idle()
+        await hooks.aclose(0.0)
+        hooks.notify(notice(2))  # refused after close: a hook.failed of its own
+    seen = {e["event"] for e in captured}
+    text = json.dumps(captured) + metrics.render().decode()
+    assert {"hook.retry", "hook.delivered", "hook.failed"} <= seen
+    assert [flaky.url("/…"), broken.url("/…")] == hooks.names
+    assert token not in text
+    assert 1.0 == metrics.registry.get_sample_value(
+        "rotator_hook_deliveries_total", {"hook": flaky.url("/…")}
+    )
+
+
+async def test_a_named_hook_is_called_by_its_name(receiver: Callable[..., Receiver]) -> None:
+    """With `name` set, events and metrics call the hook by it, not by its URL."""
+    consumer = receiver()
+    metrics = Metrics()
+    hook = HookSettings(url=consumer.url(ROUTE), secret=KEY, name="payments-consumer")
+    hooks = make_hooks(hook, observer=metrics)
+    with capture_audit() as captured:
+        hooks.notify(notice(1))
+        await hooks.idle()
+    (delivered,) = named(captured, "hook.delivered")
+    assert "payments-consumer" == delivered["hook"]
+    assert 1.0 == metrics.registry.get_sample_value(
+        "rotator_hook_deliveries_total", {"hook": "payments-consumer"}
+    )
+
+
+async def test_the_notice_carries_the_records_rotated_at(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    engine_with: Callable[[Hooks], Engine],
+    receiver: Callable[..., Receiver],
+) -> None:
+    """The notice's rotated_at is the committed record's (Vault's time), not the host's clock."""
+    sid = monite.seed()
+    consumer = receiver()
+    hooks = make_hooks(url_hook(consumer))
+    await engine_with(hooks).run_cycle()
+    await hooks.idle()
+    await hooks.aclose(1)
+    (sent,) = notices(consumer)
+    found = vault.kv_read("secret", f"{PREFIX}/{sid}")
+    assert found is not None
+    data, version = found
+    assert (version, data["rotated_at"]) == (sent["vault_version"], sent["rotated_at"])
 
 
 async def test_notices_are_delivered_in_commit_order(receiver: Callable[..., Receiver]) -> None:

@@ -72,7 +72,7 @@ RULE_KEYS: tuple[str, ...] = tuple(RuleInput.model_fields)
 # Hooks are a list of tables, set only in the config file (the environment
 # cannot express one).
 HOOKS: Final = "hooks"
-HOOK_KEYS: tuple[str, ...] = ("url", "command", "secret_file", "timeout")
+HOOK_KEYS: tuple[str, ...] = ("url", "command", "secret_file", "timeout", "name")
 HOOK_PATH_KEYS = frozenset({"secret_file"})
 
 

@@ -183,6 +183,32 @@ def _hook_url(value: str | None) -> str | None:
     return value
 
 
+_NAME_LIMIT: Final = 64
+
+
+def _hook_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= _NAME_LIMIT or not all(c.isprintable() for c in value):
+        raise ValueError(
+            f'must be 1 to {_NAME_LIMIT} printable characters, like "payments-consumer"'
+        )
+    if any(c.isspace() for c in value):
+        raise ValueError('must not contain spaces; like "payments-consumer"')
+    return value
+
+
+def url_origin(url: str) -> str:
+    """scheme://host[:port] of `url`, plus "/…" when it has a path beyond "/"."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    path = "/…" if parts.path not in ("", "/") else ""
+    return f"{parts.scheme}://{host}{port}{path}"
+
+
 def _hook_command(value: object) -> object:
     fix = (
         'must be a list of strings, the program and its arguments, like ["/usr/local/bin/'
@@ -219,6 +245,8 @@ class HookSettings(Group):
     secret_file: Path | None = None
     secret: Annotated[Secret | None, BeforeValidator(to_optional_secret)] = None
     timeout: Annotated[PositiveDuration, AfterValidator(_hook_timeout)] = timedelta(seconds=5)
+    # What logs and metrics call the hook, instead of the URL's origin or argv[0].
+    name: Annotated[str | None, AfterValidator(_hook_name)] = None
 
     @field_validator("command")
     @classmethod
@@ -254,15 +282,14 @@ class HookSettings(Group):
 
     @property
     def display(self) -> str:
-        """The name logs and metrics use: the URL without credentials or query, or argv[0]."""
+        """The name logs and metrics use: `name` when set, else argv[0], else the URL's
+        scheme://host[:port] and "/…" for any path (a path may carry a token, like
+        Slack's); never its credentials, path, query or fragment."""
+        if self.name is not None:
+            return self.name
         if self.command is not None:
             return self.command[0]
-        parts = urlsplit(self.url or "")
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}"
+        return url_origin(self.url or "")
 
 
 class Settings(Group):
@@ -311,9 +338,9 @@ class Settings(Group):
 
 def _plain(value: object) -> Any:
     if isinstance(value, HookSettings):
-        # A URL may carry credentials or a token in its query: show where, not how.
+        # A URL may carry credentials or a token in its path or query: show where, not how.
         shown = {name: _plain(getattr(value, name)) for name in type(value).model_fields}
-        return {**shown, "url": None if value.url is None else value.display}
+        return {**shown, "url": None if value.url is None else url_origin(value.url)}
     if isinstance(value, Secret):
         return "<secret>" if value else None
     if isinstance(value, timedelta):

@@ -4,8 +4,9 @@
 `load_settings(path, environ)`. An invalid file, or new connection settings
 that cannot reach Monite and Vault, leave everything as it was
 (`config.reload_failed` with the one-line reason). A valid one applies as a
-whole: policy, schedule, log level and the endpoint at once; Monite, Vault and
-rotation settings by swapping in a new engine between cycles.
+whole: policy, schedule, log level and the endpoint at once; Monite, Vault,
+rotation and [[hooks]] settings by swapping in a new engine between cycles (the
+old engine's hooks get `rotation.shutdown_timeout` to deliver what they hold).
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ async def _rebind_health(daemon: Daemon, new: Settings) -> HealthServer | None:
 
 
 def connection_settings(settings: Settings) -> tuple[Any, ...]:
-    """What a running engine is built from; the drain timeout is the daemon's alone."""
+    """What a running engine is built from (its clients and its hooks); the drain
+    timeout is the daemon's alone."""
     rotation = settings.rotation.model_copy(update={"shutdown_timeout": timedelta(0)})
-    return (settings.monite, settings.vault, rotation)
+    return (settings.monite, settings.vault, rotation, settings.hooks)

@@ -105,7 +105,7 @@ class Hooks:
         backoff: Backoff = HOOK_BACKOFF,
     ) -> None:
         """`transport` is for the URL hooks' HTTP client (tests); `environ` is where a
-        command's PATH, HOME, LANG, LC_ALL and TZ come from (default: this process's)."""
+        command's `CHILD_ENV` variables come from (default: this process's)."""
         self._workers = [_Worker(hook, hook.display) for hook in hooks]
         self._mount = vault_mount.strip("/")
         self._prefix = vault_prefix.strip("/")
@@ -120,7 +120,8 @@ class Hooks:
 
     @property
     def names(self) -> list[str]:
-        """Each hook's display name (the URL without credentials or query, or argv[0])."""
+        """Each hook's display name (`HookSettings.display`: its `name`, or argv[0], or
+        the URL's scheme://host[:port] with "/…" for a path)."""
         return [worker.name for worker in self._workers]
 
     @property
@@ -149,7 +150,8 @@ class Hooks:
                 vault_path=f"{self._prefix}/{path}" if self._prefix else path,
                 vault_version=outcome.vault_version,
                 secret_fingerprint=outcome.secret_fingerprint,
-                rotated_at=format_time(self._clock.now()) or "",
+                # The record's own time (Vault's, of Monite's answer), as the README says.
+                rotated_at=format_time(outcome.rotated_at or self._clock.now()) or "",
                 run_id=structlog.contextvars.get_contextvars().get("run_id"),
             )
         except Exception as exc:  # a bug here must not touch the rotation

@@ -4,7 +4,10 @@ An attempt that fails raises `Undelivered` (retried by the dispatcher); what it
 returns are the audit fields of the success. A command's output is cut to
 `OUTPUT_LIMIT` bytes and passed through `redact_text` before anyone sees it.
 The command gets a bare environment: the daemon's holds Vault and Monite
-credentials, which are no business of a hook.
+credentials, which are no business of a hook. It sees only `CHILD_ENV`:
+PATH, HOME, LANG, LC_ALL, TZ, and KUBERNETES_SERVICE_HOST and
+KUBERNETES_SERVICE_PORT (not secrets: where an in-cluster client such as
+kubectl finds the API server), plus ROTATOR_SIGNATURE when the hook has a key.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ SIGNATURE_HEADER: Final = "X-Rotator-Signature"
 SIGNATURE_ENV: Final = "ROTATOR_SIGNATURE"
 OUTPUT_LIMIT: Final = 2048  # bytes kept of a command's stdout and of its stderr
 # The only variables of the daemon's environment a command hook sees.
-CHILD_ENV: Final = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+CHILD_ENV: Final = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+)
 _DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
 
 

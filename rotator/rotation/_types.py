@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from rotator.clock import Clock
 from rotator.model import Record, Regenerated
@@ -30,6 +30,8 @@ class Outcome:
     vault_version: int | None = None
     secret_fingerprint: str | None = None
     exposure_seconds: float | None = None  # Monite response to Vault commit
+    # The committed record's `rotated_at` (Vault's time of Monite's answer), for the hooks.
+    rotated_at: datetime | None = None
     error: str | None = None
     # The regenerate step ended on an answer of a shape we cannot read (a
     # MoniteProtocolError): the engine stops retrying a subscription that keeps doing this.

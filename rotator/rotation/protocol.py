@@ -343,6 +343,7 @@ class _Rotation:
             vault_version=committed.version,
             secret_fingerprint=fingerprint,
             exposure_seconds=exposure,
+            rotated_at=committed.rotated_at,
         )
 
     # -- step 5: superseded ----------------------------------------------------------

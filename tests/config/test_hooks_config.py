@@ -51,7 +51,7 @@ timeout = "30s"
     url, command = settings.hooks
     assert (Secret(HOOK_KEY), timedelta(seconds=5)) == (url.secret, url.timeout)
     assert tmp_path / "hook-key" == url.secret_file
-    assert "https://consumer.example/rotated" == url.display
+    assert "https://consumer.example/…" == url.display
     assert ((sys.executable, "-c", "pass"), None, timedelta(seconds=30)) == (
         command.command,
         command.secret,
@@ -73,9 +73,47 @@ def test_redacted_dict_shows_neither_key_nor_query(tmp_path: Path) -> None:
     )
     (shown,) = load_settings(path, ENV).redacted_dict()["hooks"]
     text = json.dumps(shown)
-    assert ("https://consumer.example/r", "<secret>") == (shown["url"], shown["secret"])
+    assert ("https://consumer.example/…", "<secret>") == (shown["url"], shown["secret"])
     assert "abc" not in text
     assert HOOK_KEY not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://hooks.example/services/T000/B000/XXXXtoken", "https://hooks.example/…"),
+        ("https://u:p@hooks.example:8443/t0ken?key=abc#frag", "https://hooks.example:8443/…"),
+        ("https://hooks.example/?token=abc", "https://hooks.example"),
+        ("http://[::1]:9000", "http://[::1]:9000"),
+    ],
+)
+def test_display_is_the_origin_without_path_userinfo_or_query(url: str, expected: str) -> None:
+    """A URL hook is shown as scheme://host[:port], with "/…" for a path that may hold a token."""
+    assert expected == HookSettings(url=url, secret=Secret(HOOK_KEY)).display
+
+
+def test_name_is_the_display_name_when_set(tmp_path: Path) -> None:
+    """Two hooks on one host are told apart by their `name`; check shows no path either way."""
+    path = write(
+        tmp_path,
+        """
+[[hooks]]
+url = "https://hooks.example/services/T000/B000/XXXXtoken"
+secret_file = "hook-key"
+name = "slack-payments"
+[[hooks]]
+url = "https://hooks.example/services/T000/B111/YYYYtoken"
+secret_file = "hook-key"
+name = "slack-billing"
+""",
+    )
+    settings = load_settings(path, ENV)
+    shown = settings.redacted_dict()["hooks"]
+    assert ["slack-payments", "slack-billing"] == [h.display for h in settings.hooks]
+    assert [
+        ("https://hooks.example/…", "slack-payments"),
+        ("https://hooks.example/…", "slack-billing"),
+    ] == [(h["url"], h["name"]) for h in shown]
 
 
 def test_http_is_allowed_to_loopback() -> None:
@@ -160,6 +198,31 @@ BAD_HOOKS = [
         "inline_secret",
         f'[[hooks]]\nurl = "https://c.example/r"\nsecret = "{HOOK_KEY}"\n',
         "hooks[0].secret: a hook key is never written in the config file",
+    ),
+    (
+        "name_with_a_space",
+        '[[hooks]]\ncommand = ["PYTHON"]\nname = "my hook"\n',
+        "hooks[0].name: must not contain spaces",
+    ),
+    (
+        "name_empty",
+        '[[hooks]]\ncommand = ["PYTHON"]\nname = ""\n',
+        "hooks[0].name: must be 1 to 64 printable characters",
+    ),
+    (
+        "name_too_long",
+        f'[[hooks]]\ncommand = ["PYTHON"]\nname = "{"n" * 65}"\n',
+        "hooks[0].name: must be 1 to 64 printable characters",
+    ),
+    (
+        "name_not_printable",
+        '[[hooks]]\ncommand = ["PYTHON"]\nname = "a\\u0007b"\n',
+        "hooks[0].name: must be 1 to 64 printable characters",
+    ),
+    (
+        "name_not_a_string",
+        '[[hooks]]\ncommand = ["PYTHON"]\nname = 7\n',
+        "hooks[0].name:",
     ),
     ("a_table", '[hooks]\nurl = "https://c.example/r"\n', "must be a list of tables"),
     (
