@@ -84,23 +84,29 @@ def sign(secret: str, body: bytes, *, timestamp: int) -> str:
 def parse(header: str, *, name: str = HEADER) -> ParsedSignature:
     """Parse a header value; raises SignatureError("malformed") unless it is usable.
 
-    Parts are comma-separated `key=value` pairs, spaces around them ignored:
-    exactly one `t` (unix seconds), one or more `v1` (a receiver accepts any
-    that matches), other schemes ignored. A `v1` that is not 64 hex digits
-    can never match and is dropped; a header left with none is malformed.
-    `name` is the header's name, for the messages.
+    Parts are comma-separated `key=value` pairs, spaces around them and empty
+    parts ignored, keys matched case-insensitively (`T=`, `V1=`, as an
+    independent sender may write them): one `t` (unix seconds), one or more
+    `v1` (a receiver accepts any that matches), other schemes ignored. The
+    same `t` given again counts once (the header sent twice, comma-joined by a
+    server); differing ones are malformed. A `v1` that is not 64 hex digits can
+    never match and is dropped; a header left with none is malformed. `name`
+    is the header's name, for the messages.
     """
     if len(header) > MAX_HEADER_LENGTH:
         raise SignatureError("malformed", f"{name}: longer than {MAX_HEADER_LENGTH} characters")
     timestamps: list[str] = []
     signatures: list[str] = []
     for part in header.split(","):
+        if not part.strip():
+            continue  # a trailing comma, or two in a row
         key, sep, value = part.strip().partition("=")
         if not sep:
             raise SignatureError("malformed", f"{name}: expected key=value parts")
-        key, value = key.strip(), value.strip()
+        key, value = key.strip().lower(), value.strip()
         if key == "t":
-            timestamps.append(value)
+            if value not in timestamps:
+                timestamps.append(value)
         elif key == SCHEME:
             lowered = value.lower()
             if len(lowered) == _DIGEST_HEX_LENGTH and set(lowered) <= _HEX_DIGITS:

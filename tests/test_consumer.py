@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 import time
@@ -103,26 +104,66 @@ async def test_forged_delivery_is_rejected_with_exactly_one_extra_read(
 async def test_rereads_are_rate_limited_per_subscription(
     vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings
 ) -> None:
-    """Forgeries re-read a subscription at most once per interval; others keep their own."""
+    """Forgeries re-read a subscription burst times, then once per interval; others keep theirs."""
     sid, secret = await committed(vault_settings)
     other, other_secret = await committed(vault_settings)
     source = source_for(vault, vault_token)
     clock = FakeMonotonic()
-    verifier = Verifier(source, refresh_interval=1.0, monotonic=clock)
+    verifier = Verifier(source, refresh_interval=1.0, refresh_burst=3, monotonic=clock)
     verifier.verify(*delivery(sid, secret))
     verifier.verify(*delivery(other, other_secret))
     before = source.reads
     for _ in range(20):
         with pytest.raises(Rejected):
             verifier.verify(*delivery(sid, new_secret()))
-    assert (1, 19) == (source.reads - before, verifier.refreshes_refused)
+    assert (3, 3, 17) == (source.reads - before, verifier.refreshes, verifier.refreshes_refused)
     with pytest.raises(Rejected):
         verifier.verify(*delivery(other, new_secret()))
-    assert 2 == source.reads - before  # another subscription has its own allowance
+    assert 4 == source.reads - before  # another subscription has its own allowance
     clock.now += 1.0
-    with pytest.raises(Rejected):
-        verifier.verify(*delivery(sid, new_secret()))
-    assert 3 == source.reads - before
+    for _ in range(2):
+        with pytest.raises(Rejected):
+            verifier.verify(*delivery(sid, new_secret()))
+    assert (5, 18) == (source.reads - before, verifier.refreshes_refused)  # one token refilled
+
+
+def test_a_delivery_after_the_rotations_gap_gets_its_own_reread() -> None:
+    """In the gap a re-read finds the old secret; after the commit the next one re-reads again."""
+    sid, old, new = sub_id(), new_secret(), new_secret()
+    source = StaticSecretSource({sid: old}, ttl=3600)
+    clock = FakeMonotonic()
+    verifier = Verifier(source, refresh_interval=1.0, monotonic=clock)
+    verifier.verify(*delivery(sid, old))  # cached
+    with pytest.raises(Rejected) as caught:  # Monite signs with `new`; Vault still holds `old`
+        verifier.verify(*delivery(sid, new))
+    assert ("mismatch", 1) == (caught.value.reason, verifier.refreshes)
+    source.set(sid, new)  # the rotator's commit
+    clock.now += 0.2
+    verified = verifier.verify(*delivery(sid, new))
+    assert (sid, 2, 0, 3) == (
+        verified.subscription_id,
+        verifier.refreshes,
+        verifier.refreshes_refused,
+        source.reads,
+    )
+
+
+def test_a_flood_of_forgeries_costs_at_most_burst_plus_one_read_per_second() -> None:
+    """Forged deliveries over 10 s cost at most burst + 10 reads, the rest refused unread."""
+    sid, secret = sub_id(), new_secret()
+    source = StaticSecretSource({sid: secret}, ttl=3600)
+    clock = FakeMonotonic()
+    verifier = Verifier(source, refresh_interval=1.0, refresh_burst=3, monotonic=clock)
+    verifier.verify(*delivery(sid, secret))
+    before, started = source.reads, clock.now
+    for _ in range(200):
+        with pytest.raises(Rejected):
+            verifier.verify(*delivery(sid, new_secret()))
+        clock.now += 0.05
+    elapsed = clock.now - started
+    made = source.reads - before
+    assert (True, True) == (made <= 3 + elapsed, made >= 3 + elapsed - 1)
+    assert (made, 200) == (verifier.refreshes, verifier.refreshes + verifier.refreshes_refused)
 
 
 async def test_expired_timestamp_is_rejected_before_any_read(
@@ -283,3 +324,59 @@ def test_hvac_is_imported_only_by_the_vault_source() -> None:
     )
     remember_output(result.stdout, result.stderr)
     assert (0, "False False False") == (result.returncode, result.stdout.strip())
+
+
+def test_parse_skips_empty_parts_and_reads_keys_in_any_case() -> None:
+    """A trailing comma, an empty part and `T=`/`V1=` keys parse as the lowercase header does."""
+    digest = "ab" * 32
+    expected = signature.ParsedSignature(1700000000, (digest,))
+    for header in (
+        f"t=1700000000,v1={digest},",
+        f"t=1700000000,,v1={digest}",
+        f" , T=1700000000, V1={digest.upper()} ,",
+    ):
+        assert expected == signature.parse(header)
+
+
+def test_parse_still_refuses_bad_values_and_differing_timestamps() -> None:
+    """Lenient keys keep the values' rules: no t, a bad t, two different t are malformed."""
+    digest = "ab" * 32
+    for header in (f",,v1={digest}", f"T=soon,V1={digest}", f"t=1,v1={digest}, t=2,v1={digest}"):
+        with pytest.raises(signature.SignatureError) as caught:
+            signature.parse(header)
+        assert "malformed" == caught.value.reason
+
+
+def test_a_header_sent_twice_has_all_its_signatures_tried() -> None:
+    """The right v1 in a repeated header verifies: list value, WSGI comma-join, HTTPMessage."""
+    sid, secret = sub_id(), new_secret()
+    verifier = Verifier(StaticSecretSource({sid: secret}))
+    headers, body = delivery(sid, secret)
+    good = headers[signature.HEADER]
+    wrong = signature.sign(new_secret(), body, timestamp=int(signature.parse(good).timestamp))
+    message = http.client.HTTPMessage()
+    message[signature.HEADER] = wrong
+    message[signature.HEADER] = good
+    for request_headers in (
+        {signature.HEADER: [wrong, good]},
+        {"HTTP_MONITE_SIGNATURE": f"{wrong}, {good}"},
+        {"monite-signature": wrong, "Monite-Signature": good},
+        message,
+    ):
+        status, answer = verify_request(verifier, request_headers, body)
+        assert (200, sid) == (status, answer.get("subscription_id"))
+
+
+def test_verify_request_takes_raw_asgi_headers() -> None:
+    """An ASGI scope's (bytes, bytes) header pairs are read like a mapping, in any case."""
+    sid, secret = sub_id(), new_secret()
+    verifier = Verifier(StaticSecretSource({sid: secret}))
+    headers, body = delivery(sid, secret)
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"monite-signature", headers[signature.HEADER].encode("latin-1")),
+    ]
+    assert (200, "verified") == (lambda r: (r[0], r[1]["status"]))(
+        verify_request(verifier, raw, body)
+    )
+    assert (400, {"error": "malformed"}) == verify_request(verifier, [(b"x", b"y")], body)

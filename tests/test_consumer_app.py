@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
+import queue
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -70,9 +75,9 @@ def hook_key() -> str:
 
 @pytest.fixture
 def app(vault: VaultEmulator, vault_token: str, hook_key: str) -> Iterator[ConsumerApp]:
-    """The example app on a free loopback port; re-reads on mismatch allowed once an hour."""
+    """The example app on a free loopback port; one re-read on mismatch per hour."""
     client = hvac.Client(url=vault.address, token=vault_token, timeout=5)
-    verifier = Verifier(VaultSecretSource(client, ttl=3600), refresh_interval=3600)
+    verifier = Verifier(VaultSecretSource(client, ttl=3600), refresh_interval=3600, refresh_burst=1)
     consumer = ConsumerApp(verifier, hook_key=Secret(hook_key))
     consumer.start()
     try:
@@ -274,3 +279,202 @@ def test_app_module_without_vault_settings_names_them_and_exits_2() -> None:
     naming = [line for line in result.stderr.splitlines() if "VAULT_TOKEN" in line]
     assert (2, 1) == (result.returncode, len(naming))
     assert "VAULT_ADDR" in naming[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--poll-interval", "-1"), "--poll-interval"),
+        (("--cache-ttl", "nan"), "--cache-ttl"),
+        (("--hook-key-file", "/nonexistent/hook-key"), "--hook-key-file"),
+        (("--hook-key-file", "EMPTY"), "--hook-key-file"),
+        (("--secret-dir", "/nonexistent/secrets"), "--secret-dir"),
+    ],
+)
+def test_app_module_bad_arguments_name_the_flag_and_exit_2(
+    args: tuple[str, ...], flag: str, tmp_path: Path
+) -> None:
+    """A bad flag value is one error line (after the usage) naming the flag; no traceback."""
+    empty = tmp_path / "empty-key"
+    empty.write_text("\n")
+    result = run_app_module(*(str(empty) if a == "EMPTY" else a for a in args))
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert (2, 1, False) == (result.returncode, len(errors), "Traceback" in result.stderr)
+    assert (True, errors[0]) == (flag in errors[0], result.stderr.splitlines()[-1])
+
+
+class AppProcess:
+    """`python -m rotator.consumer.app` in a subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rotator.consumer.app", "--listen", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        stdout = self.process.stdout
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=30)
+        except queue.Empty:
+            line = ""
+        remember_output(line)
+        assert line.startswith("consumer listening on "), line
+        self.url = line.split()[-1]
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/stats", timeout=5) as response:  # loopback
+            text = response.read().decode()
+        remember_output(text)
+        return dict(json.loads(text)["subscriptions"])
+
+    def finish(self) -> tuple[int, str]:
+        """SIGTERM, then the exit status and stderr (killed after 10 s)."""
+        self.process.terminate()
+        try:
+            _, stderr = self.process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, stderr = self.process.communicate(timeout=10)
+        remember_output(stderr)
+        return self.process.returncode, stderr
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate(timeout=10)
+
+
+def app_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VAULT_ADDR", "VAULT_TOKEN")}
+    env.update(extra)
+    return env
+
+
+async def test_app_module_reloads_on_sighup_and_removes_its_pid_file(
+    vault: VaultEmulator, vault_token: str, vault_settings: VaultSettings, tmp_path: Path
+) -> None:
+    """SIGHUP to the pid in --pid-file drops the cache (one stderr line); SIGTERM exits 0."""
+    pid_file = tmp_path / "consumer.pid"
+    app = AppProcess(
+        ["--pid-file", str(pid_file)],
+        app_env(VAULT_ADDR=vault.address, VAULT_TOKEN=vault_token),
+    )
+    try:
+        assert str(app.process.pid) == pid_file.read_text().strip()
+        sid, old, new = str(uuid.uuid4()), new_secret(), new_secret()
+        first = await commit(vault_settings, sid, old, cas=0)
+        assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, old)))[0]
+        await commit(vault_settings, sid, new, cas=first.version)
+        os.kill(int(pid_file.read_text()), signal.SIGHUP)  # what reload.sh does
+        reloaded = 0
+        for _ in range(100):  # up to about 5 s
+            reloaded = app.stats()[sid]["reloaded"]
+            if reloaded:
+                break
+            await asyncio.sleep(0.05)
+        assert (1, None) == (reloaded, app.process.poll())
+        assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, new)))[0]
+        status, stderr = app.finish()
+    finally:
+        app.close()
+    hangups = [line for line in stderr.splitlines() if "SIGHUP" in line]
+    assert (0, False, 1) == (status, pid_file.exists(), len(hangups))
+    assert "dropped 1 cached secret" in hangups[0]
+
+
+def test_app_module_reads_secrets_from_a_directory(tmp_path: Path) -> None:
+    """--secret-dir verifies with DIR/<subscription id>; a rewritten file loads after SIGHUP."""
+    sid, old, new = str(uuid.uuid4()), new_secret(), new_secret()
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / sid).write_text(old)
+    app = AppProcess(
+        ["--secret-dir", str(secret_dir), "--pid-file", str(tmp_path / "pid")], app_env()
+    )
+    try:
+        assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, old)))[0]
+        (secret_dir / sid).write_text(new)  # as the agent renders it
+        app.process.send_signal(signal.SIGHUP)
+        for _ in range(100):  # up to about 5 s
+            if app.stats()[sid]["reloaded"]:
+                break
+            time.sleep(0.05)
+        assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, new)))[0]
+        token = new_secret()
+        (secret_dir / ".agent-token").write_text(token)  # never read as a secret
+        for other, key in (("other", new), (".agent-token", token)):
+            assert (401, {"error": "unknown_subscription", "subscription_id": other}) == post(
+                app.url + "/webhooks", *reversed(delivery(other, key))
+            )
+        assert 0 == app.finish()[0]
+    finally:
+        app.close()
+
+
+def chunked_post(url: str, chunks: list[bytes], headers: dict[str, str]) -> tuple[int, Any]:
+    """POST with Transfer-Encoding: chunked (http.client frames each chunk)."""
+    parsed = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parsed.hostname or "", parsed.port, timeout=5)
+    try:
+        connection.request("POST", parsed.path, body=iter(chunks), headers=headers)
+        response = connection.getresponse()
+        text = response.read().decode()
+    finally:
+        connection.close()
+    remember_output(text)
+    return response.status, json.loads(text)
+
+
+def raw_post(url: str, request: bytes) -> tuple[int, Any]:
+    """Send raw request bytes after the request line's path; the status and JSON answer."""
+    parsed = urllib.parse.urlsplit(url)
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        for _ in range(100):  # bounded: the server closes after answering
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    remember_output(answer.decode("latin-1"))
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_chunked_deliveries_are_read_up_to_the_size_cap(
+    app: ConsumerApp, vault_settings: VaultSettings
+) -> None:
+    """A chunked delivery verifies; over 1 MiB is 413, bad framing 400, no body at all 411."""
+    sid, secret = str(uuid.uuid4()), new_secret()
+    await commit(vault_settings, sid, secret, cas=0)
+    headers, body = delivery(sid, secret)
+    status, answer = chunked_post(app.url + "/webhooks", [body[:10], body[10:]], headers)
+    assert (200, "verified") == (status, answer["status"])
+    big = [b"x" * 65536] * 17  # 1.06 MiB
+    assert 413 == chunked_post(app.url + "/webhooks", big, headers)[0]
+    host = f"Host: 127.0.0.1\r\n{signature.HEADER}: {headers[signature.HEADER]}\r\n"
+    assert (
+        400
+        == raw_post(
+            app.url,
+            f"POST /webhooks HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\nzz\r\n".encode(),
+        )[0]
+    )
+    assert (
+        400
+        == raw_post(
+            app.url,
+            (
+                f"POST /webhooks HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n"
+                "Content-Length: 3\r\n\r\n0\r\n\r\n"
+            ).encode(),
+        )[0]
+    )
+    status, answer = raw_post(app.url, f"POST /webhooks HTTP/1.1\r\n{host}\r\n".encode())
+    assert (411, True) == (status, "chunked" in answer["error"])
+    assert {"received": 1, "verified": 1, "rejected": 0, "reloaded": 0} == get_stats(app)[sid]

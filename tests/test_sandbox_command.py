@@ -539,7 +539,7 @@ def test_the_tolerance_edge_and_a_custom_tolerance() -> None:
         f"t={T}",
         f"t=abc,v1={'a' * 64}",
         f"t=-5,v1={'a' * 64}",
-        f"t={T},t={T},v1={'a' * 64}",
+        f"t={T},t={T + 1},v1={'a' * 64}",
         f"t={T},v1=nothex",
         f"t={T},v1={'a' * 63}",
         f"t={T},v0={'a' * 64}",

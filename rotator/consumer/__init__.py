@@ -22,10 +22,17 @@ When the cached secret does not verify (or the subscription looked unknown or
 secretless in the cache) the record is read again from the source once,
 bypassing the cache, and the delivery verified again: right after a rotation
 Monite signs with a secret the cache has not seen yet. Those re-reads are
-limited per subscription (`refresh_interval`, one per second by default), so a
-flood of forged deliveries costs Vault at most one read per subscription per
-second; a delivery that would need a re-read inside the interval is rejected
-as it stands.
+limited by a token bucket per subscription: `refresh_burst` (3) in a row, then
+one more per `refresh_interval` (1 s). The burst is for the rotation's gap: a
+delivery signed between Monite's answer and the rotator's commit to Vault
+re-reads and still finds the old secret, and the next delivery, a moment
+later, must re-read again to find the new one. A flood of forged deliveries
+costs Vault at most the burst, then one read per subscription per second; a
+delivery that would need a re-read when the bucket is empty is rejected as it
+stands (`Verifier.refreshes` counts the re-reads made, `refreshes_refused`
+those refused). Headers are taken as any mapping, a WSGI environ or an ASGI
+scope's raw `(name, value)` byte pairs; a header sent several times counts
+with all its values.
 
 No secret value ever appears in a repr, an exception or a message of this
 package: secrets are held as `rotator.secret.Secret`.
@@ -56,10 +63,12 @@ from rotator.consumer._sources import (
 from rotator.consumer._sources import DEFAULT_CACHE_TTL as DEFAULT_CACHE_TTL
 from rotator.consumer._sources import RECORD_STATES as RECORD_STATES
 from rotator.consumer._sources import valid_subscription_id as valid_subscription_id
+from rotator.consumer._verify import DEFAULT_REFRESH_BURST as DEFAULT_REFRESH_BURST
 from rotator.consumer._verify import DEFAULT_REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL
 from rotator.consumer._verify import MAX_BODY_BYTES as MAX_BODY_BYTES
 from rotator.consumer._verify import STATUS_BY_REASON as STATUS_BY_REASON
 from rotator.consumer._verify import SUBSCRIPTION_FIELD as SUBSCRIPTION_FIELD
+from rotator.consumer._verify import Headers as Headers
 from rotator.consumer._verify import (
     Rejected,
     RejectReason,

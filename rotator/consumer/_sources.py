@@ -282,6 +282,8 @@ class DirectorySecretSource(CachedSource):
     The layout a Vault Agent template or a Kubernetes Secret volume renders
     (deploy/consumers/): the agent rewrites the file, its `exec` (or a
     rotator hook) calls `invalidate`, and the next delivery reads the new file.
+    The directory must hold the secrets alone: a file in it verifies deliveries
+    naming it (dot files excepted, such as a Kubernetes volume's `..data`).
     """
 
     def __init__(self, directory: Path | str, *, ttl: float = DEFAULT_CACHE_TTL) -> None:
@@ -292,6 +294,8 @@ class DirectorySecretSource(CachedSource):
         return f"DirectorySecretSource({str(self._directory)!r})"
 
     def _lookup(self, subscription_id: str) -> SecretRecord | None:
+        if subscription_id.startswith("."):
+            return None  # a dot file (an agent's token sink, say) is never a secret
         try:
             text = (self._directory / subscription_id).read_text(encoding="utf-8")
         except FileNotFoundError:

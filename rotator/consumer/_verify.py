@@ -1,10 +1,11 @@
 """Verifying one delivery: the checks, their refusals and the answer to give.
 
 Owns `Verifier` (the checks in the order the package docstring gives, and the
-rate-limited re-read on a failed one), `Rejected` with its `RejectReason`,
-`VerifiedDelivery`, reading the signature header (`signature_header`,
-`header_value`) and `verify_request`, which turns a verification into the HTTP
-status and JSON body to answer.
+re-read on a failed one, limited by a token bucket per subscription),
+`Rejected` with its `RejectReason`, `VerifiedDelivery`, reading the signature
+header (`signature_header`, `header_value`, from a mapping, a WSGI environ or
+raw ASGI header pairs) and `verify_request`, which turns a verification into
+the HTTP status and JSON body to answer.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias, cast
 
 from rotator import signature
 from rotator.consumer._sources import (
@@ -32,7 +33,14 @@ SUBSCRIPTION_FIELD = "webhook_subscription_id"
 """The payload field that names the subscription, so the secret to verify with."""
 
 DEFAULT_REFRESH_INTERVAL = 1.0
-"""At most one cache-bypassing re-read per subscription in this many seconds."""
+"""A subscription's re-read allowance grows by one every this many seconds."""
+
+DEFAULT_REFRESH_BURST = 3
+"""Cache-bypassing re-reads a subscription may make in a row before the refill rate holds it."""
+
+Headers: TypeAlias = Mapping[str, Any] | Iterable[tuple[bytes, bytes]]
+"""Request headers as the kit takes them: any mapping (a dict, `http.client.HTTPMessage`,
+Starlette's or Werkzeug's headers), a WSGI environ, or raw ASGI `(name, value)` byte pairs."""
 
 MAX_BODY_BYTES = 1024 * 1024
 """A larger delivery is refused unread: Monite's events are a few KiB."""
@@ -75,45 +83,49 @@ class Verifier:
         tolerance: float = signature.DEFAULT_TOLERANCE,
         clock: Callable[[], float] = time.time,
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        refresh_burst: int = DEFAULT_REFRESH_BURST,
         monotonic: Callable[[], float] = time.monotonic,
         max_body: int = MAX_BODY_BYTES,
         reread: bool = True,
     ) -> None:
         """`clock` is unix time (for the timestamp tolerance); `monotonic` times re-reads.
 
+        Re-reads are a token bucket per subscription: `refresh_burst` of them in a
+        row, then one more per `refresh_interval` seconds (0: unlimited).
         `reread=False` never bypasses the cache (a consumer told of rotations by hooks
         or a timer only; also how tests show that those alone suffice).
         """
         if tolerance < 0 or refresh_interval < 0:
             raise ValueError("tolerance and refresh_interval must be at least 0 seconds")
+        if refresh_burst < 1:
+            raise ValueError("refresh_burst must be at least 1")
         self.secrets = secrets
         self.tolerance = tolerance
         self._clock = clock
         self._monotonic = monotonic
         self._refresh_interval = refresh_interval
+        self._refresh_burst = refresh_burst
         self._max_body = max_body
         self._reread = reread
         self._lock = threading.Lock()
-        self._last_refresh: dict[str, float] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # id: (tokens, when counted)
         self.refreshes = 0
         """Cache-bypassing re-reads made after a failed verification."""
         self.refreshes_refused = 0
-        """Re-reads not made because the subscription's interval had not passed."""
+        """Re-reads refused because the subscription's bucket was empty (rejected as it stood)."""
 
     def __repr__(self) -> str:
         return f"Verifier({self.secrets!r}, tolerance={self.tolerance:g})"
 
-    def verify(
-        self, headers_or_signature: Mapping[str, str] | str | None, body: bytes
-    ) -> VerifiedDelivery:
+    def verify(self, headers_or_signature: Headers | str | None, body: bytes) -> VerifiedDelivery:
         """Verify one delivery: the request's headers (or the header's value) and its raw body.
 
         Raises Rejected with a reason, or SecretSourceError when the source is down.
         """
         header = (
-            signature_header(headers_or_signature)
-            if isinstance(headers_or_signature, Mapping)
-            else headers_or_signature
+            headers_or_signature
+            if headers_or_signature is None or isinstance(headers_or_signature, str)
+            else signature_header(headers_or_signature)
         )
         if header is None:
             raise Rejected("malformed", f"{signature.HEADER} header missing")
@@ -196,42 +208,78 @@ class Verifier:
         return None
 
     def _may_refresh(self, subscription_id: str) -> bool:
-        """Whether a cache-bypassing re-read is allowed now (and, if so, book it)."""
+        """Whether a cache-bypassing re-read is allowed now (and, if so, take its token).
+
+        A token bucket per subscription: full (`refresh_burst`) when first used,
+        refilled by one token per `refresh_interval` seconds up to full.
+        """
+        if self._refresh_interval == 0:
+            with self._lock:
+                self.refreshes += 1
+            return True
         now = self._monotonic()
+        burst = float(self._refresh_burst)
         with self._lock:
-            last = self._last_refresh.get(subscription_id)
-            if last is not None and now - last < self._refresh_interval:
+            tokens, then = self._buckets.get(subscription_id, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - then) / self._refresh_interval)
+            if tokens < 1.0:
+                self._buckets[subscription_id] = (tokens, now)
                 self.refreshes_refused += 1
                 return False
-            self._last_refresh[subscription_id] = now
-            if len(self._last_refresh) > 10_000:  # forged ids must not grow this forever
-                cutoff = now - self._refresh_interval
-                for key in [k for k, t in self._last_refresh.items() if t < cutoff]:
-                    del self._last_refresh[key]
+            self._buckets[subscription_id] = (tokens - 1.0, now)
+            if len(self._buckets) > 10_000:  # forged ids must not grow this forever
+                refilled = now - burst * self._refresh_interval  # a full bucket is no bucket
+                for key in [k for k, (_, t) in self._buckets.items() if t <= refilled]:
+                    del self._buckets[key]
             self.refreshes += 1
             return True
 
 
-def signature_header(headers: Mapping[str, str]) -> str | None:
+def signature_header(headers: Headers) -> str | None:
     """The `Monite-Signature` value from request headers, matched case-insensitively.
 
     Accepts a plain dict, `http.client.HTTPMessage`, Starlette's or Werkzeug's
-    headers, and a WSGI environ (`HTTP_MONITE_SIGNATURE`).
+    headers, a WSGI environ (`HTTP_MONITE_SIGNATURE`) and raw ASGI header
+    pairs. A header sent several times gives all its values, comma-joined (as
+    a WSGI server joins them), so every `v1` among them is tried.
     """
     return header_value(headers, signature.HEADER)
 
 
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """A header's value, case-insensitively; a WSGI environ's `HTTP_...` key works too."""
-    value = headers.get(name)
-    if value is not None:
-        return str(value)
+def header_value(headers: Headers, name: str) -> str | None:
+    """A header's value, case-insensitively; None when absent.
+
+    `headers`: any mapping (a value may be a list of the header's values), a WSGI
+    environ (`HTTP_...` key), or raw ASGI `(name, value)` byte pairs. A header
+    present several times gives its values joined with ", ".
+    """
     wanted = name.lower()
+    for method in ("get_all", "getlist"):  # HTTPMessage; Starlette, Werkzeug
+        get_all = getattr(headers, method, None)
+        if callable(get_all):
+            try:
+                found = get_all(name)
+            except (TypeError, KeyError):
+                continue
+            if found:
+                return ", ".join(str(item) for item in found)
+    values: list[str] = []
+    items = getattr(headers, "items", None)
+    if not callable(items):  # raw ASGI pairs
+        for key, item in cast("Iterable[tuple[bytes, bytes]]", headers):
+            if bytes(key).decode("latin-1").lower() == wanted:
+                values.append(bytes(item).decode("latin-1"))
+        return ", ".join(values) if values else None
     environ_key = "HTTP_" + name.upper().replace("-", "_")
-    for key, item in headers.items():
+    for key, item in items():
         if isinstance(key, str) and (key.lower() == wanted or key == environ_key):
-            return str(item)
-    return None
+            if isinstance(item, list | tuple):
+                values.extend(str(part) for part in item)
+            elif isinstance(item, bytes):
+                values.append(item.decode("latin-1"))
+            else:
+                values.append(str(item))
+    return ", ".join(values) if values else None
 
 
 STATUS_BY_REASON: dict[RejectReason, int] = {
@@ -243,13 +291,12 @@ STATUS_BY_REASON: dict[RejectReason, int] = {
 }
 
 
-def verify_request(
-    verifier: Verifier, headers: Mapping[str, str], body: bytes
-) -> tuple[int, dict[str, Any]]:
+def verify_request(verifier: Verifier, headers: Headers, body: bytes) -> tuple[int, dict[str, Any]]:
     """Verify a request and say what to answer: (HTTP status, a JSON-able body).
 
     Framework-agnostic: pass the request's headers (any case-insensitive
-    mapping, or a WSGI environ) and its raw body. 200 with the event and
+    mapping, a WSGI environ, or an ASGI scope's raw `headers` pairs) and its
+    raw body. 200 with the event and
     subscription ids when verified; 400 (malformed) or 401 (expired,
     mismatch, unknown_subscription, no_active_secret) with `error` the
     reason; 503 `unavailable` when the secret source could not be read, so
