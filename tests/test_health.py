@@ -394,7 +394,9 @@ def test_idle_connection_flood_starves_neither_probes_nor_rotations(
         assert (True, []) == (max(held) >= MAX_CONNECTIONS, too_many)
         assert 200 == healthz_status(config.port)
         vault.unseal()
-        daemon.wait_for("cycle.finished", timeout=10)
+        # Preflight retries with full jitter, doubling from 2 s up to 60 s: after a
+        # few sealed attempts the next one may be half a minute away.
+        daemon.wait_for("cycle.finished", timeout=70)
         assert 200 == healthz_status(config.port)
         assert [monite.current_secret(sid) for sid in ids] == [
             (vault.kv_read("secret", f"{PREFIX}/{sid}") or ({},))[0].get("secret") for sid in ids

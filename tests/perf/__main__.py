@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from rotator.audit import configure_logging, reset_logging
 from tests.perf.capacity import run_f
 from tests.perf.common import FULL, QUICK, REPO_ROOT, Budget, ForeignLoad, Profile, Scenario
+from tests.perf.consumers import run_g
 from tests.perf.memory import run_d, run_e
 from tests.perf.steady import run_b
 from tests.perf.throughput import run_a, run_c
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "d": ("d. daemon idle memory and start-up", run_d),
     "e": ("e. memory vs subscriptions listed", run_e),
     "f": ("f. emulators alone", run_f),
+    "g": ("g. consumer continuity and hook overhead", run_g),
 }
 
 
@@ -48,10 +50,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),
-        help="comma-separated scenarios to run (default: all of a,b,c,d,e,f)",
+        help="comma-separated scenarios to run (default: all of a,b,c,d,e,f,g)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller sizes and budgets (about 2 minutes)"
+        "--quick", action="store_true", help="smaller sizes and budgets (about 4 minutes)"
     )
     parser.add_argument(
         "--json",

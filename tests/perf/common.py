@@ -33,6 +33,9 @@ class Profile:
     b_rounds: int
     e_sizes: tuple[int, ...]
     f_seconds: float  # per figure, split into measurement windows
+    g_seconds: float  # scenario g: how long consumers receive deliveries across rotations
+    g_long_poll: bool  # scenario g: include the 60 s poller (needs minutes of real time)
+    g_pairs: int  # scenario g: runs of a's cycle with and without a hook, alternated
     timeouts: dict[str, float]
 
 
@@ -44,7 +47,10 @@ FULL = Profile(
     b_rounds=3,
     e_sizes=(10_000, 50_000, 100_000),
     f_seconds=3.0,
-    timeouts={"a": 240, "b": 180, "c": 120, "d": 60, "e": 420, "f": 90},
+    g_seconds=420.0,
+    g_long_poll=True,
+    g_pairs=3,
+    timeouts={"a": 240, "b": 180, "c": 120, "d": 60, "e": 420, "f": 90, "g": 900},
 )
 
 QUICK = Profile(
@@ -55,7 +61,10 @@ QUICK = Profile(
     b_rounds=2,
     e_sizes=(5_000, 10_000, 20_000),
     f_seconds=1.5,
-    timeouts={"a": 60, "b": 60, "c": 40, "d": 30, "e": 60, "f": 40},
+    g_seconds=40.0,
+    g_long_poll=False,
+    g_pairs=3,
+    timeouts={"a": 60, "b": 60, "c": 40, "d": 30, "e": 60, "f": 40, "g": 150},
 )
 
 

@@ -13,8 +13,10 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
@@ -140,6 +142,18 @@ class EmulatorHost:
         """How many of `ids` have a Vault record holding Monite's current secret."""
         return int(self.call("consistent", ids=ids))
 
+    def receiver(self) -> str:
+        """Start (once) a loopback HTTP receiver in the emulator process; its URL.
+
+        It answers every POST 200 without looking at it: a hook's consumer
+        that costs the rotator nothing but the request (scenario g).
+        """
+        return str(self.call("receiver"))
+
+    def received(self) -> int:
+        """How many POSTs the receiver has answered."""
+        return int(self.call("received"))
+
 
 def counts_delta(
     after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]
@@ -161,6 +175,7 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
     from rotator.sandbox.vault import VaultEmulator
 
     parent = os.getppid()
+    receivers: list[_Receiver] = []
     monite = MoniteEmulator(rate_limit=options["rate_limit"], burst=options["burst"], seed=1)
     vault = VaultEmulator(seed=1)
     monite.faults.latency = options["monite_latency"]
@@ -222,12 +237,22 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
         def rss() -> int:
             return _own_rss_kib()
 
+        def receiver() -> str:
+            if not receivers:
+                receivers.append(_Receiver())
+            return receivers[0].url
+
+        def received() -> int:
+            return receivers[0].count if receivers else 0
+
         ops: dict[str, Callable[..., Any]] = {
             "seed": seed,
             "counts": counts,
             "consistent": consistent,
             "latency": latency,
             "rss": rss,
+            "receiver": receiver,
+            "received": received,
         }
         while True:
             # Poll with a timeout so an orphaned child notices its parent died.
@@ -246,8 +271,56 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
             except Exception as exc:
                 conn.send(("err", f"{op}: {type(exc).__name__}: {exc}"))
     finally:
+        for found in receivers:
+            found.stop()
         monite.stop()
         vault.stop()
+
+
+class _Receiver:
+    """A loopback HTTP server that answers 200 to every POST and counts them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real consumer's server offers
+
+            def do_POST(self) -> None:
+                length = self.headers.get("Content-Length", "0")
+                self.rfile.read(min(int(length) if length.isdigit() else 0, 1 << 20))
+                with receiver._lock:
+                    receiver._count += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="bench-receiver", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 def _own_rss_kib() -> int:

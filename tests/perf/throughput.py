@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rotator.app import open_engine
 from rotator.config import load_settings
 from rotator.engine import CycleReport
+from rotator.hooks import HookObserver
 from tests.perf.common import (
     MONITE_LATENCY,
     RATE_LIMIT,
@@ -82,10 +84,19 @@ def seed_due(host: EmulatorHost, count: int) -> list[str]:
 
 
 async def product_cycle(
-    env: dict[str, str], overrides: dict[str, str], limit_seconds: float
+    env: dict[str, str],
+    overrides: dict[str, str],
+    limit_seconds: float,
+    *,
+    config: Path | None = None,
+    hook_observer: HookObserver | None = None,
 ) -> tuple[float, CycleReport, dict[str, int]]:
-    settings = load_settings(None, {**env, **overrides})
-    async with asyncio.timeout(limit_seconds), open_engine(settings, owner="bench") as engine:
+    """One timed cycle; `config` (a TOML file) is how scenario g adds [[hooks]]."""
+    settings = load_settings(config, {**env, **overrides})
+    async with (
+        asyncio.timeout(limit_seconds),
+        open_engine(settings, owner="bench", hook_observer=hook_observer) as engine,
+    ):
         started = time.perf_counter()
         report = await engine.run_cycle()
         wall = time.perf_counter() - started
