@@ -12,7 +12,8 @@ from __future__ import annotations
 import types
 
 from rotator.sandbox.deliveries import DeliverySnapshot, DeliveryStats, SubscriptionDeliveries
-from tests.perf.consumers import KINDS, Commit, Continuity, HookTimes, Probe, analyse, spread
+from rotator.sandbox.hook_latencies import HookLatencies
+from tests.perf.consumers import KINDS, Commit, Continuity, Probe, analyse, spread
 
 HOOK = KINDS[0]
 
@@ -28,7 +29,7 @@ def _result(answers: list[tuple[float, str, int, int]], commits: list[Commit]) -
         commits=commits,
         not_committed=0,
         deliveries=DeliverySnapshot(DeliveryStats(), types.MappingProxyType(per_subscription), ()),
-        hooks=HookTimes(),
+        hooks=HookLatencies(),
         seconds=1.0,
     )
 

@@ -70,6 +70,7 @@ from rotator.reasons import OutcomeKind
 from rotator.sandbox.deliveries import DeliverySender, DeliverySnapshot
 from rotator.sandbox.demo import ROTATOR_POLICY_HCL
 from rotator.sandbox.demo._world import CONSUMER_POLICY_HCL
+from rotator.sandbox.hook_latencies import HookLatencies
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.secret import Secret
@@ -198,23 +199,6 @@ class ProbedConsumer(ConsumerApp):
         super()._poll()
 
 
-class HookTimes:
-    """A hook observer: commit-to-notice-delivered latencies and failures."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.delivered: list[float] = []
-        self.failed = 0
-
-    def hook_delivered(self, hook: str, latency_seconds: float) -> None:
-        with self._lock:
-            self.delivered.append(latency_seconds)
-
-    def hook_failed(self, hook: str) -> None:
-        with self._lock:
-            self.failed += 1
-
-
 # ------------------------------------------------------------------ the world
 
 
@@ -235,7 +219,7 @@ class Continuity:
     commits: list[Commit]
     not_committed: int  # forced rotations that did not commit (failed, conflict, ...)
     deliveries: DeliverySnapshot
-    hooks: HookTimes
+    hooks: HookLatencies
     seconds: float
 
 
@@ -412,7 +396,7 @@ def run_continuity(profile: Profile, budget: Budget, rng: random.Random) -> Cont
         settings = load_settings(world.config_path, env)
         world.seed()
         world.start_deliveries()
-        hooks = HookTimes()
+        hooks = HookLatencies()
 
         async def main() -> tuple[list[Commit], int]:
             async with (
@@ -520,7 +504,7 @@ def overhead_run(subscriptions: int, hook: bool, budget: Budget) -> OverheadRun:
                 f'[[hooks]]\nurl = "{host.receiver()}/rotated"\n'
                 f'secret_file = "{key}"\ntimeout = "5s"\n'
             )
-        times = HookTimes()
+        times = HookLatencies()
         wall, report, _ = asyncio.run(
             product_cycle(host.env, {}, budget.remaining(), config=config, hook_observer=times)
         )

@@ -19,6 +19,7 @@ from rotator.model import Record
 from rotator.policy import Force
 from rotator.sandbox.demo import _story as story
 from rotator.sandbox.demo._world import INTERVAL, Row, World
+from rotator.sandbox.hook_latencies import HookLatencies
 
 
 async def run_cycles(
@@ -85,7 +86,7 @@ async def _demo(duration: float, out: TextIO) -> int:
         )
         story.intro(world, duration, out)
         rows = await world.seed(settings, SystemClock().now())
-        hooks = story.HookLatencies()
+        hooks = HookLatencies()
         world.start_deliveries()
         async with open_engine(settings, owner="demo", hook_observer=hooks) as engine:
             await run_cycles(engine, world, rows, duration, out)

@@ -9,10 +9,9 @@ and explained after, so nothing on screen needs the source to be understood.
 from __future__ import annotations
 
 import statistics
-import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TextIO
 
 from structlog.typing import EventDict, WrappedLogger
@@ -32,6 +31,7 @@ from rotator.sandbox.demo._world import (
     Row,
     World,
 )
+from rotator.sandbox.hook_latencies import HookLatencies
 
 CONSUMER_LABELS = {
     TIMER: f"timer consumer: reloads from Vault every {POLL_EVERY:g}s, like Vault Agent",
@@ -72,23 +72,6 @@ def narrow(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Ev
     if isinstance(stamp, str):
         kept["timestamp"] = stamp.partition("T")[2][:8]  # HH:MM:SS
     return kept
-
-
-@dataclass
-class HookLatencies:
-    """A hook observer (`open_engine(hook_observer=...)`): commit-to-delivered times."""
-
-    delivered: list[float] = field(default_factory=list)
-    failed: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def hook_delivered(self, hook: str, latency_seconds: float) -> None:
-        with self._lock:
-            self.delivered.append(latency_seconds)
-
-    def hook_failed(self, hook: str) -> None:
-        with self._lock:
-            self.failed += 1
 
 
 def short(subscription_id: str) -> str:
