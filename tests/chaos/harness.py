@@ -440,8 +440,11 @@ class World:
         return len(self.mismatched())
 
     def earliest_claim_expiry(self) -> float | None:
-        """Seconds until the earliest claim or settling window ends (0 if one has), else None."""
-        now = datetime.now(UTC)
+        """Seconds until the earliest claim or settling window ends (0 if one has), else None.
+
+        Measured on the Vault emulator's clock, which judges claims and windows.
+        """
+        now = datetime.fromtimestamp(self.vault.now(), UTC)
         waits = []
         for sid in self.unsettled():
             if (self.record(sid) or {}).get("state") == "stale":
@@ -492,7 +495,10 @@ class World:
         """Run up to `max_cycles` cycles (`run --once`) until settled; (cycles, processes).
 
         Between cycles it waits out live claims and settling windows as the
-        daemon does; cycles is max_cycles + 1 when it never settled.
+        daemon does, but on Vault's clock: claims and windows are judged on
+        Vault's time, so the harness moves the emulator's clock past them
+        instead of sleeping (no rotator process runs in between). Cycles is
+        max_cycles + 1 when it never settled.
         `after_cycle(n)` runs after cycle n (to end a fault that lasts one cycle).
         """
         procs = []
@@ -505,7 +511,7 @@ class World:
             wait = self.earliest_claim_expiry()
             if wait is not None:
                 # A settling window lasts up to 2 x claim_ttl (a first rotation).
-                time.sleep(min(wait, 2 * CLAIM_TTL) + 1.3)
+                self.vault.advance_time(min(wait, 2 * CLAIM_TTL) + 1.3)
         return max_cycles + 1, procs
 
     # -- teardown -------------------------------------------------------------
