@@ -12,10 +12,11 @@ and it is rotated again once the settling window has passed.
 A cycle is one `rotator run --once`; between cycles the harness waits out live
 claims and settling windows the way the daemon does (its one-off check at the
 earliest end), on Vault's clock: it moves the Vault emulator's clock past them
-rather than sleeping, since Vault's time is what judges them. Six cycles: the subscriptions start unmanaged, so the first
-rotation settles and is rotated once more; one refused by a 429 (a storm that
-lasts the whole test, against a 5 s claim) is `stale`, rotated in the next
-cycle, settles, and is rotated again; a refusal can strike twice.
+rather than sleeping, since Vault's time is what judges them. Six cycles: the
+subscriptions start unmanaged, so the first rotation settles and is rotated
+once more; one refused by a 429 (a storm that lasts the whole test, against a 5
+s claim) is `stale`, rotated in the next cycle, settles, and is rotated again;
+a refusal can strike twice.
 """
 
 from __future__ import annotations
