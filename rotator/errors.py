@@ -45,7 +45,8 @@ class DependencyError(RotatorError):
     `may_have_applied` is True when the request may have reached the service
     and changed something there although we got no usable answer (a timeout
     after sending, a 5xx, a 2xx we could not read): for a regenerate, the old
-    secret may be dead.
+    secret may be dead; for a create, a subscription may exist that we know
+    nothing of (such an error is not `retryable`: another create makes another).
     """
 
     retryable: bool = False
@@ -63,7 +64,11 @@ class MoniteError(DependencyError):
 
 
 class MoniteUnavailable(MoniteError):
-    """Monite could not be reached or answered 5xx/429; trying again may help."""
+    """Monite could not be reached or answered 5xx/429; trying again may help.
+
+    `retryable` is False only for a request that must not be sent twice (a
+    create) when this one may have been applied: asking again would repeat it.
+    """
 
     retryable = True
 
@@ -74,9 +79,11 @@ class MoniteUnavailable(MoniteError):
         status: int | None = None,
         retry_after: float | None = None,
         may_have_applied: bool = False,
+        retryable: bool = True,
     ) -> None:
         super().__init__(message, status=status, may_have_applied=may_have_applied)
         self.retry_after = retry_after
+        self.retryable = retryable
 
 
 class MoniteAuthError(MoniteError):

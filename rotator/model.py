@@ -101,6 +101,18 @@ class Regenerated:
     secret: Secret
 
 
+@dataclass(frozen=True, slots=True)
+class Created:
+    """What `create_subscription` returned: the new subscription and its secret's only copy.
+
+    Monite shows a new subscription's secret in the create answer only; no
+    later listing or get repeats it. The repr shows the secret as `<secret>`.
+    """
+
+    subscription: Subscription
+    secret: Secret
+
+
 # How much a judgement of Vault's time leaves to doubt: `Date` headers are
 # whole seconds, and a claim must never look expired a moment early.
 CLOCK_MARGIN = timedelta(seconds=1)

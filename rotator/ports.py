@@ -9,10 +9,11 @@ in-memory models of the simulation in virtual time (`tests/sim`).
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from rotator.model import Record, Regenerated, Subscription
+from rotator.model import Created, Record, Regenerated, Subscription
 
 
 class RecordStore(Protocol):
@@ -70,6 +71,27 @@ class SubscriptionSource(Protocol):
         self, subscription_id: str, *, send_by: float | None = None
     ) -> Regenerated:
         """One attempt, never retried; a MoniteError says whether it may have applied."""
+        ...
+
+    async def create_subscription(
+        self,
+        url: str,
+        object_type: str,
+        event_types: Sequence[str],
+        *,
+        send_by: float | None = None,
+    ) -> Created:
+        """One attempt, never retried: the new subscription and its secret's only copy.
+
+        A MoniteError whose `may_have_applied` is True may hide a subscription
+        that was created; it is then not `retryable` (another create makes another).
+        """
+        ...
+
+    async def delete_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> bool:
+        """True when deleted now, False when it was already gone; retried inside."""
         ...
 
     async def check(self) -> None:

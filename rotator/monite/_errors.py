@@ -47,10 +47,13 @@ class Failure:
     may_have_applied: bool = False
     retry_after: float | None = None  # seconds, from the answer's Retry-After
     retryable_protocol: bool = False  # a MoniteProtocolError that asking again may cure
+    repeatable: bool = True  # False: sent twice, the request acts twice (a create)
 
     @property
     def retryable(self) -> bool:
-        """Whether another attempt may succeed."""
+        """Whether another attempt may succeed, and is safe to send."""
+        if self.may_have_applied and not self.repeatable:
+            return False
         return self.kind.retryable or self.retryable_protocol
 
     def error(self, notes: tuple[str, ...] = ()) -> MoniteError:
@@ -62,13 +65,14 @@ class Failure:
                 status=self.status,
                 retry_after=self.retry_after,
                 may_have_applied=self.may_have_applied,
+                retryable=self.retryable,
             )
         if issubclass(self.kind, MoniteProtocolError):
             return self.kind(
                 message,
                 status=self.status,
                 may_have_applied=self.may_have_applied,
-                retryable=self.retryable_protocol,
+                retryable=self.retryable,
             )
         return self.kind(message, status=self.status, may_have_applied=self.may_have_applied)
 
@@ -151,6 +155,15 @@ def _special_status(
             MoniteAuthError,
             f"Monite refused the token request (HTTP {status}{detail}); "
             "check monite.client_id and monite.client_secret",
+            status=status,
+        )
+    if operation == "delete" and status == 404 and not text:
+        # Monite's "not found" names itself; a bare 404 (often an HTML page) came from
+        # somewhere else, and must not pass for "already deleted".
+        return Failure(
+            MoniteRequestError,
+            f"Monite {operation}: HTTP 404 with a body that is not Monite's JSON; "
+            "check monite.base_url (for example https://api.sandbox.monite.com/v1)",
             status=status,
         )
     if operation in ("list", "token") and status == 404:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from rotator.errors import MoniteProtocolError
-from rotator.model import Regenerated, Subscription
+from rotator.model import Created, Regenerated, Subscription
 from rotator.monite._errors import Failure
 from rotator.monite._response import UNREADABLE
 from rotator.secret import Secret
@@ -42,16 +42,18 @@ def parse_success(
     half-parsed body can hold the new secret.
     """
     status = response.status_code
-    try:
-        body = response.json()
-    except UNREADABLE:
-        return Failure(
-            MoniteProtocolError,
-            f"Monite {operation}: HTTP {status} with a body that is not readable JSON",
-            status=status,
-            may_have_applied=True,
-            retryable_protocol=True,
-        )
+    body: Any = None  # No Content (204) has no body to read
+    if status != 204:
+        try:
+            body = response.json()
+        except UNREADABLE:
+            return Failure(
+                MoniteProtocolError,
+                f"Monite {operation}: HTTP {status} with a body that is not readable JSON",
+                status=status,
+                may_have_applied=True,
+                retryable_protocol=True,
+            )
     try:
         return parse(body)
     except MoniteProtocolError as exc:
@@ -115,19 +117,38 @@ def parse_single(body: Any, operation: str) -> Subscription:
 def parse_regenerated(body: Any) -> Regenerated:
     """A regenerate answer: the subscription and its new secret's only copy."""
     sub = parse_single(body, "regenerate_secret")
-    secret = body.get("secret")
-    problem = None
-    if not isinstance(secret, str) or not secret:
-        problem = "the response has no secret"
-        if secret is not None and not isinstance(secret, str):
-            problem = f"the response's secret is a {_json_type(secret)}, not a string"
-    elif len(secret.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
-        # The size only: never a part of the value.
-        problem = f"the response's secret is longer than {MAX_SECRET_BYTES} bytes"
+    problem = _secret_problem(body.get("secret"))
     if problem is not None:
         # Only the last regenerate counts, so asking again is safe and may succeed.
         raise MoniteProtocolError(f"Monite regenerate_secret: {problem}", retryable=True)
-    return Regenerated(subscription=sub, secret=Secret(secret))
+    return Regenerated(subscription=sub, secret=Secret(body["secret"]))
+
+
+def parse_created(body: Any) -> Created:
+    """A create answer: the new subscription and its secret's only copy."""
+    sub = parse_single(body, "create")
+    problem = _secret_problem(body.get("secret"))
+    if problem is not None:
+        # The subscription exists now, its secret unknown: name it (an id is no
+        # secret) so it can be found and deleted. Another create makes another.
+        raise MoniteProtocolError(f"Monite create: {problem} (subscription {sub.id} was created)")
+    return Created(subscription=sub, secret=Secret(body["secret"]))
+
+
+def parse_deleted(body: Any) -> None:
+    """A delete answer: 204 and no body (another 2xx's JSON body means nothing more)."""
+
+
+def _secret_problem(secret: object) -> str | None:
+    """What is wrong with an answer's `secret` (never a part of its value), or None."""
+    if not isinstance(secret, str) or not secret:
+        if secret is not None and not isinstance(secret, str):
+            return f"the response's secret is a {_json_type(secret)}, not a string"
+        return "the response has no secret"
+    if len(secret.encode("utf-8", "surrogatepass")) > MAX_SECRET_BYTES:
+        # The size only: never a part of the value.
+        return f"the response's secret is longer than {MAX_SECRET_BYTES} bytes"
+    return None
 
 
 def _json_type(value: object) -> str:

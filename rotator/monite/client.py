@@ -2,13 +2,15 @@
 
 Everything the rotator says to Monite goes through `MoniteClient`, on an
 `httpx.AsyncClient` the caller injects (and closes). Listing follows
-pagination; every call but `regenerate_secret` is retried with
-`rotator.retry` (capped exponential backoff with full jitter on the injected
-clock, honouring `Retry-After`) on 429, 5xx, timeouts, dropped connections and
-unparseable bodies, and re-authenticates once on 401. `regenerate_secret` is
-one attempt: each retry is a new regenerate, and only the rotation protocol
+pagination; every call but `regenerate_secret` and `create_subscription` is
+retried with `rotator.retry` (capped exponential backoff with full jitter on
+the injected clock, honouring `Retry-After`) on 429, 5xx, timeouts, dropped
+connections and unparseable bodies, and re-authenticates once on 401.
+`regenerate_secret` and `create_subscription` are one attempt: each retry is a
+new regenerate (or a second subscription), and only the rotation protocol
 (`rotator.rotation`) can judge whether another may start; every failure says
-whether it may have applied.
+whether it may have applied. `delete_subscription` is retried: deleting twice
+is harmless, and a 404 means it is gone already.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import asyncio
 import collections
 import contextvars
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -27,11 +30,18 @@ import structlog
 from rotator import events
 from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings
-from rotator.errors import MoniteError, MoniteProtocolError, MoniteUnavailable
-from rotator.model import Regenerated, Subscription
+from rotator.errors import MoniteError, MoniteNotFound, MoniteProtocolError, MoniteUnavailable
+from rotator.model import Created, Regenerated, Subscription
 from rotator.monite import _errors, _response
 from rotator.monite._errors import HTTPX_ERRORS, Failed, Failure
-from rotator.monite._parse import parse_page, parse_regenerated, parse_single, parse_success
+from rotator.monite._parse import (
+    parse_created,
+    parse_deleted,
+    parse_page,
+    parse_regenerated,
+    parse_single,
+    parse_success,
+)
 from rotator.monite._token import Token, Tokens, parse_token
 from rotator.ratelimit import RateLimiter
 from rotator.redact import redact_text
@@ -131,6 +141,54 @@ class MoniteClient:
             retries=0,
             send_by=send_by,
         )
+
+    async def create_subscription(
+        self,
+        url: str,
+        object_type: str,
+        event_types: Sequence[str],
+        *,
+        send_by: float | None = None,
+    ) -> Created:
+        """One create attempt, never retried: the new subscription and its secret's only copy.
+
+        Monite shows the secret in this answer only. An empty `event_types`
+        subscribes to every event of `object_type`, as Monite documents. A
+        failure that `may_have_applied` may hide a subscription that exists: it
+        is not `retryable`, since another attempt would create a second one
+        (list the subscriptions to find it). `send_by` as for `regenerate_secret`.
+        """
+        return await self._call(
+            "create",
+            "POST",
+            "/webhook_subscriptions",
+            json_body={"url": url, "object_type": object_type, "event_types": list(event_types)},
+            parse=parse_created,
+            retries=0,
+            send_by=send_by,
+            repeatable=False,
+        )
+
+    async def delete_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> bool:
+        """Delete a subscription: True when Monite deleted it now, False when it was gone already.
+
+        Retried like every call but regenerate and create (deleting twice is
+        harmless), so after a lost answer the retry's 404 reads as gone already.
+        `send_by` is checked before every attempt, as for `regenerate_secret`.
+        """
+        try:
+            await self._call(
+                "delete",
+                "DELETE",
+                f"/webhook_subscriptions/{_path_id(subscription_id)}",
+                parse=parse_deleted,
+                send_by=send_by,
+            )
+        except MoniteNotFound:
+            return False
+        return True
 
     async def check(self) -> None:
         """Prove the credentials work and listing is allowed: a token and one small page."""
@@ -236,8 +294,13 @@ class MoniteClient:
         auth: bool = True,
         retries: int | None = None,
         send_by: float | None = None,
+        repeatable: bool = True,
     ) -> T:
-        """One logical request: re-auth once on 401, retry what may succeed next time."""
+        """One logical request: re-auth once on 401, retry what may succeed next time.
+
+        `repeatable=False` marks a request that acts again each time it is sent (a
+        create): a failure that may have applied is then never retryable.
+        """
         max_retries = self._settings.max_retries if retries is None else retries
         backoff = monite_backoff(max_retries + 1)
         reauthed = False  # one fresh token per logical request, whichever attempt needs it
@@ -277,18 +340,25 @@ class MoniteClient:
             return await retry(
                 attempt,
                 backoff=backoff,
-                retryable=lambda exc: isinstance(exc, Failed) and exc.retryable,
+                retryable=lambda exc: (
+                    isinstance(exc, Failed)
+                    and exc.retryable
+                    and (repeatable or not exc.failure.may_have_applied)
+                ),
                 clock=self._clock,
                 rng=self._rng,
                 on_retry=on_retry,
             )
         except Failed as exc:
             failed = exc
+        failure = failed.failure if repeatable else replace(failed.failure, repeatable=False)
         # Built once, notes included, and raised outside the handler: no chained context.
         notes = () if failed.request_id is None else (f"request_id={failed.request_id}",)
-        if failed.retryable and max_retries > 0:
+        if failure.retryable and max_retries > 0:
             notes = (*notes, f"gave up after {backoff.attempts} attempts")
-        raise failed.failure.error(notes) from failed.cause
+        if not repeatable and failure.may_have_applied:
+            notes = (*notes, "it may have been applied: repeating it may apply it twice")
+        raise failure.error(notes) from failed.cause
 
     async def _token_for(self, operation: str) -> Token:
         try:

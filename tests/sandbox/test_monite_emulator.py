@@ -825,6 +825,55 @@ async def test_drop_after_regenerate_applies_then_closes(api: Api, monite: Monit
     assert [sub_id] == monite.dropped_answers()
 
 
+async def test_drop_after_create_creates_then_closes(api: Api, monite: MoniteEmulator) -> None:
+    """A create the client never hears of: the subscription exists, with a secret, unanswered."""
+    monite.faults.drop_after_create = 1
+    payload = {"object_type": "payable", "url": "https://hooks.example.com/next"}
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await api.call("POST", LIST, json=payload)
+    (made,) = monite.subscription_ids()
+    assert monite.current_secret(made) in ISSUED
+    ok = await api.call("POST", LIST, json=payload)
+    assert (201, 2, 0) == (
+        ok.status_code,
+        len(monite.subscription_ids()),
+        monite.faults.drop_after_create,
+    )
+
+
+async def test_drop_after_create_spares_a_refused_body(api: Api, monite: MoniteEmulator) -> None:
+    """An invalid create is a 422 as always and does not use up the drop fault."""
+    monite.faults.drop_after_create = 1
+    response = await api.call("POST", LIST, json={"url": "https://hooks.example.com/next"})
+    assert (422, [], 1) == (
+        response.status_code,
+        monite.subscription_ids(),
+        monite.faults.drop_after_create,
+    )
+
+
+async def test_drop_after_delete_deletes_then_closes(api: Api, monite: MoniteEmulator) -> None:
+    """A delete the client never hears of: gone, and deleting again is Monite's 404."""
+    sub_id = monite.seed()
+    monite.faults.drop_after_delete = 1
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await api.call("DELETE", ONE, sub_id=sub_id)
+    again = await api.call("DELETE", ONE, sub_id=sub_id)
+    assert (404, {"error": {"message": "Webhook subscription not found"}}, []) == (
+        again.status_code,
+        again.json(),
+        monite.subscription_ids(),
+    )
+    assert 0 == monite.faults.drop_after_delete
+
+
+async def test_drop_after_delete_spares_an_unknown_id(api: Api, monite: MoniteEmulator) -> None:
+    """A delete of an id Monite does not know is a 404 and leaves the drop fault armed."""
+    monite.faults.drop_after_delete = 1
+    response = await api.call("DELETE", ONE, sub_id="00000000-0000-4000-8000-000000000000")
+    assert (404, 1) == (response.status_code, monite.faults.drop_after_delete)
+
+
 async def test_malformed_json_after_regenerate_is_applied(api: Api, monite: MoniteEmulator) -> None:
     """A malformed 200 still regenerated the secret, and its body does not hold the secret."""
     sub_id = monite.seed()

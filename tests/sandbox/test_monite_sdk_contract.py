@@ -1,7 +1,7 @@
 """The Monite emulator held to Monite's official Python SDK, sync and async.
 
 Every operation the rotator uses (the client-credentials token, listing with
-its pagination, one subscription, regenerate, revoke), the rest of the webhook
+its pagination, one subscription, regenerate, create, delete, revoke), the rest of the webhook
 subscription API and the error answers are driven through `monite.Monite` and
 `monite.AsyncMonite` on loopback. The SDK must parse every answer into its
 typed models and see the values the emulator holds; an error must raise the
@@ -308,6 +308,82 @@ async def test_regenerate_returns_the_new_secret(monite: MoniteEmulator, sdk: Sd
     assert_answered(monite, raw.headers, "regenerate_secret", 200)
 
 
+async def test_create_answers_201_with_the_secret_shown_once(
+    monite: MoniteEmulator, sdk: Sdk
+) -> None:
+    """create parses the 201 with the new secret; get_by_id shows that subscription without it."""
+    raw = await sdk.run(
+        lambda c: c.webhook_subscriptions.with_raw_response.create(
+            object_type="payable", url="https://hooks.example.com/next", event_types=["created"]
+        )
+    )
+    created = raw.data
+    assert WebhookSubscriptionResourceWithSecret is type(created)
+    assert_answered(monite, raw.headers, "create", 201)
+    assert digest(monite.current_secret(created.id)) == digest(created.secret)
+    assert (True, [created.id]) == (created.secret in ISSUED, monite.subscription_ids())
+    fetched = await sdk.run(lambda c: c.webhook_subscriptions.get_by_id(created.id))
+    assert (WebhookSubscriptionResource, {}) == (type(fetched), fetched.model_extra)
+    assert as_listed(created) == as_listed(fetched) == monite.subscription(created.id)
+    assert {
+        "url": "https://hooks.example.com/next",
+        "object_type": "payable",
+        "event_types": ["created"],
+        "status": "enabled",
+    } == {k: v for k, v in as_listed(fetched).items() if k != "id"}
+
+
+async def test_create_without_event_types_subscribes_to_all(
+    monite: MoniteEmulator, sdk: Sdk
+) -> None:
+    """The SDK leaves event_types out when not given; the subscription has an empty list."""
+    created = await sdk.run(
+        lambda c: c.webhook_subscriptions.create(
+            object_type="receivable", url="https://hooks.example.com/all"
+        )
+    )
+    assert [] == created.event_types == monite.subscription(created.id)["event_types"]
+
+
+async def test_delete_answers_204_and_a_second_delete_is_not_found(
+    monite: MoniteEmulator, sdk: Sdk
+) -> None:
+    """delete_by_id parses the bodiless 204; deleting again raises NotFoundError."""
+    sub_id = monite.seed(url="https://hooks.example.com/old")
+    raw = await sdk.run(lambda c: c.webhook_subscriptions.with_raw_response.delete_by_id(sub_id))
+    assert (None, None, []) == (
+        raw.data,
+        raw.headers.get("content-type"),
+        monite.subscription_ids(),
+    )
+    assert_answered(monite, raw.headers, "delete", 204)
+    error = await sdk.fails(NotFoundError, lambda c: c.webhook_subscriptions.delete_by_id(sub_id))
+    assert NOT_FOUND_BODY == ErrorSchemaResponse.model_validate(error.body).model_dump()
+    assert_answered(monite, error.headers or {}, "delete", 404)
+
+
+@pytest.mark.parametrize("fault", ["drop_after_create", "drop_after_delete"])
+async def test_dropped_create_or_delete_is_applied_without_an_answer(
+    monite: MoniteEmulator, sdk: Sdk, fault: str
+) -> None:
+    """The drop faults apply the change, then close the connection: the SDK gets no answer."""
+    sub_id = monite.seed(url="https://hooks.example.com/old")
+    setattr(monite.faults, fault, 1)
+    call: Call
+    if fault == "drop_after_create":
+        call = lambda c: c.webhook_subscriptions.create(  # noqa: E731
+            object_type="payable", url="https://hooks.example.com/next"
+        )
+    else:
+        call = lambda c: c.webhook_subscriptions.delete_by_id(sub_id)  # noqa: E731
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await sdk.run(call)
+    ids = monite.subscription_ids()
+    expected = (2, True) if fault == "drop_after_create" else (0, False)
+    assert expected == (len(ids), sub_id in ids)
+    assert 0 == getattr(monite.faults, fault)
+
+
 async def test_revoke_answers_a_message_and_the_token_stops_working(
     monite: MoniteEmulator, connect: Connect
 ) -> None:
@@ -389,6 +465,15 @@ OPERATIONS: dict[str, tuple[str, Callable[[str], Call]]] = {
         "regenerate_secret",
         lambda sub_id: lambda c: c.webhook_subscriptions.regenerate_secret_by_id(sub_id),
     ),
+    "create": (
+        "create",
+        lambda sub_id: (
+            lambda c: c.webhook_subscriptions.create(
+                object_type="payable", url="https://hooks.example.com/next"
+            )
+        ),
+    ),
+    "delete": ("delete", lambda sub_id: lambda c: c.webhook_subscriptions.delete_by_id(sub_id)),
 }
 
 
@@ -402,11 +487,11 @@ async def test_expired_token_is_unauthorized_error(
     monite.expire_tokens()
     error = await sdk.fails(UnauthorizedError, call(sub_id))
     assert {"error": {"message": "Access token has expired"}} == error.body
-    assert 0 == monite.regenerate_count(sub_id)
+    assert (0, [sub_id]) == (monite.regenerate_count(sub_id), monite.subscription_ids())
     assert_answered(monite, error.headers or {}, route, 401)
 
 
-@pytest.mark.parametrize("operation", ["get", "regenerate"])
+@pytest.mark.parametrize("operation", ["get", "regenerate", "delete"])
 async def test_unknown_subscription_is_not_found_error(
     monite: MoniteEmulator, sdk: Sdk, operation: str
 ) -> None:
@@ -438,6 +523,32 @@ VALIDATION_CASES: dict[str, tuple[str, Call, list[tuple[list[str], str]]]] = {
         lambda c: c.webhook_subscriptions.regenerate_secret_by_id("not-a-uuid"),
         [(["path", "webhook_subscription_id"], "uuid_parsing")],
     ),
+    "delete-not-a-uuid": (
+        "delete",
+        lambda c: c.webhook_subscriptions.delete_by_id("not-a-uuid"),
+        [(["path", "webhook_subscription_id"], "uuid_parsing")],
+    ),
+    "create-empty-url": (
+        "create",
+        lambda c: c.webhook_subscriptions.create(object_type="payable", url=""),
+        [(["body", "url"], "url_parsing")],
+    ),
+    "create-unknown-object-type": (
+        "create",
+        lambda c: c.webhook_subscriptions.create(
+            object_type="not_a_type", url="https://hooks.example.com/next"
+        ),
+        [(["body", "object_type"], "enum")],
+    ),
+    "create-extra-field": (
+        "create",
+        lambda c: c.webhook_subscriptions.create(
+            object_type="payable",
+            url="https://hooks.example.com/next",
+            request_options={"additional_body_parameters": {"secret": "mine"}},
+        ),
+        [(["body", "secret"], "extra_forbidden")],
+    ),
 }
 
 
@@ -451,6 +562,7 @@ async def test_invalid_request_is_unprocessable_entity_error(
     detail = HttpValidationError.model_validate(error.body).detail or []
     assert expected == [(list(map(str, d.loc)), d.type) for d in detail]
     assert_answered(monite, error.headers or {}, route, 422)
+    assert [] == monite.subscription_ids()
 
 
 async def test_invalid_token_request_is_unprocessable_entity_error(
@@ -545,7 +657,13 @@ async def test_sdk_retry_waits_for_retry_after_and_succeeds(
     assert 0.9 <= elapsed < 5.0
 
 
-SERVER_ERROR_CASES = [(500, "list"), (502, "get"), (503, "regenerate")]
+SERVER_ERROR_CASES = [
+    (500, "list"),
+    (502, "get"),
+    (503, "regenerate"),
+    (500, "create"),
+    (503, "delete"),
+]
 
 
 @pytest.mark.parametrize(("status", "operation"), SERVER_ERROR_CASES)
@@ -564,5 +682,5 @@ async def test_server_error_is_api_error_with_monite_body(
     )
     headers = error.headers or {}
     assert ("1" if status == 503 else None) == headers.get("retry-after")
-    assert 0 == monite.regenerate_count(sub_id)
+    assert (0, [sub_id]) == (monite.regenerate_count(sub_id), monite.subscription_ids())
     assert_answered(monite, headers, route, status)

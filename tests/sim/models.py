@@ -7,16 +7,18 @@ Server side (one of each per scenario):
   time plus Vault's own clock offset); deleting metadata removes every version
   and the next write is version 1 again.
 - `MoniteModel`: subscriptions, each with its current secret (a fresh seeded
-  random token per regenerate) and a count of regenerates; also how many
-  regenerates of each are still unresolved (sent, neither applied nor known
-  never to apply): the safety invariant needs it.
+  random token per regenerate or create) and a count of regenerates; also how
+  many regenerates of each are still unresolved (sent, neither applied nor
+  known never to apply): the safety invariant needs it. A create adds a
+  subscription with a fresh secret, a delete removes one.
 
 Client side (one of each per replica incarnation), implementing the ports:
 - `SimVaultStore` (`rotator.ports.RecordStore`) builds records with
   `Record.from_vault` and writes `record.to_vault()`, so the real
   serialisation runs; learns Vault's time with `rotator.clock.ServerClock`
   from `created_time` and a whole-second `Date` observation.
-- `SimMonite` (`rotator.ports.SubscriptionSource`): one attempt per call.
+- `SimMonite` (`rotator.ports.SubscriptionSource`): one attempt per call
+  (delete too: one attempt is the worst a retried delete can do).
 
 Every request travels: it reaches the server after a latency, is applied there
 by a loop callback (so cancelling the caller, a crash, does not un-send it),
@@ -31,7 +33,7 @@ import asyncio
 import collections
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -44,7 +46,7 @@ from rotator.errors import (
     VaultConflict,
     VaultUnavailable,
 )
-from rotator.model import Record, Regenerated, Subscription
+from rotator.model import Created, Record, Regenerated, Subscription
 from rotator.secret import Secret
 from tests.sim.loop import EPOCH, SimClock, VirtualLoop
 
@@ -54,6 +56,14 @@ T = TypeVar("T")
 
 MONITE_MODES = ("flaky", "outage", "throttle", "straggle", "slow")
 VAULT_MODES = ("flaky", "outage", "slow")
+
+# What one create attempt can run into at Monite (decided when it is sent).
+CREATE_FATES = (
+    "dropped",  # created, the answer is lost (may_have_applied=True, not retryable)
+    "throttled",  # 429 with Retry-After, not created
+    "error_applied",  # 503 after creating (may_have_applied=True, not retryable)
+    "connect",  # connection refused, never sent
+)
 
 # What one regenerate attempt can run into at Monite (decided when it is sent).
 REGENERATE_FATES = (
@@ -337,6 +347,7 @@ class MoniteModel:
         self.current: dict[str, str] = {sid: self._token() for sid in subscription_ids}
         self.regenerates: collections.Counter[str] = collections.Counter()
         self.unresolved: collections.Counter[str] = collections.Counter()
+        self.created = 0  # subscriptions made by create, for their ids
 
     def _token(self) -> str:
         return f"whsec_{self._rng.getrandbits(160):040x}"
@@ -358,6 +369,33 @@ class MoniteModel:
         """A sent regenerate is known never to land."""
         self.unresolved[sid] -= 1
         self._on_change(sid)
+
+    def create(self, url: str, object_type: str, event_types: Sequence[str]) -> Created:
+        """A create lands: a new enabled subscription with a fresh secret."""
+        self.created += 1
+        sid = f"sub-new-{self.created}"
+        sub = Subscription(
+            id=sid,
+            url=url,
+            object_type=object_type,
+            status="enabled",
+            event_types=tuple(event_types),
+        )
+        value = self._token()
+        self.subscriptions[sid] = sub
+        self.current[sid] = value
+        self._trace(f"monite.create {sid}")
+        self._on_change(sid)
+        return Created(subscription=sub, secret=Secret(value))
+
+    def delete(self, sid: str) -> bool:
+        """A delete lands: True if the subscription existed (its secret dies with it)."""
+        if self.subscriptions.pop(sid, None) is None:
+            return False
+        del self.current[sid]
+        self._trace(f"monite.delete {sid}")
+        self._on_change(sid)
+        return True
 
 
 class SimMonite:
@@ -428,6 +466,74 @@ class SimMonite:
 
     async def check(self) -> None:
         await self._simple("check", lambda: None)
+
+    async def create_subscription(
+        self,
+        url: str,
+        object_type: str,
+        event_types: Sequence[str],
+        *,
+        send_by: float | None = None,
+    ) -> Created:
+        loop = self._loop
+        monite = self._monite
+        if send_by is not None and self._clock.monotonic() > send_by:
+            self.requests[("create", 0)] += 1
+            raise MoniteUnavailable("the request's deadline passed before it was sent")
+        mode = self._faults.monite_mode(loop.time())
+        rng = self._faults.rng
+        fate = "ok"
+        if mode == "outage":
+            fate = rng.choice(("connect", "error_applied"))
+        elif mode == "throttle":
+            fate = "throttled"
+        elif mode in ("flaky", "straggle"):
+            fate = rng.choice(CREATE_FATES)
+        go, back = self._latency(mode), self._latency(mode)
+        fut: asyncio.Future[Created] = loop.create_future()
+        if fate != "ok":
+            self._faults.count(f"monite.create_{fate}")
+
+        def arrive() -> None:
+            error: MoniteError
+            if fate == "throttled":
+                error = MoniteUnavailable(
+                    "Monite create: 429 (simulated)", status=429, retry_after=1.0
+                )
+                loop.call_later(back, _deliver, fut, None, error)
+                return
+            created = monite.create(url, object_type, event_types)
+            if fate == "ok":
+                loop.call_later(back, _deliver, fut, created, None)
+                return
+            error = MoniteUnavailable(
+                f"Monite create: {'503' if fate == 'error_applied' else 'connection reset'} "
+                "after sending (simulated)",
+                status=503 if fate == "error_applied" else None,
+                may_have_applied=True,
+                retryable=False,
+            )
+            loop.call_later(back, _deliver, fut, None, error)
+
+        if fate == "connect":
+            loop.call_later(go, _deliver, fut, None, MoniteUnavailable("connection refused"))
+        else:
+            loop.call_later(go, arrive)
+        try:
+            result = await fut
+        except MoniteUnavailable as exc:
+            self.requests[("create", exc.status or 0)] += 1
+            raise
+        self.requests[("create", 201)] += 1
+        return result
+
+    async def delete_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> bool:
+        if send_by is not None and self._clock.monotonic() > send_by:
+            self.requests[("delete", 0)] += 1
+            raise MoniteUnavailable("the request's deadline passed before it was sent")
+        return await self._simple("delete", lambda: self._monite.delete(subscription_id))
 
     def _fate(self, mode: str | None) -> str:
         rng = self._faults.rng
@@ -534,6 +640,7 @@ def fingerprint(value: str | None) -> str:
 
 
 __all__ = [
+    "CREATE_FATES",
     "MONITE_MODES",
     "REGENERATE_FATES",
     "VAULT_MODES",

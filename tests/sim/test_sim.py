@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from rotator.errors import MoniteUnavailable
 from rotator.model import Record
 from rotator.secret import Secret
-from tests.sim.loop import Deadlock, VirtualLoop
-from tests.sim.models import SimVaultStore
+from tests.sim.loop import Deadlock, SimClock, VirtualLoop
+from tests.sim.models import Faults, MoniteModel, SimMonite, SimVaultStore, Window
 from tests.sim.runner import PROFILES, explain_failure, run_seeds
 from tests.sim.scenario import Fault, Scenario, generate, run, shrink
 
@@ -164,3 +166,66 @@ def test_shrinking_drops_faults_that_do_not_matter() -> None:
     assert False is result.ok
     assert () == small.faults
     assert 1 == small.replicas
+
+
+def _monite_world(windows: list[Window]) -> tuple[VirtualLoop, MoniteModel, SimMonite, list[str]]:
+    loop = VirtualLoop()
+    trace: list[str] = []
+    model = MoniteModel(
+        ["sub-0"], rng=random.Random("secrets"), on_change=lambda sid: None, trace=trace.append
+    )
+    faults = Faults(rng=random.Random("faults"), monite=windows)
+    source = SimMonite(
+        loop, model, SimClock(loop, skew=0.0), faults, timeout=10.0, straggle_for=120.0
+    )
+    return loop, model, source, trace
+
+
+def test_sim_monite_creates_with_a_fresh_secret_and_deletes() -> None:
+    """The in-memory Monite's create makes a subscription with its own secret; delete removes it."""
+    loop, model, source, trace = _monite_world([])
+
+    async def swap() -> tuple[str, bool, bool]:
+        created = await source.create_subscription(
+            "https://consumer.example/hooks/0", "payable", ["created"]
+        )
+        assert created.secret.reveal() == model.current[created.subscription.id]
+        return (
+            created.subscription.id,
+            await source.delete_subscription("sub-0"),
+            await source.delete_subscription("sub-0"),
+        )
+
+    try:
+        new_id, deleted, again = loop.run_until_complete(swap())
+    finally:
+        loop.close()
+    assert ("sub-new-1", True, False) == (new_id, deleted, again)
+    assert ([new_id], ["monite.create sub-new-1", "monite.delete sub-0"]) == (
+        list(model.subscriptions),
+        trace,
+    )
+    assert [new_id] == list(model.current)
+
+
+def test_sim_monite_create_lost_in_an_outage_is_not_retryable_when_it_may_have_landed() -> None:
+    """In an outage a create is refused (safe to retry) or lands unanswered (not retryable)."""
+    loop, model, source, _trace = _monite_world([Window(0.0, 1e9, "outage", 1.0)])
+
+    async def attempts() -> list[tuple[bool, bool, int]]:
+        seen = []
+        for _ in range(8):
+            before = len(model.subscriptions)
+            try:
+                await source.create_subscription("https://consumer.example/x", "payable", [])
+            except MoniteUnavailable as exc:
+                landed = len(model.subscriptions) - before
+                seen.append((exc.may_have_applied, exc.retryable, landed))
+        return seen
+
+    try:
+        seen = loop.run_until_complete(attempts())
+    finally:
+        loop.close()
+    assert [] == [s for s in seen if s not in ((False, True, 0), (True, False, 1))]
+    assert {(False, True, 0), (True, False, 1)} == set(seen)

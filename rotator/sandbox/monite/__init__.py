@@ -10,7 +10,7 @@ It owns the behaviour of Monite as the official OpenAPI schema describes it
 - `auth`: partner clients, client-credentials tokens, revocation, Bearer checks
 - `pagination`: listing with filters, sort order and opaque cursor tokens
 - `faults`: the fault knobs (`MoniteFaults`) and held regenerations
-- `fault_injection`: regenerate_secret and where the fault knobs act
+- `fault_injection`: regenerate_secret, create, delete and where the fault knobs act
 - `validation`: FastAPI-shaped 422s for queries, headers and bodies
 - `responses`: error bodies, response headers, the gateway's rate limit
 

@@ -257,30 +257,19 @@ class MoniteEmulator(FaultInjection):
         if name == "list":
             return self._list(parsed)
         if name == "create":
-            with self._lock:
-                created = self._create_locked(
-                    url=parsed["url"],
-                    object_type=parsed["object_type"],
-                    event_types=list(parsed.get("event_types") or []),
-                    status="enabled",
-                    extra={},
-                    created_at=None,
-                )
-                return Response(201, created.resource(with_secret=True))
+            return self._create(parsed)
         sub_id = route.subscription_id
         assert sub_id is not None
         if name == "regenerate_secret":
             return self._regenerate(sub_id)
+        if name == "delete":
+            return self._delete(sub_id)
         with self._lock:
             sub = self._subs.get(sub_id)
             if sub is None:
                 return error(404, "Webhook subscription not found")
             if name == "get":
                 return Response(200, sub.resource())
-            if name == "delete":
-                del self._subs[sub_id]
-                self._version += 1
-                return Response(204)
             if name in ("enable", "disable"):
                 sub.status = "enabled" if name == "enable" else "disabled"
             elif name == "patch":

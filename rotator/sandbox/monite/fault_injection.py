@@ -1,14 +1,15 @@
-"""Where the Monite emulator's fault knobs act on regenerate_secret and on answers.
+"""Where the Monite emulator's fault knobs act on regenerate, create, delete and answers.
 
 regenerate_secret with its faults: not found, failing, dropping the
 connection after applying, and stragglers (held unanswered, applied later by
-`release_stragglers`, `straggle_after` or never, on `stop`); and the rolls
+`release_stragglers`, `straggle_after` or never, on `stop`); create and
+delete, each of which can drop the connection after applying; and the rolls
 for injected errors and malformed bodies on any API answer.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rotator.sandbox._http import Drop, Response
 from rotator.sandbox.monite.faults import Straggler
@@ -68,6 +69,40 @@ class FaultInjection(Paginated):
         if drop:
             raise Drop
         return Response(200, body)
+
+    def _create(self, body: dict[str, Any]) -> Response:
+        """201 with the new subscription and its secret (the only answer that shows it)."""
+        faults = self.faults
+        with self._lock:
+            created = self._create_locked(
+                url=body["url"],
+                object_type=body["object_type"],
+                event_types=list(body.get("event_types") or []),
+                status="enabled",
+                extra={},
+                created_at=None,
+            )
+            drop = faults.drop_after_create > 0
+            if drop:
+                faults.drop_after_create -= 1
+            answer = created.resource(with_secret=True)
+        if drop:
+            raise Drop
+        return Response(201, answer)
+
+    def _delete(self, sub_id: str) -> Response:
+        """204 with no body, or 404 when Monite does not know the subscription."""
+        faults = self.faults
+        with self._lock:
+            if self._subs.pop(sub_id, None) is None:
+                return error(404, "Webhook subscription not found")
+            self._version += 1
+            drop = faults.drop_after_delete > 0
+            if drop:
+                faults.drop_after_delete -= 1
+        if drop:
+            raise Drop
+        return Response(204)
 
     def _await_straggler(self, held: Straggler) -> NoReturn:
         if not held.settled.wait(held.after):

@@ -1,7 +1,8 @@
 """The Monite emulator's fault knobs (`MoniteFaults`) and the record of a held regeneration.
 
 The knobs are read on every request; `fault_injection` is where they act
-(regenerate_secret's faults, injected errors, malformed bodies), the
+(regenerate_secret's, create's and delete's faults, injected errors,
+malformed bodies), the
 pagination faults act in `pagination`, latency and hang in `emulator`.
 """
 
@@ -29,6 +30,11 @@ class MoniteFaults:
     """Every /v1 API request (not /auth/token) sleeps this long before it is processed."""
     drop_after_regenerate: int = 0
     """The next N regenerations are applied, then the connection closes with no answer."""
+    drop_after_create: int = 0
+    """The next N valid creates are applied, then the connection closes with no answer."""
+    drop_after_delete: int = 0
+    """The next N deletes of an existing subscription are applied, then the connection
+    closes with no answer."""
     fail_regenerate: int = 0
     """The next N regenerations answer `error_status` without applying."""
     regenerate_not_found: int = 0
