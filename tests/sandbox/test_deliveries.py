@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rotator.sandbox import ISSUED, deliveries
+from rotator.sandbox import ISSUED
 from rotator.sandbox.deliveries import (
     MAX_BACKOFF,
     DeliverySender,
@@ -484,15 +484,16 @@ def test_started_stop_abandons_the_scheduled_retries_without_failing_them(
 
 @pytest.mark.timeout(20)
 def test_started_beyond_the_retry_queue_bound_an_event_fails_at_once(
-    monite: MoniteEmulator, monkeypatch: pytest.MonkeyPatch
+    monite: MoniteEmulator,
 ) -> None:
     """With room for one scheduled retry, the second failing event fails as `retry queue full`."""
-    monkeypatch.setattr(deliveries, "MAX_PENDING_RETRIES", 1)
     clock = Monotonic()
     with Receiver(then=500) as receiver:
         first = monite.seed(url=receiver.url("/first"))
         second = monite.seed(url=receiver.url("/second"))
-        sender = _sender(monite, every=3600, retries=3, backoff=1.0, monotonic=clock)
+        sender = _sender(
+            monite, every=3600, retries=3, backoff=1.0, monotonic=clock, max_pending_retries=1
+        )
         sender.start()
         try:
             snapshot = _until(sender, lambda s: 1 == s.totals.failed)

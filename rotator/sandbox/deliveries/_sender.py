@@ -1,231 +1,53 @@
-"""Signed webhook deliveries from the Monite emulator, to each enabled subscription's URL.
-
-A round sends one event per enabled subscription to that subscription's own
-`url`, as Monite delivers them: a JSON body shaped like the OpenAPI schema's
-`EventResourceForWebhookClient` (`id`, `created_at`, `action`, `api_version`,
-`description`, `entity_id`, `object`, `object_type`, `webhook_subscription_id`)
-and a `Monite-Signature` header (`rotator.signature`, the one place of the
-scheme) keyed with the subscription's secret at the moment of sending. So a
-receiver that keeps the secret Vault holds sees exactly what a real one sees
-across a rotation: the deliveries signed with the new secret start the
-instant Monite answered.
-
-Rounds run on demand (`DeliverySender.deliver_now()`, or `POST
-/_sandbox/deliveries` on the emulator the sender is attached to) and every
-`every` seconds once `start()`ed. A delivery that fails (connection error,
-timeout, an answer other than 2xx) is retried up to `retries` times, after
-`backoff`, then twice that, ... (at most `MAX_BACKOFF`); each retry carries the
-same event `id` (consumers deduplicate by it), re-signed with the then-current
-secret and timestamp, to the then-current URL. On demand, a round waits
-through its retries (the injected `wait`) and answers every outcome. Started,
-a round sends first attempts only: each failed event is scheduled for its
-retry (on the injected `monotonic` clock, at most `MAX_PENDING_RETRIES` of
-them) and sent when due, between rounds, so one consumer that rejects its
-deliveries holds back no other subscription's. An event whose subscription is
-deleted or disabled meanwhile, or still pending when the sender stops, is
-abandoned, neither delivered nor failed.
-
-Counters are kept in total and per subscription (`snapshot()`), with a record
-of each event's outcome naming the fingerprint (`Secret.fingerprint`) of the
-secret that signed its last attempt. No secret is ever kept, logged or
-reported; URLs in messages go through `display_url`.
-"""
+"""`DeliverySender`: rounds on demand and on a period, retries, counters (see the package)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import threading
 import time
 import types
-import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
-from rotator.sandbox.monite import DeliveryTarget, MoniteEmulator
+from rotator.sandbox.deliveries._events import (
+    MAX_BACKOFF,
+    PendingEvent,
+    backoff_delay,
+    describe_error,
+    event_body,
+    target_fields,
+)
+from rotator.sandbox.deliveries._results import (
+    DeliveryRecord,
+    DeliverySnapshot,
+    DeliveryStats,
+    Outcome,
+    RoundResult,
+    SubscriptionDeliveries,
+    Tally,
+)
+from rotator.sandbox.monite import MoniteEmulator
 from rotator.secret import Secret
 from rotator.signature import HEADER, sign
 
-API_VERSION = "2024-05-25"
 DEFAULT_EVERY = 5.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.5  # seconds before the first retry; doubles for each further one
-MAX_BACKOFF = 5.0
 MAX_RECORDS = 10_000
 """How many event outcomes `snapshot().records` keeps, the newest."""
 MAX_PENDING_RETRIES = 10_000
 """How many failed events a started sender keeps scheduled for a retry; beyond, they fail."""
 QUEUE_FULL = "retry queue full"
 
-Outcome = Literal["delivered", "failed"]
 Wait = Callable[[float], bool]
 """Waits up to the given seconds before a `deliver_now()` retry; True: stop, abandon the rest."""
-
-
-@dataclass(frozen=True)
-class DeliveryStats:
-    """Totals since the sender was made; `attempts == sent + retried`."""
-
-    rounds: int = 0
-    sent: int = 0  # events POSTed at least once
-    attempts: int = 0  # POSTs, retries included
-    delivered: int = 0  # events a 2xx answer accepted
-    retried: int = 0  # POSTs after an event's first
-    failed: int = 0  # events given up after every attempt (or with the retry queue full)
-    abandoned: int = 0  # events dropped unsettled: subscription gone or disabled, sender stopped
-
-
-@dataclass(frozen=True)
-class SubscriptionDeliveries:
-    """One subscription's counters; `fingerprint`: of the secret that signed its latest POST."""
-
-    sent: int = 0
-    delivered: int = 0
-    retried: int = 0
-    failed: int = 0
-    fingerprint: str | None = None
-
-
-@dataclass(frozen=True)
-class DeliveryRecord:
-    """How one event ended: its last attempt was signed by the secret with `fingerprint`.
-
-    `error` is the last failure's cause (no URL in it): `HTTP 500`,
-    `connection failed`, `timed out`, ...; None for a delivered event.
-    """
-
-    event_id: str
-    subscription_id: str
-    outcome: Outcome
-    attempts: int
-    fingerprint: str
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class RoundResult:
-    """What one round did: events accepted, given up and abandoned, retries, and each outcome."""
-
-    delivered: int
-    failed: int
-    retried: int = 0
-    abandoned: int = 0  # subscription deleted or disabled meanwhile, or the sender stopping
-    last_error: str | None = None
-    records: tuple[DeliveryRecord, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "delivered": self.delivered,
-            "failed": self.failed,
-            "retried": self.retried,
-            "abandoned": self.abandoned,
-            "last_error": self.last_error,
-            "records": [record.to_json() for record in self.records],
-        }
-
-
-@dataclass(frozen=True)
-class DeliverySnapshot:
-    """A frozen copy of every counter: totals, per subscription id, and the newest outcomes."""
-
-    totals: DeliveryStats
-    subscriptions: Mapping[str, SubscriptionDeliveries]
-    records: tuple[DeliveryRecord, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "totals": asdict(self.totals),
-            "subscriptions": {sid: asdict(c) for sid, c in self.subscriptions.items()},
-            "records": [record.to_json() for record in self.records],
-        }
-
-
-@dataclass
-class _Event:
-    subscription_id: str
-    event_id: str
-    body: bytes
-    attempts: int = 0
-    fingerprint: str = ""
-    url: str = ""
-    error: str | None = None
-
-
-@dataclass
-class _Tally:
-    """What a batch of attempts settled, retried and abandoned (a round's, or a loop turn's)."""
-
-    records: list[DeliveryRecord] = field(default_factory=list)
-    retried: int = 0
-    abandoned: int = 0
-
-    def result(self) -> RoundResult:
-        failed = [r for r in self.records if r.outcome == "failed"]
-        return RoundResult(
-            delivered=len(self.records) - len(failed),
-            failed=len(failed),
-            retried=self.retried,
-            abandoned=self.abandoned,
-            last_error=failed[-1].error if failed else None,
-            records=tuple(self.records),
-        )
-
-
-def display_url(url: str) -> str:
-    """The URL without user info or query (they may carry credentials), for messages."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    query = "?…" if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
-
-
-def backoff_delay(retry: int, backoff: float, cap: float = MAX_BACKOFF) -> float:
-    """Seconds before retry number `retry` (1, 2, ...): `backoff`, doubling, at most `cap`."""
-    return float(min(cap, backoff * 2 ** (retry - 1)))
-
-
-def event_body(
-    subscription: Mapping[str, Any],
-    *,
-    entity_id: str,
-    sequence: int,
-    at: datetime,
-    event_id: str | None = None,
-) -> bytes:
-    """The JSON body of one event for `subscription` (`id`, `object_type`, `event_types`)."""
-    object_type = str(subscription["object_type"])
-    kinds = [str(kind) for kind in subscription.get("event_types") or ()] or ["updated"]
-    kind = kinds[sequence % len(kinds)]
-    event = {
-        "id": event_id or str(uuid.uuid4()),
-        "created_at": at.isoformat().replace("+00:00", "Z"),
-        "action": f"{object_type}.{kind}",
-        "api_version": API_VERSION,
-        "description": f"{object_type}_{kind}",
-        "entity_id": entity_id,
-        "object": {"id": str(uuid.uuid4())},
-        "object_type": object_type,
-        "webhook_subscription_id": str(subscription["id"]),
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
-def _target_fields(target: DeliveryTarget) -> dict[str, Any]:
-    return {
-        "id": target.subscription_id,
-        "object_type": target.object_type,
-        "event_types": list(target.event_types),
-    }
 
 
 class DeliverySender:
@@ -250,12 +72,14 @@ class DeliverySender:
         wait: Wait | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
+        max_pending_retries: int = MAX_PENDING_RETRIES,
     ) -> None:
         if every <= 0 or retries < 0 or backoff < 0 or timeout <= 0:
             raise ValueError("every and timeout must be positive; retries and backoff at least 0")
         self.every = every
         self.retries = retries
         self.backoff = backoff
+        self._max_pending_retries = max_pending_retries
         self._monite = monite
         self._report = report
         self._clock = clock
@@ -344,18 +168,18 @@ class DeliverySender:
 
     def _loop(self) -> None:
         """Rounds every `every` seconds; between them, each scheduled retry once it is due."""
-        scheduled: list[tuple[float, int, _Event]] = []  # a heap of (due, order, event)
+        scheduled: list[tuple[float, int, PendingEvent]] = []  # a heap of (due, order, event)
         order = itertools.count()
         next_round = self._monotonic()
         try:
             while not self._stop.is_set():
-                tally = _Tally()
+                tally = Tally()
                 with self._round_lock:
                     if self._closed:
                         return
                     now = self._monotonic()
-                    due: list[_Event] = []
-                    while scheduled and scheduled[0][0] <= now:  # at most MAX_PENDING_RETRIES
+                    due: list[PendingEvent] = []
+                    while scheduled and scheduled[0][0] <= now:  # at most max_pending_retries
                         due.append(heapq.heappop(scheduled)[2])
                     failed = self._attempt(due, tally)
                     if now >= next_round:
@@ -366,7 +190,7 @@ class DeliverySender:
                     return
                 retry_at = self._monotonic()
                 for event in failed:
-                    if len(scheduled) >= MAX_PENDING_RETRIES:
+                    if len(scheduled) >= self._max_pending_retries:
                         event.error = QUEUE_FULL
                         tally.records.append(self._settle(event, "failed"))
                         continue
@@ -401,7 +225,7 @@ class DeliverySender:
 
     def _round(self) -> RoundResult:
         """A round with its retries done here, waited through `wait`."""
-        tally = _Tally()
+        tally = Tally()
         pending = self._attempt(self._new_events(), tally)
         for retry in range(1, 1 + self.retries):
             if not pending:
@@ -412,28 +236,28 @@ class DeliverySender:
         tally.abandoned += self._abandon(len(pending))
         return tally.result()
 
-    def _new_events(self) -> list[_Event]:
+    def _new_events(self) -> list[PendingEvent]:
         """A new round: one unsent event per enabled subscription; counts the round."""
         with self._lock:
             sequence = self._stats.rounds
             self._stats = replace(self._stats, rounds=sequence + 1)
         now = datetime.fromtimestamp(self._clock(), UTC)
-        events: list[_Event] = []
+        events: list[PendingEvent] = []
         for target in self._monite.delivery_targets():
             event_id = str(uuid.uuid4())
             body = event_body(
-                _target_fields(target),
+                target_fields(target),
                 entity_id=self._entity_id,
                 sequence=sequence,
                 at=now,
                 event_id=event_id,
             )
-            events.append(_Event(target.subscription_id, event_id, body))
+            events.append(PendingEvent(target.subscription_id, event_id, body))
         return events
 
-    def _attempt(self, events: Iterable[_Event], tally: _Tally) -> list[_Event]:
+    def _attempt(self, events: Iterable[PendingEvent], tally: Tally) -> list[PendingEvent]:
         """Send each event once and settle what is over; the failed ones with retries left."""
-        retry: list[_Event] = []
+        retry: list[PendingEvent] = []
         for event in events:
             outcome = self._send(event)
             if outcome is None:
@@ -455,7 +279,7 @@ class DeliverySender:
                 self._stats = replace(self._stats, abandoned=self._stats.abandoned + count)
         return count
 
-    def _settle(self, event: _Event, outcome: Outcome) -> DeliveryRecord:
+    def _settle(self, event: PendingEvent, outcome: Outcome) -> DeliveryRecord:
         record = DeliveryRecord(
             event_id=event.event_id,
             subscription_id=event.subscription_id,
@@ -469,7 +293,7 @@ class DeliverySender:
             self._records.append(record)
         return record
 
-    def _send(self, event: _Event) -> bool | None:
+    def _send(self, event: PendingEvent) -> bool | None:
         """True: accepted. False: failed (event.error says why). None: abandon the event."""
         if self._stop.is_set():
             return None
@@ -492,20 +316,9 @@ class DeliverySender:
                 headers={"Content-Type": "application/json", HEADER: header},
             )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            event.error = _describe(exc)
+            event.error = describe_error(exc)
             return False
         if 200 <= response.status_code < 300:
             return True
         event.error = f"HTTP {response.status_code}"
         return False
-
-
-def _describe(exc: Exception) -> str:
-    """A short cause with no URL in it (the URL may carry credentials)."""
-    if isinstance(exc, httpx.ConnectError):
-        return "connection failed"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
-        return "invalid URL"
-    return type(exc).__name__
