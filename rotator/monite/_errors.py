@@ -9,6 +9,7 @@ Monite's own (redacted) error text; never a secret, a header or a body.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -23,7 +24,8 @@ from rotator.errors import (
     MoniteUnavailable,
     unreachable_message,
 )
-from rotator.monite._response import retry_after
+from rotator.monite._response import error_text, error_type, retry_after
+from rotator.redact import redact_text
 
 # Exceptions httpx can raise out of a request, all of them translated at the boundary.
 HTTPX_ERRORS = (
@@ -104,6 +106,21 @@ _STATUS_TABLE: tuple[tuple[range | frozenset[int], type[MoniteError], bool], ...
     (frozenset({401, 403}), MoniteAuthError, False),
     (range(400, 500), MoniteRequestError, False),
 )
+
+
+def for_response(
+    operation: str, response: httpx.Response, clock: Clock, credentials: Sequence[str]
+) -> Failure:
+    """The failure a non-2xx `response` means for `operation`, its text redacted first."""
+    # Monite's error text is echoed into our messages; make sure it cannot echo ours.
+    text = redact_text(error_text(response), also=credentials)
+    return for_status(
+        operation,
+        response.status_code,
+        text,
+        retry_after(response, clock),
+        error_type=error_type(response),
+    )
 
 
 def for_status(

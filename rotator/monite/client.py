@@ -22,7 +22,6 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -30,11 +29,13 @@ import structlog
 from rotator import events
 from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings
-from rotator.errors import MoniteError, MoniteNotFound, MoniteProtocolError, MoniteUnavailable
+from rotator.errors import MoniteError, MoniteNotFound, MoniteUnavailable
 from rotator.model import Created, Regenerated, Subscription
 from rotator.monite import _errors, _response
 from rotator.monite._errors import HTTPX_ERRORS, Failed, Failure
+from rotator.monite._pages import list_all
 from rotator.monite._parse import (
+    Page,
     parse_created,
     parse_deleted,
     parse_page,
@@ -43,8 +44,8 @@ from rotator.monite._parse import (
     parse_success,
 )
 from rotator.monite._token import Token, Tokens, parse_token
+from rotator.monite._urls import host_of, path_id, without_userinfo
 from rotator.ratelimit import RateLimiter
-from rotator.redact import redact_text
 from rotator.retry import monite_backoff, retry
 
 log = structlog.get_logger("rotator.monite")
@@ -54,8 +55,6 @@ log = structlog.get_logger("rotator.monite")
 _checking: contextvars.ContextVar[bool] = contextvars.ContextVar("checking", default=False)
 
 T = TypeVar("T")
-
-MAX_PAGE_SIZE = 100  # the schema's maximum for `limit`
 
 
 class MoniteClient:
@@ -80,8 +79,8 @@ class MoniteClient:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._base = settings.base_url.rstrip("/")
-        self._host = _host_of(self._base)
-        self._display_url = _without_userinfo(self._base)
+        self._host = host_of(self._base)
+        self._display_url = without_userinfo(self._base)
         self._timeout_s = settings.timeout.total_seconds()
         self._timeout = httpx.Timeout(self._timeout_s)
         self._tokens = Tokens(self._clock, self._fetch_token)
@@ -106,7 +105,7 @@ class MoniteClient:
         return await self._call(
             "get",
             "GET",
-            f"/webhook_subscriptions/{_path_id(subscription_id)}",
+            f"/webhook_subscriptions/{path_id(subscription_id)}",
             parse=lambda body: parse_single(body, "get"),
         )
 
@@ -136,7 +135,7 @@ class MoniteClient:
         return await self._call(
             "regenerate_secret",
             "POST",
-            f"/webhook_subscriptions/{_path_id(subscription_id)}/regenerate_secret",
+            f"/webhook_subscriptions/{path_id(subscription_id)}/regenerate_secret",
             parse=parse_regenerated,
             retries=0,
             send_by=send_by,
@@ -182,7 +181,7 @@ class MoniteClient:
             await self._call(
                 "delete",
                 "DELETE",
-                f"/webhook_subscriptions/{_path_id(subscription_id)}",
+                f"/webhook_subscriptions/{path_id(subscription_id)}",
                 parse=parse_deleted,
                 send_by=send_by,
             )
@@ -224,39 +223,12 @@ class MoniteClient:
     # ---------------------------------------------------------------- listing
 
     async def _list(self, *, limit: int, max_pages: int, follow: bool = True) -> list[Subscription]:
-        limit = max(1, min(MAX_PAGE_SIZE, limit))
-        by_id: dict[str, Subscription] = {}
-        seen_tokens: set[str] = set()
-        skipped = 0
-        params: dict[str, str | int] = {"limit": limit}
-        pages = 0
-        while True:
-            pages += 1
-            if pages > max_pages:
-                raise MoniteProtocolError(
-                    f"Monite list: more than {max_pages} pages; raise monite.max_pages "
-                    "if there really are that many subscriptions"
-                )
-            page = await self._call(
+        async def fetch(params: dict[str, str | int]) -> Page:
+            return await self._call(
                 "list", "GET", "/webhook_subscriptions", params=params, parse=parse_page
             )
-            skipped += page.skipped
-            for sub in page.items:
-                # A subscription seen on an earlier page keeps its first listing.
-                by_id.setdefault(sub.id, sub)
-            token = page.next_token
-            if not follow or token is None:
-                break
-            if token in seen_tokens:
-                raise MoniteProtocolError(
-                    f"Monite list: pagination loop, a page token came back after {pages} pages"
-                )
-            seen_tokens.add(token)
-            # With a pagination token Monite ignores every other query parameter.
-            params = {"pagination_token": token}
-        if skipped:
-            log.warning(events.MONITE_LIST_ITEMS_SKIPPED, skipped=skipped, reason="no id")
-        return list(by_id.values())
+
+        return await list_all(fetch, limit=limit, max_pages=max_pages, follow=follow)
 
     # ------------------------------------------------------------------ token
 
@@ -406,7 +378,10 @@ class MoniteClient:
     def _answer(self, operation: str, response: httpx.Response, parse: Callable[[Any], T]) -> T:
         """The parsed answer of a 2xx, or a `Failed` attempt naming the answer's request id."""
         if not 200 <= response.status_code < 300:
-            raise self._failed(response, self._status_failure(operation, response))
+            raise self._failed(
+                response,
+                _errors.for_response(operation, response, self._clock, self._credentials()),
+            )
         answer = parse_success(operation, response, parse)
         if isinstance(answer, Failure):
             raise self._failed(response, answer)
@@ -433,39 +408,9 @@ class MoniteClient:
             _response.header_number(response, "RateLimit-Reset"),
         )
 
-    def _status_failure(self, operation: str, response: httpx.Response) -> Failure:
-        # Monite's error text is echoed into our messages; make sure it cannot echo ours.
-        text = redact_text(_response.error_text(response), also=self._credentials())
-        return _errors.for_status(
-            operation,
-            response.status_code,
-            text,
-            _response.retry_after(response, self._clock),
-            error_type=_response.error_type(response),
-        )
-
     def _credentials(self) -> tuple[str, ...]:
         token = self._tokens.current
         return (
             self._settings.client_secret.reveal(),
             token.value.reveal() if token is not None else "",
         )
-
-
-def _host_of(url: str) -> str | None:
-    try:
-        return httpx.URL(url).host or None
-    except httpx.InvalidURL:
-        return None
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _path_id(subscription_id: str) -> str:
-    # Ids come from the command line too; never let one change the path.
-    return quote(subscription_id, safe="")
