@@ -37,7 +37,7 @@ def make_application(verifier: Verifier, hook_key: Secret | None = None) -> WSGI
         length = environ.get("CONTENT_LENGTH") or "0"
         if route not in (("POST", "/webhooks"), ("POST", "/rotated")):
             status, answer = 404, {"error": "not found"}
-        elif not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        elif not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY_BYTES:
             status, answer = 413, {"error": "malformed"}
         else:  # the raw body, as signed; the kit reads the headers from the environ
             body = environ["wsgi.input"].read(int(length))

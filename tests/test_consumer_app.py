@@ -477,4 +477,7 @@ async def test_chunked_deliveries_are_read_up_to_the_size_cap(
     )
     status, answer = raw_post(app.url, f"POST /webhooks HTTP/1.1\r\n{host}\r\n".encode())
     assert (411, True) == (status, "chunked" in answer["error"])
+    # A length that str.isdigit() accepts but int() does not: an answer, not a traceback.
+    superscript = f"POST /webhooks HTTP/1.1\r\n{host}Content-Length: \u00b2\r\n\r\n"
+    assert 413 == raw_post(app.url, superscript.encode("latin-1"))[0]
     assert {"received": 1, "verified": 1, "rejected": 0, "reloaded": 0} == get_stats(app)[sid]

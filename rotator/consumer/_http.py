@@ -53,7 +53,7 @@ def handler_for(app: ConsumerApp) -> type[BaseHTTPRequestHandler]:
             if length is None:
                 self._send(411, {"error": "Content-Length or Transfer-Encoding: chunked required"})
                 return None
-            if not length.isdigit() or int(length) > MAX_REQUEST_BYTES:
+            if not (length.isascii() and length.isdigit()) or int(length) > MAX_REQUEST_BYTES:
                 self._send(413, {"error": f"body larger than {MAX_REQUEST_BYTES} bytes"})
                 return None
             return self.rfile.read(int(length))
