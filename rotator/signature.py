@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 HEADER = "Monite-Signature"
+HOOK_HEADER = "X-Rotator-Signature"
+"""The same scheme on the rotator's hook notices, keyed with the hook's key."""
 SCHEME = "v1"
 DEFAULT_TOLERANCE = 300.0
 """Seconds a delivery's timestamp may differ from the receiver's clock, either way."""

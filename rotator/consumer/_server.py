@@ -24,7 +24,7 @@ from rotator.consumer import (
 from rotator.consumer._http import handler_for
 from rotator.secret import Secret
 
-HOOK_HEADER = "X-Rotator-Signature"  # the hook notice's signature, keyed with the hook key
+HOOK_HEADER = signature.HOOK_HEADER  # the hook notice's signature, keyed with the hook key
 UNKNOWN = "(none)"  # the stats key of requests that named no subscription
 
 

@@ -23,8 +23,9 @@ import httpx
 
 from rotator import __version__
 from rotator.redact import redact_text
+from rotator.signature import HOOK_HEADER
 
-SIGNATURE_HEADER: Final = "X-Rotator-Signature"
+SIGNATURE_HEADER: Final = HOOK_HEADER
 # The same value a command hook gets in its environment, when it has a key.
 SIGNATURE_ENV: Final = "ROTATOR_SIGNATURE"
 OUTPUT_LIMIT: Final = 2048  # bytes kept of a command's stdout and of its stderr
