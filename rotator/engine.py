@@ -32,11 +32,19 @@ from rotator.errors import (
 )
 from rotator.hooks import Hooks
 from rotator.model import Record, Subscription, format_time
-from rotator.policy import Decision, Force, Policy, decide, next_claim_expiry, orphans
+from rotator.policy import (
+    Decision,
+    Force,
+    Policy,
+    SwapFence,
+    decide,
+    next_claim_expiry,
+    orphans,
+)
 from rotator.ports import RecordStore, SubscriptionSource
 from rotator.quarantine import Quarantine
 from rotator.reasons import Reason
-from rotator.rotation import Context, Outcome, OutcomeKind, rotate
+from rotator.rotation import Context, Outcome, OutcomeKind, rotate, swap, triple_of
 from rotator.vault import VaultSetup
 
 log = structlog.get_logger("rotator.engine")
@@ -73,7 +81,8 @@ class CycleReport:
             return f"cycle failed: {self.error}"
         counts = {kind: self.count(kind) for kind in OutcomeKind}
         return (
-            f"{counts[OutcomeKind.ROTATED]} rotated, {counts[OutcomeKind.RECOVERED]} recovered, "
+            f"{counts[OutcomeKind.ROTATED]} rotated, {counts[OutcomeKind.SWAPPED]} swapped, "
+            f"{counts[OutcomeKind.RECOVERED]} recovered, "
             f"{counts[OutcomeKind.FAILED]} failed, {counts[OutcomeKind.CONFLICT]} conflicts, "
             f"{counts[OutcomeKind.SKIPPED]} skipped, {len(self.orphans)} orphaned"
         )
@@ -128,7 +137,11 @@ class Engine:
             rng=self._rng,
             remember=self._cache.remember,
             reread=self._cache.mark_stale,
+            overlap=rotation.overlap,
         )
+        # The cycle's listing and what Vault's records say of swaps, for `rotator.rotation.swap`.
+        self._listing: Sequence[Subscription] = ()
+        self._fence = SwapFence.of(())
 
     @property
     def monite(self) -> SubscriptionSource:
@@ -175,8 +188,14 @@ class Engine:
             force,
             max_claim_ttl=self._rotation.max_claim_ttl,
             claim_ttl=self._rotation.claim_ttl,
+            strategy=self._rotation.strategy,
         )
-        report.orphans = orphans(subscriptions, records.keys() | unreadable)
+        # A retired record, or a swap record still at work, is no orphan.
+        decided = {d.subscription.id for d in report.decisions}
+        kept = {i for i, r in records.items() if r.state != "retired" and i not in decided}
+        report.orphans = orphans(subscriptions, kept | unreadable)
+        self._listing = subscriptions
+        self._fence = SwapFence.of(records.values())
 
     def _next_check(self, report: CycleReport, records: Iterable[Record], now: datetime) -> None:
         expiry = next_claim_expiry(
@@ -243,13 +262,16 @@ class Engine:
                 if decision.subscription.id in held:
                     report.outcomes.append(self._skipped(decision, reason=Reason.QUARANTINED))
             due = [d for d in due if d.subscription.id not in held]
-            # A forced rotation is someone asking now: the cap does not apply.
+            # A forced rotation is someone asking now: the cap does not apply. Nor
+            # does it to a swap's later steps: ending an overlap ends duplicates.
             cap = 0 if force is not None else self._rotation.max_rotations_per_cycle
-            if cap and len(due) > cap:
+            capped = [d for d in due if not d.swap_phase]
+            if cap and len(capped) > cap:
                 # Decisions come oldest first, so the cap defers the freshest of the due.
-                for decision in due[cap:]:
+                deferred = {id(d) for d in capped[cap:]}
+                for decision in capped[cap:]:
                     report.outcomes.append(self._skipped(decision, reason=Reason.DEFERRED))
-                due = due[:cap]
+                due = [d for d in due if id(d) not in deferred]
 
             semaphore = asyncio.Semaphore(self._rotation.concurrency)
 
@@ -323,13 +345,40 @@ class Engine:
         """Run the protocol (`rotator.rotation`) for one subscription; never raises."""
         self._in_flight += 1
         try:
-            outcome = await rotate(self._context, decision)
+            if decision.strategy == "swap" or decision.swap_phase:
+                outcome = await swap(self._context, decision, self._listing, self._fence.successors)
+            elif await self._adoption_fenced(decision):
+                outcome = self._skipped(decision, reason=Reason.SWAP_SUCCESSOR_PENDING)
+            else:
+                outcome = await rotate(self._context, decision)
         finally:
             self._in_flight -= 1
         self._quarantine.count(outcome, self._cache)
         if self.hooks is not None:
             self.hooks.committed(outcome)  # enqueues only: never delays or fails the rotation
         return outcome
+
+    async def _adoption_fenced(self, decision: Decision) -> bool:
+        """Before adopting a record-less subscription, re-read its twins' records uncached.
+
+        A swap writes its intent before its create, and the create comes before
+        any listing that shows the successor: a fresh read of the twins sees
+        the intent whenever the listing saw the successor (docs/swap.md, section 5).
+        """
+        fence = self._fence
+        if decision.record.exists or (
+            self._rotation.strategy != "swap" and not fence.intents and not fence.successors
+        ):
+            return False  # nobody here swaps: no successor can be pending
+        sub = decision.subscription
+        twins = [t for t in self._listing if t.id != sub.id and triple_of(t) == triple_of(sub)]
+        fresh: list[Record] = []
+        for twin in twins:
+            try:
+                fresh.append(await self._store.read(twin.id))
+            except DependencyError:
+                return True  # cannot tell: adopting later is harmless, adopting a successor is not
+        return SwapFence.of(fresh).holds(sub)
 
 
 def _new_id() -> str:

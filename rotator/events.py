@@ -46,6 +46,21 @@ __all__ = [
     "ROTATION_SUPERSEDED",
     "SUBSCRIPTION_ORPHANED",
     "SUBSCRIPTION_UNMANAGED",
+    "SWAP_ABORTED",
+    "SWAP_COMMITTED",
+    "SWAP_CREATED",
+    "SWAP_DELETED",
+    "SWAP_FAILED",
+    "SWAP_FALLBACK",
+    "SWAP_LINKED",
+    "SWAP_ORPHAN_AMBIGUOUS",
+    "SWAP_ORPHAN_DELETED",
+    "SWAP_OVERLAP_ENDED",
+    "SWAP_RECOVERED",
+    "SWAP_RELEASED",
+    "SWAP_RETIRED",
+    "SWAP_STARTED",
+    "SWAP_SUCCESSOR_ADOPTED",
     "VAULT_CLIENT_CLOSE_FAILED",
     "VAULT_LOGIN",
     "VAULT_LOGIN_FAILED",
@@ -117,6 +132,23 @@ VAULT_CLIENT_CLOSE_FAILED: Final = "vault.client_close_failed"
 HOOK_DELIVERED: Final = "hook.delivered"
 HOOK_FAILED: Final = "hook.failed"
 HOOK_RETRY: Final = "hook.retry"  # debug: an attempt failed and is tried again
+# Swaps (rotator.rotation.swap, docs/swap.md). Fields: swap_id, subscription_id
+# (the original), successor_id, phase, fingerprints, overlap_ends_at; never a secret.
+SWAP_STARTED: Final = "swap.started"
+SWAP_CREATED: Final = "swap.created"
+SWAP_COMMITTED: Final = "swap.committed"
+SWAP_LINKED: Final = "swap.linked"
+SWAP_OVERLAP_ENDED: Final = "swap.overlap_ended"
+SWAP_DELETED: Final = "swap.deleted"
+SWAP_RETIRED: Final = "swap.retired"
+SWAP_RECOVERED: Final = "swap.recovered"
+SWAP_ORPHAN_DELETED: Final = "swap.orphan_deleted"
+SWAP_ORPHAN_AMBIGUOUS: Final = "swap.orphan_ambiguous"
+SWAP_SUCCESSOR_ADOPTED: Final = "swap.successor_adopted"
+SWAP_ABORTED: Final = "swap.aborted"
+SWAP_RELEASED: Final = "swap.released"
+SWAP_FAILED: Final = "swap.failed"
+SWAP_FALLBACK: Final = "swap.fallback"
 
 EVENTS: Final[frozenset[str]] = frozenset(
     {
@@ -164,5 +196,20 @@ EVENTS: Final[frozenset[str]] = frozenset(
         HOOK_DELIVERED,
         HOOK_FAILED,
         HOOK_RETRY,
+        SWAP_STARTED,
+        SWAP_CREATED,
+        SWAP_COMMITTED,
+        SWAP_LINKED,
+        SWAP_OVERLAP_ENDED,
+        SWAP_DELETED,
+        SWAP_RETIRED,
+        SWAP_RECOVERED,
+        SWAP_ORPHAN_DELETED,
+        SWAP_ORPHAN_AMBIGUOUS,
+        SWAP_SUCCESSOR_ADOPTED,
+        SWAP_ABORTED,
+        SWAP_RELEASED,
+        SWAP_FAILED,
+        SWAP_FALLBACK,
     }
 )

@@ -14,7 +14,15 @@ from typing import Any, Literal
 
 from rotator.secret import Secret
 
-RecordState = Literal["active", "rotating", "settling", "stale"]
+RecordState = Literal[
+    "active", "rotating", "settling", "stale", "swapping", "retiring", "deleting", "retired"
+]
+# The states of a swap (docs/swap.md): on the original's record only.
+SWAP_STATES: frozenset[str] = frozenset({"swapping", "retiring", "deleting", "retired"})
+# States whose version holds a claim or horizon measured from `created_time`.
+FENCED_STATES: frozenset[str] = frozenset({"rotating", "settling", "swapping", "deleting"})
+# A successor's lineage keeps at most this many ancestors (rules follow it).
+MAX_LINEAGE = 64
 
 # Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
 # A copy, not a lookup: nothing may read test data at run time.
@@ -137,6 +145,13 @@ class Record:
     - `settling`: committed, but an earlier regenerate may still land at
       Monite until `created_time + claim_ttl`; rotated once more after that.
     - `stale`: the secret may be dead; rotate at once.
+
+    Swap states (protocol version 3, `rotator.rotation.swap`, docs/swap.md),
+    all on the original's record, whose `secret` stays valid until `retired`:
+    - `swapping`: a claim plus the intent to create a successor.
+    - `retiring`: the successor is committed; both deliver until `overlap_ends_at`.
+    - `deleting`: a claim under which the original is deleted at Monite.
+    - `retired`: terminal, kept for audit; no secret, never current.
     """
 
     subscription_id: str
@@ -151,7 +166,24 @@ class Record:
     url: str | None = None
     object_type: str | None = None
     event_types: tuple[str, ...] = ()
+    # -- swap fields (docs/swap.md, section 1); absent on a v2 record --
+    swap_id: str | None = None
+    swap_known_ids: tuple[str, ...] = ()
+    swap_started_at: datetime | None = None
+    swap_failures: int = 0
+    successor_id: str | None = None
+    overlap_ends_at: datetime | None = None
+    retired_at: datetime | None = None
+    retired_secret_fingerprint: str | None = None
+    predecessor_id: str | None = None
+    overlap_seconds: float | None = None
+    lineage: tuple[str, ...] = ()
     created_time: datetime | None = field(default=None, compare=False)
+
+    @property
+    def triple(self) -> tuple[str | None, str | None, tuple[str, ...]]:
+        """What a successor copies and an orphan is recognised by."""
+        return (self.url, self.object_type, tuple(sorted(self.event_types)))
 
     @property
     def exists(self) -> bool:
@@ -174,7 +206,7 @@ class Record:
         host), at least `floor` (our own claim ttl: a v1 host whose clock runs
         behind must not shorten its claim), still capped.
         """
-        if self.state not in ("rotating", "settling") or self.created_time is None:
+        if self.state not in FENCED_STATES or self.created_time is None:
             return None
         ttl = self.claim_ttl_seconds
         if ttl is None and self.claim_expires_at is not None:
@@ -191,7 +223,11 @@ class Record:
 
     def held_by(self, rotation_id: str) -> bool:
         """True when this version is the claim of rotation `rotation_id`."""
-        return self.rotation_id == rotation_id and self.state == "rotating"
+        return self.rotation_id == rotation_id and self.state in (
+            "rotating",
+            "swapping",
+            "deleting",
+        )
 
     def claimed(
         self,
@@ -266,6 +302,114 @@ class Record:
             claim_expires_at=None,
         )
 
+    # -- swap transitions (protocol version 3, rotator.rotation.swap) --------------
+
+    def swap_claimed(
+        self,
+        subscription: Subscription,
+        *,
+        rotation_id: str,
+        owner: str,
+        ttl: timedelta,
+        now: datetime,
+        swap_id: str,
+        known_ids: tuple[str, ...],
+    ) -> Record:
+        """The claim and the intent to create a successor: `swapping`, secret untouched."""
+        return replace(
+            self.claimed(subscription, rotation_id=rotation_id, owner=owner, ttl=ttl, now=now),
+            state="swapping",
+            swap_id=swap_id,
+            swap_known_ids=known_ids,
+            swap_started_at=self.swap_started_at if swap_id == self.swap_id else now,
+            successor_id=None,
+            overlap_ends_at=None,
+        )
+
+    def swap_undone(self, *, failed: bool = True) -> Record:
+        """The swap ended without a successor: `active` again, its secret never touched.
+
+        `failed` counts it toward the fallback to regenerate (policy.MAX_SWAP_FAILURES).
+        """
+        return replace(
+            self,
+            state="active",
+            claimed_by=None,
+            claim_ttl_seconds=None,
+            claim_expires_at=None,
+            swap_id=None,
+            swap_known_ids=(),
+            swap_started_at=None,
+            swap_failures=self.swap_failures + 1 if failed else self.swap_failures,
+            successor_id=None,
+            overlap_ends_at=None,
+        )
+
+    def linked(self, successor_id: str, overlap_ends_at: datetime) -> Record:
+        """The successor is committed: both deliver until `overlap_ends_at`; no claim."""
+        return replace(
+            self,
+            state="retiring",
+            claimed_by=None,
+            claim_ttl_seconds=None,
+            claim_expires_at=None,
+            successor_id=successor_id,
+            overlap_ends_at=overlap_ends_at,
+            swap_failures=0,
+        )
+
+    def delete_claimed(
+        self, *, rotation_id: str, owner: str, ttl: timedelta, now: datetime
+    ) -> Record:
+        """The claim under which the original is deleted at Monite."""
+        return replace(
+            self,
+            state="deleting",
+            rotation_id=rotation_id,
+            claimed_by=owner,
+            claim_ttl_seconds=ttl.total_seconds(),
+            claim_expires_at=now + ttl,
+        )
+
+    def retired(self, now: datetime) -> Record:
+        """Terminal: the original is deleted; its secret leaves the latest version."""
+        fingerprint = self.secret.fingerprint() if self.secret is not None else None
+        return replace(
+            self,
+            secret=None,
+            state="retired",
+            claimed_by=None,
+            claim_ttl_seconds=None,
+            claim_expires_at=None,
+            retired_at=now,
+            retired_secret_fingerprint=fingerprint or self.retired_secret_fingerprint,
+        )
+
+    def successor(
+        self,
+        created: Created,
+        *,
+        rotation_id: str,
+        at: datetime,
+        overlap: timedelta,
+    ) -> Record:
+        """The successor's first record: `active`, the create's secret, linked to this one."""
+        sub = created.subscription
+        return Record(
+            subscription_id=sub.id,
+            secret=created.secret,
+            rotated_at=at,
+            state="active",
+            rotation_id=rotation_id,
+            url=sub.url,
+            object_type=sub.object_type,
+            event_types=sub.event_types,
+            swap_id=self.swap_id,
+            predecessor_id=self.subscription_id,
+            overlap_seconds=overlap.total_seconds(),
+            lineage=(*self.lineage, self.subscription_id)[-MAX_LINEAGE:],
+        )
+
     def at_version(self, version: int, created_time: datetime | None = None) -> Record:
         return replace(self, version=version, created_time=created_time)
 
@@ -283,7 +427,24 @@ class Record:
             "url": self.url,
             "object_type": self.object_type,
             "event_types": list(self.event_types),
+        } | self._swap_fields()
+
+    def _swap_fields(self) -> dict[str, Any]:
+        # Written only when set, so a record that never swapped keeps the v2 layout.
+        fields: dict[str, Any] = {
+            "swap_id": self.swap_id,
+            "swap_known_ids": list(self.swap_known_ids) or None,
+            "swap_started_at": format_time(self.swap_started_at),
+            "swap_failures": self.swap_failures or None,
+            "successor_id": self.successor_id,
+            "overlap_ends_at": format_time(self.overlap_ends_at),
+            "retired_at": format_time(self.retired_at),
+            "retired_secret_fingerprint": self.retired_secret_fingerprint,
+            "predecessor_id": self.predecessor_id,
+            "overlap_seconds": self.overlap_seconds,
+            "lineage": list(self.lineage) or None,
         }
+        return {key: value for key, value in fields.items() if value is not None}
 
     @classmethod
     def from_vault(
@@ -319,11 +480,31 @@ class Record:
             url=_opt_str(data.get("url")),
             object_type=_opt_str(data.get("object_type")),
             event_types=tuple(str(e) for e in events) if isinstance(events, list) else (),
+            swap_id=_opt_str(data.get("swap_id")),
+            swap_known_ids=_str_tuple(data.get("swap_known_ids")),
+            swap_started_at=parse_time(data.get("swap_started_at")),
+            swap_failures=_count(data.get("swap_failures")),
+            successor_id=_opt_str(data.get("successor_id")),
+            overlap_ends_at=parse_time(data.get("overlap_ends_at")),
+            retired_at=parse_time(data.get("retired_at")),
+            retired_secret_fingerprint=_opt_str(data.get("retired_secret_fingerprint")),
+            predecessor_id=_opt_str(data.get("predecessor_id")),
+            overlap_seconds=_finite(data.get("overlap_seconds")),
+            lineage=_str_tuple(data.get("lineage"))[-MAX_LINEAGE:],
             created_time=created_time,
         )
 
 
-RECORD_STATES: tuple[RecordState, ...] = ("active", "rotating", "settling", "stale")
+RECORD_STATES: tuple[RecordState, ...] = (
+    "active",
+    "rotating",
+    "settling",
+    "stale",
+    "swapping",
+    "retiring",
+    "deleting",
+    "retired",
+)
 
 
 def _state(value: object) -> RecordState:
@@ -337,6 +518,24 @@ def _state(value: object) -> RecordState:
 
 def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _str_tuple(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str) and item)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return 0
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def format_time(value: datetime | None) -> str | None:

@@ -12,8 +12,8 @@ ttls in, a judgement out, on the same fences the decisions read.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -24,9 +24,18 @@ from rotator.model import (
     Record,
     Subscription,
 )
-from rotator.reasons import EXPLANATIONS, RECOVERY_REASONS, Reason
+from rotator.reasons import EXPLANATIONS, RECOVERY_REASONS, SWAP_PHASE_REASONS, Reason
 
 Action = Literal["rotate", "skip"]
+Strategy = Literal["regenerate", "swap"]
+
+# After this many swaps of one subscription ended without a successor, it is
+# regenerated instead (docs/swap.md, Q4): an outage beats a secret never rotated.
+MAX_SWAP_FAILURES = 3
+# Decisions that may swap: the old secret is alive and merely old (or forced).
+_SWAPPABLE = frozenset(
+    {Reason.MAX_AGE_EXCEEDED, Reason.AGE_UNKNOWN, Reason.ROTATED_IN_FUTURE, Reason.FORCED}
+)
 
 # A rotation time this far ahead of Vault's time was written on a wrong clock.
 # Well above the estimate's own error (a `Date` header is whole seconds, a
@@ -48,14 +57,17 @@ class Rule:
     max_age: timedelta | None = None
     skip: bool = False
 
-    def matches(self, subscription: Subscription) -> bool:
+    def matches(self, subscription: Subscription, lineage: Sequence[str] = ()) -> bool:
+        """`lineage`: the ids this subscription succeeded (swaps), so an id rule follows them."""
         if self.object_type is None and self.subscription_id is None and self.url is None:
             # A rule with no matchers is almost certainly a config mistake; letting it
             # match everything would silently override the whole policy.
             return False
         if self.object_type is not None and self.object_type != subscription.object_type:
             return False
-        if self.subscription_id is not None and self.subscription_id != subscription.id:
+        if self.subscription_id is not None and not (
+            self.subscription_id == subscription.id or self.subscription_id in lineage
+        ):
             return False
         return self.url is None or fnmatch.fnmatchcase(subscription.url, self.url)
 
@@ -67,9 +79,9 @@ class Policy:
     include_disabled: bool = False
     rules: tuple[Rule, ...] = ()
 
-    def rule_for(self, subscription: Subscription) -> Rule | None:
+    def rule_for(self, subscription: Subscription, lineage: Sequence[str] = ()) -> Rule | None:
         """The first rule that matches, or None."""
-        return next((rule for rule in self.rules if rule.matches(subscription)), None)
+        return next((rule for rule in self.rules if rule.matches(subscription, lineage)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,7 @@ class Force:
 
     ids: frozenset[str] = frozenset()
     all: bool = False
+    strategy: Strategy | None = None  # `rotate --strategy`: overrides rotation.strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,15 @@ class Decision:
     reason: Reason
     age: timedelta | None  # None when the secret age is unknown
     max_age: timedelta  # the effective limit after rules
+    strategy: Strategy = "regenerate"  # how a rotation replaces the secret (docs/swap.md)
+    strategy_reason: str | None = None  # why not the configured strategy, when it differs
+
+    @property
+    def swap_phase(self) -> bool:
+        """True when this decision moves an existing swap on, whatever the strategy."""
+        return self.reason in SWAP_PHASE_REASONS or (
+            self.reason == Reason.FORCED and self.record.state in ("retiring", "deleting")
+        )
 
     @property
     def recovery(self) -> bool:
@@ -113,13 +135,18 @@ def decide(
     *,
     max_claim_ttl: timedelta = DEFAULT_MAX_CLAIM_TTL,
     claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
+    strategy: Strategy = "regenerate",
 ) -> list[Decision]:
     """One decision per subscription id, rotations first (see `_order`).
 
     `now` is Vault's time (the clock every record's `created_time` is on).
     `claim_ttl` is our own: the shortest a version-1 claim is taken to last.
+    A record in a swap state whose subscription is no longer listed still gets
+    a decision (its original may be deleted already); a `retired` one does not.
     """
     force = force or Force()
+    fence = SwapFence.of(records.values())
+    limits = (max_claim_ttl, claim_ttl)
     seen: set[str] = set()
     decisions: list[Decision] = []
     for subscription in subscriptions:
@@ -127,11 +154,87 @@ def decide(
             continue
         seen.add(subscription.id)
         record = records.get(subscription.id) or Record(subscription_id=subscription.id)
-        decisions.append(
-            _decide_one(subscription, record, policy, now, force, (max_claim_ttl, claim_ttl))
-        )
+        decision = _decide_one(subscription, record, policy, now, force, limits, fence)
+        decisions.append(_with_strategy(decision, force.strategy or strategy))
+    for record in records.values():
+        if record.subscription_id in seen or record.state not in _UNLISTED_SWAP_STATES:
+            continue
+        decision = _decide_one(_unlisted(record), record, policy, now, force, limits, fence)
+        decisions.append(_with_strategy(decision, force.strategy or strategy))
     decisions.sort(key=_order)
     return decisions
+
+
+# Swap states that still need work after the original left Monite's listing.
+_UNLISTED_SWAP_STATES = frozenset({"swapping", "retiring", "deleting"})
+# The status of a subscription known only from its record: not listed by Monite.
+UNLISTED = "unlisted"
+
+
+def _unlisted(record: Record) -> Subscription:
+    return Subscription(
+        id=record.subscription_id,
+        url=record.url or "",
+        object_type=record.object_type or "",
+        status=UNLISTED,
+        event_types=record.event_types,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SwapFence:
+    """What in-flight swaps say about record-less subscriptions (docs/swap.md, section 5).
+
+    A subscription a swap may have created must not be taken under management
+    by anyone but that swap: its secret is known only to the swap (or nobody).
+    """
+
+    intents: Mapping[tuple[str | None, str | None, tuple[str, ...]], frozenset[str]]
+    successors: frozenset[str]
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> SwapFence:
+        intents: dict[tuple[str | None, str | None, tuple[str, ...]], frozenset[str]] = {}
+        successors: set[str] = set()
+        for record in records:
+            if record.state == "swapping":
+                known = intents.get(record.triple, frozenset(record.swap_known_ids))
+                intents[record.triple] = known & frozenset(record.swap_known_ids)
+            if record.successor_id is not None and record.state != "retired":
+                successors.add(record.successor_id)
+        return cls(intents, frozenset(successors))
+
+    def holds(self, subscription: Subscription) -> bool:
+        """True when an in-flight swap may have created `subscription`."""
+        if subscription.id in self.successors:
+            return True
+        triple = (
+            subscription.url,
+            subscription.object_type,
+            tuple(sorted(subscription.event_types)),
+        )
+        known = self.intents.get(triple)
+        return known is not None and subscription.id not in known
+
+
+def _with_strategy(decision: Decision, strategy: Strategy) -> Decision:
+    """Swap only an `active` secret that is merely old; say why not otherwise."""
+    if strategy != "swap" or decision.action != "rotate" or decision.swap_phase:
+        return decision
+    record, sub = decision.record, decision.subscription
+    why: Reason | None = None
+    if decision.reason not in _SWAPPABLE:
+        # A recovery may hold a dead secret and an unmanaged one has none to keep valid.
+        why = decision.reason
+    elif record.state != "active" or record.secret is None:
+        why = Reason.STALE
+    elif not sub.enabled:
+        why = Reason.DISABLED
+    elif record.swap_failures >= MAX_SWAP_FAILURES:
+        why = Reason.SWAP_FALLBACK
+    if why is not None:
+        return replace(decision, strategy_reason=why)
+    return replace(decision, strategy="swap")
 
 
 def _decide_one(
@@ -141,8 +244,9 @@ def _decide_one(
     now: datetime,
     force: Force,
     claim_limits: tuple[timedelta, timedelta],
+    fence: SwapFence,
 ) -> Decision:
-    rule = policy.rule_for(subscription)
+    rule = policy.rule_for(subscription, record.lineage)
     max_age = rule.max_age if rule is not None and rule.max_age is not None else policy.max_age
     age = record.age(now)
 
@@ -154,6 +258,10 @@ def _decide_one(
     # every policy, because rule zero says it must not stay marked current.
     fenced = record.fenced(now, *claim_limits)
     forced = subscription.id in force.ids
+    if record.state in SWAP_RECORD_STATES:
+        return decision(*_swap_decision(record, subscription, now, claim_limits, forced, force))
+    if not record.exists and fence.holds(subscription):
+        return decision("skip", Reason.SWAP_SUCCESSOR_PENDING)
     if record.state == "rotating":
         return (
             decision("skip", Reason.CLAIMED) if fenced else decision("rotate", Reason.CLAIM_EXPIRED)
@@ -188,6 +296,54 @@ def _decide_one(
     if age >= max_age:
         return decision("rotate", Reason.MAX_AGE_EXCEEDED)
     return decision("skip", Reason.FRESH)
+
+
+SWAP_RECORD_STATES = frozenset({"swapping", "retiring", "deleting", "retired"})
+
+
+def _swap_decision(
+    record: Record,
+    subscription: Subscription,
+    now: datetime,
+    claim_limits: tuple[timedelta, timedelta],
+    forced: bool,
+    force: Force,
+) -> tuple[Action, Reason]:
+    """A record in a swap state: the swap's own phase decides, never the policy's age."""
+    if record.state == "retired":
+        # Listed after retirement (decide never sees an unlisted retired record): a
+        # late create's straggler or list lag; delete it again.
+        return "rotate", Reason.RETIRED_STILL_LISTED
+    if record.state in ("swapping", "deleting") and record.fenced(now, *claim_limits):
+        return "skip", Reason.CLAIMED
+    if record.state == "swapping":
+        due = swap_recovery_due(record, *claim_limits)
+        if due is not None and now < due + CLOCK_MARGIN:
+            return "skip", Reason.SWAP_SETTLING
+        return "rotate", Reason.SWAP_CLAIM_EXPIRED
+    if record.state == "deleting":
+        return "rotate", Reason.DELETE_CLAIM_EXPIRED
+    # retiring: a forced regenerate ends the overlap now (the secret dies with the original).
+    if (forced or force.all) and force.strategy == "regenerate":
+        return "rotate", Reason.FORCED
+    if record.overlap_ends_at is None or now >= record.overlap_ends_at:
+        return "rotate", Reason.OVERLAP_ENDED
+    return "skip", Reason.OVERLAP
+
+
+def swap_recovery_due(
+    record: Record, max_claim_ttl: timedelta, claim_ttl: timedelta
+) -> datetime | None:
+    """When an expired `swapping` claim may be recovered: a create sent under it has landed.
+
+    A create is sent before the claim's fence ends and lands within one more
+    claim ttl (the straggler assumption of protocol v2), so recovery waits for
+    `fence_ends + ttl`. None when the fence cannot be measured (recover now).
+    """
+    ends = record.fence_ends(max_claim_ttl, claim_ttl)
+    if ends is None or record.created_time is None:
+        return None
+    return ends + (ends - record.created_time)
 
 
 def _order(decision: Decision) -> tuple[bool, bool, bool, timedelta, str]:
@@ -229,7 +385,13 @@ def next_claim_expiry(
     for record in records:
         if record.state == "stale":
             ends.append(now)
-        elif record.state in ("rotating", "settling"):
+        elif record.state == "swapping":
+            due = swap_recovery_due(record, max_claim_ttl, claim_ttl)
+            ends.append(now if due is None else due + 2 * CLOCK_MARGIN)
+        elif record.state == "retiring":
+            overlap_end = record.overlap_ends_at
+            ends.append(now if overlap_end is None else overlap_end + 2 * CLOCK_MARGIN)
+        elif record.state in ("rotating", "settling", "deleting"):
             end = record.fence_ends(max_claim_ttl, claim_ttl)
             ends.append(now if end is None else end + 2 * CLOCK_MARGIN)
     if not ends:

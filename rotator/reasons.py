@@ -21,6 +21,7 @@ class OutcomeKind(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     CONFLICT = "conflict"
+    SWAPPED = "swapped"  # a swap committed its successor (or retired its original)
 
 
 class Reason(StrEnum):
@@ -42,6 +43,14 @@ class Reason(StrEnum):
     AGE_UNKNOWN = "age_unknown"
     MAX_AGE_EXCEEDED = "max_age_exceeded"
     FRESH = "fresh"
+    # -- the policy's decisions on a swap (rotator.policy.decide, docs/swap.md) --
+    SWAP_SETTLING = "swap_settling"
+    SWAP_CLAIM_EXPIRED = "swap_claim_expired"
+    OVERLAP = "overlap"
+    OVERLAP_ENDED = "overlap_ended"
+    DELETE_CLAIM_EXPIRED = "delete_claim_expired"
+    RETIRED_STILL_LISTED = "retired_still_listed"
+    SWAP_SUCCESSOR_PENDING = "swap_successor_pending"
     # -- the cycle's own skips (rotator.engine) --
     QUARANTINED = "quarantined"
     DEFERRED = "deferred"
@@ -59,6 +68,14 @@ class Reason(StrEnum):
     SUPERSEDED = "superseded"
     GONE = "gone"
     INTERNAL_ERROR = "internal_error"
+    # -- a swap that did not finish, or finished differently (rotator.rotation.swap) --
+    SWAP_TWIN_BUSY = "swap_twin_busy"
+    CREATE_REFUSED = "create_refused"
+    CREATE_DOUBTFUL = "create_doubtful"
+    SUCCESSOR_GONE = "successor_gone"
+    SUCCESSOR_DIVERGED = "successor_diverged"
+    ORPHAN_AMBIGUOUS = "orphan_ambiguous"
+    SWAP_FALLBACK = "swap_fallback"
 
 
 EXPLANATIONS: Final[Mapping[Reason, str]] = {
@@ -97,6 +114,29 @@ EXPLANATIONS: Final[Mapping[Reason, str]] = {
     Reason.AGE_UNKNOWN: "the record holds a secret but no rotation time, so its age is unknown",
     Reason.MAX_AGE_EXCEEDED: "the secret is at least as old as the policy allows",
     Reason.FRESH: "the secret is younger than the policy's maximum age",
+    Reason.SWAP_SETTLING: (
+        "a swap's claim ran out, but a create it sent may still land at Monite; its "
+        "recovery waits one more claim ttl"
+    ),
+    Reason.SWAP_CLAIM_EXPIRED: (
+        "a swap's claim ran out before its successor was linked; recovery finds the "
+        "successor or deletes a subscription nobody knows the secret of, then goes on or undoes"
+    ),
+    Reason.OVERLAP: (
+        "the successor is committed and both subscriptions deliver until the overlap ends; "
+        "the original's secret stays valid until then"
+    ),
+    Reason.OVERLAP_ENDED: "the overlap has ended: the original is deleted and its record retired",
+    Reason.DELETE_CLAIM_EXPIRED: (
+        "a claim to delete the original ran out; the deletion is taken over and finished"
+    ),
+    Reason.RETIRED_STILL_LISTED: (
+        "the record is retired but Monite still lists its subscription; it is deleted again"
+    ),
+    Reason.SWAP_SUCCESSOR_PENDING: (
+        "a swap in flight may have created this subscription; only that swap (or its "
+        "recovery) may take it under management or delete it"
+    ),
     Reason.QUARANTINED: (
         "several regenerate answers for this subscription could not be read and each may "
         "have replaced the secret; it is left alone until a restart or `rotator rotate "
@@ -135,6 +175,34 @@ EXPLANATIONS: Final[Mapping[Reason, str]] = {
     ),
     Reason.GONE: "the subscription no longer exists at Monite",
     Reason.INTERNAL_ERROR: "a bug in the rotator stopped this rotation; please report it",
+    Reason.SWAP_TWIN_BUSY: (
+        "another subscription with the same url, object type and event types is swapping; "
+        "this swap was undone before creating anything and starts again later"
+    ),
+    Reason.CREATE_REFUSED: (
+        "Monite refused to create the successor; nothing was created, the original keeps "
+        "its secret and is swapped again later"
+    ),
+    Reason.CREATE_DOUBTFUL: (
+        "the successor's create may have been applied and no answer came back; the swap's "
+        "claim is kept and recovery deletes what it created"
+    ),
+    Reason.SUCCESSOR_GONE: (
+        "the successor or its record vanished before the original was deleted; the "
+        "original stays, active, and is swapped again later"
+    ),
+    Reason.SUCCESSOR_DIVERGED: (
+        "the successor no longer has the original's url, object type and event types; the "
+        "original stays, active; check who changed it"
+    ),
+    Reason.ORPHAN_AMBIGUOUS: (
+        "more than one subscription nobody knows the secret of matches a lost create; none "
+        "is deleted, an operator must choose"
+    ),
+    Reason.SWAP_FALLBACK: (
+        "several swaps of this subscription ended without a successor; it is regenerated "
+        "instead (an outage for consumers that have not reloaded)"
+    ),
 }
 
 # The codes the policy decides with; the others are the cycle's and the protocol's.
@@ -155,10 +223,28 @@ DECISIONS: Final = frozenset(
         Reason.AGE_UNKNOWN,
         Reason.MAX_AGE_EXCEEDED,
         Reason.FRESH,
+        Reason.SWAP_SETTLING,
+        Reason.SWAP_CLAIM_EXPIRED,
+        Reason.OVERLAP,
+        Reason.OVERLAP_ENDED,
+        Reason.DELETE_CLAIM_EXPIRED,
+        Reason.RETIRED_STILL_LISTED,
+        Reason.SWAP_SUCCESSOR_PENDING,
     }
 )
 # Decisions that rotate because the record may hold a dead secret, whatever the policy says.
-RECOVERY_REASONS: Final = frozenset({Reason.CLAIM_EXPIRED, Reason.SETTLED, Reason.STALE})
+RECOVERY_REASONS: Final = frozenset(
+    {Reason.CLAIM_EXPIRED, Reason.SETTLED, Reason.STALE, Reason.SWAP_CLAIM_EXPIRED}
+)
+# Decisions that move a swap on (rotator.rotation.swap) rather than regenerate.
+SWAP_PHASE_REASONS: Final = frozenset(
+    {
+        Reason.SWAP_CLAIM_EXPIRED,
+        Reason.OVERLAP_ENDED,
+        Reason.DELETE_CLAIM_EXPIRED,
+        Reason.RETIRED_STILL_LISTED,
+    }
+)
 
 
 def explain(code: str) -> str:

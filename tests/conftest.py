@@ -18,7 +18,12 @@ import structlog
 
 from rotator.sandbox import ISSUED
 
-pytest_plugins = ["pytester", "tests.fixtures_monite", "tests.fixtures_vault"]
+pytest_plugins = [
+    "pytester",
+    "tests.fixtures_engine",
+    "tests.fixtures_monite",
+    "tests.fixtures_vault",
+]
 
 CAPTURED: list[str] = []
 WHERE: list[str] = []  # the test each CAPTURED text came from

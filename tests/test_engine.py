@@ -6,7 +6,6 @@ Monite is the emulator; Vault is the emulator and OpenBao (unless a test is emul
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,53 +24,12 @@ from rotator.secret import Secret
 from rotator.vault import VaultStore
 from tests.clocks import FakeClock
 from tests.conftest import capture_audit
+from tests.fixtures_engine import EngineFactory
 from tests.openbao import OpenBaoVault
 from tests.records import put_record, wait_for_version
 
 MAX_AGE = timedelta(days=30)
 PREFIX = "monite/webhooks"
-
-EngineFactory = Callable[..., Engine]
-
-
-@pytest.fixture
-async def make_engine(
-    monite_http: httpx.AsyncClient,
-    monite_settings: MoniteSettings,
-    vault_settings: VaultSettings,
-) -> AsyncIterator[EngineFactory]:
-    stores: list[VaultStore] = []
-
-    def factory(
-        policy: Policy | None = None,
-        *,
-        owner: str = "test-rotator",
-        claim_ttl: timedelta = timedelta(seconds=30),
-        commit_retry_for: timedelta = timedelta(seconds=10),
-        store: VaultStore | None = None,
-        clock: Clock | None = None,
-        **rotation: Any,
-    ) -> Engine:
-        clock = clock or SystemClock()
-        store = store or VaultStore(vault_settings, clock=clock.monotonic, sleep=clock.sleep)
-        stores.append(store)
-        return Engine(
-            monite=MoniteClient(monite_http, monite_settings, clock=clock),
-            store=store,
-            policy=policy or Policy(max_age=MAX_AGE),
-            rotation=RotationSettings(
-                claim_ttl=claim_ttl,
-                concurrency=4,
-                commit_retry_for=commit_retry_for,
-                **rotation,
-            ),
-            owner=owner,
-            clock=clock,
-        )
-
-    yield factory
-    for store in stores:
-        store.close()
 
 
 def vault_secret(vault: VaultEmulator, subscription_id: str) -> str | None:

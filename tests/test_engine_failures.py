@@ -4,20 +4,18 @@ unreadable records, and what the age gauge leaves out."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rotator.config import MoniteSettings, RotationSettings, VaultSettings
+from rotator.config import VaultSettings
 from rotator.engine import Engine
 from rotator.metrics import Metrics
 from rotator.model import Record
-from rotator.monite import MoniteClient
-from rotator.policy import Force, Policy
+from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.secret import Secret
@@ -40,32 +38,6 @@ class _BrokenCommitStore(VaultStore):
         if record.subscription_id == self.broken_id and record.state in ("active", "settling"):
             raise ValueError("a bug in the commit path")
         return await super().write(record, cas=cas)
-
-
-@pytest.fixture
-async def make_engine(
-    monite_http: httpx.AsyncClient,
-    monite_settings: MoniteSettings,
-    vault_settings: VaultSettings,
-) -> AsyncIterator[Callable[..., Engine]]:
-    stores: list[VaultStore] = []
-
-    def factory(
-        *, store: VaultStore | None = None, policy: Policy | None = None, **rotation: Any
-    ) -> Engine:
-        store = store or VaultStore(vault_settings)
-        stores.append(store)
-        return Engine(
-            monite=MoniteClient(monite_http, monite_settings),
-            store=store,
-            policy=policy or Policy(max_age=timedelta(days=30)),
-            rotation=RotationSettings(claim_ttl=timedelta(seconds=30), concurrency=4, **rotation),
-            owner="edge-test",
-        )
-
-    yield factory
-    for store in stores:
-        store.close()
 
 
 def _record(vault: VaultEmulator, sid: str) -> dict[str, Any]:

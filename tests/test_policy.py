@@ -59,6 +59,18 @@ def rec(
     )
 
 
+def intent(record: Record, *known: str) -> Record:
+    """`record` as a swap's intent: sub()'s triple, with `known` listed before the create."""
+    base = sub(record.subscription_id)
+    return replace(
+        record,
+        url=base.url,
+        object_type=base.object_type,
+        event_types=base.event_types,
+        swap_known_ids=(record.subscription_id, *known),
+    )
+
+
 def one(
     subscription: Subscription,
     record: Record | None = None,
@@ -228,6 +240,15 @@ def test_decide_produces_every_reason_in_reasons() -> None:
         "settled": one(sub(), rec(state="settling", claim_in=-DAY)),
         "stale": one(sub(), rec(state="stale")),
         "rotated_in_future": one(sub(), rec(age=-DAY)),
+        "swap_settling": one(sub(), rec(state="swapping", claim_in=-timedelta(seconds=2))),
+        "swap_claim_expired": one(sub(), rec(state="swapping", claim_in=-DAY)),
+        "overlap": one(sub(), replace(rec(state="retiring"), overlap_ends_at=NOW + DAY)),
+        "overlap_ended": one(sub(), replace(rec(state="retiring"), overlap_ends_at=NOW - DAY)),
+        "delete_claim_expired": one(sub(), rec(state="deleting", claim_in=-DAY)),
+        "retired_still_listed": one(sub(), rec(state="retired", secret=None)),
+        "swap_successor_pending": decide(
+            [sub(), sub("s2")], {"s1": intent(rec(state="swapping", claim_in=DAY))}, POLICY, NOW
+        )[1],
     }
     assert sorted(DECISIONS) == sorted(cases)
     assert {code: code for code in cases} == {code: d.reason for code, d in cases.items()}
@@ -467,3 +488,95 @@ def test_next_claim_expiry_in_the_past_means_now() -> None:
     """An already expired claim asks for a check at once, never in the past."""
     records = [rec("a", state="rotating", claim_in=-DAY)]
     assert NOW == next_claim_expiry(records, NOW)
+
+
+# --- swap (docs/swap.md) ---------------------------------------------------------
+
+
+def swap_decision(record: Record | None = None, force: Force | None = None) -> Decision:
+    records = {record.subscription_id: record} if record is not None else {}
+    (decision,) = decide([sub()], records, POLICY, NOW, force, strategy="swap")
+    return decision
+
+
+def test_swap_is_chosen_only_for_an_active_secret_that_is_merely_old() -> None:
+    """Swap keeps a live secret valid; recoveries, unmanaged and disabled ones regenerate."""
+    due = rec(age=31 * DAY)
+    cases = {
+        "due": swap_decision(due),
+        "forced": swap_decision(rec(), Force(ids=frozenset({"s1"}))),
+        "forced regenerate": swap_decision(
+            rec(), Force(ids=frozenset({"s1"}), strategy="regenerate")
+        ),
+        "stale": swap_decision(rec(state="stale")),
+        "unmanaged": swap_decision(None),
+        "failed thrice": swap_decision(replace(due, swap_failures=3)),
+    }
+    assert {
+        "due": ("swap", None),
+        "forced": ("swap", None),
+        "forced regenerate": ("regenerate", None),
+        "stale": ("regenerate", "stale"),
+        "unmanaged": ("regenerate", "unmanaged"),
+        "failed thrice": ("regenerate", "swap_fallback"),
+    } == {name: (d.strategy, d.strategy_reason) for name, d in cases.items()}
+
+
+def test_swap_states_decide_by_phase_whatever_the_age_or_force() -> None:
+    """A swapping claim fences even a forced rotation; a retiring record is not swapped twice."""
+    live = rec(state="swapping", claim_in=DAY, age=90 * DAY)
+    retiring = replace(rec(state="retiring"), overlap_ends_at=NOW + DAY)
+    forced = Force(ids=frozenset({"s1"}))
+    assert [("skip", "claimed"), ("skip", "overlap")] == [
+        outcome(swap_decision(live, forced)),
+        outcome(swap_decision(retiring, forced)),
+    ]
+
+
+def test_a_swap_record_no_longer_listed_still_gets_its_decision() -> None:
+    """An original deleted at Monite mid-swap is still retired; a retired one is left alone."""
+    deleting = rec("gone", state="deleting", claim_in=-DAY)
+    retired = rec("done", state="retired", secret=None)
+    decisions = decide([], {"gone": deleting, "done": retired}, POLICY, NOW)
+    assert [("gone", "rotate", "delete_claim_expired")] == [
+        (d.subscription.id, d.action, d.reason) for d in decisions
+    ]
+    assert True is decisions[0].swap_phase
+
+
+def test_the_adoption_fence_holds_only_subscriptions_the_intent_did_not_know() -> None:
+    """A twin listed before the intent, or another triple, is adopted; a new one waits."""
+    swapping = intent(rec(state="swapping", claim_in=DAY), "s2")
+    subs = [sub("s2"), sub("s3"), sub("s4", url="https://other.example/hook")]
+    decisions = {d.subscription.id: d.reason for d in decide(subs, {"s1": swapping}, POLICY, NOW)}
+    expected = {"s2": "unmanaged", "s3": "swap_successor_pending", "s4": "unmanaged"}
+    assert expected | {"s1": "claimed"} == decisions
+
+
+def test_a_named_successor_without_a_record_is_never_adopted() -> None:
+    """M4: an original names its successor; if the successor's record is gone it still waits."""
+    retiring = replace(rec(state="retiring"), overlap_ends_at=NOW + DAY, successor_id="s2")
+    decisions = {
+        d.subscription.id: d.reason
+        for d in decide([sub(), sub("s2")], {"s1": retiring}, POLICY, NOW)
+    }
+    assert {"s1": "overlap", "s2": "swap_successor_pending"} == decisions
+
+
+def test_next_check_covers_the_swap_straggler_window_and_the_overlap_end() -> None:
+    """A swapping claim is due a claim ttl after its fence; a retiring one at its overlap end."""
+    swapping = rec(state="swapping", claim_in=timedelta(minutes=1))
+    retiring = replace(rec(state="retiring"), overlap_ends_at=NOW + timedelta(minutes=5))
+    margin = 2 * CLOCK_MARGIN
+    assert [NOW + timedelta(minutes=11) + margin, NOW + timedelta(minutes=5) + margin] == [
+        next_claim_expiry([swapping], NOW, claim_ttl=CLAIM_TTL),
+        next_claim_expiry([retiring], NOW, claim_ttl=CLAIM_TTL),
+    ]
+
+
+def test_an_id_rule_follows_the_successors_lineage() -> None:
+    """A rule naming the original keeps matching its successor, and the successor's successor."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(subscription_id="s0", max_age=7 * DAY),))
+    successor = replace(rec("s2", age=8 * DAY), lineage=("s0", "s1"))
+    (decision,) = decide([sub("s2")], {"s2": successor}, policy, NOW)
+    assert ("rotate", "max_age_exceeded", 7 * DAY) == (*outcome(decision), decision.max_age)

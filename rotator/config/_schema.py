@@ -113,6 +113,10 @@ class RotationSettings(Group):
     # Records are cached between cycles and read again in full this often; the
     # daemon's own writes keep the cache current in between.
     cache_refresh: PositiveDuration = timedelta(hours=1)
+    # How a secret is replaced (docs/swap.md): "regenerate" kills the old secret at
+    # once; "swap" creates a successor subscription and keeps both for `overlap`.
+    strategy: Annotated[Literal["regenerate", "swap"], BeforeValidator(lower)] = "regenerate"
+    overlap: PositiveDuration = timedelta(minutes=15)
 
 
 class LogSettings(Group):
@@ -328,6 +332,26 @@ class Settings(Group):
                 f"({format_duration(self.rotation.max_claim_ttl)}), because a rotation that "
                 "cannot see an earlier claim settles for 2 × claim_ttl and no window may "
                 "exceed max_claim_ttl; lower rotation.claim_ttl or raise rotation.max_claim_ttl",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> Self:
+        rotation = self.rotation
+        if rotation.overlap < 2 * rotation.claim_ttl:
+            raise Problem(
+                ("rotation", "overlap"),
+                f"must be at least 2 × rotation.claim_ttl "
+                f"({format_duration(2 * rotation.claim_ttl)}), because a swap's claim and "
+                "its create's straggler window must end inside the overlap; raise "
+                "rotation.overlap or lower rotation.claim_ttl",
+            )
+        if rotation.strategy == "swap" and rotation.overlap >= self.policy.max_age:
+            raise Problem(
+                ("rotation", "overlap"),
+                f"must be shorter than policy.max_age ({format_duration(self.policy.max_age)}) "
+                'with strategy = "swap", or a successor would be due before its original '
+                "is gone; lower rotation.overlap or raise policy.max_age",
             )
         return self
 

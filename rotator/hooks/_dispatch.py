@@ -136,15 +136,34 @@ class Hooks:
         if not self._workers:
             return
         try:
-            if outcome.kind not in (OutcomeKind.ROTATED, OutcomeKind.RECOVERED):
+            if outcome.kind not in (
+                OutcomeKind.ROTATED,
+                OutcomeKind.RECOVERED,
+                OutcomeKind.SWAPPED,
+            ):
                 return
             if outcome.vault_version is None or outcome.secret_fingerprint is None:
                 return
-            recovered = outcome.kind == OutcomeKind.RECOVERED
             path = outcome.subscription_id
+            swap: dict[str, str | None] = {}
+            if outcome.kind == OutcomeKind.SWAPPED and outcome.retired:
+                event = events.SWAP_RETIRED
+                swap = {"successor_id": outcome.successor_id}
+            elif outcome.kind == OutcomeKind.SWAPPED and outcome.successor_id is not None:
+                # The notice is about the successor's record: that is what to load.
+                event = events.SWAP_COMMITTED
+                path = outcome.successor_id
+                swap = {
+                    "predecessor_id": outcome.subscription_id,
+                    "overlap_ends_at": format_time(outcome.overlap_ends_at),
+                }
+            elif outcome.kind == OutcomeKind.RECOVERED:
+                event = events.ROTATION_RECOVERED
+            else:
+                event = events.ROTATION_SUCCEEDED
             notice = Notice(
-                event=events.ROTATION_RECOVERED if recovered else events.ROTATION_SUCCEEDED,
-                subscription_id=outcome.subscription_id,
+                event=event,
+                subscription_id=path,
                 object_type=outcome.object_type or None,
                 vault_mount=self._mount,
                 vault_path=f"{self._prefix}/{path}" if self._prefix else path,
@@ -153,6 +172,7 @@ class Hooks:
                 # The record's own time (Vault's, of Monite's answer), as the README says.
                 rotated_at=format_time(outcome.rotated_at or self._clock.now()) or "",
                 run_id=structlog.contextvars.get_contextvars().get("run_id"),
+                **swap,
             )
         except Exception as exc:  # a bug here must not touch the rotation
             log.error(

@@ -10,7 +10,16 @@ from typing import Final
 
 from rotator import events
 
-NOTICE_EVENTS: Final = frozenset({events.ROTATION_SUCCEEDED, events.ROTATION_RECOVERED})
+NOTICE_EVENTS: Final = frozenset(
+    {
+        events.ROTATION_SUCCEEDED,
+        events.ROTATION_RECOVERED,
+        events.SWAP_COMMITTED,  # a successor's first secret: load it before the overlap ends
+        events.SWAP_RETIRED,  # the original is deleted: drop its secret
+    }
+)
+# Swap fields, sent only on swap notices so a regenerate notice keeps its shape.
+_SWAP_FIELDS: Final = ("predecessor_id", "successor_id", "overlap_ends_at")
 _FINGERPRINT = re.compile(r"[0-9a-f]{12}")
 
 
@@ -24,7 +33,7 @@ class Notice:
     consumer can ignore a notice it has seen (delivery is at least once).
     """
 
-    event: str  # rotation.succeeded or rotation.recovered
+    event: str  # rotation.succeeded, rotation.recovered, swap.committed or swap.retired
     subscription_id: str
     object_type: str | None
     vault_mount: str
@@ -33,6 +42,9 @@ class Notice:
     secret_fingerprint: str
     rotated_at: str  # ISO 8601 UTC, like 2024-06-01T12:00:00Z
     run_id: str | None = None
+    predecessor_id: str | None = None  # swap.committed: the original this one replaces
+    successor_id: str | None = None  # swap.retired: the subscription that replaced it
+    overlap_ends_at: str | None = None  # swap.committed: when the original is deleted
 
     def __post_init__(self) -> None:
         if self.event not in NOTICE_EVENTS:
@@ -45,6 +57,10 @@ class Notice:
 
     def to_json(self) -> bytes:
         """Canonical JSON: keys sorted, no spaces, ASCII; the bytes that are signed and sent."""
-        return json.dumps(
-            dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        ).encode("ascii")
+        body = dataclasses.asdict(self)
+        for name in _SWAP_FIELDS:
+            if body[name] is None:
+                del body[name]
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
+            "ascii"
+        )

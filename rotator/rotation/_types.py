@@ -36,6 +36,10 @@ class Outcome:
     # The regenerate step ended on an answer of a shape we cannot read (a
     # MoniteProtocolError): the engine stops retrying a subscription that keeps doing this.
     protocol_error: bool = False
+    # -- a swap (rotator.rotation.swap): the successor, and when the original goes --
+    successor_id: str | None = None
+    overlap_ends_at: datetime | None = None
+    retired: bool = False  # the original was deleted and its record retired
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ class Context:
     rng: random.Random
     remember: Callable[[Record], None]  # a record we wrote or read: keep it in the cache
     reread: Callable[[str], None]  # the cached record may be wrong: read it next cycle
+    overlap: timedelta = timedelta(minutes=15)  # swap: how long both subscriptions deliver
 
 
 # -- typed results of step 3: regenerate --------------------------------------

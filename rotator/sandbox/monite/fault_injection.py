@@ -74,6 +74,9 @@ class FaultInjection(Paginated):
         """201 with the new subscription and its secret (the only answer that shows it)."""
         faults = self.faults
         with self._lock:
+            if faults.fail_create > 0:
+                faults.fail_create -= 1
+                return self._fault_error()
             created = self._create_locked(
                 url=body["url"],
                 object_type=body["object_type"],

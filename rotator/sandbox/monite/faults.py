@@ -32,6 +32,8 @@ class MoniteFaults:
     """The next N regenerations are applied, then the connection closes with no answer."""
     drop_after_create: int = 0
     """The next N valid creates are applied, then the connection closes with no answer."""
+    fail_create: int = 0
+    """The next N valid creates answer `error_status` without creating anything."""
     drop_after_delete: int = 0
     """The next N deletes of an existing subscription are applied, then the connection
     closes with no answer."""

@@ -1,0 +1,221 @@
+"""The swap strategy end to end on the real adapters: successor, overlap, deletion, recovery.
+
+Monite is the emulator; Vault is the emulator and OpenBao (unless a test is emulator_only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from rotator.config import VaultSettings
+from rotator.policy import Force
+from rotator.sandbox.monite import MoniteEmulator
+from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
+from rotator.vault import VaultStore
+from tests.conftest import capture_audit
+from tests.fixtures_engine import EngineFactory
+from tests.records import put_record
+
+OVERLAP = timedelta(seconds=2)
+URL = "https://consumer.example/hooks/monite"
+
+
+def swap_engine(make_engine: EngineFactory, **rotation: Any) -> Any:
+    return make_engine(strategy="swap", overlap=rotation.pop("overlap", OVERLAP), **rotation)
+
+
+async def read(vault_settings: VaultSettings, subscription_id: str) -> Any:
+    store = VaultStore(vault_settings)
+    try:
+        return await store.read(subscription_id)
+    finally:
+        store.close()
+
+
+def names(captured: list[dict[str, Any]], prefix: str = "swap.") -> list[str]:
+    return [e["event"] for e in captured if e["event"].startswith(prefix)]
+
+
+async def seed_due(monite: MoniteEmulator, vault_settings: VaultSettings) -> str:
+    original = monite.seed(url=URL, object_type="payable", event_types=("created", "updated"))
+    await put_record(
+        vault_settings, original, monite.current_secret(original), timedelta(days=31)
+    )
+    return original
+
+
+async def test_swap_commits_a_successor_then_deletes_the_original_after_the_overlap(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """Swap: S created with O's triple and committed; O keeps its secret until the overlap ends."""
+    original = await seed_due(monite, vault_settings)
+    old_secret = monite.current_secret(original)
+    engine = swap_engine(make_engine)
+
+    with capture_audit() as captured:
+        first = await engine.run_cycle()
+    assert first.ok
+    (successor,) = set(monite.subscription_ids()) - {original}
+    swapped = [(o.kind, o.reason, o.successor_id) for o in first.outcomes]
+    assert [("swapped", "max_age_exceeded", successor)] == swapped
+    assert ["swap.started", "swap.created", "swap.committed", "swap.linked"] == names(captured)
+    o_record, s_record = await read(vault_settings, original), await read(vault_settings, successor)
+    assert ("retiring", Secret(old_secret), successor) == (
+        o_record.state,
+        o_record.secret,
+        o_record.successor_id,
+    )
+    assert old_secret == monite.current_secret(original)  # never regenerated
+    assert 0 == monite.regenerate_count(original)
+    assert ("active", Secret(monite.current_secret(successor))) == (
+        s_record.state,
+        s_record.secret,
+    )
+    assert (original, (original,), o_record.swap_id) == (
+        s_record.predecessor_id,
+        s_record.lineage,
+        s_record.swap_id,
+    )
+    assert o_record.triple == s_record.triple
+    assert s_record.created_time + OVERLAP == o_record.overlap_ends_at
+
+    during = await engine.run_cycle()
+    assert {original: "overlap", successor: "fresh"} == {
+        o.subscription_id: o.reason for o in during.outcomes
+    }
+    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    with capture_audit() as captured:
+        after = await engine.run_cycle()
+    assert after.ok
+    assert ["swap.overlap_ended", "swap.deleted", "swap.retired"] == names(captured)
+    assert [successor] == monite.subscription_ids()
+    retired = await read(vault_settings, original)
+    assert ("retired", None, successor) == (retired.state, retired.secret, retired.successor_id)
+    assert Secret(old_secret).fingerprint() == retired.retired_secret_fingerprint
+    assert [] == after.orphans
+
+    settled = await engine.run_cycle()
+    assert [(successor, "fresh")] == [(o.subscription_id, o.reason) for o in settled.outcomes]
+
+
+@pytest.mark.emulator_only("drops the create's answer and moves Vault's clock past the claim")
+async def test_a_create_whose_answer_was_lost_is_found_and_deleted_by_recovery(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
+) -> None:
+    """C4: the successor exists with a secret nobody knows; recovery deletes it and undoes O."""
+    original = await seed_due(monite, vault_settings)
+    bystander = monite.seed()  # an unrelated unmanaged subscription is adopted as usual
+    monite.faults.drop_after_create = 1
+    engine = swap_engine(make_engine)
+
+    first = await engine.run_cycle()
+    (orphan,) = set(monite.subscription_ids()) - {original, bystander}
+    assert "create_doubtful" == next(
+        o.reason for o in first.outcomes if o.subscription_id == original
+    )
+    assert "swapping" == (await read(vault_settings, original)).state
+
+    # The orphan is listed with no record: nobody may adopt it while the intent stands.
+    held = await engine.run_cycle()
+    reasons = {o.subscription_id: o.reason for o in held.outcomes}
+    assert ("claimed", "swap_successor_pending") == (reasons[original], reasons[orphan])
+    # Vault's clock moves on; a fresh engine (replica) reads it, as a restarted daemon would.
+    vault.advance_time(32)  # the claim's fence ends; one more claim ttl for a straggler
+    engine = swap_engine(make_engine)
+    settling = await engine.run_cycle()
+    assert "swap_settling" == next(
+        o.reason for o in settling.outcomes if o.subscription_id == original
+    )
+    assert 0 == monite.regenerate_count(orphan)
+
+    vault.advance_time(31)
+    engine = swap_engine(make_engine)
+    with capture_audit() as captured:
+        recovered = await engine.run_cycle()
+    assert ["swap.orphan_deleted", "swap.recovered", "swap.released"] == names(captured)
+    assert {original, bystander} == set(monite.subscription_ids())
+    undone = await read(vault_settings, original)
+    assert ("active", Secret(monite.current_secret(original)), 1, None) == (
+        undone.state,
+        undone.secret,
+        undone.swap_failures,
+        undone.swap_id,
+    )
+    assert recovered.ok
+
+    # The next cycle swaps again, and this time it lands.
+    again = await engine.run_cycle()
+    assert ["swapped"] == [o.kind for o in again.outcomes if o.subscription_id == original]
+
+
+async def test_a_refused_create_undoes_the_swap_and_counts_it(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """A 4xx create applied nothing: O is `active` again at once, one failure counted."""
+    original = await seed_due(monite, vault_settings)
+    monite.faults.fail_create = 1
+    monite.faults.error_status = 422
+    engine = swap_engine(make_engine)
+    report = await engine.run_cycle()
+    assert [("failed", "create_refused")] == [(o.kind, o.reason) for o in report.outcomes]
+    record = await read(vault_settings, original)
+    assert ("active", 1, [original]) == (
+        record.state,
+        record.swap_failures,
+        monite.subscription_ids(),
+    )
+
+
+async def test_after_three_failed_swaps_the_subscription_is_regenerated(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """swap_failures = 3 falls back to regenerate: a secret is never left unrotated forever."""
+    original = monite.seed(url=URL)
+    await put_record(
+        vault_settings,
+        original,
+        monite.current_secret(original),
+        timedelta(days=31),
+        swap_failures=3,
+    )
+    report = await swap_engine(make_engine).run_cycle()
+    assert [("rotated", "max_age_exceeded")] == [(o.kind, o.reason) for o in report.outcomes]
+    assert "swap_fallback" == report.decisions[0].strategy_reason
+    assert 1 == monite.regenerate_count(original)
+
+
+async def test_forced_regenerate_ends_an_overlap_at_once(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """`rotate --force --strategy regenerate` on a retiring original deletes it now."""
+    original = await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine, overlap=timedelta(hours=1))
+    await engine.run_cycle()
+    (successor,) = set(monite.subscription_ids()) - {original}
+    report = await engine.run_cycle(
+        Force(ids=frozenset({original}), strategy="regenerate")
+    )
+    assert [successor] == monite.subscription_ids()
+    assert "retired" == (await read(vault_settings, original)).state
+    assert ("swapped", "forced") == next(
+        (o.kind, o.reason) for o in report.outcomes if o.subscription_id == original
+    )
+
+
+async def test_disabled_and_unmanaged_subscriptions_regenerate_under_swap(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """Swap only keeps a live secret valid: unmanaged ones have none, so they regenerate."""
+    unmanaged = monite.seed(url=URL)
+    report = await swap_engine(make_engine).run_cycle()
+    assert [("rotated", "unmanaged")] == [(o.kind, o.reason) for o in report.outcomes]
+    assert "unmanaged" == report.decisions[0].strategy_reason
+    assert [unmanaged] == monite.subscription_ids()
