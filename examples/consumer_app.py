@@ -4,7 +4,9 @@
         --port 8080 --hook-key-file /run/secrets/hook-key
 
 `POST /webhooks` answers what `rotator.consumer.verify_request` says (200
-verified, 400 malformed, 401 refused, 503 Vault unavailable); `POST /rotated`
+verified, 400 malformed, 401 refused, 503 Vault unavailable), and a verified
+event it has seen already (during a swap Monite sends each event through two
+subscriptions) 200 "duplicate" without handling it again; `POST /rotated`
 takes the rotator's signed hook notice and drops the cached secrets it names.
 Any WSGI server can run `make_application(...)`; `main` uses wsgiref on
 loopback. A complete server with counters and polling is `rotator.consumer.app`.
@@ -24,13 +26,22 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import hvac
 
-from rotator.consumer import MAX_BODY_BYTES, VaultSecretSource, Verifier, verify_request
+from rotator.consumer import (
+    MAX_BODY_BYTES,
+    Deduplicator,
+    VaultSecretSource,
+    Verifier,
+    verify_request,
+)
 from rotator.consumer.app import handle_hook_notice, read_hook_key
 from rotator.secret import Secret
 
 
-def make_application(verifier: Verifier, hook_key: Secret | None = None) -> WSGIApplication:
-    """The WSGI application: deliveries verified with `verifier`, notices with `hook_key`."""
+def make_application(
+    verifier: Verifier, hook_key: Secret | None = None, dedupe: Deduplicator | None = None
+) -> WSGIApplication:
+    """The WSGI application: deliveries verified with `verifier`, notices with `hook_key`,
+    events seen already (by `id`, after verifying) dropped by `dedupe`."""
 
     def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         route = (environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""))
@@ -43,6 +54,11 @@ def make_application(verifier: Verifier, hook_key: Secret | None = None) -> WSGI
             body = environ["wsgi.input"].read(int(length))
             if route[1] == "/webhooks":
                 status, answer = verify_request(verifier, environ, body)
+                event_id = answer.get("event_id")
+                if status == 200 and dedupe is not None and event_id and dedupe.seen(event_id):
+                    answer["status"] = "duplicate"  # handled already: 200, do nothing
+                # A new verified event is handled here; if that fails, dedupe.forget(event_id)
+                # and answer 500, so that Monite's retry is handled.
             else:
                 status, answer = handle_hook_notice(verifier.secrets, hook_key, environ, body)
         payload = json.dumps(answer).encode()
@@ -67,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = hvac.Client(url=vault_addr, token=vault_token, timeout=5)
     verifier = Verifier(VaultSecretSource(client, mount="secret", prefix="monite/webhooks"))
     hook_key = read_hook_key(args.hook_key_file) if args.hook_key_file else None
-    with make_server("127.0.0.1", args.port, make_application(verifier, hook_key)) as server:
+    dedupe = Deduplicator(ttl=3600)  # at least rotation.overlap plus Monite's retries
+    application = make_application(verifier, hook_key, dedupe)
+    with make_server("127.0.0.1", args.port, application) as server:
         print(f"consumer listening on http://127.0.0.1:{server.server_port}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()

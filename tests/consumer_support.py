@@ -7,6 +7,9 @@ import secrets
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import hvac
 
 from rotator import signature
 from rotator.config import VaultSettings
@@ -56,6 +59,24 @@ async def commit(
         store.close()
 
 
+def put_record_data(
+    address: str, token: str, subscription_id: str, data: dict[str, Any], *, cas: int
+) -> int:
+    """Write a record's KV v2 `data` as given (a swap's states and fields); its new version.
+
+    For the states a rotator of protocol version 3 writes (docs/swap.md, section 1),
+    so the kit is tested against the records' contract, not one writer's code.
+    """
+    client = hvac.Client(url=address, token=token, timeout=5)
+    try:
+        answer = client.secrets.kv.v2.create_or_update_secret(
+            path=f"monite/webhooks/{subscription_id}", secret=data, cas=cas, mount_point="secret"
+        )
+    finally:
+        client.adapter.close()
+    return int(answer["data"]["version"])
+
+
 def _regenerated(subscription_id: str, secret: str) -> Regenerated:
     subscription = Subscription(
         id=subscription_id,
@@ -68,12 +89,16 @@ def _regenerated(subscription_id: str, secret: str) -> Regenerated:
 
 
 def delivery(
-    subscription_id: str, secret: str, *, at: float | None = None
+    subscription_id: str, secret: str, *, at: float | None = None, event_id: str | None = None
 ) -> tuple[dict[str, str], bytes]:
-    """Headers and raw body of a delivery Monite would send, signed with `secret`."""
+    """Headers and raw body of a delivery Monite would send, signed with `secret`.
+
+    `event_id`: the event's `id` (default a new one); a swap's two subscriptions
+    deliver the same event, so the same id, each with its own subscription and secret.
+    """
     body = json.dumps(
         {
-            "id": str(uuid.uuid4()),
+            "id": event_id or str(uuid.uuid4()),
             "action": "payable.created",
             "object_type": "payable",
             "object": {"id": str(uuid.uuid4())},

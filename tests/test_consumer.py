@@ -15,6 +15,8 @@ import pytest
 from rotator import signature
 from rotator.config import VaultSettings
 from rotator.consumer import (
+    ACCEPTED_STATES,
+    RECORD_STATES,
     Rejected,
     StaticSecretSource,
     VaultSecretSource,
@@ -25,7 +27,7 @@ from rotator.consumer import (
 )
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
-from tests.consumer_support import commit, delivery, new_secret
+from tests.consumer_support import commit, delivery, new_secret, put_record_data
 
 
 class FakeMonotonic:
@@ -233,6 +235,147 @@ def test_record_without_usable_secret_has_none() -> None:
     assert None is record_from_data("s", {"secret": "", "state": "active"}).secret
     assert "stale" == record_from_data("s", {"secret": "x" * 20, "state": "new-kind"}).state
     assert "active" == record_from_data("s", {"secret": "x" * 20}).state
+
+
+SWAP_STATES_WITH_A_SECRET = ("swapping", "retiring", "deleting")
+
+
+def test_the_record_states_are_protocol_3s_and_every_one_with_a_secret_is_accepted() -> None:
+    """The kit knows v2's four states and the swap's four, and accepts all but `retired`."""
+    assert (
+        "active",
+        "rotating",
+        "settling",
+        "stale",
+        "swapping",
+        "retiring",
+        "deleting",
+        "retired",
+    ) == RECORD_STATES
+    assert frozenset(RECORD_STATES) - {"retired"} == ACCEPTED_STATES
+
+
+@pytest.mark.parametrize("state", SWAP_STATES_WITH_A_SECRET)
+def test_an_originals_record_in_a_swap_state_yields_its_secret_by_default(state: str) -> None:
+    """swapping, retiring, deleting: the original's secret is still valid and verifies."""
+    data = {"secret": "o" * 24, "state": state, "swap_id": "abc", "successor_id": "S"}
+    record = record_from_data("O", data, 4)
+    assert (state, "o" * 24, 4) == (
+        record.state,
+        None if record.secret is None else record.secret.reveal(),
+        record.version,
+    )
+
+
+def test_a_retired_record_yields_no_secret_even_with_one_left_in_it() -> None:
+    """A retired original is never current: null secret or not, the kit gets none from it."""
+    retired = {"secret": None, "state": "retired", "successor_id": "S"}
+    left_over = {"secret": "o" * 24, "state": "retired", "successor_id": "S"}
+    assert [("retired", None), ("retired", None)] == [
+        (r.state, r.secret)
+        for r in (record_from_data("O", retired), record_from_data("O", left_over))
+    ]
+
+
+def test_strict_states_refuse_the_originals_secret_unless_the_swap_states_are_added() -> None:
+    """accepted_states={"active"} drops a retiring original's secret; adding the three keeps it."""
+    data = {"secret": "o" * 24, "state": "retiring"}
+    strict = record_from_data("O", data, accepted_states={"active"})
+    swap_aware = record_from_data("O", data, accepted_states={"active", *SWAP_STATES_WITH_A_SECRET})
+    assert (None, True) == (strict.secret, swap_aware.secret is not None)
+
+
+def _swap_records(
+    vault: VaultEmulator, token: str, original: str, successor: str, secrets: dict[str, str]
+) -> None:
+    """O `retiring` and S `active` with its swap fields, as a v3 rotator's steps 5-6 leave them."""
+    swap_id = uuid.uuid4().hex
+    if successor in secrets:
+        put_record_data(
+            vault.address,
+            token,
+            successor,
+            {
+                "secret": secrets[successor],
+                "state": "active",
+                "predecessor_id": original,
+                "swap_id": swap_id,
+                "overlap_seconds": 900.0,
+                "lineage": [original],
+            },
+            cas=0,
+        )
+    put_record_data(
+        vault.address,
+        token,
+        original,
+        {
+            "secret": secrets[original],
+            "state": "retiring",
+            "swap_id": swap_id,
+            "successor_id": successor,
+            "overlap_ends_at": "2030-01-01T00:15:00Z",
+        },
+        cas=0,
+    )
+
+
+def test_a_successor_is_verified_on_its_first_delivery_beside_its_original(
+    vault: VaultEmulator, vault_token: str
+) -> None:
+    """One event via O (retiring) and S (new id, record in Vault): both verify, one read each."""
+    original, successor, event = sub_id(), sub_id(), str(uuid.uuid4())
+    secrets = {original: new_secret(), successor: new_secret()}
+    _swap_records(vault, vault_token, original, successor, secrets)
+    source = source_for(vault, vault_token)
+    verifier = Verifier(source)
+    via_original = verifier.verify(*delivery(original, secrets[original], event_id=event))
+    via_successor = verifier.verify(*delivery(successor, secrets[successor], event_id=event))
+    assert [(original, event), (successor, event)] == [
+        (d.subscription_id, d.event_id) for d in (via_original, via_successor)
+    ]
+    assert (2, 0) == (source.reads, verifier.refreshes)
+
+
+def test_a_successor_refused_before_its_commit_verifies_on_the_next_delivery_after_it(
+    vault: VaultEmulator, vault_token: str
+) -> None:
+    """S delivering before its record exists is unknown_subscription; committed, it verifies."""
+    original, successor = sub_id(), sub_id()
+    secrets = {original: new_secret()}
+    _swap_records(vault, vault_token, original, successor, secrets)
+    verifier = Verifier(source_for(vault, vault_token))
+    s_secret = new_secret()
+    with pytest.raises(Rejected) as caught:
+        verifier.verify(*delivery(successor, s_secret))
+    put_record_data(
+        vault.address,
+        vault_token,
+        successor,
+        {"secret": s_secret, "state": "active", "predecessor_id": original},
+        cas=0,
+    )
+    assert ("unknown_subscription", successor) == (
+        caught.value.reason,
+        verifier.verify(*delivery(successor, s_secret)).subscription_id,
+    )
+
+
+def test_a_retired_originals_delivery_is_refused_as_no_active_secret(
+    vault: VaultEmulator, vault_token: str
+) -> None:
+    """Once O's record is retired (secret null), a delivery signed with O's old one is refused."""
+    original, successor, old = sub_id(), sub_id(), new_secret()
+    put_record_data(
+        vault.address,
+        vault_token,
+        original,
+        {"secret": None, "state": "retired", "successor_id": successor, "swap_id": "x"},
+        cas=0,
+    )
+    with pytest.raises(Rejected) as caught:
+        Verifier(source_for(vault, vault_token)).verify(*delivery(original, old))
+    assert ("no_active_secret", original) == (caught.value.reason, caught.value.subscription_id)
 
 
 @pytest.mark.parametrize(

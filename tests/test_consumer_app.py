@@ -29,12 +29,21 @@ import pytest
 from examples.consumer_app import make_application
 from rotator import signature
 from rotator.config import VaultSettings
-from rotator.consumer import VaultSecretSource, Verifier
-from rotator.consumer.app import HOOK_HEADER, ConsumerApp, make_server, read_hook_key
+from rotator.consumer import Deduplicator, VaultSecretSource, Verifier
+from rotator.consumer.app import (
+    DEFAULT_DEDUPE_TTL,
+    HOOK_HEADER,
+    ConsumerApp,
+    _duration,
+    make_server,
+    read_hook_key,
+)
+from rotator.sandbox.deliveries import DeliverySender
+from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.secret import Secret
 from tests.conftest import remember_output
-from tests.consumer_support import commit, delivery, new_secret
+from tests.consumer_support import commit, delivery, new_secret, put_record_data
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -102,8 +111,12 @@ async def test_signed_deliveries_are_verified_and_counted(
     )
     assert (400, {"error": "malformed"}) == post(app.url + "/webhooks", b"{}", {})
     stats = get_stats(app)
-    assert {"received": 2, "verified": 1, "rejected": 1, "reloaded": 0} == stats[sid]
-    assert {"received": 1, "verified": 0, "rejected": 1, "reloaded": 0} == stats["(none)"]
+    assert {"received": 2, "verified": 1, "rejected": 1, "reloaded": 0, "duplicates": 0} == stats[
+        sid
+    ]
+    assert {"received": 1, "verified": 0, "rejected": 1, "reloaded": 0, "duplicates": 0} == stats[
+        "(none)"
+    ]
 
 
 async def test_hook_notice_invalidates_so_the_next_delivery_loads_the_new_secret(
@@ -121,7 +134,13 @@ async def test_hook_notice_invalidates_so_the_next_delivery_loads_the_new_secret
     assert (200, {"invalidated": [sid]}) == post(app.url + "/rotated", *notice(hook_key, sid))
     new_headers, new_body = delivery(sid, new)
     assert 200 == post(app.url + "/webhooks", new_body, new_headers)[0]
-    assert {"received": 4, "verified": 2, "rejected": 2, "reloaded": 1} == get_stats(app)[sid]
+    assert {
+        "received": 4,
+        "verified": 2,
+        "rejected": 2,
+        "reloaded": 1,
+        "duplicates": 0,
+    } == get_stats(app)[sid]
 
 
 async def test_hook_notice_with_a_wrong_signature_changes_nothing(
@@ -289,6 +308,8 @@ def test_app_module_without_vault_settings_names_them_and_exits_2() -> None:
         (("--hook-key-file", "/nonexistent/hook-key"), "--hook-key-file"),
         (("--hook-key-file", "EMPTY"), "--hook-key-file"),
         (("--secret-dir", "/nonexistent/secrets"), "--secret-dir"),
+        (("--dedupe-ttl", "soon"), "--dedupe-ttl"),
+        (("--dedupe-ttl", "-5m"), "--dedupe-ttl"),
     ],
 )
 def test_app_module_bad_arguments_name_the_flag_and_exit_2(
@@ -480,4 +501,212 @@ async def test_chunked_deliveries_are_read_up_to_the_size_cap(
     # A length that str.isdigit() accepts but int() does not: an answer, not a traceback.
     superscript = f"POST /webhooks HTTP/1.1\r\n{host}Content-Length: \u00b2\r\n\r\n"
     assert 413 == raw_post(app.url, superscript.encode("latin-1"))[0]
-    assert {"received": 1, "verified": 1, "rejected": 0, "reloaded": 0} == get_stats(app)[sid]
+    assert {
+        "received": 1,
+        "verified": 1,
+        "rejected": 0,
+        "reloaded": 0,
+        "duplicates": 0,
+    } == get_stats(app)[sid]
+
+
+class FakeMonotonic:
+    """The deduplicator's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
+        text = response.read().decode()
+    remember_output(text)
+    return dict(json.loads(text))
+
+
+def swap_records(vault: VaultEmulator, token: str, secrets: dict[str, str]) -> tuple[str, str]:
+    """An original O `retiring` and its successor S `active` in Vault (KV v2 data of protocol 3)."""
+    original, successor = (str(uuid.uuid4()) for _ in range(2))
+    put_record_data(
+        vault.address,
+        token,
+        original,
+        {"secret": secrets["O"], "state": "retiring", "successor_id": successor, "swap_id": "w"},
+        cas=0,
+    )
+    put_record_data(
+        vault.address,
+        token,
+        successor,
+        {
+            "secret": secrets["S"],
+            "state": "active",
+            "predecessor_id": original,
+            "swap_id": "w",
+            "overlap_seconds": 900.0,
+        },
+        cas=0,
+    )
+    return original, successor
+
+
+@pytest.fixture
+def dedupe_clock() -> FakeMonotonic:
+    return FakeMonotonic()
+
+
+@pytest.fixture
+def dedupe_app(
+    vault: VaultEmulator, vault_token: str, dedupe_clock: FakeMonotonic
+) -> Iterator[ConsumerApp]:
+    """The example app deduplicating for 60 s of the test's clock."""
+    client = hvac.Client(url=vault.address, token=vault_token, timeout=5)
+    consumer = ConsumerApp(
+        Verifier(VaultSecretSource(client)),
+        deduplicator=Deduplicator(60, clock=dedupe_clock),
+    )
+    consumer.start()
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+
+
+def test_a_duplicate_event_is_answered_200_counted_and_not_handled_twice(
+    dedupe_app: ConsumerApp, vault: VaultEmulator, vault_token: str, dedupe_clock: FakeMonotonic
+) -> None:
+    """One event via O then S: both 200, the second "duplicate", counted under S; new after ttl."""
+    secrets = {"O": new_secret(), "S": new_secret()}
+    original, successor = swap_records(vault, vault_token, secrets)
+    event = str(uuid.uuid4())
+    url = dedupe_app.url + "/webhooks"
+    first = post(url, *reversed(delivery(original, secrets["O"], event_id=event)))
+    second = post(url, *reversed(delivery(successor, secrets["S"], event_id=event)))
+    assert (200, "verified") == (first[0], first[1]["status"])
+    assert (200, {"status": "duplicate", "event_id": event, "subscription_id": successor}) == second
+    stats = get_json(dedupe_app.url + "/stats")
+    assert {"received": 1, "verified": 1, "rejected": 0, "reloaded": 0, "duplicates": 0} == (
+        stats["subscriptions"][original]
+    )
+    assert {"received": 1, "verified": 1, "rejected": 0, "reloaded": 0, "duplicates": 1} == (
+        stats["subscriptions"][successor]
+    )
+    assert {
+        "ttl_seconds": 60.0,
+        "max_entries": 100_000,
+        "remembered": 1,
+        "duplicates": 1,
+        "evicted": 0,
+    } == stats["deduplication"]
+    dedupe_clock.now += 60
+    third = post(url, *reversed(delivery(successor, secrets["S"], event_id=event)))
+    assert (200, "verified") == (third[0], third[1]["status"])
+
+
+def test_a_forged_delivery_does_not_mark_its_event_as_seen(
+    dedupe_app: ConsumerApp, vault: VaultEmulator, vault_token: str
+) -> None:
+    """A forgery naming a real event's id is refused 401 and the real delivery still verifies."""
+    secrets = {"O": new_secret(), "S": new_secret()}
+    original, _ = swap_records(vault, vault_token, secrets)
+    event = str(uuid.uuid4())
+    url = dedupe_app.url + "/webhooks"
+    forged = post(url, *reversed(delivery(original, new_secret(), event_id=event)))
+    genuine = post(url, *reversed(delivery(original, secrets["O"], event_id=event)))
+    assert (401, 200, "verified") == (forged[0], genuine[0], genuine[1]["status"])
+    assert 0 == dedupe_app.stats()[original]["duplicates"]
+
+
+def test_make_server_deduplicates_for_an_hour_by_default_and_not_at_all_with_0(
+    vault: VaultEmulator, vault_token: str
+) -> None:
+    """Default dedupe_ttl is 1 h; with 0 both deliveries of one event are handled, stats null."""
+    secrets = {"O": new_secret(), "S": new_secret()}
+    original, successor = swap_records(vault, vault_token, secrets)
+    default = make_server(vault_addr=vault.address, vault_token=vault_token)
+    off = make_server(vault_addr=vault.address, vault_token=vault_token, dedupe_ttl=0)
+    default.stop()
+    off.start()
+    try:
+        event = str(uuid.uuid4())
+        answers = [
+            post(off.url + "/webhooks", *reversed(delivery(sid, secrets[key], event_id=event)))
+            for sid, key in ((original, "O"), (successor, "S"))
+        ]
+        deduplication = get_json(off.url + "/stats")["deduplication"]
+    finally:
+        off.stop()
+    dedupe = default.deduplicator
+    assert (3600.0, 3600.0) == (DEFAULT_DEDUPE_TTL, None if dedupe is None else dedupe.ttl)
+    assert [(200, "verified"), (200, "verified")] == [(a[0], a[1]["status"]) for a in answers]
+    assert None is deduplication
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0.0), ("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("1h", 3600.0), ("1.5d", 129600.0)],
+)
+def test_dedupe_ttl_reads_seconds_minutes_hours_and_days(text: str, seconds: float) -> None:
+    """--dedupe-ttl takes a bare number of seconds or one with a unit; 0 turns it off."""
+    assert seconds == _duration(text)
+
+
+def test_app_module_drops_a_duplicate_by_default(tmp_path: Path) -> None:
+    """`python -m rotator.consumer.app` answers the same event twice 200, the second "duplicate"."""
+    sid, secret = str(uuid.uuid4()), new_secret()
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / sid).write_text(secret)
+    app = AppProcess(["--secret-dir", str(secret_dir)], app_env())
+    try:
+        event = str(uuid.uuid4())
+        statuses = [
+            post(app.url + "/webhooks", *reversed(delivery(sid, secret, event_id=event)))[1]
+            for _ in range(2)
+        ]
+        duplicates = app.stats()[sid]["duplicates"]
+        assert 0 == app.finish()[0]
+    finally:
+        app.close()
+    assert (["verified", "duplicate"], 1) == ([a["status"] for a in statuses], duplicates)
+
+
+def test_the_emulators_fanned_out_event_verifies_via_both_and_is_handled_once(
+    vault: VaultEmulator, vault_token: str, monite: MoniteEmulator
+) -> None:
+    """One event fanned out to a swap's O and S verifies via each; the app handles it once."""
+    consumer = make_server(vault_addr=vault.address, vault_token=vault_token)
+    consumer.start()
+    try:
+        url = consumer.url + "/webhooks"
+        original = monite.seed(url=url, object_type="payable", event_types=("created", "updated"))
+        successor = monite.seed(url=url, object_type="payable", event_types=("updated", "created"))
+        secrets = {"O": monite.current_secret(original), "S": monite.current_secret(successor)}
+        put_record_data(
+            vault.address,
+            vault_token,
+            original,
+            {"secret": secrets["O"], "state": "retiring", "successor_id": successor},
+            cas=0,
+        )
+        put_record_data(
+            vault.address,
+            vault_token,
+            successor,
+            {"secret": secrets["S"], "state": "active", "predecessor_id": original},
+            cas=0,
+        )
+        with DeliverySender(monite, retries=0) as sender:
+            result = sender.deliver_now()
+        stats = get_json(consumer.url + "/stats")
+    finally:
+        consumer.stop()
+    assert (2, 0, 1) == (result.delivered, result.failed, result.fanned_out)
+    assert [(1, 0), (1, 1)] == [
+        (stats["subscriptions"][sid]["verified"], stats["subscriptions"][sid]["duplicates"])
+        for sid in (original, successor)
+    ]
+    assert 1 == len({r.event_id for r in result.records})

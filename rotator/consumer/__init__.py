@@ -34,20 +34,30 @@ those refused). Headers are taken as any mapping, a WSGI environ or an ASGI
 scope's raw `(name, value)` byte pairs; a header sent several times counts
 with all its values.
 
+A subscription the kit has not seen is read from the source on its first
+delivery, so a swap's successor (`rotation.strategy = "swap"`, a new
+`webhook_subscription_id` with its own record) verifies at once. During the
+swap's overlap Monite sends every event through both subscriptions with the
+same event `id`: `Deduplicator(ttl)` remembers the ids of verified deliveries
+(in memory, per process, bounded) so a consumer handles each event once.
+
 No secret value ever appears in a repr, an exception or a message of this
 package: secrets are held as `rotator.secret.Secret`.
 
 The package's face re-exports the kit; its private modules own the parts:
 `_sources` where secrets come from (records, sources, their cache), `_verify`
-how a delivery is checked and answered. `rotator.consumer.app` is a complete
-HTTP consumer built on it (`python -m rotator.consumer.app`, and the one
-`rotator demo` runs); `examples/consumer_app.py` embeds the kit in a WSGI app.
+how a delivery is checked and answered, `_dedupe` which events were
+handled. `rotator.consumer.app` is a complete HTTP consumer built on it
+(`python -m rotator.consumer.app`, and the one `rotator demo` runs);
+`examples/consumer_app.py` embeds the kit in a WSGI app.
 """
 
 from __future__ import annotations
 
 # The names of __all__, and (imported `as` themselves) the constants and
 # `valid_subscription_id` the kit's single module had outside __all__.
+from rotator.consumer._dedupe import DEFAULT_MAX_ENTRIES as DEFAULT_MAX_ENTRIES
+from rotator.consumer._dedupe import Deduplicator
 from rotator.consumer._sources import (
     ACCEPTED_STATES,
     CachedSource,
@@ -82,6 +92,7 @@ from rotator.consumer._verify import (
 __all__ = [
     "ACCEPTED_STATES",
     "CachedSource",
+    "Deduplicator",
     "DirectorySecretSource",
     "Lookup",
     "RejectReason",

@@ -1,5 +1,5 @@
-"""The example consumer's server: `ConsumerApp` (routes, counters, polling, reload) and the
-rotator's hook notice (`handle_hook_notice`, `HOOK_HEADER`)."""
+"""The example consumer's server: `ConsumerApp` (routes, counters, deduplication, polling,
+reload) and the rotator's hook notice (`handle_hook_notice`, `HOOK_HEADER`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from rotator import signature
 from rotator.consumer import (
+    Deduplicator,
     Headers,
     SecretSource,
     SecretSourceError,
@@ -30,19 +31,28 @@ UNKNOWN = "(none)"  # the stats key of requests that named no subscription
 
 @dataclass
 class Counters:
-    """What happened to one subscription's deliveries and secret."""
+    """What happened to one subscription's deliveries and secret.
+
+    `duplicates` counts verified deliveries (so also in `verified`) whose event
+    `id` was seen already: answered 200 and not handled again. The events this
+    subscription's deliveries brought first are `verified - duplicates`.
+    """
 
     received: int = 0
     verified: int = 0
     rejected: int = 0
     reloaded: int = 0
+    duplicates: int = 0
 
 
 class ConsumerApp:
     """The consumer's HTTP server, in a thread (`start`/`stop`) or in the foreground.
 
     `hook_key` verifies `POST /rotated`; without one the route answers 403.
-    `name` tells several apps apart in their repr and thread names (the demo runs two).
+    `deduplicator`, when given, drops a verified delivery whose event `id` it has
+    seen (a swap's two subscriptions, or a retry): 200 with `status` "duplicate",
+    counted in `duplicates`. `name` tells several apps apart in their repr and
+    thread names (the demo runs two).
     """
 
     def __init__(
@@ -54,6 +64,7 @@ class ConsumerApp:
         poll_interval: float = 0.0,
         clock: Callable[[], float] = time.time,
         hook_tolerance: float = signature.DEFAULT_TOLERANCE,
+        deduplicator: Deduplicator | None = None,
         name: str = "consumer",
     ) -> None:
         if poll_interval < 0:
@@ -61,6 +72,7 @@ class ConsumerApp:
         self.name = name
         self.verifier = verifier
         self.source: SecretSource = verifier.secrets
+        self.deduplicator = deduplicator
         self._hook_key = hook_key
         self._clock = clock
         self._hook_tolerance = hook_tolerance
@@ -125,6 +137,19 @@ class ConsumerApp:
         with self._lock:
             return {key: asdict(value) for key, value in sorted(self._counters.items())}
 
+    def deduplication(self) -> dict[str, Any] | None:
+        """The deduplicator's window and counters (None when deduplication is off)."""
+        dedupe = self.deduplicator
+        if dedupe is None:
+            return None
+        return {
+            "ttl_seconds": dedupe.ttl,
+            "max_entries": dedupe.max_entries,
+            "remembered": len(dedupe),
+            "duplicates": dedupe.duplicates,
+            "evicted": dedupe.evicted,
+        }
+
     def _count(self, subscription_id: str | None, **increments: int) -> None:
         with self._lock:
             counters = self._counters.setdefault(subscription_id or UNKNOWN, Counters())
@@ -136,14 +161,20 @@ class ConsumerApp:
     def handle_delivery(
         self, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, Any]]:
-        """`POST /webhooks`."""
+        """`POST /webhooks`: verified, then (with a deduplicator) dropped if its event was seen."""
         status, answer = verify_request(self.verifier, headers, body)
         subscription_id = answer.get("subscription_id")
         key = subscription_id if isinstance(subscription_id, str) else None
-        if status == 200:
-            self._count(key, received=1, verified=1)
-        else:
+        if status != 200:
             self._count(key, received=1, rejected=1)
+            return status, answer
+        event_id = answer.get("event_id")
+        dedupe = self.deduplicator
+        # Only after verifying: a forged delivery must not mark a real event as handled.
+        if dedupe is not None and isinstance(event_id, str) and event_id and dedupe.seen(event_id):
+            self._count(key, received=1, verified=1, duplicates=1)
+            return 200, {**answer, "status": "duplicate"}
+        self._count(key, received=1, verified=1)
         return status, answer
 
     def handle_hook(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
@@ -161,8 +192,8 @@ class ConsumerApp:
         return status, answer
 
     def handle_stats(self) -> tuple[int, dict[str, Any]]:
-        """`GET /stats`."""
-        return 200, {"subscriptions": self.stats()}
+        """`GET /stats`: the counters per subscription, and the deduplicator's (or null)."""
+        return 200, {"subscriptions": self.stats(), "deduplication": self.deduplication()}
 
     # -- polling ------------------------------------------------------------------
 

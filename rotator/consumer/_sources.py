@@ -22,11 +22,28 @@ from rotator.secret import Secret
 DEFAULT_CACHE_TTL = 300.0
 """Seconds a record read from Vault is trusted without reading it again."""
 
-RECORD_STATES = ("active", "rotating", "settling", "stale")
-"""The record states of the rotator's protocol version 2 (README, "What lands in Vault")."""
+RECORD_STATES = (
+    "active",
+    "rotating",
+    "settling",
+    "stale",
+    "swapping",
+    "retiring",
+    "deleting",
+    "retired",
+)
+"""The record states of the rotator's protocol version 3 (README, "What lands in Vault").
 
-ACCEPTED_STATES: frozenset[str] = frozenset(RECORD_STATES)
-"""Record states whose `secret` the kit verifies with, by default: all of them.
+Version 2's four (`active`, `rotating`, `settling`, `stale`) plus the swap's
+four (docs/swap.md, section 1), all on the original subscription's record:
+`swapping`, `retiring` and `deleting` while its successor is made, delivers
+beside it and the original is deleted; `retired` once it is gone. A
+successor's own record is `active`. A state outside this list (from a newer
+rotator) is read as `stale`, as version 2 kits read the swap's states.
+"""
+
+ACCEPTED_STATES: frozenset[str] = frozenset(RECORD_STATES) - {"retired"}
+"""Record states whose `secret` the kit verifies with, by default: every state that holds one.
 
 Why not `active` alone: the record's `secret` is always the newest secret the
 rotator knows (the README's consumer contract), and no state means "this
@@ -40,9 +57,19 @@ secret is known to be wrong":
   that up).
 - `stale`: a claim was given back over a secret that may be dead; if it is
   dead nothing verifies with it anyway, if not it is the right one.
+- `swapping`, `retiring`, `deleting`: a swap (protocol version 3) never
+  touches the original's secret; it stays valid until Monite deletes the
+  original, and the original delivers until then, beside its successor
+  (whose own record is `active`).
+
+`retired` is left out: the original is deleted, its record kept for audit
+with no secret (`secret` null) and never current; a retired record yields no
+secret even if one were left in it (`no_active_secret`).
+
 A consumer that wants rule zero's strict reading passes
 `accepted_states={"active"}` to its source, and answers `no_active_secret`
-for the others.
+for the others; with the swap strategy it must add `swapping`, `retiring`
+and `deleting`, or it refuses the original's deliveries during the overlap.
 """
 
 _MAX_SUBSCRIPTION_ID = 128
@@ -172,6 +199,8 @@ def record_from_data(
 
     Read as the rotator reads it (`rotator.model.Record.from_vault`): a missing
     `state` is `active` (a record imported by hand), an unknown one `stale`.
+    Only `secret` and `state` are read: a swap's fields (`predecessor_id`,
+    `successor_id`, `swap_id`, ...) do not change which secret verifies.
     """
     if data is None:
         return SecretRecord(subscription_id, None, "stale", version)

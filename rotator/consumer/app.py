@@ -13,13 +13,19 @@ HTTP handler is `_http`). It is in the package, not in `examples/`, because
 Routes:
 - `POST /webhooks`: a Monite delivery, verified with `rotator.consumer`
   (the secret picked by the payload's `webhook_subscription_id` from Vault);
-  200 verified, 400 malformed, 401 refused, 503 Vault unavailable.
+  200 verified, 400 malformed, 401 refused, 503 Vault unavailable. A verified
+  delivery whose event `id` was seen in the last `--dedupe-ttl` (default 1h;
+  0 = off) is answered 200 `"status": "duplicate"` and not handled again:
+  during a swap Monite sends each event through the original subscription
+  and its successor.
 - `POST /rotated`: the rotator's hook notice, signed in `X-Rotator-Signature`
   (`t=<unix>,v1=<hex HMAC-SHA256 over "{t}.{body}">`, keyed with the hook key);
   drops the cached secret of the subscription(s) it names (`subscription_id`,
   or a list `subscription_ids`; all of them when it names none), so the next
   delivery reads the new secret. 401 when the signature does not verify.
-- `GET /stats`: counters per subscription: received, verified, rejected, reloaded.
+- `GET /stats`: counters per subscription: received, verified, rejected,
+  reloaded, duplicates (verified, dropped as already seen); and
+  `deduplication`: its window and totals (null when off).
 
 A body comes with `Content-Length` or `Transfer-Encoding: chunked`, at most
 1 MiB either way (413 beyond; 411 with neither). SIGHUP drops every cached
@@ -41,6 +47,7 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -49,6 +56,7 @@ from pathlib import Path
 
 from rotator import signature
 from rotator.consumer import (
+    Deduplicator,
     DirectorySecretSource,
     SecretSource,
     VaultSecretSource,
@@ -61,6 +69,17 @@ from rotator.consumer._server import (
     handle_hook_notice,
 )
 from rotator.secret import Secret
+
+DEFAULT_DEDUPE_TTL = 3600.0
+"""Seconds an event id is remembered by default (`--dedupe-ttl`).
+
+On by default because a duplicate answered 200 and not handled again is right
+whichever subscription brought the event, and costs at most the
+Deduplicator's bound in memory. The two deliveries of one event during a swap
+come moments apart, or a retry later; an hour covers the default
+`rotation.overlap` (15m) with room for Monite's retries. Size it as at least
+`overlap` plus Monite's retry horizon (docs/swap.md, "Consumers").
+"""
 
 
 def read_hook_key(path: Path | str) -> Secret:
@@ -85,6 +104,7 @@ def make_server(
     cache_ttl: float = 300.0,
     tolerance: float = signature.DEFAULT_TOLERANCE,
     reread: bool = True,
+    dedupe_ttl: float = DEFAULT_DEDUPE_TTL,
     name: str = "consumer",
 ) -> ConsumerApp:
     """A ConsumerApp (not started) reading the rotator's records from Vault with a token,
@@ -92,7 +112,8 @@ def make_server(
 
     `reread=False` makes a consumer that learns of rotations only from its poll
     or its hook, like one reading a file Vault Agent renders. The hook key is
-    `hook_key`, or read from `hook_key_file`.
+    `hook_key`, or read from `hook_key_file`. `dedupe_ttl`: seconds an event id
+    is remembered to drop its duplicates (0: no deduplication).
     """
     source: SecretSource
     if secret_dir is not None:
@@ -107,8 +128,15 @@ def make_server(
     verifier = Verifier(source, tolerance=tolerance, reread=reread)
     if hook_key is None and hook_key_file is not None:
         hook_key = read_hook_key(hook_key_file)
+    if dedupe_ttl < 0:
+        raise ValueError("dedupe_ttl must be at least 0 seconds (0 = off)")
     return ConsumerApp(
-        verifier, hook_key=hook_key, listen=listen, poll_interval=poll_interval, name=name
+        verifier,
+        hook_key=hook_key,
+        listen=listen,
+        poll_interval=poll_interval,
+        deduplicator=Deduplicator(dedupe_ttl) if dedupe_ttl > 0 else None,
+        name=name,
     )
 
 
@@ -129,6 +157,20 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0 (0 = off)")
     return value
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)?")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `1h` or `1d`, at least 0 (argparse type)."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 90s, 15m or 1h (0 = off)"
+        )
+    return float(found[1]) * _UNIT_SECONDS[found[2] or "s"]
 
 
 def _hook_key_argument(text: str) -> Secret:
@@ -182,6 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=_seconds, default=0.0, help="seconds; 0 = off")
     parser.add_argument("--cache-ttl", type=_seconds, default=300.0)
     parser.add_argument(
+        "--dedupe-ttl",
+        type=_duration,
+        default=DEFAULT_DEDUPE_TTL,
+        metavar="DURATION",
+        help="drop a delivery whose event id was verified within DURATION (90s, 15m, 1h; "
+        "0 = off; default 1h): a swap sends each event through two subscriptions",
+    )
+    parser.add_argument(
         "--pid-file", type=Path, default=None, help="write this process's pid here (SIGHUP reloads)"
     )
     args = parser.parse_args(argv)
@@ -198,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hook_key=args.hook_key_file,
         poll_interval=args.poll_interval,
         cache_ttl=args.cache_ttl,
+        dedupe_ttl=args.dedupe_ttl,
     )
 
     def on_signal(signum: int, frame: object) -> None:
@@ -236,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
+    "DEFAULT_DEDUPE_TTL",
     "HOOK_HEADER",
     "ConsumerApp",
     "Counters",

@@ -504,3 +504,82 @@ def test_started_beyond_the_retry_queue_bound_an_event_fails_at_once(
         (r.subscription_id, r.attempts, r.error) for r in snapshot.records
     ]
     assert (1, 1) == (sender.stats.failed, sender.stats.abandoned)
+
+
+def test_one_event_fans_out_to_every_subscription_of_a_triple_each_signed_with_its_own_secret(
+    monite: MoniteEmulator,
+) -> None:
+    """O and S (one triple) get the same id and object, each naming itself, keyed with its own."""
+    with Receiver() as receiver:
+        original = monite.seed(url=receiver.url(), event_types=("created", "updated"))
+        successor = monite.seed(url=receiver.url(), event_types=("updated", "created"))
+        other = monite.seed(url=receiver.url(), object_type="receivable")
+        with _sender(monite) as sender:
+            result = sender.deliver_now()
+            snapshot = sender.snapshot()
+        by_sub = {d.event["webhook_subscription_id"]: d for d in receiver.drain()}
+    o, s, c = by_sub[original], by_sub[successor], by_sub[other]
+    assert [original, successor, other] == list(by_sub)  # creation order, as before
+    assert (o.event["id"], o.event["object"], o.event["action"]) == (
+        s.event["id"],
+        s.event["object"],
+        s.event["action"],
+    )
+    assert (True, True) == (o.event["id"] != c.event["id"], o.event["object"] != c.event["object"])
+    secrets = {sub: monite.current_secret(sub) for sub in (original, successor)}
+    assert (True, False) == (_verifies(o, secrets[original]), _verifies(o, secrets[successor]))
+    assert (True, False) == (_verifies(s, secrets[successor]), _verifies(s, secrets[original]))
+    assert (3, 1, 1) == (result.delivered, result.fanned_out, snapshot.totals.fanned_out)
+    assert [(1, 1, 0, 0)] * 3 == [_counts(snapshot, sub) for sub in (original, successor, other)]
+    assert 1 == result.to_json()["fanned_out"]
+
+
+def test_a_disabled_twin_gets_nothing_and_the_event_is_not_fanned_out(
+    monite: MoniteEmulator,
+) -> None:
+    """Only enabled subscriptions share the event: a disabled one of the triple makes no fan-out."""
+    with Receiver() as receiver:
+        on = monite.seed(url=receiver.url())
+        monite.seed(url=receiver.url(), status="disabled")
+        with _sender(monite) as sender:
+            result = sender.deliver_now()
+        arrived = [d.event["webhook_subscription_id"] for d in receiver.drain()]
+    assert ([on], 0, 0) == (arrived, result.fanned_out, sender.stats.fanned_out)
+
+
+def test_each_rounds_fan_out_has_a_new_event_and_is_counted_in_the_totals(
+    monite: MoniteEmulator,
+) -> None:
+    """Two rounds over one triple of two: two ids, each sent to both; fanned_out totals 2."""
+    with Receiver() as receiver:
+        first = monite.seed(url=receiver.url())
+        second = monite.seed(url=receiver.url())
+        with _sender(monite) as sender:
+            rounds = [sender.deliver_now().fanned_out for _ in range(2)]
+            totals = sender.stats
+        arrived = receiver.drain()
+    ids = [d.event["id"] for d in arrived]
+    assert ([1, 1], 2, 2) == (rounds, totals.fanned_out, len(set(ids)))
+    assert [first, second] * 2 == [d.event["webhook_subscription_id"] for d in arrived]
+    assert [ids[0], ids[0], ids[2], ids[2]] == ids
+
+
+def test_a_fanned_out_delivery_that_fails_is_retried_alone_with_the_same_id(
+    monite: MoniteEmulator,
+) -> None:
+    """O's 500 is retried for O only, same event id, re-signed with O's secret; S got it once."""
+    waits = Waits()
+    with Receiver(statuses=(500,)) as receiver:
+        original = monite.seed(url=receiver.url())
+        successor = monite.seed(url=receiver.url())
+        with _sender(monite, waits, retries=2, backoff=0.5) as sender:
+            result = sender.deliver_now()
+            snapshot = sender.snapshot()
+        arrived = receiver.drain()
+    assert [(original, 500), (successor, 200), (original, 200)] == [
+        (d.event["webhook_subscription_id"], d.status) for d in arrived
+    ]
+    assert 1 == len({d.event["id"] for d in arrived})
+    assert True is _verifies(arrived[2], monite.current_secret(original))
+    assert (2, 1, 1) == (result.delivered, result.retried, result.fanned_out)
+    assert [(1, 1, 1, 0), (1, 1, 0, 0)] == [_counts(snapshot, s) for s in (original, successor)]

@@ -1,11 +1,17 @@
 """Signed webhook deliveries from the Monite emulator, to each enabled subscription's URL.
 
-A round sends one event per enabled subscription to that subscription's own
-`url`, as Monite delivers them: a JSON body shaped like the OpenAPI schema's
+A round makes one event per triple (`url`, `object_type`, sorted
+`event_types`) and POSTs it to that URL once for every enabled subscription
+with the triple, as Monite sends a business event through every subscription
+that asks for it: the same `id` and `object` each time, the body naming that
+subscription's `webhook_subscription_id`. A swap's original and successor
+share the triple, so during the overlap a consumer sees each event twice and
+deduplicates by `id` (`fanned_out` counts the events sent to more than one
+subscription). Each delivery is a JSON body shaped like the OpenAPI schema's
 `EventResourceForWebhookClient` (`id`, `created_at`, `action`, `api_version`,
 `description`, `entity_id`, `object`, `object_type`, `webhook_subscription_id`)
 and a `Monite-Signature` header (`rotator.signature`, the one place of the
-scheme) keyed with the subscription's secret at the moment of sending. So a
+scheme) keyed with its subscription's secret at the moment of sending. So a
 receiver that keeps the secret Vault holds sees exactly what a real one sees
 across a rotation: the deliveries signed with the new secret start the
 instant Monite answered.

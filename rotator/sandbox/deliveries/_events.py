@@ -49,8 +49,13 @@ def event_body(
     sequence: int,
     at: datetime,
     event_id: str | None = None,
+    object_id: str | None = None,
 ) -> bytes:
-    """The JSON body of one event for `subscription` (`id`, `object_type`, `event_types`)."""
+    """The JSON body of one event for `subscription` (`id`, `object_type`, `event_types`).
+
+    `event_id` and `object_id` default to fresh UUIDs; one event delivered to
+    several subscriptions (one triple) passes the same ones to each body.
+    """
     object_type = str(subscription["object_type"])
     kinds = [str(kind) for kind in subscription.get("event_types") or ()] or ["updated"]
     kind = kinds[sequence % len(kinds)]
@@ -61,11 +66,19 @@ def event_body(
         "api_version": API_VERSION,
         "description": f"{object_type}_{kind}",
         "entity_id": entity_id,
-        "object": {"id": str(uuid.uuid4())},
+        "object": {"id": object_id or str(uuid.uuid4())},
         "object_type": object_type,
         "webhook_subscription_id": str(subscription["id"]),
     }
     return json.dumps(event, separators=(",", ":")).encode()
+
+
+Triple = tuple[str, str, tuple[str, ...]]
+
+
+def triple(target: DeliveryTarget) -> Triple:
+    """`(url, object_type, sorted event_types)`: subscriptions sharing it get the same events."""
+    return (target.url, target.object_type, tuple(sorted(target.event_types)))
 
 
 def target_fields(target: DeliveryTarget) -> dict[str, Any]:

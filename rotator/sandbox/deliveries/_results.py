@@ -14,12 +14,13 @@ class DeliveryStats:
     """Totals since the sender was made; `attempts == sent + retried`."""
 
     rounds: int = 0
-    sent: int = 0  # events POSTed at least once
+    sent: int = 0  # events POSTed at least once (an event fanned out counts once per subscription)
     attempts: int = 0  # POSTs, retries included
     delivered: int = 0  # events a 2xx answer accepted
     retried: int = 0  # POSTs after an event's first
     failed: int = 0  # events given up after every attempt (or with the retry queue full)
     abandoned: int = 0  # events dropped unsettled: subscription gone or disabled, sender stopped
+    fanned_out: int = 0  # events sent to more than one subscription (one triple: a swap's overlap)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,11 @@ class DeliveryRecord:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """What one round did: events accepted, given up and abandoned, retries, and each outcome."""
+    """What one round did: events accepted, given up and abandoned, retries, and each outcome.
+
+    Counts are per subscription's event; `fanned_out` counts the round's new events
+    that went to more than one subscription (sharing a triple).
+    """
 
     delivered: int
     failed: int
@@ -62,6 +67,7 @@ class RoundResult:
     abandoned: int = 0  # subscription deleted or disabled meanwhile, or the sender stopping
     last_error: str | None = None
     records: tuple[DeliveryRecord, ...] = ()
+    fanned_out: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +75,7 @@ class RoundResult:
             "failed": self.failed,
             "retried": self.retried,
             "abandoned": self.abandoned,
+            "fanned_out": self.fanned_out,
             "last_error": self.last_error,
             "records": [record.to_json() for record in self.records],
         }
@@ -97,6 +104,7 @@ class Tally:
     records: list[DeliveryRecord] = field(default_factory=list)
     retried: int = 0
     abandoned: int = 0
+    fanned_out: int = 0
 
     def result(self) -> RoundResult:
         failed = [r for r in self.records if r.outcome == "failed"]
@@ -107,4 +115,5 @@ class Tally:
             abandoned=self.abandoned,
             last_error=failed[-1].error if failed else None,
             records=tuple(self.records),
+            fanned_out=self.fanned_out,
         )

@@ -19,10 +19,12 @@ import httpx
 from rotator.sandbox.deliveries._events import (
     MAX_BACKOFF,
     PendingEvent,
+    Triple,
     backoff_delay,
     describe_error,
     event_body,
     target_fields,
+    triple,
 )
 from rotator.sandbox.deliveries._results import (
     DeliveryRecord,
@@ -52,6 +54,10 @@ Wait = Callable[[float], bool]
 
 class DeliverySender:
     """Sends signed events for every enabled subscription of `monite` to each one's URL.
+
+    A round makes one event per triple (url, object_type, sorted event_types) and
+    sends it to every enabled subscription with that triple, as Monite sends a
+    business event through each subscription that asks for it.
 
     Made, it is attached to `monite` (its `/_sandbox/deliveries` routes drive
     it) until `stop()`. `wait` waits before each retry of `deliver_now()`
@@ -184,7 +190,7 @@ class DeliverySender:
                     failed = self._attempt(due, tally)
                     if now >= next_round:
                         next_round = now + self.every
-                        failed += self._attempt(self._new_events(), tally)
+                        failed += self._attempt(self._new_events(tally), tally)
                 if self._stop.is_set():
                     tally.abandoned += self._abandon(len(failed))
                     return
@@ -213,7 +219,11 @@ class DeliverySender:
     # -- rounds ------------------------------------------------------------------
 
     def deliver_now(self) -> RoundResult:
-        """One event per enabled subscription to its URL, each retried up to `retries` times.
+        """One event per triple to every enabled subscription with it, retried up to `retries`.
+
+        Every subscription of a triple gets the event's `id` and `object`, in a
+        body naming that subscription and signed with its secret; each delivery
+        is retried on its own.
 
         Waits for a round already in progress, then for this round's retries.
         Raises RuntimeError once stopped.
@@ -226,7 +236,7 @@ class DeliverySender:
     def _round(self) -> RoundResult:
         """A round with its retries done here, waited through `wait`."""
         tally = Tally()
-        pending = self._attempt(self._new_events(), tally)
+        pending = self._attempt(self._new_events(tally), tally)
         for retry in range(1, 1 + self.retries):
             if not pending:
                 break
@@ -236,23 +246,41 @@ class DeliverySender:
         tally.abandoned += self._abandon(len(pending))
         return tally.result()
 
-    def _new_events(self) -> list[PendingEvent]:
-        """A new round: one unsent event per enabled subscription; counts the round."""
+    def _new_events(self, tally: Tally) -> list[PendingEvent]:
+        """A new round: one event per triple, unsent, for each enabled subscription with it.
+
+        In creation order. The event's kind comes from the triple's first
+        subscription (the original, in a swap), its `id` and `object` are shared.
+        Counts the round, and in `fanned_out` the events with more than one subscription.
+        """
         with self._lock:
             sequence = self._stats.rounds
             self._stats = replace(self._stats, rounds=sequence + 1)
         now = datetime.fromtimestamp(self._clock(), UTC)
+        targets = self._monite.delivery_targets()
+        shared: dict[Triple, tuple[dict[str, Any], str, str]] = {}  # fields, event id, object id
+        members: dict[Triple, int] = {}
         events: list[PendingEvent] = []
-        for target in self._monite.delivery_targets():
-            event_id = str(uuid.uuid4())
+        for target in targets:
+            key = triple(target)
+            if key not in shared:
+                shared[key] = (target_fields(target), str(uuid.uuid4()), str(uuid.uuid4()))
+            fields, event_id, object_id = shared[key]
+            members[key] = members.get(key, 0) + 1
             body = event_body(
-                target_fields(target),
+                {**fields, "id": target.subscription_id},
                 entity_id=self._entity_id,
                 sequence=sequence,
                 at=now,
                 event_id=event_id,
+                object_id=object_id,
             )
             events.append(PendingEvent(target.subscription_id, event_id, body))
+        fanned_out = sum(1 for count in members.values() if count > 1)
+        if fanned_out:
+            tally.fanned_out += fanned_out
+            with self._lock:
+                self._stats = replace(self._stats, fanned_out=self._stats.fanned_out + fanned_out)
         return events
 
     def _attempt(self, events: Iterable[PendingEvent], tally: Tally) -> list[PendingEvent]:
