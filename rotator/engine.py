@@ -36,6 +36,7 @@ from rotator.policy import (
     Decision,
     Force,
     Policy,
+    Strategy,
     SwapFence,
     decide,
     next_claim_expiry,
@@ -62,6 +63,7 @@ class CycleReport:
     unreadable: list[str] = field(default_factory=list)  # listed, record not readable
     next_claim_expiry: datetime | None = None  # on Vault's clock
     next_check_in: timedelta | None = None  # from the cycle's start: when a record falls due
+    vault_now: datetime | None = None  # the cycle's `now`, on Vault's clock
     quarantined: list[str] = field(default_factory=list)  # left alone after protocol failures
     finished_at: datetime | None = None
     error: str | None = None  # set when the cycle itself could not run
@@ -209,7 +211,7 @@ class Engine:
         report = CycleReport(run_id=_new_id(), started_at=self._clock.now())
         subscriptions = await self._monite.list_subscriptions()
         records, unreadable = await self._cache.load(also_read=self._quarantine.ids)
-        now = await self._vault_now(records.values())
+        now = report.vault_now = await self._vault_now(records.values())
         report.unreadable = sorted(s.id for s in subscriptions if s.id in unreadable)
         self._decide(report, subscriptions, records, unreadable, now, force)
         self._next_check(report, (d.record for d in report.decisions), now)
@@ -226,7 +228,7 @@ class Engine:
                 subscriptions = await self._monite.list_subscriptions()
                 # Quarantined records are read every cycle, to see another process rotate them.
                 records, unreadable = await self._cache.load(also_read=self._quarantine.ids)
-                now = await self._vault_now(records.values())
+                now = report.vault_now = await self._vault_now(records.values())
             except DependencyError as exc:
                 report.error = str(exc)
                 report.refused = isinstance(exc, MoniteAuthError | VaultAuthError)
@@ -399,9 +401,11 @@ def _describe_force(force: Force | None) -> str | list[str] | None:
     return "all" if force.all else sorted(force.ids)
 
 
-def force_for(ids: Sequence[str] | None, everything: bool) -> Force:
-    """The Force a `rotate --force` invocation asks for."""
-    return Force(ids=frozenset(ids or ()), all=everything)
+def force_for(
+    ids: Sequence[str] | None, everything: bool, strategy: Strategy | None = None
+) -> Force:
+    """The Force a `rotate --force [--strategy]` invocation asks for."""
+    return Force(ids=frozenset(ids or ()), all=everything, strategy=strategy)
 
 
 def subscriptions_missing(report: CycleReport, ids: Iterable[str]) -> list[str]:

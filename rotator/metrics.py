@@ -28,10 +28,23 @@ from prometheus_client.registry import Collector
 
 from rotator.clock import Clock, SystemClock
 from rotator.engine import CycleReport, Engine
+from rotator.reasons import OutcomeKind, Reason
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-OUTCOMES = ("rotated", "recovered", "skipped", "failed", "conflict")
+OUTCOMES = tuple(kind.value for kind in OutcomeKind)
+SWAP_PHASES = ("swapping", "retiring", "deleting")
+# What a swap step came to (rotator_swaps_total{step}).
+SWAP_STEPS = ("committed", "retired", "undone", "aborted")
+_UNDONE = frozenset(
+    {
+        Reason.CREATE_REFUSED,
+        Reason.SWAP_TWIN_BUSY,
+        Reason.ORPHAN_AMBIGUOUS,
+        Reason.SWAP_CLAIM_EXPIRED,
+    }
+)
+_ABORTED = frozenset({Reason.SUCCESSOR_GONE, Reason.SUCCESSOR_DIVERGED})
 CYCLE_RESULTS = ("ok", "failed", "error")  # all good / some rotation failed / could not run
 
 # A cycle lists, then rotates at the rate limit: seconds for a few, minutes for thousands.
@@ -100,6 +113,16 @@ HOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 
 # Decisions that leave a subscription alone by policy; they are not "managed".
 DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip", "unknown_status"})
+
+
+def _swap_step(kind: str, reason: str, *, retired: bool) -> str | None:
+    if kind == OutcomeKind.SWAPPED:
+        return "retired" if retired else "committed"
+    if reason in _UNDONE:
+        return "undone"
+    if reason in _ABORTED:
+        return "aborted"
+    return None
 
 
 def _labelled_counter(
@@ -192,6 +215,34 @@ class Metrics:
             buckets=HOOK_LATENCY_BUCKETS,
             registry=r,
         )
+        self.swaps_in_flight = Gauge(
+            "rotator_swaps_in_flight",
+            "Originals in a swap (docs/swap.md), by phase, as of the last cycle's records.",
+            ["phase"],
+            registry=r,
+        )
+        for phase in SWAP_PHASES:
+            self.swaps_in_flight.labels(phase)
+        self.swaps = _labelled_counter(
+            "rotator_swaps",
+            "Swap steps by result: successor committed, original retired, swap undone "
+            "(no successor), aborted (successor gone or changed).",
+            "step",
+            SWAP_STEPS,
+            r,
+        )
+        self.swap_duplicates = Gauge(
+            "rotator_swap_duplicates_alive",
+            "Originals still listed after their successor was committed: each event is "
+            "delivered twice until the overlap ends (consumers deduplicate by event id).",
+            registry=r,
+        )
+        self.swap_orphans = Gauge(
+            "rotator_swap_orphans_alive",
+            "Subscriptions without a record that an unfinished swap may have created (secret "
+            "unknown until its recovery deletes them); alert if it stays above 0.",
+            registry=r,
+        )
         self._requests = _RequestCounters()
         r.register(self._requests)
 
@@ -212,6 +263,9 @@ class Metrics:
         """Account for one finished cycle."""
         for outcome in report.outcomes:
             self.rotations.labels(outcome.kind).inc()
+            step = _swap_step(outcome.kind, outcome.reason, retired=outcome.retired)
+            if step is not None:
+                self.swaps.labels(step).inc()
             if outcome.exposure_seconds is not None:
                 self.exposure.observe(outcome.exposure_seconds)
         finished = report.finished_at or report.started_at
@@ -226,6 +280,25 @@ class Metrics:
         self.orphaned.set(len(report.orphans))
         self.quarantined.set(len(report.quarantined))
         self._observe_records(report, finished)
+        self._observe_swaps(report)
+
+    def _observe_swaps(self, report: CycleReport) -> None:
+        phases = Counter[str](
+            d.record.state for d in report.decisions if d.record.state in SWAP_PHASES
+        )
+        for phase in SWAP_PHASES:
+            self.swaps_in_flight.labels(phase).set(phases[phase])
+        self.swap_duplicates.set(
+            sum(
+                1
+                for d in report.decisions
+                if d.record.state in ("retiring", "deleting")
+                and d.subscription.status != "unlisted"
+            )
+        )
+        self.swap_orphans.set(
+            sum(1 for d in report.decisions if d.reason == Reason.SWAP_SUCCESSOR_PENDING)
+        )
 
     def _observe_records(self, report: CycleReport, finished: datetime) -> None:
         renewed = {o.subscription_id for o in report.outcomes if o.kind in ("rotated", "recovered")}
@@ -233,7 +306,8 @@ class Metrics:
         unmanaged = 0
         for decision in report.decisions:
             sub_id = decision.subscription.id
-            if decision.reason in DELIBERATELY_SKIPPED:
+            if decision.reason in DELIBERATELY_SKIPPED or decision.record.state in SWAP_PHASES:
+                # ...and an original being swapped: its successor holds the fresh secret.
                 # Left alone on purpose (disabled, a skip rule): an age alert on
                 # them would fire forever.
                 continue

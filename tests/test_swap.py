@@ -10,14 +10,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from rotator.cli.plan import how, plan_row
 from rotator.config import VaultSettings
+from rotator.metrics import Metrics
 from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.secret import Secret
 from rotator.vault import VaultStore
 from tests.conftest import capture_audit
+from tests.daemon_harness import run_rotator
 from tests.fixtures_engine import EngineFactory
 from tests.records import put_record
 
@@ -43,9 +47,7 @@ def names(captured: list[dict[str, Any]], prefix: str = "swap.") -> list[str]:
 
 async def seed_due(monite: MoniteEmulator, vault_settings: VaultSettings) -> str:
     original = monite.seed(url=URL, object_type="payable", event_types=("created", "updated"))
-    await put_record(
-        vault_settings, original, monite.current_secret(original), timedelta(days=31)
-    )
+    await put_record(vault_settings, original, monite.current_secret(original), timedelta(days=31))
     return original
 
 
@@ -200,9 +202,7 @@ async def test_forced_regenerate_ends_an_overlap_at_once(
     engine = swap_engine(make_engine, overlap=timedelta(hours=1))
     await engine.run_cycle()
     (successor,) = set(monite.subscription_ids()) - {original}
-    report = await engine.run_cycle(
-        Force(ids=frozenset({original}), strategy="regenerate")
-    )
+    report = await engine.run_cycle(Force(ids=frozenset({original}), strategy="regenerate"))
     assert [successor] == monite.subscription_ids()
     assert "retired" == (await read(vault_settings, original)).state
     assert ("swapped", "forced") == next(
@@ -219,3 +219,73 @@ async def test_disabled_and_unmanaged_subscriptions_regenerate_under_swap(
     assert [("rotated", "unmanaged")] == [(o.kind, o.reason) for o in report.outcomes]
     assert "unmanaged" == report.decisions[0].strategy_reason
     assert [unmanaged] == monite.subscription_ids()
+
+
+async def test_plan_shows_the_strategy_and_the_phase_of_a_swap(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """`plan` says a due secret would be swapped, then that its original is retiring."""
+    original = await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine, overlap=timedelta(hours=1))
+    before = [plan_row(d) for d in (await engine.plan()).decisions]
+    assert [("rotate", "swap", "swap")] == [(r["action"], r["strategy"], how(r)) for r in before]
+    await engine.run_cycle()
+    report = await engine.plan()
+    rows = {
+        r["subscription_id"]: r for r in (plan_row(d, report.vault_now) for d in report.decisions)
+    }
+    (successor,) = set(rows) - {original}
+    swap = rows[original]["swap"]
+    assert ("skip", "overlap", "retiring", successor) == (
+        rows[original]["action"],
+        rows[original]["reason"],
+        swap["phase"],
+        swap["successor_id"],
+    )
+    # `now` is a lower bound of Vault's time, so the estimate may run a second or two long.
+    assert 3500 < swap["overlap_remaining_seconds"] < 3603
+    assert how(rows[original]).startswith("retiring, ")
+    assert ("successor", original) == (
+        rows[successor]["swap"]["phase"],
+        rows[successor]["swap"]["predecessor_id"],
+    )
+
+
+async def test_metrics_count_swap_steps_phases_and_duplicates(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """rotator_swaps_total, rotator_swaps_in_flight and duplicates follow a swap's phases."""
+    await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine, overlap=timedelta(hours=1))
+    metrics = Metrics()
+    for _ in range(2):
+        metrics.observe(await engine.run_cycle())
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert {
+        "committed": 1.0,
+        "retiring": 1.0,
+        "swapping": 0.0,
+        "duplicates": 1.0,
+        "orphans": 0.0,
+        "swapped outcomes": 1.0,
+    } == {
+        "committed": samples[("rotator_swaps_total", (("step", "committed"),))],
+        "retiring": samples[("rotator_swaps_in_flight", (("phase", "retiring"),))],
+        "swapping": samples[("rotator_swaps_in_flight", (("phase", "swapping"),))],
+        "duplicates": samples[("rotator_swap_duplicates_alive", ())],
+        "orphans": samples[("rotator_swap_orphans_alive", ())],
+        "swapped outcomes": samples[("rotator_rotations_total", (("outcome", "swapped"),))],
+    }
+
+
+def test_rotate_help_names_the_emergency_strategy() -> None:
+    """`rotate --help` says a swap keeps the old secret valid and how to kill a leaked one."""
+    result = run_rotator("rotate", "--help")
+    text = " ".join(result.stdout.split())
+    assert 0 == result.returncode
+    assert "--strategy {regenerate,swap}" in text
+    assert "for a leaked secret use --strategy regenerate" in text

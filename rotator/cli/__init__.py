@@ -30,7 +30,8 @@ from rotator.config import ExposedFile, Settings, load_settings
 from rotator.engine import CycleReport, Engine, force_for, subscriptions_missing
 from rotator.errors import ConfigError, DependencyError
 from rotator.hardening import harden_process
-from rotator.policy import Force
+from rotator.model import format_duration
+from rotator.policy import Force, Strategy
 from rotator.reasons import explain
 
 
@@ -102,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a webhook subscription id (repeat for several)",
     )
     which.add_argument("--all", action="store_true", help="every subscription the policy manages")
+    rotate.add_argument(
+        "--strategy",
+        choices=("regenerate", "swap"),
+        help=(
+            "override rotation.strategy for this run. A swap keeps the old secret valid "
+            "for rotation.overlap; for a leaked secret use --strategy regenerate, which "
+            "kills it at once (and ends a swap's overlap now)"
+        ),
+    )
 
     plan = with_config(
         commands.add_parser(
@@ -200,7 +210,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
             return run_daemon(settings, owner=owner, config_path=args.config, environ=environ)
         if args.command == "rotate":
-            return asyncio.run(_rotate(settings, owner, args.ids, args.all))
+            return asyncio.run(_rotate(settings, owner, args.ids, args.all, args.strategy))
         if args.command == "plan":
             return asyncio.run(plan.plan(settings, owner, as_json=args.json))
         return asyncio.run(_check(settings, owner))
@@ -281,9 +291,22 @@ async def _run_once(settings: Settings, owner: str) -> int:
     return _signal_exit(_exit_code(report), received)
 
 
-async def _rotate(settings: Settings, owner: str, ids: list[str] | None, everything: bool) -> int:
+async def _rotate(
+    settings: Settings,
+    owner: str,
+    ids: list[str] | None,
+    everything: bool,
+    strategy: Strategy | None = None,
+) -> int:
+    force = force_for(ids, everything, strategy)
+    if (strategy or settings.rotation.strategy) == "swap":
+        overlap = format_duration(settings.rotation.overlap)
+        _say(
+            f"swapping: each old secret stays valid for {overlap} (rotation.overlap); "
+            "for a leaked secret use --strategy regenerate"
+        )
     async with open_engine(settings, owner=owner) as engine:
-        report, received = await _cycle_until_signal(engine, settings, force_for(ids, everything))
+        report, received = await _cycle_until_signal(engine, settings, force)
     if report is None:
         return _signal_exit(ExitCode.FAILED, received)
     if received is not None:
@@ -298,7 +321,7 @@ async def _rotate(settings: Settings, owner: str, ids: list[str] | None, everyth
     unrotated = [
         o
         for o in report.outcomes
-        if o.kind not in ("rotated", "recovered")
+        if o.kind not in ("rotated", "recovered", "swapped")
         and (o.subscription_id in wanted or (everything and o.reason == "claimed"))
     ]
     for outcome in unrotated:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from datetime import datetime
 from typing import Any
 
 from rotator.app import ExitCode, open_engine
 from rotator.config import Settings
-from rotator.policy import Decision
+from rotator.model import format_time
+from rotator.policy import SWAP_RECORD_STATES, Decision
 from rotator.reasons import explain
 
 
@@ -16,7 +18,7 @@ async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
     """`rotator plan`: what a cycle would do now, and why, as a table or JSON."""
     async with open_engine(settings, owner=owner) as engine:
         report = await engine.plan()
-    rows = [plan_row(d) for d in report.decisions]
+    rows = [plan_row(d, report.vault_now) for d in report.decisions]
     if as_json:
         print(
             json.dumps(
@@ -27,7 +29,7 @@ async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
         return ExitCode.OK
     if not rows:
         print("Monite lists no webhook subscriptions.")
-    header = ("SUBSCRIPTION", "OBJECT TYPE", "STATUS", "AGE", "MAX AGE", "ACTION", "WHY")
+    header = ("SUBSCRIPTION", "OBJECT TYPE", "STATUS", "AGE", "MAX AGE", "ACTION", "HOW", "WHY")
     table = [header] + [
         (
             r["subscription_id"],
@@ -36,6 +38,7 @@ async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
             human_age(r["age_seconds"]),
             human_age(r["max_age_seconds"]),
             r["action"],
+            how(r),
             explain(r["reason"]),
         )
         for r in rows
@@ -53,7 +56,7 @@ async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
     return ExitCode.OK
 
 
-def plan_row(decision: Decision) -> dict[str, Any]:
+def plan_row(decision: Decision, now: datetime | None = None) -> dict[str, Any]:
     sub = decision.subscription
     return {
         "subscription_id": sub.id,
@@ -65,9 +68,44 @@ def plan_row(decision: Decision) -> dict[str, Any]:
         "age_seconds": None if decision.age is None else decision.age.total_seconds(),
         "max_age_seconds": decision.max_age.total_seconds(),
         "vault_version": decision.record.version or None,
-        # The record's protocol state (active, rotating, settling, stale); None: no record.
+        # The record's protocol state (active, rotating, settling, stale, or a swap
+        # state: swapping, retiring, deleting, retired); None: no record.
         "record_state": decision.record.state if decision.record.exists else None,
+        # How a rotation would replace the secret, and why not the configured way.
+        "strategy": decision.strategy if decision.action == "rotate" else None,
+        "strategy_reason": decision.strategy_reason,
+        "swap": swap_info(decision, now),
     }
+
+
+def swap_info(decision: Decision, now: datetime | None) -> dict[str, Any] | None:
+    """The swap a record is part of (docs/swap.md), or None."""
+    record = decision.record
+    if record.swap_id is None and record.predecessor_id is None and record.successor_id is None:
+        return None
+    ends = record.overlap_ends_at
+    remaining = None if ends is None or now is None else (ends - now).total_seconds()
+    return {
+        "id": record.swap_id,
+        "phase": record.state if record.state in SWAP_RECORD_STATES else "successor",
+        "successor_id": record.successor_id,
+        "predecessor_id": record.predecessor_id,
+        "overlap_ends_at": format_time(ends),
+        "overlap_remaining_seconds": remaining,
+        "known_ids_count": len(record.swap_known_ids) or None,
+        "swap_failures": record.swap_failures,
+    }
+
+
+def how(row: dict[str, Any]) -> str:
+    """The HOW column: the strategy of a rotation, or the phase of a swap in flight."""
+    swap = row["swap"]
+    if swap is not None and swap["phase"] == "retiring" and row["action"] == "skip":
+        left = swap["overlap_remaining_seconds"]
+        return f"retiring, {human_age(max(0.0, left))} left" if left is not None else "retiring"
+    if swap is not None and swap["phase"] in SWAP_RECORD_STATES:
+        return str(swap["phase"])
+    return row["strategy"] or "-"
 
 
 def display_url(url: str) -> str:
