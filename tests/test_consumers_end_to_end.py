@@ -240,12 +240,18 @@ def example_consumer(
         app.stop()
 
 
-def seed(monite: MoniteEmulator, vault_settings: VaultSettings, url: str, count: int) -> list[str]:
+def seed(
+    monite: MoniteEmulator,
+    vault_settings: VaultSettings,
+    url: str,
+    count: int,
+    object_type: str = "payable",
+) -> list[str]:
     """Enabled subscriptions delivering to `url`, their records `active` as a commit writes them."""
     ids = []
     due = datetime.now(UTC) - timedelta(hours=1)  # every first rotation is due at once
     for _ in range(count):
-        sid = monite.seed(url=url, object_type="payable", event_types=("created", "updated"))
+        sid = monite.seed(url=url, object_type=object_type, event_types=("created", "updated"))
         listed = monite.subscription(sid)
         subscription = Subscription(
             id=sid,
