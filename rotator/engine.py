@@ -39,6 +39,7 @@ from rotator.policy import (
     Strategy,
     SwapFence,
     decide,
+    lost_rules,
     next_claim_expiry,
     orphans,
 )
@@ -65,6 +66,7 @@ class CycleReport:
     next_check_in: timedelta | None = None  # from the cycle's start: when a record falls due
     vault_now: datetime | None = None  # the cycle's `now`, on Vault's clock
     quarantined: list[str] = field(default_factory=list)  # left alone after protocol failures
+    lost_rules: list[str] = field(default_factory=list)  # id rules that match nothing any more
     finished_at: datetime | None = None
     error: str | None = None  # set when the cycle itself could not run
     refused: bool = False  # ...because Monite or Vault refused our credentials (exit 77)
@@ -196,6 +198,7 @@ class Engine:
         decided = {d.subscription.id for d in report.decisions}
         kept = {i for i, r in records.items() if r.state != "retired" and i not in decided}
         report.orphans = orphans(subscriptions, kept | unreadable)
+        report.lost_rules = lost_rules(self.policy, subscriptions, records)
         self._listing = subscriptions
         self._fence = SwapFence.of(records.values())
 

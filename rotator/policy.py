@@ -56,6 +56,7 @@ class Rule:
     url: str | None = None
     max_age: timedelta | None = None
     skip: bool = False
+    strategy: Strategy | None = None  # overrides rotation.strategy for what it matches
 
     def matches(self, subscription: Subscription, lineage: Sequence[str] = ()) -> bool:
         """`lineage`: the ids this subscription succeeded (swaps), so an id rule follows them."""
@@ -155,7 +156,9 @@ def decide(
         seen.add(subscription.id)
         record = records.get(subscription.id) or Record(subscription_id=subscription.id)
         decision = _decide_one(subscription, record, policy, now, force, limits, fence)
-        decisions.append(_with_strategy(decision, force.strategy or strategy))
+        rule = policy.rule_for(subscription, record.lineage)
+        ruled = rule.strategy if rule is not None else None
+        decisions.append(_with_strategy(decision, force.strategy or ruled or strategy))
     for record in records.values():
         if record.subscription_id in seen or record.state not in _UNLISTED_SWAP_STATES:
             continue
@@ -360,6 +363,25 @@ def _order(decision: Decision) -> tuple[bool, bool, bool, timedelta, str]:
         -age if age is not None else timedelta(0),
         decision.subscription.id,
     )
+
+
+def lost_rules(
+    policy: Policy, subscriptions: Iterable[Subscription], records: Mapping[str, Record]
+) -> list[str]:
+    """Sentences for id rules that match nothing listed, not even through a swap's lineage."""
+    listed = {s.id for s in subscriptions}
+    descended = {
+        ancestor for r in records.values() if r.subscription_id in listed for ancestor in r.lineage
+    }
+    return [
+        f"rule {n} names subscription {rule.subscription_id}, which Monite no longer lists "
+        "and no successor descends from (lineage cut or record deleted); match it by url "
+        "or object_type instead"
+        for n, rule in enumerate(policy.rules, start=1)
+        if rule.subscription_id is not None
+        and rule.subscription_id not in listed
+        and rule.subscription_id not in descended
+    ]
 
 
 def orphans(subscriptions: Iterable[Subscription], record_ids: Collection[str]) -> list[str]:

@@ -16,6 +16,7 @@ from rotator.policy import (
     Policy,
     Rule,
     decide,
+    lost_rules,
     next_claim_expiry,
     orphans,
 )
@@ -580,3 +581,23 @@ def test_an_id_rule_follows_the_successors_lineage() -> None:
     successor = replace(rec("s2", age=8 * DAY), lineage=("s0", "s1"))
     (decision,) = decide([sub("s2")], {"s2": successor}, policy, NOW)
     assert ("rotate", "max_age_exceeded", 7 * DAY) == (*outcome(decision), decision.max_age)
+
+
+def test_a_rules_strategy_overrides_the_configured_one_and_force_overrides_both() -> None:
+    """A rule can swap what the config regenerates; `rotate --strategy` beats the rule."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(object_type="payable", strategy="swap"),))
+    due = {"s1": rec(age=31 * DAY)}
+    (ruled,) = decide([sub()], due, policy, NOW, strategy="regenerate")
+    (forced,) = decide(
+        [sub()], due, policy, NOW, Force(ids=frozenset({"s1"}), strategy="regenerate")
+    )
+    assert ("swap", "regenerate") == (ruled.strategy, forced.strategy)
+
+
+def test_an_id_rule_that_matches_nothing_any_more_is_reported() -> None:
+    """A rule on a deleted original is fine while a successor descends from it, then reported."""
+    policy = Policy(max_age=30 * DAY, rules=(Rule(subscription_id="s0", max_age=7 * DAY),))
+    successor = replace(rec("s2"), lineage=("s0",))
+    assert [] == lost_rules(policy, [sub("s2")], {"s2": successor})
+    (sentence,) = lost_rules(policy, [sub("s2")], {"s2": rec("s2")})
+    assert sentence.startswith("rule 1 names subscription s0, which Monite no longer lists")

@@ -22,7 +22,12 @@ async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
     if as_json:
         print(
             json.dumps(
-                {"decisions": rows, "orphans": report.orphans, "unreadable": report.unreadable},
+                {
+                    "decisions": rows,
+                    "orphans": report.orphans,
+                    "unreadable": report.unreadable,
+                    "lost_rules": report.lost_rules,
+                },
                 indent=2,
             )
         )
@@ -49,6 +54,8 @@ async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
         print("  ".join([*cells, str(row[-1])]))
     for orphan in report.orphans:
         print(f"orphan: Vault holds a record for {orphan}, which Monite no longer lists")
+    for sentence in report.lost_rules:
+        print(f"warning: {sentence}")
     for subscription_id in report.unreadable:
         print(f"unreadable: Vault did not return the record of {subscription_id}; see the log")
     due = sum(1 for r in rows if r["action"] == "rotate")

@@ -28,6 +28,8 @@ class RuleInput(Group):
         AfterValidator(optional_positive),
     ] = None
     skip: bool = False
+    # How matching subscriptions are rotated, overriding rotation.strategy.
+    strategy: Literal["regenerate", "swap"] | None = None
 
     @field_validator("object_type")
     @classmethod
@@ -50,10 +52,16 @@ class RuleInput(Group):
             raise Problem(
                 (), "needs at least one matcher: object_type, subscription_id or url (a glob)"
             )
-        if self.max_age is not None and self.skip:
-            raise Problem((), "sets both max_age and skip = true; a rule has exactly one effect")
-        if self.max_age is None and not self.skip:
-            raise Problem((), 'needs one effect: max_age (like "7d") or skip = true')
+        if self.skip and (self.max_age is not None or self.strategy is not None):
+            raise Problem(
+                (),
+                "sets skip = true and also max_age or strategy; a skipped subscription "
+                "is never rotated, so drop one of them",
+            )
+        if self.max_age is None and not self.skip and self.strategy is None:
+            raise Problem(
+                (), 'needs an effect: max_age (like "7d"), strategy ("swap") or skip = true'
+            )
         return self
 
     def to_rule(self) -> Rule:
@@ -63,6 +71,7 @@ class RuleInput(Group):
             url=self.url,
             max_age=self.max_age,
             skip=self.skip,
+            strategy=self.strategy,
         )
 
 

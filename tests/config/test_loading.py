@@ -751,12 +751,12 @@ BAD = [
     ),
     Bad(
         "rule with two effects",
-        "[[policy.rules]] #1: sets both max_age and skip = true",
+        "[[policy.rules]] #1: sets skip = true and also max_age or strategy",
         _rule('object_type = "payable"\nmax_age = "7d"\nskip = true'),
     ),
     Bad(
         "rule without effect",
-        "[[policy.rules]] #1: needs one effect",
+        "[[policy.rules]] #1: needs an effect: max_age",
         _rule('url = "https://x/*"\nskip = false'),
     ),
     Bad(
@@ -805,6 +805,27 @@ BAD = [
         "rotation.claim_ttl: must be at least 4 × monite.timeout (40s), because a rotation "
         "never starts a regenerate unless its claim has 2 × the request timeout left",
         _with("rotation", 'claim_ttl = "30s"'),
+    ),
+    Bad(
+        "overlap shorter than two claims",
+        "rotation.overlap: must be at least 2 × rotation.claim_ttl (4m), because a swap's "
+        "claim and its create's straggler window must end inside the overlap",
+        _with("rotation", 'overlap = "3m"'),
+    ),
+    Bad(
+        "swap overlap beyond max_age",
+        "rotation.overlap: must be shorter than policy.max_age (30d) with strategy = \"swap\"",
+        _with("rotation", 'strategy = "swap"\noverlap = "30d"'),
+    ),
+    Bad(
+        "strategy unknown",
+        "rotation.strategy: must be one of 'regenerate' or 'swap'",
+        _with("rotation", 'strategy = "rolling"'),
+    ),
+    Bad(
+        "rule skip and strategy",
+        "[[policy.rules]] #1: sets skip = true and also max_age or strategy",
+        _rule('url = "*"\nskip = true\nstrategy = "swap"'),
     ),
     Bad(
         "concurrency range from env",
