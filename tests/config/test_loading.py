@@ -814,7 +814,7 @@ BAD = [
     ),
     Bad(
         "swap overlap beyond max_age",
-        "rotation.overlap: must be shorter than policy.max_age (30d) with strategy = \"swap\"",
+        'rotation.overlap: must be shorter than policy.max_age (30d) with strategy = "swap"',
         _with("rotation", 'strategy = "swap"\noverlap = "30d"'),
     ),
     Bad(
