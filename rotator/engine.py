@@ -370,11 +370,11 @@ class Engine:
         any listing that shows the successor: a fresh read of the twins sees
         the intent whenever the listing saw the successor (docs/swap.md, section 5).
         """
-        fence = self._fence
-        if decision.record.exists or (
-            self._rotation.strategy != "swap" and not fence.intents and not fence.successors
-        ):
-            return False  # nobody here swaps: no successor can be pending
+        if decision.record.exists:
+            return False
+        # Read whatever this replica's strategy: another replica, a rule or a
+        # `rotate --strategy swap` may be swapping. Only twins cost a read, and
+        # a subscription is adopted once.
         sub = decision.subscription
         twins = [t for t in self._listing if t.id != sub.id and triple_of(t) == triple_of(sub)]
         fresh: list[Record] = []

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -80,6 +80,8 @@ class _Swap:
         self.swap_id = self.start.swap_id or uuid.uuid4().hex
         self.need = 2 * ctx.monite.request_timeout
         self.deadline = 0.0
+        # Vault's time at our claim and the monotonic time then: later times need no call.
+        self.claimed_at: tuple[datetime, float] | None = None
         self.log = log.bind(
             subscription_id=self.sub.id,
             object_type=self.sub.object_type,
@@ -164,7 +166,14 @@ class _Swap:
                 return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
             claimed = landed
         ctx.remember(claimed)
+        self.claimed_at = (claimed.created_time or now, ctx.clock.monotonic())
         return claimed
+
+    def vault_time(self) -> datetime:
+        """Vault's time now, carried from our claim on the monotonic clock (no Vault call)."""
+        assert self.claimed_at is not None, "only after a claim"
+        vault_time, local = self.claimed_at
+        return vault_time + timedelta(seconds=self.ctx.clock.monotonic() - local)
 
     async def start_verified(self, claimed: Record) -> bool:
         """The version our claim replaced is the `active` record we decided on (v2's check)."""
@@ -275,7 +284,8 @@ class _Swap:
         successor_id = created.subscription.id
         fingerprint = created.secret.fingerprint()
         received = ctx.clock.monotonic()
-        at = await ctx.store.vault_now()
+        # No Vault call while the secret is in memory only: a failing one would drop it.
+        at = self.vault_time()
         record = claimed.successor(
             created, rotation_id=self.rotation_id, at=at, overlap=ctx.overlap
         )
@@ -467,7 +477,7 @@ class _Swap:
             except VaultError:
                 overlap_from = None
         if overlap_from is None:
-            overlap_from = await self.ctx.store.vault_now()  # later is safe: a longer overlap
+            overlap_from = self.vault_time()  # later than S's creation: a longer overlap, safe
         overlap_ends = overlap_from + self.ctx.overlap
         await self.link(claimed, successor.subscription_id, overlap_ends)
         self.log.info(
@@ -518,9 +528,10 @@ class _Swap:
         self.log.info(
             events.SWAP_DELETED, successor_id=start.successor_id, already_gone=not deleted
         )
-        now = await self.ctx.store.vault_now()
         try:  # step 11
-            retired = await self.ctx.store.write(claimed.retired(now), cas=claimed.version)
+            retired = await self.ctx.store.write(
+                claimed.retired(self.vault_time()), cas=claimed.version
+            )
         except VaultError as exc:
             self.ctx.reread(self.sub.id)
             self.log.error(events.SWAP_FAILED, stage="retire", error=str(exc))
