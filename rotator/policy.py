@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -194,18 +194,24 @@ class SwapFence:
 
     intents: Mapping[tuple[str | None, str | None, tuple[str, ...]], frozenset[str]]
     successors: frozenset[str]
+    # original -> successor, from successors' records: an original whose own
+    # record was lost mid-swap (docs/swap.md, M2) is still known to be one.
+    predecessors: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, records: Iterable[Record]) -> SwapFence:
         intents: dict[tuple[str | None, str | None, tuple[str, ...]], frozenset[str]] = {}
         successors: set[str] = set()
+        predecessors: dict[str, str] = {}
         for record in records:
+            if record.predecessor_id is not None and record.secret is not None:
+                predecessors[record.predecessor_id] = record.subscription_id
             if record.state == "swapping":
                 known = intents.get(record.triple, frozenset(record.swap_known_ids))
                 intents[record.triple] = known & frozenset(record.swap_known_ids)
             if record.successor_id is not None and record.state != "retired":
                 successors.add(record.successor_id)
-        return cls(intents, frozenset(successors))
+        return cls(intents, frozenset(successors), predecessors)
 
     def holds(self, subscription: Subscription) -> bool:
         """True when an in-flight swap may have created `subscription`."""
@@ -263,6 +269,16 @@ def _decide_one(
     forced = subscription.id in force.ids
     if record.state in SWAP_RECORD_STATES:
         return decision(*_swap_decision(record, subscription, now, claim_limits, forced, force))
+    if not record.exists and subscription.id in fence.predecessors:
+        lost = replace(
+            record,
+            state="retiring",
+            successor_id=fence.predecessors[subscription.id],
+            url=subscription.url,
+            object_type=subscription.object_type,
+            event_types=subscription.event_types,
+        )
+        return Decision(subscription, lost, "rotate", Reason.SWAP_PREDECESSOR, None, max_age)
     if not record.exists and fence.holds(subscription):
         return decision("skip", Reason.SWAP_SUCCESSOR_PENDING)
     if record.state == "rotating":

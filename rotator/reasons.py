@@ -51,6 +51,7 @@ class Reason(StrEnum):
     DELETE_CLAIM_EXPIRED = "delete_claim_expired"
     RETIRED_STILL_LISTED = "retired_still_listed"
     SWAP_SUCCESSOR_PENDING = "swap_successor_pending"
+    SWAP_PREDECESSOR = "swap_predecessor"
     # -- the cycle's own skips (rotator.engine) --
     QUARANTINED = "quarantined"
     DEFERRED = "deferred"
@@ -132,6 +133,11 @@ EXPLANATIONS: Final[Mapping[Reason, str]] = {
     ),
     Reason.RETIRED_STILL_LISTED: (
         "the record is retired but Monite still lists its subscription; it is deleted again"
+    ),
+    Reason.SWAP_PREDECESSOR: (
+        "this subscription has no record, and a successor's record names it as its "
+        "original: its swap lost the original's record, so it is deleted now (the successor "
+        "holds the secret)"
     ),
     Reason.SWAP_SUCCESSOR_PENDING: (
         "a swap in flight may have created this subscription; only that swap (or its "
@@ -230,6 +236,7 @@ DECISIONS: Final = frozenset(
         Reason.DELETE_CLAIM_EXPIRED,
         Reason.RETIRED_STILL_LISTED,
         Reason.SWAP_SUCCESSOR_PENDING,
+        Reason.SWAP_PREDECESSOR,
     }
 )
 # Decisions that rotate because the record may hold a dead secret, whatever the policy says.
@@ -243,6 +250,7 @@ SWAP_PHASE_REASONS: Final = frozenset(
         Reason.OVERLAP_ENDED,
         Reason.DELETE_CLAIM_EXPIRED,
         Reason.RETIRED_STILL_LISTED,
+        Reason.SWAP_PREDECESSOR,
     }
 )
 

@@ -247,6 +247,12 @@ def test_decide_produces_every_reason_in_reasons() -> None:
         "overlap_ended": one(sub(), replace(rec(state="retiring"), overlap_ends_at=NOW - DAY)),
         "delete_claim_expired": one(sub(), rec(state="deleting", claim_in=-DAY)),
         "retired_still_listed": one(sub(), rec(state="retired", secret=None)),
+        "swap_predecessor": decide(
+            [sub(), sub("s2")],
+            {"s2": replace(rec("s2"), predecessor_id="s1")},
+            POLICY,
+            NOW,
+        )[0],
         "swap_successor_pending": decide(
             [sub(), sub("s2")], {"s1": intent(rec(state="swapping", claim_in=DAY))}, POLICY, NOW
         )[1],

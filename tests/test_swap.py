@@ -9,6 +9,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import hvac
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,6 +27,7 @@ from tests.fixtures_engine import EngineFactory
 from tests.records import put_record
 
 OVERLAP = timedelta(seconds=2)
+PREFIX = "monite/webhooks"
 URL = "https://consumer.example/hooks/monite"
 
 
@@ -289,3 +291,28 @@ def test_rotate_help_names_the_emergency_strategy() -> None:
     assert 0 == result.returncode
     assert "--strategy {regenerate,swap}" in text
     assert "for a leaked secret use --strategy regenerate" in text
+
+
+async def test_an_original_whose_record_was_lost_mid_swap_is_deleted_not_adopted(
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
+) -> None:
+    """M2: O's record deleted while retiring; S names O as predecessor, so O is deleted."""
+    original = await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine, overlap=timedelta(hours=1))
+    await engine.run_cycle()
+    (successor,) = set(monite.subscription_ids()) - {original}
+    root = hvac.Client(url=vault.address, token=vault.root_token, timeout=10)
+    root.secrets.kv.v2.delete_metadata_and_all_versions(
+        path=f"{PREFIX}/{original}", mount_point="secret"
+    )
+    report = await swap_engine(make_engine, overlap=timedelta(hours=1)).run_cycle()
+    assert ("swapped", "swap_predecessor") == next(
+        (o.kind, o.reason) for o in report.outcomes if o.subscription_id == original
+    )
+    assert [successor] == monite.subscription_ids()
+    assert 0 == monite.regenerate_count(original)
+    retired = await read(vault_settings, original)
+    assert ("retired", successor) == (retired.state, retired.successor_id)

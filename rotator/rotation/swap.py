@@ -371,7 +371,9 @@ class _Swap:
             written = await ctx.store.write(linked, cas=claimed.version)
         except VaultConflict:
             current = await read_back(ctx, self.sub.id)
-            if current is None or (current.exists and current.secret is not None):
+            # Vanished means no data at all (as the Committer reads it); anything
+            # else is another rotation's, which links or deletes by itself.
+            if current is None or current.secret is not None or current.rotation_id is not None:
                 self.log.info(events.ROTATION_CONFLICT, stage="link", successor_id=successor_id)
                 return False  # a recovery took over our claim: it links S itself
             try:  # O's record vanished (M1): write it again from memory
