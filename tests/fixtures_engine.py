@@ -15,6 +15,7 @@ import pytest
 from rotator.clock import Clock, SystemClock
 from rotator.config import MoniteSettings, RotationSettings, VaultSettings
 from rotator.engine import Engine
+from rotator.hooks import Hooks
 from rotator.monite import MoniteClient
 from rotator.policy import Policy
 from rotator.vault import VaultStore
@@ -41,6 +42,7 @@ async def make_engine(
         commit_retry_for: timedelta = timedelta(seconds=10),
         store: VaultStore | None = None,
         clock: Clock | None = None,
+        hooks: Hooks | None = None,
         **rotation: Any,
     ) -> Engine:
         clock = clock or SystemClock()
@@ -58,6 +60,7 @@ async def make_engine(
             ),
             owner=owner,
             clock=clock,
+            hooks=hooks,
         )
 
     yield factory

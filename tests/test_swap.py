@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.cli.plan import how, plan_row
-from rotator.config import VaultSettings
+from rotator.config import HookSettings, VaultSettings
+from rotator.hooks import Hooks
 from rotator.metrics import Metrics
 from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
@@ -24,6 +25,7 @@ from rotator.vault import VaultStore
 from tests.conftest import capture_audit
 from tests.daemon_harness import run_rotator
 from tests.fixtures_engine import EngineFactory
+from tests.receiver import Receiver
 from tests.records import put_record
 
 OVERLAP = timedelta(seconds=2)
@@ -316,3 +318,39 @@ async def test_an_original_whose_record_was_lost_mid_swap_is_deleted_not_adopted
     assert 0 == monite.regenerate_count(original)
     retired = await read(vault_settings, original)
     assert ("retired", successor) == (retired.state, retired.successor_id)
+
+
+async def test_hooks_hear_of_the_successor_and_of_the_retired_original(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """swap.committed names S (path, version, predecessor, deadline); swap.retired names O."""
+    original = await seed_due(monite, vault_settings)
+    key = Secret("k" * 64)
+    with Receiver(()) as consumer:
+        hooks = Hooks(
+            (HookSettings(url=consumer.url("/rotated"), secret=key),),
+            vault_mount="secret",
+            vault_prefix=PREFIX,
+        )
+        engine = swap_engine(make_engine, hooks=hooks)
+        await engine.run_cycle()
+        await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+        await engine.run_cycle()
+        await hooks.idle()
+        await hooks.aclose(1)
+        sent = [d.event for d in consumer.drain() if 200 == d.status]
+    (successor,) = monite.subscription_ids()
+    committed, retired = sent
+    assert ("swap.committed", successor, f"{PREFIX}/{successor}", original) == (
+        committed["event"],
+        committed["subscription_id"],
+        committed["vault_path"],
+        committed["predecessor_id"],
+    )
+    assert Secret(monite.current_secret(successor)).fingerprint() == committed["secret_fingerprint"]
+    assert committed["overlap_ends_at"].endswith("Z")
+    assert ("swap.retired", original, successor) == (
+        retired["event"],
+        retired["subscription_id"],
+        retired["successor_id"],
+    )
