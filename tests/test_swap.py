@@ -6,6 +6,7 @@ Monite is the emulator; Vault is the emulator and OpenBao (unless a test is emul
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -49,8 +50,8 @@ def names(captured: list[dict[str, Any]], prefix: str = "swap.") -> list[str]:
     return [e["event"] for e in captured if e["event"].startswith(prefix)]
 
 
-async def seed_due(monite: MoniteEmulator, vault_settings: VaultSettings) -> str:
-    original = monite.seed(url=URL, object_type="payable", event_types=("created", "updated"))
+async def seed_due(monite: MoniteEmulator, vault_settings: VaultSettings, url: str = URL) -> str:
+    original = monite.seed(url=url, object_type="payable", event_types=("created", "updated"))
     await put_record(vault_settings, original, monite.current_secret(original), timedelta(days=31))
     return original
 
@@ -354,3 +355,67 @@ async def test_hooks_hear_of_the_successor_and_of_the_retired_original(
         retired["subscription_id"],
         retired["successor_id"],
     )
+
+
+async def test_a_delete_whose_answer_was_lost_still_retires_the_original(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """The delete landed, its answer did not: the retried DELETE's 404 means gone; retire."""
+    original = await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine)
+    await engine.run_cycle()
+    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    monite.faults.drop_after_delete = 1
+    with capture_audit() as captured:
+        report = await engine.run_cycle()
+    assert report.ok
+    (successor,) = monite.subscription_ids()
+    deleted = [e for e in captured if e["event"] == "swap.deleted"]
+    assert [(original, True)] == [(e["subscription_id"], e["already_gone"]) for e in deleted]
+    assert "retired" == (await read(vault_settings, original)).state
+    assert successor != original
+
+
+async def test_two_replicas_racing_on_one_original_create_one_successor(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """Both decide to swap O at once: the claim's CAS lets one create; the other conflicts."""
+    originals = [await seed_due(monite, vault_settings, f"{URL}/{n}") for n in range(3)]
+    first, second = (swap_engine(make_engine, owner=f"replica-{n}") for n in (1, 2))
+    reports = await asyncio.gather(first.run_cycle(), second.run_cycle())
+    outcomes = Counter((o.kind, o.reason) for report in reports for o in report.outcomes)
+    # The loser either lost the CAS or, deciding later, already saw the winner's claim.
+    lost = {("conflict", "claimed_elsewhere"), ("skipped", "claimed")}
+    assert (3, 3) == (
+        outcomes[("swapped", "max_age_exceeded")],
+        sum(n for key, n in outcomes.items() if key in lost),
+    )
+    assert 3 == monite.request_count("create")
+    successors = set(monite.subscription_ids()) - set(originals)
+    records = [await read(vault_settings, s) for s in successors]
+    assert sorted(originals) == sorted(r.predecessor_id for r in records)
+
+
+async def test_twins_due_together_swap_one_at_a_time(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """Three subscriptions with one triple: one swaps per cycle, the others back off unharmed."""
+    twins = [await seed_due(monite, vault_settings) for _ in range(3)]
+    engine = swap_engine(make_engine, overlap=timedelta(hours=1))
+    per_cycle = []
+    for _ in range(3):
+        report = await engine.run_cycle()
+        per_cycle.append(
+            sorted((o.kind, o.reason) for o in report.outcomes if o.subscription_id in twins)
+        )
+    swapped = ("swapped", "max_age_exceeded")
+    busy = ("skipped", "swap_twin_busy")
+    retiring = ("skipped", "overlap")
+    assert [
+        [busy, busy, swapped],
+        [retiring, busy, swapped],
+        [retiring, retiring, swapped],
+    ] == per_cycle
+    records = [await read(vault_settings, t) for t in twins]
+    assert [0, 0, 0] == [r.swap_failures for r in records]
+    assert 6 == len(monite.subscription_ids())
