@@ -46,7 +46,7 @@ from rotator.policy import (
 from rotator.ports import RecordStore, SubscriptionSource
 from rotator.quarantine import Quarantine
 from rotator.reasons import Reason
-from rotator.rotation import Context, Outcome, OutcomeKind, rotate, swap, triple_of
+from rotator.rotation import Context, Outcome, OutcomeKind, rotate, swap
 from rotator.vault import VaultSetup
 
 log = structlog.get_logger("rotator.engine")
@@ -352,6 +352,15 @@ class Engine:
         try:
             if decision.strategy == "swap" or decision.swap_phase:
                 outcome = await swap(self._context, decision, self._listing, self._fence.successors)
+            elif decision.strategy_reason == Reason.SWAP_FALLBACK:
+                sub = decision.subscription
+                log.warning(
+                    audit.SWAP_FALLBACK,
+                    subscription_id=sub.id,
+                    object_type=sub.object_type,
+                    swap_failures=decision.record.swap_failures,
+                )
+                outcome = await rotate(self._context, decision)
             elif await self._adoption_fenced(decision):
                 outcome = self._skipped(decision, reason=Reason.SWAP_SUCCESSOR_PENDING)
             else:
@@ -376,7 +385,7 @@ class Engine:
         # `rotate --strategy swap` may be swapping. Only twins cost a read, and
         # a subscription is adopted once.
         sub = decision.subscription
-        twins = [t for t in self._listing if t.id != sub.id and triple_of(t) == triple_of(sub)]
+        twins = [t for t in self._listing if t.id != sub.id and t.triple == sub.triple]
         fresh: list[Record] = []
         for twin in twins:
             try:

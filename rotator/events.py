@@ -50,6 +50,7 @@ __all__ = [
     "SWAP_COMMITTED",
     "SWAP_CREATED",
     "SWAP_DELETED",
+    "SWAP_DUPLICATE_SUSPECTED",
     "SWAP_FAILED",
     "SWAP_FALLBACK",
     "SWAP_LINKED",
@@ -149,6 +150,7 @@ SWAP_ABORTED: Final = "swap.aborted"
 SWAP_RELEASED: Final = "swap.released"
 SWAP_FAILED: Final = "swap.failed"
 SWAP_FALLBACK: Final = "swap.fallback"
+SWAP_DUPLICATE_SUSPECTED: Final = "swap.duplicate_suspected"
 
 EVENTS: Final[frozenset[str]] = frozenset(
     {
@@ -211,5 +213,6 @@ EVENTS: Final[frozenset[str]] = frozenset(
         SWAP_RELEASED,
         SWAP_FAILED,
         SWAP_FALLBACK,
+        SWAP_DUPLICATE_SUSPECTED,
     }
 )

@@ -34,17 +34,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 OUTCOMES = tuple(kind.value for kind in OutcomeKind)
 SWAP_PHASES = ("swapping", "retiring", "deleting")
-# What a swap step came to (rotator_swaps_total{step}).
-SWAP_STEPS = ("committed", "retired", "undone", "aborted")
-_UNDONE = frozenset(
-    {
-        Reason.CREATE_REFUSED,
-        Reason.SWAP_TWIN_BUSY,
-        Reason.ORPHAN_AMBIGUOUS,
-        Reason.SWAP_CLAIM_EXPIRED,
-    }
-)
-_ABORTED = frozenset({Reason.SUCCESSOR_GONE, Reason.SUCCESSOR_DIVERGED})
+# What a swap step came to (rotator_swaps_total{step}); `fallback`: regenerated instead.
+SWAP_STEPS = ("committed", "retired", "undone", "aborted", "fallback")
 CYCLE_RESULTS = ("ok", "failed", "error")  # all good / some rotation failed / could not run
 
 # A cycle lists, then rotates at the rate limit: seconds for a few, minutes for thousands.
@@ -113,16 +104,6 @@ HOOK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 
 # Decisions that leave a subscription alone by policy; they are not "managed".
 DELIBERATELY_SKIPPED = frozenset({"disabled", "rule_skip", "unknown_status"})
-
-
-def _swap_step(kind: str, reason: str, *, retired: bool) -> str | None:
-    if kind == OutcomeKind.SWAPPED:
-        return "retired" if retired else "committed"
-    if reason in _UNDONE:
-        return "undone"
-    if reason in _ABORTED:
-        return "aborted"
-    return None
 
 
 def _labelled_counter(
@@ -226,7 +207,8 @@ class Metrics:
         self.swaps = _labelled_counter(
             "rotator_swaps",
             "Swap steps by result: successor committed, original retired, swap undone "
-            "(no successor), aborted (successor gone or changed).",
+            "(no successor), aborted (successor gone or changed, or the original adopted), "
+            "fallback (regenerated after three swaps without a successor).",
             "step",
             SWAP_STEPS,
             r,
@@ -263,9 +245,11 @@ class Metrics:
         """Account for one finished cycle."""
         for outcome in report.outcomes:
             self.rotations.labels(outcome.kind).inc()
-            step = _swap_step(outcome.kind, outcome.reason, retired=outcome.retired)
-            if step is not None:
-                self.swaps.labels(step).inc()
+            if outcome.swap_step is not None:
+                self.swaps.labels(outcome.swap_step).inc()
+        for decision in report.decisions:
+            if decision.action == "rotate" and decision.strategy_reason == Reason.SWAP_FALLBACK:
+                self.swaps.labels("fallback").inc()
             if outcome.exposure_seconds is not None:
                 self.exposure.observe(outcome.exposure_seconds)
         finished = report.finished_at or report.started_at

@@ -24,6 +24,16 @@ FENCED_STATES: frozenset[str] = frozenset({"rotating", "settling", "swapping", "
 # A successor's lineage keeps at most this many ancestors (rules follow it).
 MAX_LINEAGE = 64
 
+# What a swap's successor copies and an orphan is recognised by: url, object
+# type and the event types in sorted order.
+Triple = tuple[str | None, str | None, tuple[str, ...]]
+
+
+def triple(url: str | None, object_type: str | None, event_types: tuple[str, ...]) -> Triple:
+    """The triple of these fields: event types sorted, so order never tells two apart."""
+    return (url, object_type, tuple(sorted(event_types)))
+
+
 # Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
 # A copy, not a lookup: nothing may read test data at run time.
 MONITE_OBJECT_TYPES: tuple[str, ...] = (
@@ -94,6 +104,10 @@ class Subscription:
     @property
     def disabled(self) -> bool:
         return self.status == "disabled"
+
+    @property
+    def triple(self) -> Triple:
+        return triple(self.url, self.object_type, self.event_types)
 
     @property
     def status_known(self) -> bool:
@@ -171,6 +185,10 @@ class Record:
     swap_known_ids: tuple[str, ...] = ()
     swap_started_at: datetime | None = None
     swap_failures: int = 0
+    # The `active` version the swap started from, so an undo can prove, from
+    # Vault's history, that the secret it writes back is still that one.
+    swap_start_version: int | None = None
+    swap_start_created_time: datetime | None = None
     successor_id: str | None = None
     overlap_ends_at: datetime | None = None
     retired_at: datetime | None = None
@@ -181,9 +199,8 @@ class Record:
     created_time: datetime | None = field(default=None, compare=False)
 
     @property
-    def triple(self) -> tuple[str | None, str | None, tuple[str, ...]]:
-        """What a successor copies and an orphan is recognised by."""
-        return (self.url, self.object_type, tuple(sorted(self.event_types)))
+    def triple(self) -> Triple:
+        return triple(self.url, self.object_type, self.event_types)
 
     @property
     def exists(self) -> bool:
@@ -273,6 +290,7 @@ class Record:
             url=sub.url,
             object_type=sub.object_type,
             event_types=sub.event_types,
+            swap_failures=0,  # a new secret: a later swap starts counting afresh
         )
         if settle_for is None:
             return active
@@ -316,12 +334,18 @@ class Record:
         known_ids: tuple[str, ...],
     ) -> Record:
         """The claim and the intent to create a successor: `swapping`, secret untouched."""
+        resumed = self.state == "swapping" and swap_id == self.swap_id
         return replace(
             self.claimed(subscription, rotation_id=rotation_id, owner=owner, ttl=ttl, now=now),
             state="swapping",
             swap_id=swap_id,
             swap_known_ids=known_ids,
-            swap_started_at=self.swap_started_at if swap_id == self.swap_id else now,
+            swap_started_at=self.swap_started_at if resumed else now,
+            # A takeover keeps the start the intent recorded; a new swap starts from us.
+            swap_start_version=self.swap_start_version if resumed else self.version,
+            swap_start_created_time=(
+                self.swap_start_created_time if resumed else self.created_time
+            ),
             successor_id=None,
             overlap_ends_at=None,
         )
@@ -340,6 +364,8 @@ class Record:
             swap_id=None,
             swap_known_ids=(),
             swap_started_at=None,
+            swap_start_version=None,
+            swap_start_created_time=None,
             swap_failures=self.swap_failures + 1 if failed else self.swap_failures,
             successor_id=None,
             overlap_ends_at=None,
@@ -410,6 +436,21 @@ class Record:
             lineage=(*self.lineage, self.subscription_id)[-MAX_LINEAGE:],
         )
 
+    def vouched_by(self, start: Record) -> bool:
+        """True when `start` (read from history) is the `active` version this swap began from.
+
+        Then the secret this record carries is that version's, which nothing
+        but a swap of this subscription could have replaced (and swaps never
+        regenerate): writing it back as `active` keeps rule zero.
+        """
+        return (
+            self.swap_start_created_time is not None
+            and start.created_time == self.swap_start_created_time
+            and start.state == "active"
+            and start.secret is not None
+            and start.secret == self.secret
+        )
+
     def at_version(self, version: int, created_time: datetime | None = None) -> Record:
         return replace(self, version=version, created_time=created_time)
 
@@ -436,6 +477,8 @@ class Record:
             "swap_known_ids": list(self.swap_known_ids) or None,
             "swap_started_at": format_time(self.swap_started_at),
             "swap_failures": self.swap_failures or None,
+            "swap_start_version": self.swap_start_version,
+            "swap_start_created_time": format_time(self.swap_start_created_time),
             "successor_id": self.successor_id,
             "overlap_ends_at": format_time(self.overlap_ends_at),
             "retired_at": format_time(self.retired_at),
@@ -484,6 +527,8 @@ class Record:
             swap_known_ids=_str_tuple(data.get("swap_known_ids")),
             swap_started_at=parse_time(data.get("swap_started_at")),
             swap_failures=_count(data.get("swap_failures")),
+            swap_start_version=_count(data.get("swap_start_version")) or None,
+            swap_start_created_time=parse_time(data.get("swap_start_created_time")),
             successor_id=_opt_str(data.get("successor_id")),
             overlap_ends_at=parse_time(data.get("overlap_ends_at")),
             retired_at=parse_time(data.get("retired_at")),

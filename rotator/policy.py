@@ -23,6 +23,7 @@ from rotator.model import (
     DEFAULT_MAX_CLAIM_TTL,
     Record,
     Subscription,
+    Triple,
 )
 from rotator.reasons import EXPLANATIONS, RECOVERY_REASONS, SWAP_PHASE_REASONS, Reason
 
@@ -192,7 +193,7 @@ class SwapFence:
     by anyone but that swap: its secret is known only to the swap (or nobody).
     """
 
-    intents: Mapping[tuple[str | None, str | None, tuple[str, ...]], frozenset[str]]
+    intents: Mapping[Triple, frozenset[str]]
     successors: frozenset[str]
     # original -> successor, from successors' records: an original whose own
     # record was lost mid-swap (docs/swap.md, M2) is still known to be one.
@@ -200,7 +201,7 @@ class SwapFence:
 
     @classmethod
     def of(cls, records: Iterable[Record]) -> SwapFence:
-        intents: dict[tuple[str | None, str | None, tuple[str, ...]], frozenset[str]] = {}
+        intents: dict[Triple, frozenset[str]] = {}
         successors: set[str] = set()
         predecessors: dict[str, str] = {}
         for record in records:
@@ -217,12 +218,7 @@ class SwapFence:
         """True when an in-flight swap may have created `subscription`."""
         if subscription.id in self.successors:
             return True
-        triple = (
-            subscription.url,
-            subscription.object_type,
-            tuple(sorted(subscription.event_types)),
-        )
-        known = self.intents.get(triple)
+        known = self.intents.get(subscription.triple)
         return known is not None and subscription.id not in known
 
 

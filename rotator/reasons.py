@@ -77,6 +77,7 @@ class Reason(StrEnum):
     SUCCESSOR_DIVERGED = "successor_diverged"
     ORPHAN_AMBIGUOUS = "orphan_ambiguous"
     SWAP_FALLBACK = "swap_fallback"
+    DUPLICATE_SUSPECTED = "duplicate_suspected"
 
 
 EXPLANATIONS: Final[Mapping[Reason, str]] = {
@@ -204,6 +205,11 @@ EXPLANATIONS: Final[Mapping[Reason, str]] = {
     Reason.ORPHAN_AMBIGUOUS: (
         "more than one subscription nobody knows the secret of matches a lost create; none "
         "is deleted, an operator must choose"
+    ),
+    Reason.DUPLICATE_SUSPECTED: (
+        "the original's record was taken over by another rotation during its swap (it was "
+        "deleted and adopted), so the original was not linked to its successor: both "
+        "subscriptions stay and deliver until an operator deletes one"
     ),
     Reason.SWAP_FALLBACK: (
         "several swaps of this subscription ended without a successor; it is regenerated "

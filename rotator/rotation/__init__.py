@@ -16,6 +16,6 @@ The timing arithmetic the steps use (how long a rotation settles) is in
 from rotator.reasons import OutcomeKind
 from rotator.rotation._types import Context, Outcome
 from rotator.rotation.protocol import rotate
-from rotator.rotation.swap import swap, triple_of
+from rotator.rotation.swap import swap
 
-__all__ = ["Context", "Outcome", "OutcomeKind", "rotate", "swap", "triple_of"]
+__all__ = ["Context", "Outcome", "OutcomeKind", "rotate", "swap"]

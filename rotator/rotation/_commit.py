@@ -10,7 +10,13 @@ the rotation, stays in `protocol.py`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
@@ -148,3 +154,59 @@ def _is_ours(current: Record, rotation_id: str, written: Record) -> bool:
         and current.secret is not None
         and current.secret == written.secret
     )
+
+
+class Start(Enum):
+    """What the version a claim replaced says about the record a decision was made on."""
+
+    VERIFIED = "verified"  # it is that record: the decision's view of the secret holds
+    UNVERIFIED = "unverified"  # it could not be read: nothing can be vouched for
+    REPLACED = "replaced"  # someone else's record: it was put back, and the claim undone
+
+
+async def check_start(
+    ctx: Context,
+    start: Record,
+    claimed: Record,
+    *,
+    restore_window: timedelta,
+    log: FilteringBoundLogger,
+) -> Start:
+    """Compare the version our claim replaced with `start`, by `created_time`.
+
+    A cached record is the usual start, and after someone deletes a record's
+    metadata Vault numbers its versions from 1 again: `cas=v` can then land
+    on a different record at the same version, even another rotation's live
+    claim. The version our claim replaced is still in Vault's history. When it
+    differs, it is written back as it was (a version without data as `stale`
+    for `restore_window`) and the caller undoes nothing else.
+    """
+    if not start.exists:
+        return Start.VERIFIED  # cas=0 created the record: nothing was replaced
+    try:
+        replaced = await ctx.store.read(start.subscription_id, version=claimed.version - 1)
+    except VaultError:
+        return Start.UNVERIFIED
+    if start.created_time is not None and replaced.created_time == start.created_time:
+        return Start.VERIFIED
+    restore = replaced if replaced.secret is not None else replaced.stale(restore_window)
+    with contextlib.suppress(VaultError):  # else our claim stays and expires
+        ctx.remember(await ctx.store.write(restore, cas=claimed.version))
+    ctx.reread(start.subscription_id)
+    log.warning(events.ROTATION_CONFLICT, stage="claim", error="the cached record was replaced")
+    return Start.REPLACED
+
+
+@contextlib.contextmanager
+def secret_in_memory(log: FilteringBoundLogger, event: str, **fields: Any) -> Iterator[None]:
+    """Say loudly which secret dies if the block ends by cancellation or a bug.
+
+    Around a commit while a new secret is held in this process only: a drain
+    that ran out of time cancels it, and the secret dies with the frame. The
+    claim is still in Vault, so recovery deals with the subscription later.
+    """
+    try:
+        yield
+    except (asyncio.CancelledError, Exception) as exc:
+        log.critical(event, stage="commit", error=f"{type(exc).__name__}: {exc}", **fields)
+        raise

@@ -40,6 +40,8 @@ class Outcome:
     successor_id: str | None = None
     overlap_ends_at: datetime | None = None
     retired: bool = False  # the original was deleted and its record retired
+    # What this swap step came to, for rotator_swaps_total: committed, retired, undone, aborted.
+    swap_step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

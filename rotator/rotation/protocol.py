@@ -19,8 +19,6 @@ arithmetic, pure, in `rotator.policy`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -39,7 +37,13 @@ from rotator.model import Record, format_time
 from rotator.policy import Decision
 from rotator.reasons import OutcomeKind, Reason
 from rotator.retry import monite_backoff, retry
-from rotator.rotation._commit import Committer, read_back
+from rotator.rotation._commit import (
+    Committer,
+    Start,
+    check_start,
+    read_back,
+    secret_in_memory,
+)
 from rotator.rotation._types import (
     CommitFailed,
     Context,
@@ -151,36 +155,16 @@ class _Rotation:
     async def verify_start(self, claimed: Record) -> Outcome | None:
         """Check that the version our claim replaced is the record we decided on.
 
-        A cached record is the usual start, and after someone deletes a record's
-        metadata Vault numbers its versions from 1 again: `cas=v` can then land
-        on a different record at the same version, even another rotation's live
-        claim. The version our claim replaced is still in Vault's history, so
-        it is read back and compared by `created_time`. When it differs, the
-        claim is undone (that record written back as it was) and nothing is
-        regenerated. When it cannot be read, the start is not trusted: the
-        commit settles and a release writes `stale`.
+        `check_start` says why this matters. When it cannot be read, the start
+        is not trusted: the commit settles and a release writes `stale`.
         """
-        self.start_verified = False
-        start = self.start
-        if not start.exists:
-            return None  # cas=0 created the record: nothing was replaced
-        try:
-            replaced = await self.ctx.store.read(self.sub.id, version=claimed.version - 1)
-        except VaultError:
-            return None
-        if start.created_time is not None and replaced.created_time == start.created_time:
-            self.start_verified = True
-            return None
-        # Someone else's record: put it back as it was (a record without data as
-        # `stale`), and decide again from a fresh read next cycle.
-        restore = replaced if replaced.secret is not None else replaced.stale(self.settle_for())
-        with contextlib.suppress(VaultError):  # else our claim stays and expires
-            self.ctx.remember(await self.ctx.store.write(restore, cas=claimed.version))
-        self.ctx.reread(self.sub.id)
-        self.log.warning(
-            events.ROTATION_CONFLICT, stage="claim", error="the cached record was replaced"
+        checked = await check_start(
+            self.ctx, self.start, claimed, restore_window=self.settle_for(), log=self.log
         )
-        return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+        self.start_verified = checked is Start.VERIFIED and self.start.exists
+        if checked is Start.REPLACED:
+            return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+        return None
 
     # -- step 3: regenerate ------------------------------------------------------
 
@@ -284,21 +268,17 @@ class _Rotation:
         )
         committer = Committer(ctx, self.sub.id, self.rotation_id, self.log)
         try:
-            committed = await committer.write(record, cas=claimed.version, fingerprint=fingerprint)
-        except (asyncio.CancelledError, Exception) as exc:
-            # Cancelled (a drain that ran out of time) or a bug: the secret dies with
-            # this frame. Say which subscription; its claim is still in Vault, so
-            # recovery rotates it when the claim expires.
-            self.log.critical(
+            with secret_in_memory(
+                self.log,
                 events.ROTATION_FAILED,
-                stage="commit",
-                error=f"{type(exc).__name__}: {exc}",
                 rotation_id=self.rotation_id,
                 secret_fingerprint=fingerprint,
                 recovery_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
-            )
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            ):
+                committed = await committer.write(
+                    record, cas=claimed.version, fingerprint=fingerprint
+                )
+        except Exception as exc:  # a bug, logged above; a cancellation goes on up
             return self.outcome(
                 OutcomeKind.FAILED,
                 Reason.INTERNAL_ERROR,

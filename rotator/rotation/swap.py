@@ -23,27 +23,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 import structlog
 
-from rotator import events
+from rotator import events, policy
 from rotator.errors import MoniteError, MoniteNotFound, VaultConflict, VaultError
-from rotator.model import Created, Record, Subscription, format_time
+from rotator.model import SWAP_STATES, Created, Record, Subscription, format_time
 from rotator.policy import Decision
 from rotator.reasons import OutcomeKind, Reason
 from rotator.retry import monite_backoff, retry
-from rotator.rotation._commit import Committer, read_back
+from rotator.rotation._commit import (
+    Committer,
+    Start,
+    check_start,
+    read_back,
+    secret_in_memory,
+)
 from rotator.rotation._types import CommitFailed, Context, Outcome, Superseded
 
 log = structlog.get_logger("rotator.rotation")
-
-Triple = tuple[str | None, str | None, tuple[str, ...]]
-
-
-def triple_of(subscription: Subscription) -> Triple:
-    """What a successor copies and an orphan is recognised by."""
-    return (subscription.url, subscription.object_type, tuple(sorted(subscription.event_types)))
 
 
 async def swap(
@@ -58,6 +58,14 @@ async def swap(
     `successors` the ids that records in Vault name as a successor.
     """
     return await _Swap(ctx, decision, listing, successors).run()
+
+
+class Link(Enum):
+    """What step 6 came to."""
+
+    LINKED = "linked"  # O is `retiring`, its deadline written
+    DEFERRED = "deferred"  # not now: O's claim stays, and its recovery links S
+    TAKEN = "taken"  # another rotation owns O's record: no link, both deliver
 
 
 class _Swap:
@@ -77,7 +85,12 @@ class _Swap:
         self.listing = listing
         self.successors = successors
         self.rotation_id = uuid.uuid4().hex
-        self.swap_id = self.start.swap_id or uuid.uuid4().hex
+        # A swap in flight keeps its id across takeovers; a new one (even of a
+        # successor, which carries its parent's id) gets its own.
+        resumed = self.start.state in SWAP_STATES and self.start.swap_id is not None
+        self.swap_id = self.start.swap_id if resumed and self.start.swap_id else uuid.uuid4().hex
+        # True once this process verified the `active` start of its own swap.
+        self.vouched = False
         self.need = 2 * ctx.monite.request_timeout
         self.deadline = 0.0
         # Vault's time at our claim and the monotonic time then: later times need no call.
@@ -112,9 +125,7 @@ class _Swap:
     async def begin(self) -> Outcome:
         """Steps 1 to 6: a new swap of an `active` original."""
         known = tuple(
-            sorted(
-                {s.id for s in self.listing if triple_of(s) == triple_of(self.sub)} | {self.sub.id}
-            )
+            sorted({s.id for s in self.listing if s.triple == self.sub.triple} | {self.sub.id})
         )
         claimed = await self.claim(
             lambda now: self.start.swap_claimed(
@@ -129,8 +140,12 @@ class _Swap:
         )
         if isinstance(claimed, Outcome):
             return claimed
-        if not await self.start_verified(claimed):
-            return await self.give_back_stale(claimed)
+        checked = await self.check_start(claimed)
+        if checked is Start.REPLACED:
+            return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+        if checked is Start.UNVERIFIED:
+            return await self.undo(claimed, Reason.VAULT_ERROR, failed=False)
+        self.vouched = True
         self.log.info(
             events.SWAP_STARTED,
             vault_version=claimed.version,
@@ -175,28 +190,22 @@ class _Swap:
         vault_time, local = self.claimed_at
         return vault_time + timedelta(seconds=self.ctx.clock.monotonic() - local)
 
-    async def start_verified(self, claimed: Record) -> bool:
-        """The version our claim replaced is the `active` record we decided on (v2's check)."""
+    async def check_start(self, claimed: Record) -> Start:
+        """v2's check of the version our claim replaced (`check_start`); restores another's."""
+        window = policy.unseen_claim_window(self.ctx.claim_ttl, self.ctx.max_claim_ttl)
+        return await check_start(self.ctx, self.start, claimed, restore_window=window, log=self.log)
+
+    async def start_vouched(self, claimed: Record) -> bool:
+        """May `claimed`'s secret be written back `active`? Only if the swap's start proves it."""
+        if self.vouched:
+            return True
+        if claimed.swap_start_version is None:
+            return False
         try:
-            replaced = await self.ctx.store.read(self.sub.id, version=claimed.version - 1)
+            start = await self.ctx.store.read(self.sub.id, version=claimed.swap_start_version)
         except VaultError:
             return False
-        start = self.start
-        return start.created_time is not None and replaced.created_time == start.created_time
-
-    async def give_back_stale(self, claimed: Record) -> Outcome:
-        """We cannot vouch for what our claim replaced: hand it to protocol v2 as `stale`."""
-        window = min(2 * self.ctx.claim_ttl, self.ctx.max_claim_ttl)
-        try:
-            self.ctx.remember(
-                await self.ctx.store.write(claimed.stale(window), cas=claimed.version)
-            )
-        except VaultError:
-            self.ctx.reread(self.sub.id)  # the claim expires; recovery undoes it
-        self.log.warning(
-            events.SWAP_RELEASED, reason=Reason.RECORD_REPLACED, rotation_id=self.rotation_id
-        )
-        return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+        return claimed.vouched_by(start)
 
     # -- step 3: a twin that is swapping first ---------------------------------------------
 
@@ -204,7 +213,7 @@ class _Swap:
         """The id of a twin (same triple) whose swap claim is older than ours, if any."""
         ours = (claimed.created_time, self.sub.id)
         for twin in self.listing:
-            if twin.id == self.sub.id or triple_of(twin) != triple_of(self.sub):
+            if twin.id == self.sub.id or twin.triple != self.sub.triple:
                 continue
             try:
                 record = await self.ctx.store.read(twin.id)
@@ -290,7 +299,18 @@ class _Swap:
             created, rotation_id=self.rotation_id, at=at, overlap=ctx.overlap
         )
         committer = Committer(ctx, successor_id, self.rotation_id, self.log)
-        committed = await committer.write(record, cas=0, fingerprint=fingerprint)
+        try:
+            with secret_in_memory(
+                self.log,
+                events.SWAP_FAILED,
+                successor_id=successor_id,
+                rotation_id=self.rotation_id,
+                secret_fingerprint=fingerprint,
+                recovery_at=format_time(claimed.fence_ends(ctx.max_claim_ttl)),
+            ):
+                committed = await committer.write(record, cas=0, fingerprint=fingerprint)
+        except Exception as exc:  # a bug, logged above; recovery deletes S as an orphan
+            return self.outcome(OutcomeKind.FAILED, Reason.INTERNAL_ERROR, error=str(exc))
         if isinstance(committed, CommitFailed):
             return await self.commit_failed(claimed, successor_id, fingerprint, committed.error)
         exposure = ctx.clock.monotonic() - received
@@ -315,10 +335,20 @@ class _Swap:
                 exposure_ms=round(exposure * 1000, 3),
             )
         overlap_ends = overlap_from + ctx.overlap
-        await self.link(claimed, successor_id, overlap_ends)
+        linked = await self.link(claimed, successor_id, overlap_ends)
+        if linked is Link.TAKEN:
+            return self.outcome(
+                OutcomeKind.FAILED,
+                Reason.DUPLICATE_SUSPECTED,
+                successor_id=successor_id,
+                swap_step="aborted",
+            )
         if isinstance(committed, Superseded):
             return self.outcome(
-                OutcomeKind.SWAPPED, self.decision.reason, successor_id=successor_id
+                OutcomeKind.SWAPPED,
+                self.decision.reason,
+                successor_id=successor_id,
+                swap_step="committed",
             )
         return self.outcome(
             OutcomeKind.SWAPPED,
@@ -328,7 +358,8 @@ class _Swap:
             secret_fingerprint=fingerprint,
             exposure_seconds=exposure,
             rotated_at=committed.rotated_at,
-            overlap_ends_at=overlap_ends,
+            overlap_ends_at=overlap_ends if linked is Link.LINKED else None,
+            swap_step="committed",
         )
 
     async def commit_failed(
@@ -363,29 +394,38 @@ class _Swap:
         )
         return self.outcome(OutcomeKind.FAILED, Reason.COMMIT_FAILED, error=error)
 
-    async def link(self, claimed: Record, successor_id: str, overlap_ends: datetime) -> bool:
-        """Step 6: O becomes `retiring`; if this fails, recovery links (it finds S by swap id)."""
+    async def link(self, claimed: Record, successor_id: str, overlap_ends: datetime) -> Link:
+        """Step 6: O becomes `retiring`; when it cannot, say who will (`Link`)."""
         ctx = self.ctx
         linked = claimed.linked(successor_id, overlap_ends)
         try:
             written = await ctx.store.write(linked, cas=claimed.version)
         except VaultConflict:
             current = await read_back(ctx, self.sub.id)
-            # Vanished means no data at all (as the Committer reads it); anything
-            # else is another rotation's, which links or deletes by itself.
-            if current is None or current.secret is not None or current.rotation_id is not None:
+            if current is None or (current.state == "swapping" and current.swap_id == self.swap_id):
+                # Our claim was taken over: that recovery finds S by its swap id and links.
                 self.log.info(events.ROTATION_CONFLICT, stage="link", successor_id=successor_id)
-                return False  # a recovery took over our claim: it links S itself
+                return Link.DEFERRED
+            if current.secret is not None or current.rotation_id is not None:
+                # Another rotation owns O's record now (it was deleted and adopted):
+                # O will not be retired, and both subscriptions deliver.
+                self.log.critical(
+                    events.SWAP_DUPLICATE_SUSPECTED,
+                    successor_id=successor_id,
+                    holder=current.rotation_id,
+                    holder_state=current.state,
+                )
+                return Link.TAKEN
             try:  # O's record vanished (M1): write it again from memory
                 written = await ctx.store.write(linked, cas=current.version)
             except VaultError as exc:
                 self.log.error(events.SWAP_FAILED, stage="link", error=str(exc))
                 ctx.reread(self.sub.id)
-                return False
+                return Link.DEFERRED
         except VaultError as exc:
             self.log.error(events.SWAP_FAILED, stage="link", error=str(exc))
             ctx.reread(self.sub.id)
-            return False
+            return Link.DEFERRED
         ctx.remember(written)
         self.log.info(
             events.SWAP_LINKED,
@@ -393,7 +433,7 @@ class _Swap:
             vault_version=written.version,
             overlap_ends_at=format_time(overlap_ends),
         )
-        return True
+        return Link.LINKED
 
     # -- undo: the swap ends without a successor -------------------------------------------------
 
@@ -406,16 +446,34 @@ class _Swap:
         kind: OutcomeKind | None = None,
         **fields: Any,
     ) -> Outcome:
-        """Write O back `active` (its secret was never touched); `failed` counts toward fallback."""
-        undone = claimed.swap_undone(failed=failed)
+        """Write O back `active`, its secret never touched; `failed` counts toward fallback.
+
+        `active` only when the swap's start proves the secret (`start_vouched`):
+        otherwise `stale`, and protocol v2 regenerates it, as rule zero asks.
+        """
+        undone = await self.restored(claimed, failed=failed)
         try:
             self.ctx.remember(await self.ctx.store.write(undone, cas=claimed.version))
         except VaultError:
             self.ctx.reread(self.sub.id)  # the claim stays; recovery undoes it
-        self.log.info(events.SWAP_RELEASED, reason=reason, rotation_id=self.rotation_id, **fields)
+        self.log.info(
+            events.SWAP_RELEASED,
+            reason=reason,
+            rotation_id=self.rotation_id,
+            state=undone.state,
+            **fields,
+        )
         if kind is None:
             kind = OutcomeKind.FAILED if failed else OutcomeKind.SKIPPED
-        return self.outcome(kind, reason, error=fields.get("error"))
+        return self.outcome(kind, reason, error=fields.get("error"), swap_step="undone")
+
+    async def restored(self, claimed: Record, *, failed: bool) -> Record:
+        """The original as a swap that ended without a successor leaves it."""
+        undone = claimed.swap_undone(failed=failed)
+        if await self.start_vouched(claimed):
+            return undone
+        window = policy.unseen_claim_window(self.ctx.claim_ttl, self.ctx.max_claim_ttl)
+        return undone.stale(window)
 
     # -- recovery of an expired `swapping` claim ------------------------------------------------
 
@@ -435,10 +493,18 @@ class _Swap:
         )
         if isinstance(claimed, Outcome):
             return claimed
+        checked = await self.check_start(claimed)
+        if checked is Start.REPLACED:
+            return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+        if checked is Start.UNVERIFIED:
+            # Never delete anything on a record we cannot vouch for: try again later.
+            self.log.error(events.SWAP_FAILED, stage="recover", error="takeover not verified")
+            return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR)
         known = set(start.swap_known_ids) | {self.sub.id}
         candidates: list[str] = []
+        managed: list[str] = []
         for other in self.listing:
-            if other.id in known or triple_of(other) != start.triple:
+            if other.id in known or other.triple != start.triple:
                 continue
             try:
                 record = await self.ctx.store.read(other.id)
@@ -449,6 +515,12 @@ class _Swap:
                 return await self.resume_link(claimed, record)
             if not record.exists and other.id not in self.successors:
                 candidates.append(other.id)
+            elif record.secret is not None:
+                managed.append(other.id)
+        if managed:
+            # Created after the intent and already managed: our successor adopted
+            # before its commit, or a twin someone made meanwhile. Both deliver.
+            self.log.warning(events.SWAP_DUPLICATE_SUSPECTED, others=sorted(managed))
         if len(candidates) > 1:
             self.log.critical(events.SWAP_ORPHAN_AMBIGUOUS, candidates=sorted(candidates))
             return await self.undo(claimed, Reason.ORPHAN_AMBIGUOUS, failed=True)
@@ -481,7 +553,14 @@ class _Swap:
         if overlap_from is None:
             overlap_from = self.vault_time()  # later than S's creation: a longer overlap, safe
         overlap_ends = overlap_from + self.ctx.overlap
-        await self.link(claimed, successor.subscription_id, overlap_ends)
+        linked = await self.link(claimed, successor.subscription_id, overlap_ends)
+        if linked is Link.TAKEN:
+            return self.outcome(
+                OutcomeKind.FAILED,
+                Reason.DUPLICATE_SUSPECTED,
+                successor_id=successor.subscription_id,
+                swap_step="aborted",
+            )
         self.log.info(
             events.SWAP_RECOVERED, phase="committed", successor_id=successor.subscription_id
         )
@@ -494,7 +573,8 @@ class _Swap:
                 successor.secret.fingerprint() if successor.secret is not None else None
             ),
             rotated_at=successor.rotated_at,
-            overlap_ends_at=overlap_ends,
+            overlap_ends_at=overlap_ends if linked is Link.LINKED else None,
+            swap_step="committed",
         )
 
     # -- steps 8 to 11: after the overlap, delete the original and retire its record ----------
@@ -509,6 +589,12 @@ class _Swap:
         )
         if isinstance(claimed, Outcome):
             return claimed
+        checked = await self.check_start(claimed)
+        if checked is Start.REPLACED:
+            return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+        if checked is Start.UNVERIFIED:  # the claim stays; its takeover tries again
+            self.log.error(events.SWAP_FAILED, stage="delete", error="claim not verified")
+            return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR)
         self.log.info(
             events.SWAP_OVERLAP_ENDED,
             successor_id=start.successor_id,
@@ -552,6 +638,8 @@ class _Swap:
             vault_version=retired.version,
             secret_fingerprint=retired.retired_secret_fingerprint,
             retired=True,
+            # Deleting a retired original again (list lag, a straggler) is no new step.
+            swap_step="retired" if start.state != "retired" else None,
         )
 
     async def successor_problem(self, claimed: Record) -> Outcome | None:
@@ -577,7 +665,7 @@ class _Swap:
         if record.secret is None:
             # Nobody can know S's secret: delete S rather than leave it delivering.
             return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=successor_id)
-        if triple_of(at_monite) != claimed.triple:
+        if at_monite.triple != claimed.triple:
             return await self.abort(claimed, Reason.SUCCESSOR_DIVERGED, delete=None)
         return None
 
@@ -593,12 +681,12 @@ class _Swap:
         getattr(self.log, level)(
             events.SWAP_ABORTED, abort_reason=reason, successor_id=claimed.successor_id
         )
-        restored = claimed.swap_undone() if claimed.secret is not None else claimed.stale()
+        restored = await self.restored(claimed, failed=True)
         try:
             self.ctx.remember(await self.ctx.store.write(restored, cas=claimed.version))
         except VaultError:
             self.ctx.reread(self.sub.id)
-        return self.outcome(OutcomeKind.FAILED, reason)
+        return self.outcome(OutcomeKind.FAILED, reason, swap_step="aborted")
 
 
-__all__ = ["swap", "triple_of"]
+__all__ = ["swap"]
