@@ -27,6 +27,7 @@ from tests.perf.common import FULL, QUICK, REPO_ROOT, Budget, ForeignLoad, Profi
 from tests.perf.consumers import run_g
 from tests.perf.memory import run_d, run_e
 from tests.perf.steady import run_b
+from tests.perf.swap import run_h, run_j
 from tests.perf.throughput import run_a, run_c
 
 BUSY_HOST = 0.2  # share of the CPUs used by others above which the table warns
@@ -42,6 +43,8 @@ SCENARIOS: dict[str, tuple[str, Runner]] = {
     "e": ("e. memory vs subscriptions listed", run_e),
     "f": ("f. emulators alone", run_f),
     "g": ("g. consumer continuity and hook overhead", run_g),
+    "h": ("h. swap cost at the rate limit", run_h),
+    "j": ("j. consumer continuity, regenerate vs swap", run_j),
 }
 
 
@@ -50,7 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),
-        help="comma-separated scenarios to run (default: all of a,b,c,d,e,f,g)",
+        help="comma-separated scenarios to run (default: all of a,b,c,d,e,f,g,h,j)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller sizes and budgets (about 4 minutes)"

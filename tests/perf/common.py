@@ -36,6 +36,8 @@ class Profile:
     g_seconds: float  # scenario g: how long consumers receive deliveries across rotations
     g_long_poll: bool  # scenario g: include the 60 s poller (needs minutes of real time)
     g_pairs: int  # scenario g: runs of a's cycle with and without a hook, alternated
+    h_subscriptions: int  # scenario h: originals due at once, swapped (and regenerated)
+    j_seconds: tuple[float, float]  # scenario j: the 5 s and the 60 s pollers' worlds
     timeouts: dict[str, float]
 
 
@@ -50,7 +52,19 @@ FULL = Profile(
     g_seconds=420.0,
     g_long_poll=True,
     g_pairs=3,
-    timeouts={"a": 240, "b": 180, "c": 120, "d": 60, "e": 420, "f": 90, "g": 900},
+    h_subscriptions=1000,
+    j_seconds=(150.0, 420.0),
+    timeouts={
+        "a": 240,
+        "b": 180,
+        "c": 120,
+        "d": 60,
+        "e": 420,
+        "f": 90,
+        "g": 900,
+        "h": 420,
+        "j": 800,
+    },
 )
 
 QUICK = Profile(
@@ -64,7 +78,19 @@ QUICK = Profile(
     g_seconds=40.0,
     g_long_poll=False,
     g_pairs=3,
-    timeouts={"a": 60, "b": 60, "c": 40, "d": 30, "e": 60, "f": 40, "g": 150},
+    h_subscriptions=100,
+    j_seconds=(45.0, 0.0),
+    timeouts={
+        "a": 60,
+        "b": 60,
+        "c": 40,
+        "d": 30,
+        "e": 60,
+        "f": 40,
+        "g": 150,
+        "h": 120,
+        "j": 100,
+    },
 )
 
 

@@ -61,11 +61,11 @@ import hvac
 
 from rotator.app import open_engine
 from rotator.config import load_settings
-from rotator.consumer import Lookup, SecretRecord, VaultSecretSource, Verifier
-from rotator.consumer.app import ConsumerApp, read_hook_key
+from rotator.consumer import Deduplicator, Lookup, SecretRecord, VaultSecretSource, Verifier
+from rotator.consumer.app import DEFAULT_DEDUPE_TTL, ConsumerApp, read_hook_key
 from rotator.engine import Engine
 from rotator.model import Record, parse_time
-from rotator.policy import Force
+from rotator.policy import Force, Strategy
 from rotator.reasons import OutcomeKind
 from rotator.sandbox.deliveries import DeliverySender, DeliverySnapshot
 from rotator.sandbox.demo import ROTATOR_POLICY_HCL
@@ -93,6 +93,8 @@ SEED = 20261127
 WARMUP = 1.5  # seconds of deliveries before the first rotation: every record read once
 MAX_TURNS = 100_000  # the scheduler's loop bound (it sleeps at most 1 s a turn)
 MAX_PROBED = 2_000_000  # answers a probe keeps (a full run records about 50,000)
+SWAP_TICK = 1.0  # seconds between unforced cycles when a kind swaps: they end the overlaps
+OBJECT_TYPES = ("payable", "receivable", "counterpart")  # one triple per subscription (row j)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Kind:
     subscriptions: int  # per consumer
     gap: tuple[float, float]  # seconds between two rotations of this kind, uniform
     long: bool = False  # needs minutes of real time: the full profile only
+    strategy: Strategy = "regenerate"  # how its rotations replace the secret (row j: both)
 
 
 KINDS: tuple[Kind, ...] = (
@@ -132,6 +135,7 @@ class Probe:
 
     answers: list[tuple[float, str, int, int]] = field(default_factory=list)
     dropped: int = 0
+    duplicates: int = 0  # verified deliveries the consumer's deduplicator dropped
     polls: list[tuple[float, float]] = field(default_factory=list)  # (start, end), unix time
     _seen: threading.local = field(default_factory=threading.local)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -139,11 +143,12 @@ class Probe:
     def saw(self, record: SecretRecord | None) -> None:
         self._seen.version = 0 if record is None else record.version
 
-    def answered(self, subscription_id: str, status: int) -> None:
+    def answered(self, subscription_id: str, status: int, *, duplicate: bool = False) -> None:
         at = time.time()
         version = int(getattr(self._seen, "version", 0))
         self._seen.version = 0
         with self._lock:
+            self.duplicates += 1 if duplicate else 0
             if len(self.answers) < MAX_PROBED:
                 self.answers.append((at, subscription_id, status, version))
             else:
@@ -182,7 +187,8 @@ class ProbedConsumer(ConsumerApp):
         status, answer = super().handle_delivery(headers, body)
         subscription_id = answer.get("subscription_id")
         if isinstance(subscription_id, str):
-            self.probe.answered(subscription_id, status)
+            duplicate = answer.get("status") == "duplicate"
+            self.probe.answered(subscription_id, status, duplicate=duplicate)
         return status, answer
 
     def poll_once(self) -> None:
@@ -221,13 +227,33 @@ class Continuity:
     deliveries: DeliverySnapshot
     hooks: HookLatencies
     seconds: float
+    retired: int = 0  # originals a swap deleted at Monite and retired in Vault
 
 
 class World:
     """Emulators, consumers of every kind, deliveries; a context manager that stops all."""
 
-    def __init__(self, kinds: Sequence[Kind], workdir: Path, rng: random.Random) -> None:
+    def __init__(
+        self,
+        kinds: Sequence[Kind],
+        workdir: Path,
+        rng: random.Random,
+        *,
+        settings: str = "",
+        dedupe: bool = False,
+        distinct_triples: bool = False,
+    ) -> None:
+        """`settings` (TOML), `dedupe` and `distinct_triples` are row j's; g uses none of them.
+
+        `dedupe`: every consumer drops duplicates by event id, as `make_server`
+        does by default. `distinct_triples`: a consumer's subscriptions differ
+        in object_type, so none is another's twin and every event a consumer
+        receives twice is a swap's fan-out (g's share one triple).
+        """
         self.kinds = list(kinds)
+        self._settings = settings
+        self._dedupe = dedupe
+        self._distinct_triples = distinct_triples
         self._workdir = workdir
         self._rng = rng
         self._stack = contextlib.ExitStack()
@@ -262,6 +288,7 @@ class World:
                     Verifier(source, reread=kind.reread),
                     hook_key=read_hook_key(hook_key) if kind.hook else None,
                     poll_interval=kind.poll,
+                    deduplicator=Deduplicator(DEFAULT_DEDUPE_TTL) if self._dedupe else None,
                     name=f"bench-{kind.key}-{n}",
                 )
                 app.start()
@@ -273,7 +300,15 @@ class World:
                         f'secret_file = "{hook_key}"\ntimeout = "2s"\n'
                     )
             self.consumers[kind.key] = apps
-        self.config_path.write_text("\n".join(hook_tables))
+        # A policy rule per swapping consumer's URL: its subscriptions (and their
+        # successors, which keep the URL) swap; everything else regenerates.
+        rules = [
+            f'[[policy.rules]]\nurl = "{app.url}/*"\nstrategy = "swap"\n'
+            for kind in self.kinds
+            if kind.strategy == "swap"
+            for app in self.consumers[kind.key]
+        ]
+        self.config_path.write_text("\n".join([self._settings, *rules, *hook_tables]))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -302,14 +337,15 @@ class World:
             for app in self.consumers[kind.key]:
                 url = f"{app.url}/webhooks"
                 mine: list[str] = []
-                for _ in range(kind.subscriptions):
-                    sid = self.monite.seed(url=url, object_type="payable")
+                for n in range(kind.subscriptions):
+                    object_type = OBJECT_TYPES[n % 3] if self._distinct_triples else "payable"
+                    sid = self.monite.seed(url=url, object_type=object_type)
                     record = Record(
                         subscription_id=sid,
                         secret=Secret(self.monite.current_secret(sid)),
                         rotated_at=now,
                         url=url,
-                        object_type="payable",
+                        object_type=object_type,
                         event_types=("created", "updated"),
                     )
                     self.vault.kv_write(MOUNT, f"{PREFIX}/{sid}", record.to_vault())
@@ -344,12 +380,22 @@ class World:
 
 async def _rotate(
     engine: Engine, world: World, duration: float, rng: random.Random
-) -> tuple[list[Commit], int]:
-    """Force each group's rotations at its random times for `duration` seconds."""
+) -> tuple[list[Commit], int, int]:
+    """Force each group's rotations at its random times for `duration` seconds.
+
+    Returns the commits, the forced rotations that did not commit and the
+    originals a swap retired. A swapping group's next rotation forces its
+    successors (a group's ids follow their lineage); between forced cycles,
+    when a kind swaps, an unforced cycle every `SWAP_TICK` seconds ends the
+    overlaps that are over, as the daemon's schedule would.
+    """
     commits: list[Commit] = []
     not_committed = 0
+    retired = 0
+    swapping = any(kind.strategy == "swap" for kind, _ in world.groups)
     start = time.monotonic()
     end = start + duration
+    next_tick = start + SWAP_TICK if swapping else math.inf
     next_at: list[float] = []
     for kind, _ in world.groups:
         first = start + rng.uniform(0.5, kind.gap[1])
@@ -360,54 +406,95 @@ async def _rotate(
             break
         due = [n for n, at in enumerate(next_at) if at <= now]
         if not due:
-            wake = min(min(next_at), end)
+            if now >= next_tick:
+                report = await engine.run_cycle()
+                retired += sum(1 for o in report.outcomes if o.retired)
+                next_tick = time.monotonic() + SWAP_TICK
+                continue
+            wake = min(min(next_at), end, next_tick)
             await asyncio.sleep(max(0.0, min(wake - now, 1.0)))
             continue
-        ids = frozenset(sid for n in due for sid in world.groups[n][1])
+        group_of = {sid: n for n in due for sid in world.groups[n][1]}
+        ids = frozenset(group_of)
         report = await engine.run_cycle(Force(ids=ids))
         for outcome in report.outcomes:
+            if outcome.retired:
+                retired += 1
             if outcome.subscription_id not in ids:
                 continue
-            committed = outcome.kind in (OutcomeKind.ROTATED, OutcomeKind.RECOVERED)
+            swapped = outcome.kind == OutcomeKind.SWAPPED and outcome.successor_id is not None
+            committed = swapped or outcome.kind in (OutcomeKind.ROTATED, OutcomeKind.RECOVERED)
+            # A swap commits its successor's record (version 1), under the successor's id.
+            holder = outcome.successor_id if swapped else outcome.subscription_id
             at = (
-                world.commit_time(outcome.subscription_id, outcome.vault_version)
-                if committed and outcome.vault_version is not None
+                world.commit_time(holder, outcome.vault_version)
+                if committed and holder is not None and outcome.vault_version is not None
                 else None
             )
-            if at is None or outcome.vault_version is None:
+            if at is None or holder is None or outcome.vault_version is None:
                 not_committed += 1
                 continue
-            commits.append(Commit(outcome.subscription_id, outcome.vault_version, at))
+            commits.append(Commit(holder, outcome.vault_version, at))
+            if swapped:
+                kind, members = world.groups[group_of[outcome.subscription_id]]
+                members[members.index(outcome.subscription_id)] = holder
+                world.subscriptions[kind.key].append(holder)
         for n in due:
             gap = world.groups[n][0].gap
             following = time.monotonic() + rng.uniform(*gap)
             next_at[n] = following if following + gap[0] <= end else math.inf
-    return commits, not_committed
+        next_tick = time.monotonic() + SWAP_TICK if swapping else math.inf
+    return commits, not_committed, retired
 
 
 def run_continuity(profile: Profile, budget: Budget, rng: random.Random) -> Continuity:
+    """Scenario g's part 1: every kind of `KINDS` the profile measures, all regenerating."""
     kinds = [kind for kind in KINDS if profile.g_long_poll or not kind.long]
-    duration = profile.g_seconds
+    return continuity(kinds, profile.g_seconds, budget, rng)
+
+
+def continuity(
+    kinds: Sequence[Kind],
+    duration: float,
+    budget: Budget,
+    rng: random.Random,
+    *,
+    settings: str = "",
+    dedupe: bool = False,
+    distinct_triples: bool = False,
+) -> Continuity:
+    """One world of `kinds`, deliveries and forced rotations for `duration` seconds.
+
+    The keyword arguments are `World`'s (row j passes them; g does not).
+    """
+    kinds = list(kinds)
     with (
         tempfile.TemporaryDirectory(prefix="rotator-bench-g-") as tmp,
-        World(kinds, Path(tmp), rng) as world,
+        World(
+            kinds,
+            Path(tmp),
+            rng,
+            settings=settings,
+            dedupe=dedupe,
+            distinct_triples=distinct_triples,
+        ) as world,
     ):
         env = world.environment()
-        settings = load_settings(world.config_path, env)
+        settings_ = load_settings(world.config_path, env)
         world.seed()
         world.start_deliveries()
         hooks = HookLatencies()
 
-        async def main() -> tuple[list[Commit], int]:
+        async def main() -> tuple[list[Commit], int, int]:
             async with (
                 asyncio.timeout(budget.remaining()),
-                open_engine(settings, owner="bench", hook_observer=hooks) as engine,
+                open_engine(settings_, owner="bench", hook_observer=hooks) as engine,
             ):
                 await asyncio.sleep(WARMUP)
                 return await _rotate(engine, world, duration, rng)
 
         started = time.monotonic()
-        commits, not_committed = asyncio.run(main())
+        commits, not_committed, retired = asyncio.run(main())
         seconds = time.monotonic() - started
         snapshot = world.stop_deliveries()
         assert snapshot is not None
@@ -420,6 +507,7 @@ def run_continuity(profile: Profile, budget: Budget, rng: random.Random) -> Cont
             deliveries=snapshot,
             hooks=hooks,
             seconds=seconds,
+            retired=retired,
         )
 
 
@@ -432,6 +520,7 @@ class KindResult:
     rejected: int  # deliveries answered other than 2xx
     gave_up: int  # events the delivery sender gave up on after its retries
     retried: int
+    duplicates: int = 0  # verified deliveries the consumers' deduplicators dropped
 
 
 def analyse(result: Continuity, kind: Kind) -> KindResult:
@@ -467,6 +556,7 @@ def analyse(result: Continuity, kind: Kind) -> KindResult:
         rejected=rejected,
         gave_up=sum(c.failed for c in counters if c is not None),
         retried=sum(c.retried for c in counters if c is not None),
+        duplicates=sum(probe.duplicates for probe in result.probes[kind.key]),
     )
 
 

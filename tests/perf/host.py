@@ -142,6 +142,10 @@ class EmulatorHost:
         """How many of `ids` have a Vault record holding Monite's current secret."""
         return int(self.call("consistent", ids=ids))
 
+    def live(self) -> int:
+        """How many subscriptions Monite has now (scenario h: one per original, afterwards)."""
+        return int(self.call("live"))
+
     def receiver(self) -> str:
         """Start (once) a loopback HTTP receiver in the emulator process; its URL.
 
@@ -230,6 +234,9 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
                     good += 1
             return good
 
+        def live() -> int:
+            return len(monite.subscription_ids())
+
         def latency(monite_s: float, vault_s: float) -> None:
             monite.faults.latency = monite_s
             vault.faults.latency = vault_s
@@ -249,6 +256,7 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
             "seed": seed,
             "counts": counts,
             "consistent": consistent,
+            "live": live,
             "latency": latency,
             "rss": rss,
             "receiver": receiver,
