@@ -15,9 +15,12 @@ import pytest
 from rotator import signature
 from rotator.config import VaultSettings
 from rotator.consumer import (
+    ABSENT_TTL,
     ACCEPTED_STATES,
     RECORD_STATES,
+    CachedSource,
     Rejected,
+    SecretRecord,
     StaticSecretSource,
     VaultSecretSource,
     Verifier,
@@ -26,6 +29,7 @@ from rotator.consumer import (
     verify_request,
 )
 from rotator.sandbox.vault import VaultEmulator
+from rotator.secret import Secret
 from tests.conftest import remember_output
 from tests.consumer_support import commit, delivery, new_secret, put_record_data
 
@@ -523,3 +527,39 @@ def test_verify_request_takes_raw_asgi_headers() -> None:
         verify_request(verifier, raw, body)
     )
     assert (400, {"error": "malformed"}) == verify_request(verifier, [(b"x", b"y")], body)
+
+
+def test_absent_ids_are_bounded_believed_briefly_and_never_polled() -> None:
+    """Forged ids cost one read each, evict the oldest beyond the bound, and stay out of polls."""
+    now = [0.0]
+    records = {"real": SecretRecord("real", Secret("whsec_real_value"), "active", 1)}
+    source = CachedSource(records.get, ttl=300, clock=lambda: now[0], max_absent=2)
+    for forged in ("f1", "f2", "f3", "real", "f3"):
+        source.get(forged)
+    assert (4, ["real"]) == (source.reads, source.known())
+    now[0] += 0.5
+    assert (True, True) == (source.get("f3").cached, source.get("f1").cached is False)
+    now[0] += ABSENT_TTL
+    assert False is source.get("f3").cached  # "no record" is re-read after ABSENT_TTL
+
+
+def test_a_read_in_flight_during_an_invalidate_does_not_cache_its_old_answer() -> None:
+    """A hook's invalidate wins over a read that began before it (stale answer not cached)."""
+    answers = iter(["old", "new"])
+    invalidated: list[CachedSource] = []
+
+    def load(subscription_id: str) -> SecretRecord:
+        value = next(answers)
+        if value == "old":
+            invalidated[0].invalidate(subscription_id)  # the hook lands mid-read
+        return SecretRecord(subscription_id, Secret(f"whsec_{value}_value"), "active", 1)
+
+    source = CachedSource(load, ttl=300)
+    invalidated.append(source)
+    first = source.refresh("s1")
+    second = source.get("s1")
+    assert (Secret("whsec_old_value"), False, Secret("whsec_new_value")) == (
+        first.secret if first else None,
+        second.cached,
+        second.record.secret if second.record else None,
+    )

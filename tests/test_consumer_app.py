@@ -710,3 +710,15 @@ def test_the_emulators_fanned_out_event_verifies_via_both_and_is_handled_once(
         for sid in (original, successor)
     ]
     assert 1 == len({r.event_id for r in result.records})
+
+
+def test_deliveries_naming_unknown_ids_are_counted_together(
+    dedupe_app: ConsumerApp, vault: VaultEmulator, vault_token: str
+) -> None:
+    """Forged ids with no record add to one "(none)" row, not a row each (the stats stay small)."""
+    url = dedupe_app.url + "/webhooks"
+    for _ in range(3):
+        status, _answer = post(url, *reversed(delivery(str(uuid.uuid4()), new_secret())))
+        assert 401 == status
+    stats = dedupe_app.stats()
+    assert (["(none)"], 3) == (sorted(stats), stats["(none)"]["rejected"])

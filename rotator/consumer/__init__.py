@@ -58,6 +58,7 @@ from __future__ import annotations
 # `valid_subscription_id` the kit's single module had outside __all__.
 from rotator.consumer._dedupe import DEFAULT_MAX_ENTRIES as DEFAULT_MAX_ENTRIES
 from rotator.consumer._dedupe import Deduplicator
+from rotator.consumer._sources import ABSENT_TTL as ABSENT_TTL
 from rotator.consumer._sources import (
     ACCEPTED_STATES,
     CachedSource,

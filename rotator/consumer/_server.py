@@ -166,7 +166,9 @@ class ConsumerApp:
         subscription_id = answer.get("subscription_id")
         key = subscription_id if isinstance(subscription_id, str) else None
         if status != 200:
-            self._count(key, received=1, rejected=1)
+            # An id with no record may be forged: counted together, never a row each.
+            unknown = answer.get("error") == "unknown_subscription"
+            self._count(None if unknown else key, received=1, rejected=1)
             return status, answer
         event_id = answer.get("event_id")
         dedupe = self.deduplicator

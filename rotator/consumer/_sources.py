@@ -20,6 +20,10 @@ from typing import Any, Protocol
 from rotator.secret import Secret
 
 DEFAULT_CACHE_TTL = 300.0
+# How long "no record" is believed. Short: a swap's successor has no record for
+# the milliseconds before its commit, and a delivery then must not make the
+# kit refuse the successor for a whole cache ttl.
+ABSENT_TTL = 1.0
 """Seconds a record read from Vault is trusted without reading it again."""
 
 RECORD_STATES = (
@@ -141,7 +145,12 @@ class CachedSource:
     """A TTL cache of records around a `load(subscription_id)` function; thread-safe.
 
     Absent records are cached too (a flood of deliveries naming an unknown
-    subscription costs one read per TTL), and so are secretless ones.
+    subscription costs one read per TTL), and so are secretless ones. Absent
+    ids come from senders, so forged ones are kept apart and bounded: at most
+    `max_absent`, the oldest forgotten first, believed for `ABSENT_TTL` at
+    most, and never re-read by a poll (`known` lists records that exist). A
+    read that started before an `invalidate` does not put its answer in the
+    cache: it may be older than what the invalidation announced.
     """
 
     def __init__(
@@ -150,38 +159,67 @@ class CachedSource:
         *,
         ttl: float = DEFAULT_CACHE_TTL,
         clock: Callable[[], float] = time.monotonic,
+        max_absent: int = 10_000,
     ) -> None:
         if ttl < 0:
             raise ValueError("ttl must be at least 0 seconds")
+        if max_absent < 1:
+            raise ValueError("max_absent must be at least 1")
         self._load = load
         self._ttl = ttl
         self._clock = clock
+        self._max_absent = max_absent
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, SecretRecord | None]] = {}
+        self._cache: dict[str, tuple[float, SecretRecord]] = {}
+        self._absent: dict[str, float] = {}  # insertion order: oldest first
+        # Bumped by invalidate: a read that saw an older value is not cached.
+        self._epoch = 0
+        self._generations: dict[str, int] = {}
         self.reads = 0
         """How many times the underlying store was read (cache misses and refreshes)."""
 
     def get(self, subscription_id: str) -> Lookup:
         with self._lock:
+            now = self._clock()
             hit = self._cache.get(subscription_id)
-            if hit is not None and self._clock() - hit[0] < self._ttl:
+            if hit is not None and now - hit[0] < self._ttl:
                 return Lookup(hit[1], cached=True)
+            missing = self._absent.get(subscription_id)
+            if missing is not None and now - missing < min(self._ttl, ABSENT_TTL):
+                return Lookup(None, cached=True)
         return Lookup(self.refresh(subscription_id), cached=False)
 
     def refresh(self, subscription_id: str) -> SecretRecord | None:
         with self._lock:
             self.reads += 1
+            started = (self._epoch, self._generations.get(subscription_id, 0))
         record = self._load(subscription_id)
         with self._lock:
-            self._cache[subscription_id] = (self._clock(), record)
+            if started != (self._epoch, self._generations.get(subscription_id, 0)):
+                return record  # invalidated meanwhile: answer it, cache nothing older
+            now = self._clock()
+            if record is None:
+                self._cache.pop(subscription_id, None)
+                self._absent.pop(subscription_id, None)
+                self._absent[subscription_id] = now
+                while len(self._absent) > self._max_absent:
+                    del self._absent[next(iter(self._absent))]
+            else:
+                self._absent.pop(subscription_id, None)
+                self._cache[subscription_id] = (now, record)
         return record
 
     def invalidate(self, subscription_id: str | None = None) -> None:
         with self._lock:
             if subscription_id is None:
+                self._epoch += 1
                 self._cache.clear()
+                self._absent.clear()
             else:
+                # Only ids a hook names get a generation, so this stays small.
+                self._generations[subscription_id] = self._generations.get(subscription_id, 0) + 1
                 self._cache.pop(subscription_id, None)
+                self._absent.pop(subscription_id, None)
 
     def known(self) -> list[str]:
         with self._lock:
