@@ -366,7 +366,9 @@ async def test_a_refused_create_after_a_verified_start_undoes_active_without_his
     )
     assert [("swap.started", "info"), ("swap.released", "info")] == swap_events(captured)
     assert "active" == the(captured, "swap.released")["state"]
-    assert [(ORIGINAL, 1)] == world.store.history_reads  # check_start's read only
+    # check_start's read of v1, then the undo's check that it replaced our claim (v2):
+    # the start itself is not read again.
+    assert [(ORIGINAL, 1), (ORIGINAL, 2)] == world.store.history_reads
     final = world.store.latest(ORIGINAL)
     assert ("active", 3, 1, None, None) == (
         final.state,
@@ -412,7 +414,8 @@ async def test_recovery_undo_writes_active_when_history_still_holds_the_start() 
     ] == swap_events(captured)
     assert orphan == the(captured, "swap.orphan_deleted")["successor_id"]
     assert "active" == the(captured, "swap.released")["state"]
-    assert [(ORIGINAL, 2), (ORIGINAL, 1)] == world.store.history_reads  # the check, the start
+    # The takeover's check, the start, and the undo's check that it replaced our claim.
+    assert [(ORIGINAL, 2), (ORIGINAL, 1), (ORIGINAL, 3)] == world.store.history_reads
     assert [ORIGINAL] == list(world.monite.subscriptions)
     final = world.store.latest(ORIGINAL)
     assert ("active", 4, 1, None, None) == (
@@ -422,4 +425,35 @@ async def test_recovery_undo_writes_active_when_history_still_holds_the_start() 
         final.swap_start_version,
         final.swap_start_created_time,
     )
+    world.assert_rule_zero(ORIGINAL)
+
+
+@pytest.mark.parametrize(
+    ("written_state", "refuse_create", "expected"),
+    [
+        ("active", True, ("failed", "create_refused")),
+        ("retiring", False, ("failed", "duplicate_suspected")),
+    ],
+    ids=["undo", "link"],
+)
+async def test_a_write_over_our_claim_that_lands_on_a_recreated_record_is_put_back(
+    written_state: str, refuse_create: bool, expected: tuple[str, str]
+) -> None:
+    """Record deleted and adopted up to our claim's version: our cas lands, then is undone."""
+    world = World()
+    if refuse_create:
+        world.monite.refuse_create = MoniteRequestError("422", status=422)
+
+    async def delete_and_adopt() -> None:
+        world.clock.advance(5)
+        world.store.delete_metadata(ORIGINAL)  # an operator deletes O's record mid-swap
+        await world.adopt(ORIGINAL, commit=True)  # another replica: claim, regenerate, commit
+
+    world.store.interpose(
+        lambda r: r.subscription_id == ORIGINAL and r.state == written_state, delete_and_adopt
+    )
+    outcome = await world.swap(world.store.latest(ORIGINAL))
+    final = world.store.latest(ORIGINAL)
+    assert expected == (outcome.kind, outcome.reason)
+    assert ("settling", "r2") == (final.state, final.rotation_id)  # the adopter's, restored
     world.assert_rule_zero(ORIGINAL)

@@ -210,3 +210,36 @@ def secret_in_memory(log: FilteringBoundLogger, event: str, **fields: Any) -> It
     except (asyncio.CancelledError, Exception) as exc:
         log.critical(event, stage="commit", error=f"{type(exc).__name__}: {exc}", **fields)
         raise
+
+
+async def write_over_claim(
+    ctx: Context, record: Record, claimed: Record, *, log: FilteringBoundLogger
+) -> Record:
+    """Write `record` with `cas` on our claim, then check it replaced our claim.
+
+    A record deleted while we held its claim is numbered from 1 again, and
+    someone else's rotation may bring it back to our claim's version: `cas`
+    then lands on their record. The version we replaced is read back from
+    history; if it is not our claim, it is written back as it was (a version
+    without data as `stale`) and VaultConflict is raised, as if `cas` had
+    failed. A failed read is no evidence of reuse: the write stands.
+    """
+    written = await ctx.store.write(record, cas=claimed.version)
+    rotation_id = claimed.rotation_id or ""
+    try:
+        replaced = await ctx.store.read(record.subscription_id, version=claimed.version)
+    except VaultError:
+        ctx.remember(written)
+        return written
+    if replaced.held_by(rotation_id):
+        ctx.remember(written)
+        return written
+    window = policy.unseen_claim_window(ctx.claim_ttl, ctx.max_claim_ttl)
+    restore = replaced if replaced.secret is not None else replaced.stale(window)
+    with contextlib.suppress(VaultError):
+        ctx.remember(await ctx.store.write(restore, cas=written.version))
+    ctx.reread(record.subscription_id)
+    log.warning(
+        events.ROTATION_CONFLICT, stage=record.state, error="the record was replaced meanwhile"
+    )
+    raise VaultConflict("the record was deleted and made again while we held its claim")

@@ -40,6 +40,7 @@ from rotator.rotation._commit import (
     check_start,
     read_back,
     secret_in_memory,
+    write_over_claim,
 )
 from rotator.rotation._types import CommitFailed, Context, Outcome, Superseded
 
@@ -399,7 +400,7 @@ class _Swap:
         ctx = self.ctx
         linked = claimed.linked(successor_id, overlap_ends)
         try:
-            written = await ctx.store.write(linked, cas=claimed.version)
+            written = await write_over_claim(ctx, linked, claimed, log=self.log)
         except VaultConflict:
             current = await read_back(ctx, self.sub.id)
             if current is None or (current.state == "swapping" and current.swap_id == self.swap_id):
@@ -453,7 +454,7 @@ class _Swap:
         """
         undone = await self.restored(claimed, failed=failed)
         try:
-            self.ctx.remember(await self.ctx.store.write(undone, cas=claimed.version))
+            await write_over_claim(self.ctx, undone, claimed, log=self.log)
         except VaultError:
             self.ctx.reread(self.sub.id)  # the claim stays; recovery undoes it
         self.log.info(
@@ -617,8 +618,8 @@ class _Swap:
             events.SWAP_DELETED, successor_id=start.successor_id, already_gone=not deleted
         )
         try:  # step 11
-            retired = await self.ctx.store.write(
-                claimed.retired(self.vault_time()), cas=claimed.version
+            retired = await write_over_claim(
+                self.ctx, claimed.retired(self.vault_time()), claimed, log=self.log
             )
         except VaultError as exc:
             self.ctx.reread(self.sub.id)
@@ -683,7 +684,7 @@ class _Swap:
         )
         restored = await self.restored(claimed, failed=True)
         try:
-            self.ctx.remember(await self.ctx.store.write(restored, cas=claimed.version))
+            await write_over_claim(self.ctx, restored, claimed, log=self.log)
         except VaultError:
             self.ctx.reread(self.sub.id)
         return self.outcome(OutcomeKind.FAILED, reason, swap_step="aborted")
