@@ -69,3 +69,55 @@ def test_demo_policy_grants_no_more_than_the_shipped_policy() -> None:
     demo = rules(ROTATOR_POLICY_HCL)
     assert demo, "no rule parsed from the demo policy"
     assert set() == {rule for rule in demo if not covered(rule, shipped)}
+
+
+def test_swap_demo_rejects_nothing_where_regenerate_does() -> None:
+    """`demo --strategy swap`: the swap group rejects 0 deliveries, the regenerate group some."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+    # 14 s: the first swaps (cycle 1) outlive their 10 s overlap and retire in cycle 4.
+    result = subprocess.run(
+        [sys.executable, "-m", "rotator", "demo", "--strategy", "swap", "--duration", "14"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+        check=False,
+    )
+    remember_output(result.stdout, result.stderr)
+    assert 0 == result.returncode, result.stderr
+    out = result.stdout
+    # The hygiene scan knows only this process's secrets, not the child's: look for their
+    # shapes too (Monite's secrets and tokens: 43 URL-safe characters; Vault's: s. + 24).
+    shapes = r"[A-Za-z0-9_\-]{40,}|\bs\.[A-Za-z0-9]{24}\b"
+    assert 0 == len(re.findall(shapes, out + result.stderr))
+    shown = {e: e in out for e in ("swap.started", "swap.committed", "swap.retired")}
+    assert dict.fromkeys(shown, True) == shown
+    # A swap's intermediate steps and the skips are summarised, not logged line by line.
+    hidden = ("swap.created", "swap.linked", "swap.overlap_ended", "swap.deleted")
+    assert [] == [e for e in (*hidden, "rotation.skipped") if e in out]
+    assert "deleted and retired" in out  # the cycle summary names the retirement
+    table = out[out.index("SUBSCRIPTION") :].split("\n\n")[0].splitlines()
+    header, rows = re.split(r"\s{2,}", table[0]), [re.split(r"\s{2,}", r) for r in table[1:]]
+    assert 10 == len(rows)
+    assert ["yes"] * 10 == [row[header.index("VAULT=MONITE")] for row in rows], "\n".join(table)
+    group = header.index("GROUP")
+
+    def column(name: str, which: str) -> list[str]:
+        return [row[header.index(name)] for row in rows if row[group] == which]
+
+    # Swapped lineages show their live successor; regenerated ones never swap.
+    swapped = [int(n) for n in column("SWAPS", "swap")]
+    assert (True, ["0"] * 5) == (max(swapped) >= 1, column("SWAPS", "regenerate"))
+    live_now = column("LIVE NOW", "swap")
+    assert [] == [row for row, n in zip(live_now, swapped, strict=True) if n and row == "same"]
+    totals = {
+        m.group(1): (int(m.group(2)), int(m.group(3)))
+        for m in re.finditer(r"^  (rejected|duplicates dropped)\s+(\d+)\s+(\d+)$", out, re.M)
+    }
+    assert re.search(r"^  DELIVERIES\s+SWAP\s+REGENERATE$", out, re.M), out
+    (swap_rejected, regenerate_rejected) = totals["rejected"]
+    assert (0, True) == (swap_rejected, regenerate_rejected > 0), totals
+    assert 0 == sum(int(n) for n in column("REJECTED", "swap"))
+    # Both subscriptions of a lineage deliver each event during the overlap: one is dropped.
+    assert True is (totals["duplicates dropped"][0] > 0), totals
+    assert "nothing was lost" in out

@@ -145,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to run cycles (default: 30)",
     )
+    demo.add_argument(
+        "--strategy",
+        choices=("regenerate", "swap"),
+        default="regenerate",
+        help=(
+            "regenerate (default): a timer consumer and a hook consumer side by side; swap: two "
+            "timer consumers, one group of subscriptions rotated by swap (a successor "
+            "subscription and an overlap), the other by regenerate, and their rejected "
+            "deliveries compared"
+        ),
+    )
     sandbox.add_parser(commands)
     return parser
 
@@ -181,7 +192,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.command == "demo":
         from rotator.sandbox.demo import run_demo
 
-        return run_demo(duration=args.duration)
+        return run_demo(duration=args.duration, strategy=args.strategy)
     if args.command == "sandbox":
         return sandbox.run(args, environ)
 

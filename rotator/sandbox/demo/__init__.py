@@ -7,8 +7,12 @@ side: one reloads its secrets on a timer, like Vault Agent; the other is told
 by the rotator's hook. The closing table shows Vault holding exactly Monite's
 current secret everywhere, and what each consumer verified and rejected.
 
+`rotator demo --strategy swap` runs two timer consumers instead, one group of
+subscriptions rotated by the swap strategy and one by regenerate, follows each
+original through its swaps, and sets the groups' rejected deliveries side by side.
+
 Modules: `_world` (the emulators, consumers, deliveries and seeds), `_story`
-(what is printed), `_run` (the cycles).
+(what is printed), `_run` (the cycles), `_lineage` (the swap demo's closing report).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The demo's run: seed, accelerated cycles with a fault and a forced rotation, the report."""
+"""The demo's run: seed, accelerated cycles with a fault and a forced rotation, the report.
+
+With `strategy="swap"` the closing report follows lineages (`_lineage`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from rotator import events
 from rotator.app import open_engine
 from rotator.audit import ROTATION_SKIPPED, configure_logging, reset_logging
 from rotator.clock import SystemClock
@@ -17,13 +21,26 @@ from rotator.config import Settings
 from rotator.engine import Engine
 from rotator.model import Record
 from rotator.policy import Force
+from rotator.sandbox.deliveries import DeliverySnapshot
+from rotator.sandbox.demo import _lineage as lineage
 from rotator.sandbox.demo import _story as story
-from rotator.sandbox.demo._world import INTERVAL, Row, World
+from rotator.sandbox.demo._world import INTERVAL, Row, Strategy, World
 from rotator.sandbox.hook_latencies import HookLatencies
+
+# A swap's steps between its start, its commit and its retirement: the cycle summary
+# says what they did (`rotator run` logs them all).
+SWAP_STEPS_OMITTED = frozenset(
+    {events.SWAP_CREATED, events.SWAP_LINKED, events.SWAP_OVERLAP_ENDED, events.SWAP_DELETED}
+)
 
 
 async def run_cycles(
-    engine: Engine, world: World, rows: Sequence[Row], duration: float, out: TextIO
+    engine: Engine,
+    world: World,
+    settings: Settings,
+    rows: Sequence[Row],
+    duration: float,
+    out: TextIO,
 ) -> None:
     """Cycles every INTERVAL seconds; a dropped connection in cycle 2, a forced rotation midway."""
     clock = SystemClock()
@@ -38,17 +55,21 @@ async def run_cycles(
             world.monite.faults.drop_after_regenerate = 1
         force = None
         if not forced_done and clock.monotonic() - start >= duration / 2:
-            force, forced_done = _force(forced, out), True
+            force, forced_done = _force(world, settings, forced, out), True
         await _cycle(engine, world, cycle, force, out)
         remaining = duration - (clock.monotonic() - start)
         await clock.sleep(min(INTERVAL, max(0.0, remaining)))
     if not forced_done:
-        await _cycle(engine, world, cycle + 1, _force(forced, out), out)
+        await _cycle(engine, world, cycle + 1, _force(world, settings, forced, out), out)
 
 
-def _force(rows: Sequence[Row], out: TextIO) -> Force:
-    story.forced_announced(rows, out)
-    return Force(ids=frozenset(r.subscription_id for r in rows))
+def _force(world: World, settings: Settings, rows: Sequence[Row], out: TextIO) -> Force:
+    """Force the rows' subscriptions; after a swap, the live one of each lineage."""
+    ids = [r.subscription_id for r in rows]
+    if world.strategy == "swap":
+        ids = [lineage.read_lineage(world, settings, r).tip for r in rows]
+    story.forced_announced(ids, out)
+    return Force(ids=frozenset(ids))
 
 
 async def _cycle(
@@ -62,12 +83,7 @@ async def _cycle(
 
 def read_records(world: World, settings: Settings, rows: Sequence[Row]) -> dict[str, Record | None]:
     """Every seeded subscription's record as Vault holds it now (None: no record)."""
-    records: dict[str, Record | None] = {}
-    for row in rows:
-        sid = row.subscription_id
-        found = world.vault.kv_read(settings.vault.mount, f"{settings.vault.path_prefix}/{sid}")
-        records[sid] = None if found is None else Record.from_vault(sid, *found)
-    return records
+    return {row.subscription_id: world.read_record(settings, row.subscription_id) for row in rows}
 
 
 def ages(records: dict[str, Record | None], now: datetime) -> dict[str, str]:
@@ -78,20 +94,24 @@ def ages(records: dict[str, Record | None], now: datetime) -> dict[str, str]:
     return shown
 
 
-async def _demo(duration: float, out: TextIO) -> int:
-    with tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp, World(Path(tmp)) as world:
+async def _demo(duration: float, strategy: Strategy, out: TextIO) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="rotator-demo-") as tmp,
+        World(Path(tmp), strategy) as world,
+    ):
         settings = world.settings()
-        configure_logging(
-            fmt="console", level="info", stream=out, omit={ROTATION_SKIPPED}, view=story.narrow
-        )
+        omit = {ROTATION_SKIPPED} | (SWAP_STEPS_OMITTED if strategy == "swap" else set())
+        configure_logging(fmt="console", level="info", stream=out, omit=omit, view=story.narrow)
         story.intro(world, duration, out)
         rows = await world.seed(settings, SystemClock().now())
         hooks = HookLatencies()
         world.start_deliveries()
         async with open_engine(settings, owner="demo", hook_observer=hooks) as engine:
-            await run_cycles(engine, world, rows, duration, out)
+            await run_cycles(engine, world, settings, rows, duration, out)
         deliveries = world.stop_deliveries()
         reset_logging()
+        if strategy == "swap":
+            return _swap_report(world, settings, rows, deliveries, out)
         records = read_records(world, settings, rows)
         struck = world.monite.dropped_answers()
         table = story.subscription_table(
@@ -120,6 +140,41 @@ async def _demo(duration: float, out: TextIO) -> int:
         return 0 if all_match else 1
 
 
-def run_demo(*, duration: float = 30.0, out: TextIO | None = None) -> int:
-    """Run the demo; returns the exit code (0 when Vault matches Monite everywhere)."""
-    return asyncio.run(_demo(duration, out or sys.stdout))
+def _swap_report(
+    world: World,
+    settings: Settings,
+    rows: Sequence[Row],
+    deliveries: DeliverySnapshot,
+    out: TextIO,
+) -> int:
+    """The lineage table, the two groups side by side, the verdict on live subscriptions."""
+    lineages = lineage.read_lineages(world, settings, rows)
+    table = lineage.lineage_table(
+        world, lineages, SystemClock().now(), world.monite.dropped_answers()
+    )
+    lineage.print_lineage_table(table, out)
+    lineage.print_groups(lineage.group_totals(world, lineages, deliveries), out)
+    found = lineage.problems(world, settings, lineages)
+    lineage.print_verdict(found, out)
+    if any(_tip_state(lin) == "settling" for lin in lineages):
+        print(
+            "A `settling` record is rotated once more when its window has passed: an earlier\n"
+            "regenerate could still land.",
+            file=out,
+        )
+    return 1 if found else 0
+
+
+def _tip_state(found: lineage.Lineage) -> str | None:
+    record = found.records[found.tip]
+    return None if record is None else record.state
+
+
+def run_demo(
+    *, duration: float = 30.0, out: TextIO | None = None, strategy: Strategy = "regenerate"
+) -> int:
+    """Run the demo; returns the exit code (0 when Vault matches Monite everywhere).
+
+    `strategy="swap"`: one group of subscriptions rotated by swap, one by regenerate.
+    """
+    return asyncio.run(_demo(duration, strategy, out or sys.stdout))

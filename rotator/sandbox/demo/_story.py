@@ -25,8 +25,11 @@ from rotator.sandbox.demo._world import (
     HOOK,
     INTERVAL,
     MAX_AGE,
+    OVERLAP,
     POLL_EVERY,
+    REGENERATE,
     STRICT_MAX_AGE,
+    SWAP,
     TIMER,
     Row,
     World,
@@ -36,6 +39,8 @@ from rotator.sandbox.hook_latencies import HookLatencies
 CONSUMER_LABELS = {
     TIMER: f"timer consumer: reloads from Vault every {POLL_EVERY:g}s, like Vault Agent",
     HOOK: "hook consumer: reloads when the rotator's hook tells it",
+    SWAP: 'swap group: rotation.strategy = "swap"',
+    REGENERATE: 'regenerate group: a rule on its URL sets strategy = "regenerate"',
 }
 
 # The audit log's keys the demo shows; the rest (ids of runs and rotations,
@@ -52,6 +57,12 @@ SHOWN = frozenset(
         "rotated",
         "recovered",
         "failed",
+        # swap events only (docs/swap.md): the regenerate demo never logs these keys
+        "successor_id",
+        "overlap_ends_at",
+        "phase",
+        "abort_reason",
+        "orphans_deleted",
     }
 )
 
@@ -59,8 +70,11 @@ SHOWN = frozenset(
 def narrow(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """The demo's view of an audit event: SHOWN keys, ids as in the table, the time of day."""
     kept = {k: v for k, v in event_dict.items() if k in SHOWN or k in ("level", "event")}
-    if isinstance(kept.get("subscription_id"), str):
-        kept["subscription_id"] = short(kept["subscription_id"])
+    for key in ("subscription_id", "successor_id"):
+        if isinstance(kept.get(key), str):
+            kept[key] = short(kept[key])
+    if isinstance(kept.get("overlap_ends_at"), str):
+        kept["overlap_ends_at"] = kept["overlap_ends_at"].partition("T")[2][:8]
     if isinstance(kept.get("forced"), list):
         kept["forced"] = [short(str(sid)) for sid in kept["forced"]]
     error = kept.get("error")
@@ -79,6 +93,9 @@ def short(subscription_id: str) -> str:
 
 
 def intro(world: World, duration: float, out: TextIO) -> None:
+    if world.strategy == "swap":
+        intro_swap(world, duration, out)
+        return
     print(
         f"Monite emulator on {world.monite.base_url}, Vault emulator on {world.vault.address}\n"
         f"Policy: max_age {MAX_AGE.total_seconds():g}s (batch_payment "
@@ -91,14 +108,47 @@ def intro(world: World, duration: float, out: TextIO) -> None:
     )
 
 
+def intro_swap(world: World, duration: float, out: TextIO) -> None:
+    print(
+        f"Monite emulator on {world.monite.base_url}, Vault emulator on {world.vault.address}\n"
+        f"Policy: max_age {MAX_AGE.total_seconds():g}s (batch_payment "
+        f"{STRICT_MAX_AGE.total_seconds():g}s), a cycle every {INTERVAL:g}s for {duration:g}s; "
+        f"a swap's overlap is {OVERLAP.total_seconds():g}s.\n"
+        f"Monite delivers a signed event to every enabled subscription every {DELIVERY_EVERY:g}s,"
+        "\none event (one id) to every subscription sharing a url, object type and event types.\n"
+        "Each kind of subscription is seeded twice, once for each of two consumers alike: both\n"
+        f"reload from Vault every {POLL_EVERY:g}s (like Vault Agent), never re-read on a "
+        "mismatch,\nand drop an event whose id they have seen already.\n"
+        f"  {CONSUMER_LABELS[SWAP]}: a successor subscription is created and committed,\n"
+        "    both deliver for the overlap, then the original is deleted and its record retired\n"
+        f"  {CONSUMER_LABELS[REGENERATE]}: the old secret dies at once\n"
+        "No unmanaged kind: taking a subscription under management regenerates it whatever the\n"
+        "strategy. Skips are counted after each cycle; of a swap's steps the log shows\n"
+        "swap.started, swap.committed and swap.retired (`rotator run` logs every step).\n",
+        file=out,
+    )
+
+
 def cycle_summary(number: int, report: CycleReport, out: TextIO) -> None:
-    """One line: what the cycle did, and its skips counted by reason."""
+    """One line: what the cycle did, and its skips counted by reason; one more for swaps."""
     skipped = Counter(o.reason for o in report.outcomes if o.kind == OutcomeKind.SKIPPED)
     reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
     print(
         f"  -- cycle {number}: {report.summary()}" + (f" ({reasons})" if reasons else ""),
         file=out,
     )
+    swaps = []
+    for o in report.outcomes:
+        if o.kind != OutcomeKind.SWAPPED or o.successor_id is None:
+            continue
+        old, new = short(o.subscription_id), short(o.successor_id)
+        if o.retired:
+            swaps.append(f"{old} deleted and retired, {new} delivers alone")
+        else:
+            until = "" if o.overlap_ends_at is None else f" until {o.overlap_ends_at:%H:%M:%S}"
+            swaps.append(f"{old} -> {new} committed, both deliver{until}")
+    if swaps:
+        print("     swaps: " + "; ".join(swaps), file=out)
 
 
 def fault_announced(out: TextIO) -> None:
@@ -120,8 +170,8 @@ def fault_explained(subscription_ids: Sequence[str], out: TextIO) -> None:
         )
 
 
-def forced_announced(rows: Sequence[Row], out: TextIO) -> None:
-    ids = " ".join(short(r.subscription_id) for r in rows)
+def forced_announced(subscription_ids: Sequence[str], out: TextIO) -> None:
+    ids = " ".join(short(sid) for sid in subscription_ids)
     print(f"  >> Forced rotation of {ids}, as `rotator rotate --force --id ...` does.", file=out)
 
 

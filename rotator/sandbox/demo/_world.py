@@ -9,6 +9,11 @@ so the two ways of loading a rotated secret meet the same rotations:
   does), so the difference on screen is the hook's alone.
 The Monite emulator delivers a signed event to every enabled subscription
 every `DELIVERY_EVERY` seconds and retries the rejected ones, as Monite does.
+
+With `strategy="swap"` both consumers are timer consumers and the groups
+differ in how their subscriptions are rotated instead: `SWAP`'s by the swap
+strategy (`rotation.strategy = "swap"`, `OVERLAP`), `REGENERATE`'s by
+regenerate (a rule on that consumer's URL sets `strategy = "regenerate"`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from rotator.config import Settings, load_settings
 from rotator.consumer.app import ConsumerApp, make_server
@@ -37,6 +43,11 @@ INTERVAL = 4.0  # seconds between cycles
 DELIVERY_EVERY = 0.5  # seconds between delivery rounds
 POLL_EVERY = 5.0  # the timer consumer's reload interval (Vault Agent's default is 5 minutes)
 TIMER, HOOK = "timer", "hook"
+# --strategy swap: two timer consumers, one group of subscriptions rotated each way.
+SWAP, REGENERATE = "swap", "regenerate"
+OVERLAP = timedelta(seconds=10)  # >= 2 x SWAP_CLAIM_TTL and 2 x POLL_EVERY, < MAX_AGE
+SWAP_CLAIM_TTL = timedelta(seconds=4)  # the least 4 x monite.timeout (1s) allows
+Strategy = Literal["regenerate", "swap"]
 
 ROTATOR_POLICY_HCL = """
 path "secret/data/monite/webhooks/*" {
@@ -84,14 +95,16 @@ class Row:
 
     subscription_id: str
     kind: Kind
-    consumer: str  # TIMER or HOOK
+    consumer: str  # TIMER or HOOK (SWAP or REGENERATE with --strategy swap)
 
 
 class World:
     """The emulators, the consumers and the delivery sender; a context manager that stops all."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, strategy: Strategy = "regenerate") -> None:
         self._workdir = workdir
+        self.strategy: Strategy = strategy
+        self.groups = (SWAP, REGENERATE) if strategy == "swap" else (TIMER, HOOK)
         self._stack = contextlib.ExitStack()
         self.monite = MoniteEmulator(rate_limit=50)
         self.vault = VaultEmulator()
@@ -104,6 +117,8 @@ class World:
         self._stack.enter_context(self.vault)
         self.vault.put_policy("consumer", CONSUMER_POLICY_HCL)
         consumer_token = self.vault.create_token(policies=["consumer"])
+        if self.strategy == "swap":
+            return self._enter_swap(consumer_token)
         hook_key = self._workdir / "hook-key"
         hook_key.write_text(secrets.token_hex(32) + "\n")
         hook_key.chmod(0o600)
@@ -133,6 +148,21 @@ class World:
         )
         return self
 
+    def _enter_swap(self, consumer_token: str) -> World:
+        """Two timer consumers alike (deduplication on, as `make_server` has it), no hook."""
+        for group in self.groups:
+            self.consumers[group] = make_server(
+                vault_addr=self.vault.address,
+                vault_token=consumer_token,
+                poll_interval=POLL_EVERY,
+                reread=False,
+                name=f"{group}-consumer",
+            )
+            self.consumers[group].start()
+            self._stack.callback(self.consumers[group].stop)
+        self.config_path.write_text("# rotator demo --strategy swap: no hook\n")
+        return self
+
     def __exit__(
         self,
         kind: type[BaseException] | None,
@@ -158,22 +188,55 @@ class World:
             "ROTATOR_SCHEDULE__INTERVAL": f"{int(INTERVAL)}s",
             "ROTATOR_ROTATION__CLAIM_TTL": "6s",
             "ROTATOR_LOG__FORMAT": "console",
+        } | (self._swap_environment() if self.strategy == "swap" else {})
+
+    def _swap_environment(self) -> dict[str, str]:
+        return {
+            "ROTATOR_ROTATION__STRATEGY": "swap",
+            "ROTATOR_ROTATION__OVERLAP": f"{int(OVERLAP.total_seconds())}s",
+            "ROTATOR_ROTATION__CLAIM_TTL": f"{int(SWAP_CLAIM_TTL.total_seconds())}s",
         }
 
     def settings(self) -> Settings:
         """The config file (its one hook) and the environment, plus a rule for batch payments."""
         settings = load_settings(self.config_path, self.environment())
-        rule = Rule(object_type="batch_payment", max_age=STRICT_MAX_AGE)
-        policy = dataclasses.replace(settings.policy, rules=(rule,))
+        rules: tuple[Rule, ...] = (Rule(object_type="batch_payment", max_age=STRICT_MAX_AGE),)
+        if self.strategy == "swap":
+            # The first matching rule wins: the regenerate group's batch payments need both.
+            regenerated = f"{self.consumers[REGENERATE].url}/*"
+            rules = (
+                Rule(
+                    object_type="batch_payment",
+                    url=regenerated,
+                    max_age=STRICT_MAX_AGE,
+                    strategy="regenerate",
+                ),
+                Rule(url=regenerated, strategy="regenerate"),
+                *rules,
+            )
+        policy = dataclasses.replace(settings.policy, rules=rules)
         return settings.model_copy(update={"policy": policy})
+
+    def kinds(self) -> tuple[Kind, ...]:
+        """What is seeded for each group; the swap demo leaves the unmanaged kind out, since
+        taking a subscription under management regenerates it whatever the strategy."""
+        if self.strategy == "swap":
+            return tuple(kind for kind in KINDS if kind.age is not None)
+        return KINDS
+
+    def read_record(self, settings: Settings, subscription_id: str) -> Record | None:
+        """The subscription's record as Vault holds it now (None: no record)."""
+        vault = settings.vault
+        found = self.vault.kv_read(vault.mount, f"{vault.path_prefix}/{subscription_id}")
+        return None if found is None else Record.from_vault(subscription_id, *found)
 
     async def seed(self, settings: Settings, now: datetime) -> list[Row]:
         """Every kind once per consumer and, for the managed ones, their Vault records."""
         store = VaultStore(settings.vault)
         rows = []
         try:
-            for kind in KINDS:
-                for consumer in (TIMER, HOOK):
+            for kind in self.kinds():
+                for consumer in self.groups:
                     url = f"{self.consumers[consumer].url}/webhooks"
                     sid = self.monite.seed(
                         url=url,
