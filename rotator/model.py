@@ -184,6 +184,9 @@ class Record:
     swap_id: str | None = None
     swap_known_ids: tuple[str, ...] = ()
     swap_started_at: datetime | None = None
+    # Vault's `created_time` of the swap's first intent, kept by every takeover
+    # (which gets a newer `created_time`): twins are ordered by it.
+    swap_intent_at: datetime | None = None
     swap_failures: int = 0
     # The `active` version the swap started from, so an undo can prove, from
     # Vault's history, that the secret it writes back is still that one.
@@ -341,6 +344,7 @@ class Record:
             swap_id=swap_id,
             swap_known_ids=known_ids,
             swap_started_at=self.swap_started_at if resumed else now,
+            swap_intent_at=(self.swap_intent_at or self.created_time) if resumed else None,
             # A takeover keeps the start the intent recorded; a new swap starts from us.
             swap_start_version=self.swap_start_version if resumed else self.version,
             swap_start_created_time=(
@@ -364,6 +368,7 @@ class Record:
             swap_id=None,
             swap_known_ids=(),
             swap_started_at=None,
+            swap_intent_at=None,
             swap_start_version=None,
             swap_start_created_time=None,
             swap_failures=self.swap_failures + 1 if failed else self.swap_failures,
@@ -436,6 +441,11 @@ class Record:
             lineage=(*self.lineage, self.subscription_id)[-MAX_LINEAGE:],
         )
 
+    @property
+    def intent_at(self) -> datetime | None:
+        """When this swap's intent was first written, on Vault's clock (None: unknown)."""
+        return self.swap_intent_at or self.created_time
+
     def vouched_by(self, start: Record) -> bool:
         """True when `start` (read from history) is the `active` version this swap began from.
 
@@ -476,6 +486,7 @@ class Record:
             "swap_id": self.swap_id,
             "swap_known_ids": list(self.swap_known_ids) or None,
             "swap_started_at": format_time(self.swap_started_at),
+            "swap_intent_at": format_time(self.swap_intent_at),
             "swap_failures": self.swap_failures or None,
             "swap_start_version": self.swap_start_version,
             "swap_start_created_time": format_time(self.swap_start_created_time),
@@ -526,6 +537,7 @@ class Record:
             swap_id=_opt_str(data.get("swap_id")),
             swap_known_ids=_str_tuple(data.get("swap_known_ids")),
             swap_started_at=parse_time(data.get("swap_started_at")),
+            swap_intent_at=parse_time(data.get("swap_intent_at")),
             swap_failures=_count(data.get("swap_failures")),
             swap_start_version=_count(data.get("swap_start_version")) or None,
             swap_start_created_time=parse_time(data.get("swap_start_created_time")),

@@ -159,12 +159,12 @@ def decide(
         decision = _decide_one(subscription, record, policy, now, force, limits, fence)
         rule = policy.rule_for(subscription, record.lineage)
         ruled = rule.strategy if rule is not None else None
-        decisions.append(_with_strategy(decision, force.strategy or ruled or strategy))
+        decisions.append(_with_strategy(decision, force.strategy or ruled or strategy, fence))
     for record in records.values():
         if record.subscription_id in seen or record.state not in _UNLISTED_SWAP_STATES:
             continue
         decision = _decide_one(_unlisted(record), record, policy, now, force, limits, fence)
-        decisions.append(_with_strategy(decision, force.strategy or strategy))
+        decisions.append(_with_strategy(decision, force.strategy or strategy, fence))
     decisions.sort(key=_order)
     return decisions
 
@@ -222,7 +222,7 @@ class SwapFence:
         return known is not None and subscription.id not in known
 
 
-def _with_strategy(decision: Decision, strategy: Strategy) -> Decision:
+def _with_strategy(decision: Decision, strategy: Strategy, fence: SwapFence) -> Decision:
     """Swap only an `active` secret that is merely old; say why not otherwise."""
     if strategy != "swap" or decision.action != "rotate" or decision.swap_phase:
         return decision
@@ -237,6 +237,8 @@ def _with_strategy(decision: Decision, strategy: Strategy) -> Decision:
         why = Reason.DISABLED
     elif record.swap_failures >= MAX_SWAP_FAILURES:
         why = Reason.SWAP_FALLBACK
+    elif sub.id in fence.successors:
+        why = Reason.PREDECESSOR_RETIRING
     if why is not None:
         return replace(decision, strategy_reason=why)
     return replace(decision, strategy="swap")

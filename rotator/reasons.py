@@ -77,6 +77,7 @@ class Reason(StrEnum):
     SUCCESSOR_DIVERGED = "successor_diverged"
     ORPHAN_AMBIGUOUS = "orphan_ambiguous"
     SWAP_FALLBACK = "swap_fallback"
+    PREDECESSOR_RETIRING = "predecessor_retiring"
     DUPLICATE_SUSPECTED = "duplicate_suspected"
 
 
@@ -210,6 +211,11 @@ EXPLANATIONS: Final[Mapping[Reason, str]] = {
         "the original's record was taken over by another rotation during its swap (it was "
         "deleted and adopted), so the original was not linked to its successor: both "
         "subscriptions stay and deliver until an operator deletes one"
+    ),
+    Reason.PREDECESSOR_RETIRING: (
+        "its original is still being deleted after the swap that created it; a second swap "
+        "would race the first, so it is regenerated (the original delivers every event "
+        "meanwhile)"
     ),
     Reason.SWAP_FALLBACK: (
         "several swaps of this subscription ended without a successor; it is regenerated "

@@ -607,3 +607,18 @@ def test_an_id_rule_that_matches_nothing_any_more_is_reported() -> None:
     assert [] == lost_rules(policy, [sub("s2")], {"s2": successor})
     (sentence,) = lost_rules(policy, [sub("s2")], {"s2": rec("s2")})
     assert sentence.startswith("rule 1 names subscription s0, which Monite no longer lists")
+
+
+def test_a_successor_whose_original_is_still_retiring_is_regenerated_not_swapped() -> None:
+    """A second swap must not race the first: S regenerates while O is not yet retired."""
+    retiring = replace(rec("s1", state="retiring"), overlap_ends_at=NOW + DAY, successor_id="s2")
+    due = replace(rec("s2", age=31 * DAY), predecessor_id="s1")
+    decisions = decide(
+        [sub(), sub("s2")], {"s1": retiring, "s2": due}, POLICY, NOW, strategy="swap"
+    )
+    successor = next(d for d in decisions if d.subscription.id == "s2")
+    assert ("rotate", "regenerate", "predecessor_retiring") == (
+        successor.action,
+        successor.strategy,
+        successor.strategy_reason,
+    )

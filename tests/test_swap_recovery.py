@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from rotator.errors import MoniteRequestError, MoniteUnavailable
-from rotator.model import Record
-from rotator.policy import Decision, Strategy
+from rotator.model import Record, Subscription
+from rotator.policy import UNLISTED, Decision, Strategy
 from rotator.reasons import Reason
 from rotator.rotation import Context, Outcome, rotate, swap
 from tests.clocks import FakeClock
@@ -75,8 +75,9 @@ class World:
         reason: Reason = Reason.MAX_AGE_EXCEEDED,
         strategy: Strategy = "swap",
     ) -> Decision:
+        listed = self.monite.subscriptions.get(record.subscription_id)
         return Decision(
-            self.monite.subscriptions[record.subscription_id],
+            listed or policy_unlisted(record),
             record,
             "rotate",
             reason,
@@ -112,6 +113,17 @@ class World:
         latest = self.store.latest(subscription_id)
         if latest.state == "active":
             assert self.monite.current(subscription_id) == latest.secret
+
+
+def policy_unlisted(record: Record) -> Subscription:
+    """The subscription as the policy sees a swap record Monite no longer lists."""
+    return Subscription(
+        record.subscription_id,
+        record.url or "",
+        record.object_type or "",
+        UNLISTED,
+        record.event_types,
+    )
 
 
 def swap_events(captured: Events) -> list[tuple[str, str]]:
@@ -175,12 +187,18 @@ async def test_a_successor_commit_cancelled_mid_write_is_logged_critical() -> No
 async def test_recovery_of_a_claim_on_a_recreated_record_writes_stale_not_active() -> None:
     """A claim left on an adopter's recreated record is recovered `stale`, never `active`."""
     world = World()
-    cached = world.store.latest(ORIGINAL)  # replica A's cache: v1 active
-    world.clock.advance(10)
-    world.store.delete_metadata(ORIGINAL)  # an operator deletes the record's metadata
-    await world.adopt(ORIGINAL, commit=False)  # replica B: v1 claim, regenerated at Monite
-    world.store.refuse = lambda r: r.state == "stale"  # the restore of B's record fails
+    cached = world.store.latest(ORIGINAL)  # replica A's cache (and its fresh read): v1 active
 
+    async def delete_and_adopt() -> None:
+        # Between A's read of the start and its claim, the one race left:
+        world.clock.advance(10)
+        world.store.delete_metadata(ORIGINAL)  # an operator deletes the record's metadata
+        await world.adopt(ORIGINAL, commit=False)  # replica B: v1 claim, regenerated
+        world.store.refuse = lambda r: r.state == "stale"  # the restore of B's record fails
+
+    world.store.interpose(
+        lambda r: r.subscription_id == ORIGINAL and r.state == "swapping", delete_and_adopt
+    )
     with capture_audit() as captured:
         first = await world.swap(cached)  # cas=1 lands on B's claim
     assert ("conflict", "record_replaced") == (first.kind, first.reason)
@@ -269,6 +287,7 @@ async def test_a_successors_own_swap_gets_its_own_swap_id_and_start_time() -> No
     assert parent.swap_id == inherited.swap_id
 
     world.clock.advance(3600)
+    world.store.put(replace(parent, state="retired", secret=None))  # O is gone by now
     started = world.clock.now()
     with capture_audit() as captured:
         second = await world.swap(inherited)
@@ -457,3 +476,68 @@ async def test_a_write_over_our_claim_that_lands_on_a_recreated_record_is_put_ba
     assert expected == (outcome.kind, outcome.reason)
     assert ("settling", "r2") == (final.state, final.rotation_id)  # the adopter's, restored
     world.assert_rule_zero(ORIGINAL)
+
+
+# -- found by the simulation (tests/sim, seeds 227, 243, 497) ------------------------------
+
+
+async def swapped_and_due(world: World) -> tuple[Record, str]:
+    """O swapped to S and linked; the clock past the overlap: O is due to be deleted."""
+    outcome = await world.swap(world.store.latest(ORIGINAL))
+    assert ("swapped", "retiring") == (outcome.kind, world.store.latest(ORIGINAL).state)
+    assert outcome.successor_id is not None
+    world.clock.advance(OVERLAP.total_seconds() + 1)
+    return world.store.latest(ORIGINAL), outcome.successor_id
+
+
+async def test_step_9_follows_a_successor_that_was_swapped_in_turn() -> None:
+    """Seed 227: S swapped and retired before O's deletion; O is deleted, not revived."""
+    world = World()
+    retiring, successor = await swapped_and_due(world)
+    # Another replica swapped S meanwhile and finished: S is retired, S2 delivers.
+    s_record = world.store.latest(successor)
+    world.monite.seed("sub-s2")
+    world.store.put(replace(s_record, state="retired", secret=None, successor_id="sub-s2"))
+    await world.monite.delete_subscription(successor)
+    world.store.put(
+        Record(
+            "sub-s2",
+            secret=world.monite.current("sub-s2"),
+            rotated_at=world.clock.now(),
+            url=s_record.url,
+            object_type=s_record.object_type,
+            event_types=s_record.event_types,
+            predecessor_id=successor,
+        )
+    )
+    outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
+    assert ("swapped", True) == (outcome.kind, outcome.retired)
+    assert ORIGINAL not in world.monite.subscriptions
+    assert "retired" == world.store.latest(ORIGINAL).state
+
+
+async def test_an_original_already_gone_is_retired_and_its_recordless_successor_kept() -> None:
+    """Seed 243: O's delete landed, S's record was deleted: S is kept (to be adopted), O retired."""
+    world = World()
+    retiring, successor = await swapped_and_due(world)
+    world.store.delete_metadata(successor)  # an operator deletes S's record
+    await world.monite.delete_subscription(ORIGINAL)  # O's earlier delete landed late
+    outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
+    assert ("swapped", "retired") == (outcome.kind, world.store.latest(ORIGINAL).state)
+    assert [successor] == list(world.monite.subscriptions)
+
+
+async def test_a_successor_whose_original_is_not_retired_is_regenerated_not_swapped() -> None:
+    """Seed 624: S's own swap while O is still retiring would race O's step 9: S regenerates."""
+    world = World()
+    first = await world.swap(world.store.latest(ORIGINAL))
+    assert first.successor_id is not None
+    successor = world.store.latest(first.successor_id)
+    with capture_audit() as captured:
+        second = await world.swap(successor)  # its original is `retiring`
+    assert ("rotated", "predecessor_retiring") == (
+        second.kind,
+        the(captured, "swap.fallback")["why"],
+    )
+    assert "retiring" == world.store.latest(ORIGINAL).state
+    world.assert_rule_zero(first.successor_id)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -30,7 +31,7 @@ import structlog
 
 from rotator import events, policy
 from rotator.errors import MoniteError, MoniteNotFound, VaultConflict, VaultError
-from rotator.model import SWAP_STATES, Created, Record, Subscription, format_time
+from rotator.model import MAX_LINEAGE, SWAP_STATES, Created, Record, Subscription, format_time
 from rotator.policy import Decision
 from rotator.reasons import OutcomeKind, Reason
 from rotator.retry import monite_backoff, retry
@@ -43,6 +44,7 @@ from rotator.rotation._commit import (
     write_over_claim,
 )
 from rotator.rotation._types import CommitFailed, Context, Outcome, Superseded
+from rotator.rotation.protocol import rotate
 
 log = structlog.get_logger("rotator.rotation")
 
@@ -125,6 +127,18 @@ class _Swap:
 
     async def begin(self) -> Outcome:
         """Steps 1 to 6: a new swap of an `active` original."""
+        if not await self.predecessor_retired():
+            # A second swap would race the first one's step 9 (which may then see
+            # this subscription gone and revive its original): regenerate instead.
+            # The original still delivers every event with a valid secret.
+            self.log.info(events.SWAP_FALLBACK, why=Reason.PREDECESSOR_RETIRING)
+            fallback = replace(
+                self.decision, strategy="regenerate", strategy_reason=Reason.PREDECESSOR_RETIRING
+            )
+            return await rotate(self.ctx, fallback)
+        moved = await self.start_moved()
+        if moved is not None:
+            return moved
         known = tuple(
             sorted({s.id for s in self.listing if s.triple == self.sub.triple} | {self.sub.id})
         )
@@ -154,13 +168,49 @@ class _Swap:
             known_ids=len(known),
             claim_expires_at=format_time(claimed.fence_ends(self.ctx.max_claim_ttl)),
         )
-        busy = await self.twin_busy(claimed)  # step 3
+        try:
+            busy = await self.twin_busy(claimed)  # step 3
+        except VaultError:
+            busy = "unreadable"  # cannot tell: back off rather than race an unseen intent
         if busy is not None:
             return await self.undo(claimed, Reason.SWAP_TWIN_BUSY, failed=False, twin=busy)
         created = await self.create(claimed)  # step 4
         if isinstance(created, Outcome):
             return created
         return await self.commit_successor(claimed, created)  # steps 5 and 6
+
+    async def start_moved(self) -> Outcome | None:
+        """None when the cached start is still Vault's latest version (read uncached).
+
+        A record deleted and made again reuses version numbers: a claim built on
+        a stale cache could land and copy a dead secret into `swapping` until the
+        start check undoes it. Reading first shrinks that to a race of one request.
+        """
+        try:
+            latest = await self.ctx.store.read(self.sub.id)
+        except VaultError as exc:
+            self.log.error(events.SWAP_FAILED, stage="claim", error=str(exc))
+            return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
+        if (latest.version, latest.created_time) == (self.start.version, self.start.created_time):
+            return None
+        self.ctx.remember(latest)
+        self.log.info(events.ROTATION_CONFLICT, stage="swap_claim", error="the record moved on")
+        return self.outcome(OutcomeKind.CONFLICT, Reason.RECORD_REPLACED)
+
+    async def predecessor_retired(self) -> bool:
+        """True unless this subscription is a successor whose original is not yet retired.
+
+        Read uncached: the cycle's records may miss the original (unreadable, or
+        a stale cache), and on doubt the answer is no.
+        """
+        predecessor = self.start.predecessor_id
+        if predecessor is None:
+            return True
+        try:
+            record = await self.ctx.store.read(predecessor)
+        except VaultError:
+            return False
+        return not record.exists or record.state == "retired" or record.successor_id != self.sub.id
 
     async def claim(self, build: Any) -> Record | Outcome:
         """Write `build(now)` with cas on the start's version; the deadline is taken first."""
@@ -211,18 +261,21 @@ class _Swap:
     # -- step 3: a twin that is swapping first ---------------------------------------------
 
     async def twin_busy(self, claimed: Record) -> str | None:
-        """The id of a twin (same triple) whose swap claim is older than ours, if any."""
-        ours = (claimed.created_time, self.sub.id)
+        """The id of a twin (same triple) whose swap intent is older than ours, if any.
+
+        Ordered by when each intent was first written (`intent_at`, Vault's
+        time, kept across takeovers): a recovery that takes over an older
+        intent renews its `created_time`, and must still come first.
+        """
+        ours = (claimed.intent_at, self.sub.id)
         for twin in self.listing:
             if twin.id == self.sub.id or twin.triple != self.sub.triple:
                 continue
-            try:
-                record = await self.ctx.store.read(twin.id)
-            except VaultError:
-                return twin.id  # cannot tell: back off rather than race an unseen intent
-            if record.state != "swapping" or record.created_time is None:
+            record = await self.ctx.store.read(twin.id)  # VaultError: the caller cannot tell
+            theirs = record.intent_at
+            if record.state != "swapping" or theirs is None:
                 continue
-            if ours[0] is None or (record.created_time, twin.id) < ours:
+            if ours[0] is None or (theirs, twin.id) < ours:
                 return twin.id
         return None
 
@@ -501,6 +554,18 @@ class _Swap:
             # Never delete anything on a record we cannot vouch for: try again later.
             self.log.error(events.SWAP_FAILED, stage="recover", error="takeover not verified")
             return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR)
+        try:
+            busy = await self.twin_busy(claimed)
+        except VaultError as exc:
+            self.log.error(events.SWAP_FAILED, stage="recover", error=str(exc))
+            return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
+        if busy is not None:
+            # An older intent on this triple was there at our step 3, so this swap
+            # backed off before creating anything (its release did not land): the
+            # candidates are that intent's to judge. Nothing is deleted here.
+            return await self.undo(
+                claimed, Reason.SWAP_TWIN_BUSY, failed=False, kind=OutcomeKind.SKIPPED, twin=busy
+            )
         known = set(start.swap_known_ids) | {self.sub.id}
         candidates: list[str] = []
         managed: list[str] = []
@@ -528,12 +593,21 @@ class _Swap:
         if candidates:
             orphan = candidates[0]
             try:
-                await self.ctx.monite.delete_subscription(orphan, send_by=self.deadline - self.need)
+                deleted = await self.ctx.monite.delete_subscription(
+                    orphan, send_by=self.deadline - self.need
+                )
             except MoniteError as exc:
                 self.log.error(
                     events.SWAP_FAILED, stage="orphan_delete", successor_id=orphan, error=str(exc)
                 )
                 return self.outcome(OutcomeKind.FAILED, Reason.MONITE_ERROR, error=str(exc))
+            if not deleted:
+                # Someone removed it first: most likely an older twin intent's own
+                # recovery, and this swap had backed off before creating anything.
+                self.log.info(events.SWAP_RECOVERED, phase="undone", orphan_already_gone=orphan)
+                return await self.undo(
+                    claimed, Reason.SWAP_CLAIM_EXPIRED, failed=False, kind=OutcomeKind.SKIPPED
+                )
             self.log.warning(events.SWAP_ORPHAN_DELETED, successor_id=orphan)
         self.log.info(events.SWAP_RECOVERED, phase="undone", orphans_deleted=len(candidates))
         # The record is repaired: a skip, not a failure of this cycle; the count goes on.
@@ -644,13 +718,24 @@ class _Swap:
         )
 
     async def successor_problem(self, claimed: Record) -> Outcome | None:
-        """Step 9: S must exist at Monite with O's triple and its secret in Vault; else abort."""
+        """Step 9: S must exist at Monite with O's triple and its secret in Vault; else abort.
+
+        S may have been swapped in turn (by a replica that did not see O still
+        retiring): the check follows the chain of successors to the newest.
+        """
         ctx = self.ctx
         successor_id = claimed.successor_id
         if successor_id is None:
             return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=None)
         try:
             record = await ctx.store.read(successor_id)
+            for _ in range(MAX_LINEAGE):
+                if record.state not in SWAP_STATES or record.successor_id is None:
+                    break
+                if record.state != "retired":
+                    break  # S is still delivering beside its own successor: S counts
+                successor_id = record.successor_id
+                record = await ctx.store.read(successor_id)
         except VaultError as exc:
             self.log.error(events.SWAP_FAILED, stage="check", error=str(exc))
             return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
@@ -664,7 +749,17 @@ class _Swap:
         if at_monite is None:
             return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=None)
         if record.secret is None:
-            # Nobody can know S's secret: delete S rather than leave it delivering.
+            # Nobody can know S's secret: delete S rather than leave it delivering,
+            # but only while O delivers. If O is gone already (a delete that landed
+            # late), deleting S would leave nothing: retire O; S, record-less, is
+            # adopted and regenerated. If Monite cannot say, keep the claim.
+            try:
+                await ctx.monite.get_subscription(self.sub.id)
+            except MoniteNotFound:
+                return None
+            except MoniteError as exc:
+                self.log.error(events.SWAP_FAILED, stage="check", error=str(exc))
+                return self.outcome(OutcomeKind.FAILED, Reason.MONITE_ERROR, error=str(exc))
             return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=successor_id)
         if at_monite.triple != claimed.triple:
             return await self.abort(claimed, Reason.SUCCESSOR_DIVERGED, delete=None)
