@@ -1,7 +1,8 @@
 """`python -m tests.sim`: the deterministic simulation of the rotation protocol.
 
-    python -m tests.sim --profile quick|full [--seed N] [--scenarios K] [--workers W]
-    python -m tests.sim --replay SEED [--trace]
+    python -m tests.sim --profile quick|full [--strategy regenerate|swap|mixed]
+                        [--seed N] [--scenarios K] [--workers W]
+    python -m tests.sim --replay SEED [--strategy swap] [--strict] [--trace]
     python -m tests.sim --plan 'JSON' [--trace]
 
 Runs seeded scenarios of real Engine replicas over in-memory Monite and Vault
@@ -17,7 +18,7 @@ import os
 import sys
 
 from tests.sim.runner import PROFILES, explain_failure, run_seeds, scenario_for
-from tests.sim.scenario import FAULT_KINDS, Result, Scenario, run
+from tests.sim.scenario import FAULT_KINDS, STRATEGIES, Result, Scenario, run
 
 MAX_EXPLAINED = 3  # failing seeds shrunk and printed per run
 
@@ -46,6 +47,12 @@ def _show(result: Result, *, trace: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="regenerate",
+        help="rotation.strategy of the scenarios; mixed: odd seeds swap (default regenerate)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--scenarios", type=int, help="how many (default: the profile's)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -54,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true", help="with --replay/--plan: print events")
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink failures")
     parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="also enforce the checks known to fail on reported protocol bugs (KNOWN_FAILING)",
+    )
+    parser.add_argument(
         "--without",
         action="append",
         default=[],
@@ -61,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         help="drop this kind of fault from every plan (repeatable), to look past a known bug",
     )
     args = parser.parse_args(argv)
+    if args.strict:
+        os.environ["SIM_STRICT"] = "1"  # read by every worker (forked after this)
 
     if args.replay is not None:
-        return _show(run(scenario_for(args.replay, args.without)), trace=args.trace)
+        scenario = scenario_for(args.replay, args.without, args.strategy)
+        return _show(run(scenario), trace=args.trace)
     if args.plan is not None:
         text = args.plan
         if text.startswith("@"):
@@ -75,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     seeds = range(args.seed, args.seed + count)
     print(
         f"simulating {count} scenarios (seeds {args.seed}..{args.seed + count - 1}, "
-        f"profile {args.profile}, {args.workers} worker(s))",
+        f"profile {args.profile}, strategy {args.strategy}, {args.workers} worker(s))",
         flush=True,
     )
     without = sorted(set(args.without))
     if without:
         print(f"without faults of kind: {', '.join(without)}")
-    figures = run_seeds(seeds, workers=args.workers, without=without)
+    figures = run_seeds(seeds, workers=args.workers, without=without, strategy=args.strategy)
     print(figures.report())
     if not figures.failed:
         return 0
@@ -96,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             for failure in summary.failures:
                 print(f"  {failure}")
             flags = "".join(f" --without {kind}" for kind in without)
+            flags += f" --strategy {args.strategy}" if args.strategy != "regenerate" else ""
             print(f"replay: python -m tests.sim --replay {summary.seed}{flags}")
         else:
-            print(explain_failure(summary.seed, without=without)[2], flush=True)
+            explained = explain_failure(summary.seed, without=without, strategy=args.strategy)
+            print(explained[2], flush=True)
     return 1
 
 

@@ -10,15 +10,22 @@ Server side (one of each per scenario):
   random token per regenerate or create) and a count of regenerates; also how
   many regenerates of each are still unresolved (sent, neither applied nor
   known never to apply): the safety invariant needs it. A create adds a
-  subscription with a fresh secret, a delete removes one.
+  subscription with a fresh secret and a seeded id, and remembers which swap
+  sent it (`origin`: swap id and original, read off the calling `_Swap`), so
+  the invariants can count successors per swap and follow lineages; a delete
+  removes one, after `before_delete` has seen the world as it was.
 
 Client side (one of each per replica incarnation), implementing the ports:
 - `SimVaultStore` (`rotator.ports.RecordStore`) builds records with
   `Record.from_vault` and writes `record.to_vault()`, so the real
   serialisation runs; learns Vault's time with `rotator.clock.ServerClock`
   from `created_time` and a whole-second `Date` observation.
-- `SimMonite` (`rotator.ports.SubscriptionSource`): one attempt per call
-  (delete too: one attempt is the worst a retried delete can do).
+- `SimMonite` (`rotator.ports.SubscriptionSource`): one attempt per call.
+  Create and delete meet the same fates as a regenerate (applied before a
+  timeout, never, as a straggler within claim_ttl, applied with the answer
+  lost, refused); a create may also answer 2xx with an unreadable secret, and
+  a delete whose answer is lost may be answered by the real client's retry
+  as "gone already".
 
 Every request travels: it reaches the server after a latency, is applied there
 by a loop callback (so cancelling the caller, a crash, does not un-send it),
@@ -33,6 +40,7 @@ import asyncio
 import collections
 import json
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,6 +50,7 @@ from rotator.clock import ServerClock
 from rotator.errors import (
     MoniteError,
     MoniteNotFound,
+    MoniteProtocolError,
     MoniteUnavailable,
     VaultConflict,
     VaultUnavailable,
@@ -62,7 +71,25 @@ CREATE_FATES = (
     "dropped",  # created, the answer is lost (may_have_applied=True, not retryable)
     "throttled",  # 429 with Retry-After, not created
     "error_applied",  # 503 after creating (may_have_applied=True, not retryable)
+    "error_not_applied",  # 503, not created (the client cannot tell: may_have_applied)
     "connect",  # connection refused, never sent
+    "timeout_never",  # no answer within the timeout; never created
+    "timeout_before",  # no answer within the timeout; created before the timeout
+    "timeout_straggler",  # no answer; created later, within claim_ttl of sending
+    "unreadable",  # created, answered 2xx with a secret that cannot be read (C6)
+)
+
+# What one delete attempt can run into at Monite (decided when it is sent).
+DELETE_FATES = (
+    "dropped",  # deleted, the answer is lost
+    "dropped_retried",  # deleted, the answer lost; the client's retry reads 404: gone already
+    "throttled",  # 429, not deleted
+    "error_applied",  # 503 after deleting
+    "error_not_applied",  # 503, not deleted
+    "connect",  # connection refused, never sent
+    "timeout_never",  # no answer within the timeout; never deleted
+    "timeout_before",  # no answer within the timeout; deleted before the timeout
+    "timeout_straggler",  # no answer; deleted later, within claim_ttl of sending
 )
 
 # What one regenerate attempt can run into at Monite (decided when it is sent).
@@ -330,10 +357,14 @@ class MoniteModel:
         rng: random.Random,
         on_change: Callable[[str], None],
         trace: Callable[[str], None],
+        before_delete: Callable[[str], None] | None = None,
+        after_create: Callable[[str], None] | None = None,
     ) -> None:
         self._rng = rng
         self._on_change = on_change
         self._trace = trace
+        self._before_delete = before_delete
+        self._after_create = after_create
         self.subscriptions = {
             sid: Subscription(
                 id=sid,
@@ -348,6 +379,10 @@ class MoniteModel:
         self.regenerates: collections.Counter[str] = collections.Counter()
         self.unresolved: collections.Counter[str] = collections.Counter()
         self.created = 0  # subscriptions made by create, for their ids
+        # Created id -> (swap id, original id) of the swap that sent the create.
+        self.origin: dict[str, tuple[str | None, str | None]] = {}
+        self.creates_per_swap: collections.Counter[str] = collections.Counter()
+        self.deleted: list[str] = []  # ids deleted, in order
 
     def _token(self) -> str:
         return f"whsec_{self._rng.getrandbits(160):040x}"
@@ -370,7 +405,24 @@ class MoniteModel:
         self.unresolved[sid] -= 1
         self._on_change(sid)
 
-    def create(self, url: str, object_type: str, event_types: Sequence[str]) -> Created:
+    def root(self, sid: str) -> str:
+        """The subscription the lineage of `sid` started from (itself if no swap made it)."""
+        seen = 0
+        while sid in self.origin and seen < 10_000:
+            parent = self.origin[sid][1]
+            if parent is None:
+                break
+            sid, seen = parent, seen + 1
+        return sid
+
+    def create(
+        self,
+        url: str,
+        object_type: str,
+        event_types: Sequence[str],
+        *,
+        origin: tuple[str | None, str | None] = (None, None),
+    ) -> Created:
         """A create lands: a new enabled subscription with a fresh secret."""
         self.created += 1
         sid = f"sub-new-{self.created}"
@@ -384,18 +436,46 @@ class MoniteModel:
         value = self._token()
         self.subscriptions[sid] = sub
         self.current[sid] = value
-        self._trace(f"monite.create {sid}")
+        if origin != (None, None):
+            self.origin[sid] = origin
+            if origin[0] is not None:
+                self.creates_per_swap[origin[0]] += 1
+            self._trace(f"monite.create {sid} for {origin[1]}")
+        else:
+            self._trace(f"monite.create {sid}")
+        if self._after_create is not None:
+            self._after_create(sid)
         self._on_change(sid)
         return Created(subscription=sub, secret=Secret(value))
 
     def delete(self, sid: str) -> bool:
         """A delete lands: True if the subscription existed (its secret dies with it)."""
-        if self.subscriptions.pop(sid, None) is None:
+        if sid not in self.subscriptions:
             return False
+        if self._before_delete is not None:
+            self._before_delete(sid)
+        del self.subscriptions[sid]
         del self.current[sid]
+        self.deleted.append(sid)
         self._trace(f"monite.delete {sid}")
         self._on_change(sid)
         return True
+
+
+def _calling_swap() -> tuple[str | None, str | None]:
+    """(swap id, original id) of the `rotator.rotation.swap._Swap` whose step is calling.
+
+    Read off the Python stack: a coroutine's callers are on it while it runs
+    (tasks step the outermost coroutine). The model needs this only to count
+    creates per swap and to follow lineages; the rotator never sees it.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if type(owner).__name__ == "_Swap":
+            return getattr(owner, "swap_id", None), getattr(owner.sub, "id", None)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None, None
 
 
 class SimMonite:
@@ -467,6 +547,92 @@ class SimMonite:
     async def check(self) -> None:
         await self._simple("check", lambda: None)
 
+    def _unsafe_fate(self, mode: str | None, fates: tuple[str, ...]) -> str:
+        """The fate of a create or delete sent in `mode` (one draw, like a regenerate's)."""
+        rng = self._faults.rng
+        if mode is None or mode == "slow":
+            return "ok"
+        if mode == "throttle":
+            return "throttled"
+        if mode == "outage":
+            return rng.choice(("connect", "error_applied"))
+        if mode == "straggle":
+            return rng.choice(("timeout_straggler", "timeout_before", "timeout_never"))
+        return rng.choice(fates)
+
+    async def _unsafe(
+        self, op: str, mode: str | None, fate: str, apply: Callable[[], T], ok: int
+    ) -> T:
+        """One create or delete attempt meeting `fate`: applied by the server's schedule."""
+        loop = self._loop
+        rng = self._faults.rng
+        timeout = self._timeout
+        go, back = self._latency(mode), self._latency(mode)
+        fut: asyncio.Future[T] = loop.create_future()
+        if fate != "ok":
+            self._faults.count(f"monite.{op}_{fate}")
+
+        def lost(message: str, *, status: int | None = None) -> MoniteUnavailable:
+            return MoniteUnavailable(
+                f"Monite {op}: {message} (simulated)",
+                status=status,
+                may_have_applied=True,
+                retryable=op != "create",
+            )
+
+        def arrive() -> None:
+            error: MoniteError
+            if fate == "throttled":
+                error = MoniteUnavailable(
+                    f"Monite {op}: 429 (simulated)", status=429, retry_after=1.0
+                )
+                loop.call_later(back, _deliver, fut, None, error)
+                return
+            if fate == "error_not_applied":
+                loop.call_later(back, _deliver, fut, None, lost("503", status=503))
+                return
+            result = apply()
+            if fate == "ok":
+                loop.call_later(back, _deliver, fut, result, None)
+            elif fate == "dropped_retried":
+                # The client's own retry is answered 404: "gone already".
+                loop.call_later(back + self._latency(None), _deliver, fut, False, None)
+            elif fate == "unreadable":
+                error = MoniteProtocolError(
+                    f"Monite {op}: 2xx whose secret cannot be read (simulated)",
+                    status=201,
+                    may_have_applied=True,
+                )
+                loop.call_later(back, _deliver, fut, None, error)
+            elif fate == "error_applied":
+                loop.call_later(back, _deliver, fut, None, lost("503 after applying", status=503))
+            else:
+                loop.call_later(back, _deliver, fut, None, lost("connection reset after sending"))
+
+        def quietly() -> None:
+            apply()
+
+        if fate == "connect":
+            error = MoniteUnavailable(f"Monite {op}: connection refused (simulated)")
+            loop.call_later(go, _deliver, fut, None, error)
+        elif fate.startswith("timeout_"):
+            timed_out = lost(f"no answer within {timeout:g}s")
+            loop.call_later(timeout, _deliver, fut, None, timed_out)
+            if fate == "timeout_before":
+                loop.call_later(rng.uniform(0.0, timeout), quietly)
+            elif fate == "timeout_straggler":
+                # The straggler assumption: applied within claim_ttl of its sending.
+                loop.call_later(rng.uniform(timeout, self._straggle_for), quietly)
+        else:
+            loop.call_later(go, arrive)
+        try:
+            result = await fut
+        except MoniteError as exc:
+            self.requests[(op, exc.status or 0)] += 1
+            raise
+        self.requests[(op, ok)] += 1
+        return result
+
     async def create_subscription(
         self,
         url: str,
@@ -475,57 +641,17 @@ class SimMonite:
         *,
         send_by: float | None = None,
     ) -> Created:
-        loop = self._loop
         monite = self._monite
+        origin = _calling_swap()
         if send_by is not None and self._clock.monotonic() > send_by:
             self.requests[("create", 0)] += 1
             raise MoniteUnavailable("the request's deadline passed before it was sent")
-        mode = self._faults.monite_mode(loop.time())
-        rng = self._faults.rng
-        fate = "ok"
-        if mode == "outage":
-            fate = rng.choice(("connect", "error_applied"))
-        elif mode == "throttle":
-            fate = "throttled"
-        elif mode in ("flaky", "straggle"):
-            fate = rng.choice(CREATE_FATES)
-        go, back = self._latency(mode), self._latency(mode)
-        fut: asyncio.Future[Created] = loop.create_future()
-        if fate != "ok":
-            self._faults.count(f"monite.create_{fate}")
-
-        def arrive() -> None:
-            error: MoniteError
-            if fate == "throttled":
-                error = MoniteUnavailable(
-                    "Monite create: 429 (simulated)", status=429, retry_after=1.0
-                )
-                loop.call_later(back, _deliver, fut, None, error)
-                return
-            created = monite.create(url, object_type, event_types)
-            if fate == "ok":
-                loop.call_later(back, _deliver, fut, created, None)
-                return
-            error = MoniteUnavailable(
-                f"Monite create: {'503' if fate == 'error_applied' else 'connection reset'} "
-                "after sending (simulated)",
-                status=503 if fate == "error_applied" else None,
-                may_have_applied=True,
-                retryable=False,
-            )
-            loop.call_later(back, _deliver, fut, None, error)
-
-        if fate == "connect":
-            loop.call_later(go, _deliver, fut, None, MoniteUnavailable("connection refused"))
-        else:
-            loop.call_later(go, arrive)
-        try:
-            result = await fut
-        except MoniteUnavailable as exc:
-            self.requests[("create", exc.status or 0)] += 1
-            raise
-        self.requests[("create", 201)] += 1
-        return result
+        mode = self._faults.monite_mode(self._loop.time())
+        fate = self._unsafe_fate(mode, CREATE_FATES)
+        types = tuple(event_types)
+        return await self._unsafe(
+            "create", mode, fate, lambda: monite.create(url, object_type, types, origin=origin), 201
+        )
 
     async def delete_subscription(
         self, subscription_id: str, *, send_by: float | None = None
@@ -533,7 +659,11 @@ class SimMonite:
         if send_by is not None and self._clock.monotonic() > send_by:
             self.requests[("delete", 0)] += 1
             raise MoniteUnavailable("the request's deadline passed before it was sent")
-        return await self._simple("delete", lambda: self._monite.delete(subscription_id))
+        mode = self._faults.monite_mode(self._loop.time())
+        fate = self._unsafe_fate(mode, DELETE_FATES)
+        return await self._unsafe(
+            "delete", mode, fate, lambda: self._monite.delete(subscription_id), 204
+        )
 
     def _fate(self, mode: str | None) -> str:
         rng = self._faults.rng
@@ -641,6 +771,7 @@ def fingerprint(value: str | None) -> str:
 
 __all__ = [
     "CREATE_FATES",
+    "DELETE_FATES",
     "MONITE_MODES",
     "REGENERATE_FATES",
     "VAULT_MODES",

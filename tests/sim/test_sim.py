@@ -7,6 +7,7 @@ import os
 import random
 import time
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +17,8 @@ from rotator.model import Record
 from rotator.secret import Secret
 from tests.sim.loop import Deadlock, SimClock, VirtualLoop
 from tests.sim.models import Faults, MoniteModel, SimMonite, SimVaultStore, Window
-from tests.sim.runner import PROFILES, explain_failure, run_seeds
-from tests.sim.scenario import Fault, Scenario, generate, run, shrink
+from tests.sim.runner import QUICK, explain_failure, run_seeds
+from tests.sim.scenario import Fault, Scenario, generate, run, shrink, strategy_of
 
 WORKERS = min(2, os.cpu_count() or 1)
 
@@ -33,18 +34,29 @@ CALM = replace(
 )
 
 
-def test_quick_profile_loses_no_secret() -> None:
-    """The quick profile's scenarios all keep every invariant: no secret is ever lost."""
-    count = PROFILES["quick"]
-    figures = run_seeds(range(count), workers=WORKERS)
+def _quick(strategy: str) -> None:
+    count = QUICK[strategy]
+    figures = run_seeds(range(count), workers=WORKERS, strategy=strategy)
     print(f"\n{figures.report()}")
     explained = ""
     if figures.failed:
-        explained = explain_failure(figures.failed[0].seed)[2]
+        explained = explain_failure(figures.failed[0].seed, strategy=strategy)[2]
         seeds = [s.seed for s in figures.failed]
         explained = f"failing seeds {seeds}\n{explained}"
     assert count == figures.scenarios
     assert [] == [s.seed for s in figures.failed], explained
+    if strategy == "swap":
+        assert True is (figures.events["swap.retired"] > count)
+
+
+def test_quick_profile_loses_no_secret() -> None:
+    """The quick profile's regenerate scenarios all keep every invariant: no secret is lost."""
+    _quick("regenerate")
+
+
+def test_quick_swap_profile_keeps_every_swap_invariant() -> None:
+    """The quick profile's swap scenarios keep rule zero, one successor per swap, the overlap."""
+    _quick("swap")
 
 
 def test_virtual_loop_advances_time_without_sleeping() -> None:
@@ -96,6 +108,41 @@ def test_same_seed_replays_the_same_events() -> None:
     assert False is (first.digest() == run(generate(12)).digest())
 
 
+def test_swap_scenario_replays_the_same_events() -> None:
+    """A swap seed is a replay too, and differs from the regenerate scenario of the same seed."""
+    first, second = run(generate(7, "swap")), run(generate(7, "swap"))
+    assert first.digest() == second.digest()
+    assert True is (first.events["swap.retired"] > 0)
+    assert False is (first.digest() == run(generate(7)).digest())
+
+
+def test_swap_scenarios_keep_the_overlap_within_its_bounds() -> None:
+    """Every swap overlap is >= 2 x claim_ttl and < max_age, and the calm phase covers recovery."""
+    bad = []
+    for seed in range(300):
+        s = generate(seed, "swap")
+        recovery = s.cache_refresh + s.overlap + 3 * s.claim_ttl + 2 * s.interval * (1 + s.jitter)
+        if not (2 * s.claim_ttl <= s.overlap < s.max_age and s.calm_phase() >= recovery):
+            bad.append(seed)
+    assert [] == bad
+
+
+def test_swap_scenario_keeps_the_regenerate_plan() -> None:
+    """A swap scenario has its seed's fault plan (times, kinds, windows); only targets differ."""
+    plain, swap = generate(23), generate(23, "swap")
+    assert [(f.kind, f.at, f.duration) for f in plain.faults] == [
+        (f.kind, f.at, f.duration) for f in swap.faults
+    ]
+    assert ("regenerate", "swap") == (plain.strategy, swap.strategy)
+
+
+def test_mixed_profile_swaps_odd_seeds() -> None:
+    """--strategy mixed: odd seeds swap, even seeds regenerate."""
+    assert ["regenerate", "swap", "regenerate", "swap"] == [
+        strategy_of(seed, "mixed") for seed in range(4)
+    ]
+
+
 def test_scenario_survives_json() -> None:
     """A printed plan replays exactly: Scenario -> JSON -> Scenario is the identity."""
     scenario = generate(5)
@@ -135,6 +182,38 @@ def _committing_wrong_secret(*args: Any) -> SimVaultStore:
 
     store.write = write  # type: ignore[method-assign]
     return store
+
+
+CALM_SWAP = replace(CALM, strategy="swap", overlap=240.0, fault_phase=1800.0)
+
+
+def test_calm_swap_world_retires_originals_and_keeps_one_subscription() -> None:
+    """Without faults, swaps run to the end: originals retired, one live subscription each."""
+    result = run(CALM_SWAP)
+    assert [] == result.failures
+    assert result.events["swap.committed"] - 1 <= result.events["swap.retired"]
+    assert True is (result.events["swap.retired"] >= 2)
+
+
+def _early_overlap(*args: Any) -> SimVaultStore:
+    """A store whose link answers an overlap deadline an hour earlier than Vault holds."""
+    store = SimVaultStore(*args)
+    real_write = store.write
+
+    async def write(record: Record, *, cas: int) -> Record:
+        written = await real_write(record, cas=cas)
+        if written.state == "retiring" and written.overlap_ends_at is not None:
+            written = replace(written, overlap_ends_at=written.overlap_ends_at - timedelta(hours=1))
+        return written
+
+    store.write = write  # type: ignore[method-assign]
+    return store
+
+
+def test_checker_catches_an_original_deleted_before_its_overlap() -> None:
+    """An original deleted at Monite before its record's overlap ends is seen at once."""
+    result = run(CALM_SWAP, store_factory=_early_overlap)
+    assert "EARLY_DELETE" == result.failures[0].split()[1]
 
 
 def test_checker_catches_a_store_that_drops_commits() -> None:
@@ -208,6 +287,34 @@ def test_sim_monite_creates_with_a_fresh_secret_and_deletes() -> None:
     assert [new_id] == list(model.current)
 
 
+def test_sim_monite_create_straggler_lands_within_claim_ttl() -> None:
+    """A create that times out as a straggler is created later, within claim_ttl of sending."""
+    loop, model, source, _trace = _monite_world([Window(0.0, 1e9, "straggle", 1.0)])
+
+    async def attempts() -> list[tuple[str, float, int]]:
+        seen = []
+        for _ in range(12):
+            before, sent = len(model.subscriptions), loop.time()
+            try:
+                await source.create_subscription("https://consumer.example/x", "payable", [])
+                fate = "ok"
+            except MoniteUnavailable as exc:
+                fate = "doubtful" if exc.may_have_applied and not exc.retryable else "other"
+            now = len(model.subscriptions) - before
+            await asyncio.sleep(120.0)
+            seen.append((fate, loop.time() - sent, len(model.subscriptions) - before - now))
+        return seen
+
+    try:
+        seen = loop.run_until_complete(attempts())
+    finally:
+        loop.close()
+    assert {"doubtful"} == {fate for fate, _, _ in seen}
+    # Some land before the answer, some after it (stragglers), some never.
+    assert {0, 1} == {late for _, _, late in seen}
+    assert True is (len(model.subscriptions) - 1 < len(seen))
+
+
 def test_sim_monite_create_lost_in_an_outage_is_not_retryable_when_it_may_have_landed() -> None:
     """In an outage a create is refused (safe to retry) or lands unanswered (not retryable)."""
     loop, model, source, _trace = _monite_world([Window(0.0, 1e9, "outage", 1.0)])
@@ -229,3 +336,12 @@ def test_sim_monite_create_lost_in_an_outage_is_not_retryable_when_it_may_have_l
         loop.close()
     assert [] == [s for s in seen if s not in ((False, True, 0), (True, False, 1))]
     assert {(False, True, 0), (True, False, 1)} == set(seen)
+
+
+@pytest.mark.parametrize("seed", [227, 243, 497])
+def test_seeds_that_found_swap_bugs_now_keep_every_invariant_strictly(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seeds that found the swap bugs (successor retired first, twins, late delete) pass."""
+    monkeypatch.setenv("SIM_STRICT", "1")
+    assert [] == run(generate(seed, "swap")).failures
