@@ -2,7 +2,7 @@
 
     python -m tests.sim --profile quick|full [--strategy regenerate|swap|mixed]
                         [--seed N] [--scenarios K] [--workers W]
-    python -m tests.sim --replay SEED [--strategy swap] [--strict] [--trace]
+    python -m tests.sim --replay SEED [--strategy swap] [--trace]
     python -m tests.sim --plan 'JSON' [--trace]
 
 Runs seeded scenarios of real Engine replicas over in-memory Monite and Vault
@@ -61,11 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true", help="with --replay/--plan: print events")
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink failures")
     parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="also enforce the checks known to fail on reported protocol bugs (KNOWN_FAILING)",
-    )
-    parser.add_argument(
         "--without",
         action="append",
         default=[],
@@ -73,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         help="drop this kind of fault from every plan (repeatable), to look past a known bug",
     )
     args = parser.parse_args(argv)
-    if args.strict:
-        os.environ["SIM_STRICT"] = "1"  # read by every worker (forked after this)
 
     if args.replay is not None:
         scenario = scenario_for(args.replay, args.without, args.strategy)

@@ -42,7 +42,7 @@ successors) has exactly one live `active` subscription equal to Monite's,
 besides at most an original `retiring` within its overlap; nothing `swapping`
 or `deleting`; no subscription without a record holding its secret, except
 the ids recovery reported as `swap.orphan_ambiguous`; retired records hold no
-secret. Checks failing on reported protocol bugs are in `KNOWN_FAILING`.
+secret.
 
 Also measured: regenerates per subscription, and the convergence time: from
 the end of the fault phase to the first moment every subscription is
@@ -56,7 +56,6 @@ import collections
 import contextlib
 import hashlib
 import json
-import os
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -83,37 +82,6 @@ from tests.sim.models import (
 )
 
 FAULT_KINDS = ("monite", "vault", "delete", "crash", "force")
-# Invariant checks that fail on protocol bugs found by this simulation and reported
-# to the lead engineer (docs/swap.md; rotator/ is theirs to fix): name -> a seed
-# that shows it (`python -m tests.sim --replay SEED --strategy swap --strict`).
-# Each is tolerated only in the exact situation the bug makes, and counted as
-# `sim.known.<name>` in the figures; SIM_STRICT=1 (or `--strict`) checks them all.
-KNOWN_FAILING = {
-    # A successor swapped and retired before its original's deletion landed: the
-    # original's step 9 finds its successor gone and writes it back `active`,
-    # so the lineage keeps two live subscriptions for good.
-    "successor_retired_first": 227,
-    # Step 9 on a `deleting` original whose delete already landed: its
-    # successor's record was deleted (M4), so the successor is deleted too and
-    # the original written back `active`: the lineage has no subscription left.
-    "successor_deleted_after_original": 243,
-    # A swap claim built from a cached record whose version number was reused
-    # after a metadata delete writes `swapping` over another secret until the
-    # start check restores it (or until recovery, if the process dies).
-    "swap_claim_from_reused_version": 64,
-    # Step 3 orders twins by their record's `created_time`, which a recovery's
-    # takeover renews: a new swap of a twin proceeds while the other's intent is
-    # unresolved, recovery then meets two candidates (`swap.orphan_ambiguous`),
-    # and the one left is adopted: a duplicate lineage with no operator at fault.
-    "twin_intents_overlap": 497,
-}
-
-
-def strict() -> bool:
-    """True when the known-failing checks are enforced too (SIM_STRICT=1)."""
-    return os.environ.get("SIM_STRICT") == "1"
-
-
 # Record states that hold a claim: a delete armed "after_claim" fires on them.
 _CLAIM_STATES = frozenset({"rotating", "swapping", "deleting"})
 # An original's swap states in which its record still holds its (valid) secret.
@@ -494,19 +462,10 @@ class World:
         self.forced_regenerate: set[str] = set()
         self.counting: _Counting | None = None
         self.drain_vault_time: datetime | None = None
-        # Lineages in the situation of a known-failing check (KNOWN_FAILING), by name.
-        self.known: dict[str, set[str]] = collections.defaultdict(set)
         # The last swap state and successor seen of each record, to spot an abort.
         self.last_seen: dict[str, tuple[str, str | None]] = {}
         # (original, successor) -> overlap_ends_at as the link wrote it.
         self.deadlines: dict[tuple[str, str], datetime] = {}
-
-    def tolerate(self, name: str, root: str) -> bool:
-        """True when lineage `root` is in known-failing situation `name` (counted, reported)."""
-        if strict() or root not in self.known[name]:
-            return False
-        self.result.events[f"sim.known.{name}"] += 1
-        return True
 
     # -- observation ---------------------------------------------------------------
 
@@ -558,7 +517,6 @@ class World:
             # An aborted deletion: was the successor gone because it swapped on itself?
             later = self.vault.record(successor)
             if later is not None and later.state in ("retiring", "deleting", "retired"):
-                self.known["successor_retired_first"].add(self.monite.root(sid))
                 self.note(f"sim: {sid} aborted its deletion: successor {successor} {later.state}")
         held = record.secret.reveal() if record.secret is not None else None
         if record.state == "retired" and held is not None:
@@ -570,12 +528,7 @@ class World:
         current = self.monite.current[sid]
         if held is None and record.state != "swapping":
             return  # M2: the original's record was lost and rewritten without its secret
-        if self.monite.root(sid) in self.lineages_hit:
-            # A version number an operator's metadata delete may have made reused.
-            self.known["swap_claim_from_reused_version"].add(self.monite.root(sid))
-        if held != current and not self.tolerate(
-            "swap_claim_from_reused_version", self.monite.root(sid)
-        ):
+        if held != current:
             self.fail(
                 f"SWAP_SECRET {sid}: record v{record.version} is {record.state} with secret "
                 f"{fingerprint(held)} but Monite's current secret is {fingerprint(current)}"
@@ -630,7 +583,6 @@ class World:
                     and other not in self.monite.subscriptions
                     and (record is None or record.secret is None)
                 ):
-                    self.known["successor_deleted_after_original"].add(root)
                     self.note(f"sim: {sid} deleted by {other}'s step 9 after {other} was deleted")
             if record is not None and record.secret is not None:
                 events["sim.successor_with_record_deleted"] += 1
@@ -727,8 +679,7 @@ class World:
         for root in s.sub_ids():
             live = [x for x in self.lineage(root) if x not in ambiguous]
             if not live:
-                if not self.tolerate("successor_deleted_after_original", root):
-                    self.fail(f"LOST {root}: no subscription of its lineage is left at Monite")
+                self.fail(f"LOST {root}: no subscription of its lineage is left at Monite")
                 continue
             active = []
             for sid in live:
@@ -750,31 +701,15 @@ class World:
                     active.append(sid)
                 if self.monite.unresolved[sid]:
                     self.fail(f"UNRESOLVED {sid}: {self.monite.unresolved[sid]} regenerates travel")
-            if len(active) > 1 and self._from_ambiguous(active, ambiguous) == len(active) - 1:
-                self.known["twin_intents_overlap"].add(root)
-            if len(active) > 1 and self.tolerate("twin_intents_overlap", root):
-                self.note(f"sim: lineage {root} keeps ambiguous orphans' heirs {active}")
-            elif len(active) > 1 and root in self.lineages_hit:
+            if len(active) > 1 and root in self.lineages_hit:
                 # M3: a record deleted mid-swap loses the intent; both stay, both managed.
                 self.result.events["sim.duplicates_m3"] += 1
                 self.note(f"sim: lineage {root} keeps duplicates {active} (M3)")
-            elif len(active) > 1 and self.tolerate("successor_retired_first", root):
-                self.note(f"sim: lineage {root} keeps duplicates {active} (known failing)")
             elif len(active) != 1:
                 self.fail(f"LINEAGE {root}: {len(active)} active subscriptions {active}")
         if ambiguous:
             self.result.events["sim.orphans_ambiguous"] += len(ambiguous)
             self.note(f"sim: ambiguous orphans reported {sorted(ambiguous)}")
-
-    def _from_ambiguous(self, sids: list[str], ambiguous: set[str]) -> int:
-        """How many of `sids` descend from (or are) an orphan recovery could not tell apart."""
-        count = 0
-        for sid in sids:
-            seen = 0
-            while sid not in ambiguous and sid in self.monite.origin and seen < 10_000:
-                sid, seen = self.monite.origin[sid][1] or "", seen + 1
-            count += sid in ambiguous
-        return count
 
     def final_check(self) -> None:
         if self.s.swap:
@@ -1115,7 +1050,6 @@ def shrink(
 
 
 __all__ = [
-    "KNOWN_FAILING",
     "STRATEGIES",
     "Fault",
     "Result",
@@ -1125,5 +1059,4 @@ __all__ = [
     "run",
     "shrink",
     "strategy_of",
-    "strict",
 ]
