@@ -245,13 +245,13 @@ class Metrics:
         """Account for one finished cycle."""
         for outcome in report.outcomes:
             self.rotations.labels(outcome.kind).inc()
+            if outcome.exposure_seconds is not None:
+                self.exposure.observe(outcome.exposure_seconds)
             if outcome.swap_step is not None:
                 self.swaps.labels(outcome.swap_step).inc()
         for decision in report.decisions:
             if decision.action == "rotate" and decision.strategy_reason == Reason.SWAP_FALLBACK:
                 self.swaps.labels("fallback").inc()
-            if outcome.exposure_seconds is not None:
-                self.exposure.observe(outcome.exposure_seconds)
         finished = report.finished_at or report.started_at
         self.cycle_duration.observe(max(0.0, (finished - report.started_at).total_seconds()))
         if report.error is not None:
