@@ -20,11 +20,11 @@ from typing import Any, Protocol
 from rotator.secret import Secret
 
 DEFAULT_CACHE_TTL = 300.0
-# How long "no record" is believed. Short: a swap's successor has no record for
-# the milliseconds before its commit, and a delivery then must not make the
-# kit refuse the successor for a whole cache ttl.
-ABSENT_TTL = 1.0
 """Seconds a record read from Vault is trusted without reading it again."""
+ABSENT_TTL = 1.0
+"""Seconds "no record" is trusted. Short: a swap's successor has no record for the
+milliseconds before its commit, and a delivery then must not make the kit refuse
+the successor for a whole cache ttl."""
 
 RECORD_STATES = (
     "active",
