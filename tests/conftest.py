@@ -9,7 +9,9 @@ collected here and searched for those values when the session ends.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +19,13 @@ import pytest
 import structlog
 
 from rotator.sandbox import ISSUED
+
+# The suite starts several hundred `python -m rotator` processes. Where the
+# environment sets PYTHONDONTWRITEBYTECODE (some images do), every one of them,
+# and every xdist worker, compiled each rotator module from source again: about
+# a sixth of a process's start-up CPU. Bytecode caches change nothing a test sees.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 pytest_plugins = [
     "pytester",
