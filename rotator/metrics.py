@@ -36,6 +36,8 @@ OUTCOMES = tuple(kind.value for kind in OutcomeKind)
 SWAP_PHASES = ("swapping", "retiring", "deleting")
 # What a swap step came to (rotator_swaps_total{step}); `fallback`: regenerated instead.
 SWAP_STEPS = ("committed", "retired", "undone", "aborted", "fallback")
+# rotation.overlap is minutes to hours; the tail is deletions that kept failing.
+OVERLAP_BUCKETS = (10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, math.inf)
 CYCLE_RESULTS = ("ok", "failed", "error")  # all good / some rotation failed / could not run
 
 # A cycle lists, then rotates at the rate limit: seconds for a few, minutes for thousands.
@@ -213,6 +215,13 @@ class Metrics:
             SWAP_STEPS,
             r,
         )
+        self.swap_overlap = Histogram(
+            "rotator_swap_overlap_seconds",
+            "How long an original and its successor both delivered: the successor's commit "
+            "to the original's deletion, on Vault's clock.",
+            buckets=OVERLAP_BUCKETS,
+            registry=r,
+        )
         self.swap_duplicates = Gauge(
             "rotator_swap_duplicates_alive",
             "Originals still listed after their successor was committed: each event is "
@@ -249,6 +258,8 @@ class Metrics:
                 self.exposure.observe(outcome.exposure_seconds)
             if outcome.swap_step is not None:
                 self.swaps.labels(outcome.swap_step).inc()
+            if outcome.overlap_seconds is not None:
+                self.swap_overlap.observe(outcome.overlap_seconds)
         for decision in report.decisions:
             if decision.action == "rotate" and decision.strategy_reason == Reason.SWAP_FALLBACK:
                 self.swaps.labels("fallback").inc()

@@ -420,3 +420,27 @@ async def test_twins_due_together_swap_one_at_a_time(
     records = [await read(vault_settings, t) for t in twins]
     assert [0, 0, 0] == [r.swap_failures for r in records]
     assert 6 == len(monite.subscription_ids())
+
+
+async def test_the_overlap_each_original_really_had_is_measured(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """rotator_swap_overlap_seconds: successor commit to original deleted, at least the overlap."""
+    await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine)
+    metrics = Metrics()
+    metrics.observe(await engine.run_cycle())
+    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    with capture_audit() as captured:
+        metrics.observe(await engine.run_cycle())
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name.startswith("rotator_swap_overlap_seconds_")
+    }
+    retired = next(e for e in captured if e["event"] == "swap.retired")
+    assert 1.0 == samples["rotator_swap_overlap_seconds_count"]
+    assert retired["overlap_seconds"] == round(samples["rotator_swap_overlap_seconds_sum"], 3)
+    # The estimate of Vault's time is a lower bound: allow the one-second margin.
+    assert OVERLAP.total_seconds() - 1 <= samples["rotator_swap_overlap_seconds_sum"] < 10

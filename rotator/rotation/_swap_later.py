@@ -184,11 +184,18 @@ class _SwapLater(_SwapBase):
             self.log.error(events.SWAP_FAILED, stage="retire", error=str(exc))
             return self.outcome(OutcomeKind.FAILED, Reason.VAULT_ERROR, error=str(exc))
         self.ctx.remember(retired)
+        # Both delivered from the successor's commit (its deadline less the overlap,
+        # on Vault's clock) until now: what the overlap really was.
+        ends = start.overlap_ends_at
+        overlap = None
+        if ends is not None and start.state != "retired":
+            overlap = max(0.0, (self.vault_time() - (ends - self.ctx.overlap)).total_seconds())
         self.log.info(
             events.SWAP_RETIRED,
             successor_id=start.successor_id,
             vault_version=retired.version,
             secret_fingerprint=retired.retired_secret_fingerprint,
+            overlap_seconds=None if overlap is None else round(overlap, 3),
         )
         return self.outcome(
             OutcomeKind.SWAPPED,
@@ -197,6 +204,7 @@ class _SwapLater(_SwapBase):
             vault_version=retired.version,
             secret_fingerprint=retired.retired_secret_fingerprint,
             retired=True,
+            overlap_seconds=overlap,
             # Deleting a retired original again (list lag, a straggler) is no new step.
             swap_step="retired" if start.state != "retired" else None,
         )

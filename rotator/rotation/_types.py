@@ -40,6 +40,7 @@ class Outcome:
     successor_id: str | None = None
     overlap_ends_at: datetime | None = None
     retired: bool = False  # the original was deleted and its record retired
+    overlap_seconds: float | None = None  # retired: how long both subscriptions delivered
     # What this swap step came to, for rotator_swaps_total: committed, retired, undone, aborted.
     swap_step: str | None = None
 
