@@ -1,147 +1,26 @@
-"""Plain data shared by every layer: subscriptions, Vault records (secrets: `rotator.secret`).
+"""`Record`: one subscription's record in Vault KV v2, and its regenerate transitions.
 
-Pure: no I/O library is imported here (an import-linter contract checks it).
+Its swap transitions are in `_swap` (inherited); reading and writing the KV v2
+`data` object is here too. Pure: no I/O library.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Any
 
-from rotator.secret import Secret
-
-RecordState = Literal[
-    "active", "rotating", "settling", "stale", "swapping", "retiring", "deleting", "retired"
-]
-# The states of a swap (docs/swap.md): on the original's record only.
-SWAP_STATES: frozenset[str] = frozenset({"swapping", "retiring", "deleting", "retired"})
-# States whose version holds a claim or horizon measured from `created_time`.
-FENCED_STATES: frozenset[str] = frozenset({"rotating", "settling", "swapping", "deleting"})
-# A successor's lineage keeps at most this many ancestors (rules follow it).
-MAX_LINEAGE = 64
-
-# What a swap's successor copies and an orphan is recognised by: url, object
-# type and the event types in sorted order.
-Triple = tuple[str | None, str | None, tuple[str, ...]]
-
-
-def triple(url: str | None, object_type: str | None, event_types: tuple[str, ...]) -> Triple:
-    """The triple of these fields: event types sorted, so order never tells two apart."""
-    return (url, object_type, tuple(sorted(event_types)))
-
-
-# Monite's WebhookObjectType enum (OpenAPI 2024-05-25, tests/schema/monite-openapi.json).
-# A copy, not a lookup: nothing may read test data at run time.
-MONITE_OBJECT_TYPES: tuple[str, ...] = (
-    "account",
-    "accounting_connection",
-    "approval",
-    "approval_request",
-    "approval_policy",
-    "approval_policy_process",
-    "batch_payment",
-    "comment",
-    "counterpart",
-    "counterpart_address",
-    "counterpart_bank_account",
-    "counterpart_contact_person",
-    "counterpart_partner_metadata",
-    "counterpart_tax_id",
-    "entity",
-    "entity_bank_account",
-    "entity_settings",
-    "entity_user",
-    "export",
-    "overdue_reminder",
-    "partner_settings",
-    "payable",
-    "payables_credit_note",
-    "payables_purchase_order",
-    "payable.line_item",
-    "payment",
-    "payment_intent",
-    "payment_link",
-    "payment_reminder",
-    "product",
-    "project",
-    "receivable",
-    "recurrence",
-    "role",
-    "tag",
-    "todo_task",
-    "workflow",
-    "workflow_pipeline",
-    "ocr_task",
-    "delivery_note",
-    "receipt",
-    "transaction",
+from rotator.model._data import record_data, record_fields
+from rotator.model._states import (
+    CLOCK_MARGIN,
+    FENCED_STATES,
+    MAX_LINEAGE,
+    RecordState,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """A Monite webhook subscription as listed (Monite never lists the secret).
-
-    `object_type` and `status` are kept as strings so an enum value Monite adds
-    tomorrow does not break today's rotator; `extra` keeps unknown fields.
-    """
-
-    id: str
-    url: str
-    object_type: str
-    status: str
-    event_types: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def enabled(self) -> bool:
-        return self.status == "enabled"
-
-    @property
-    def disabled(self) -> bool:
-        return self.status == "disabled"
-
-    @property
-    def triple(self) -> Triple:
-        return triple(self.url, self.object_type, self.event_types)
-
-    @property
-    def status_known(self) -> bool:
-        """False for a status Monite's schema does not list (neither enabled nor disabled)."""
-        return self.enabled or self.disabled
-
-
-@dataclass(frozen=True, slots=True)
-class Regenerated:
-    """What `regenerate_secret` returned: the subscription and its only copy of the new secret."""
-
-    subscription: Subscription
-    secret: Secret
-
-
-@dataclass(frozen=True, slots=True)
-class Created:
-    """What `create_subscription` returned: the new subscription and its secret's only copy.
-
-    Monite shows a new subscription's secret in the create answer only; no
-    later listing or get repeats it. The repr shows the secret as `<secret>`.
-    """
-
-    subscription: Subscription
-    secret: Secret
-
-
-# How much a judgement of Vault's time leaves to doubt: `Date` headers are
-# whole seconds, and a claim must never look expired a moment early.
-CLOCK_MARGIN = timedelta(seconds=1)
-# No claim fences a record longer than this, whatever the record says
-# (`rotation.max_claim_ttl`): a writer with a wild clock or ttl cannot lock it out.
-DEFAULT_MAX_CLAIM_TTL = timedelta(hours=1)
-DEFAULT_CLAIM_TTL = timedelta(minutes=2)  # `rotation.claim_ttl`
+from rotator.model._subscription import Created, Regenerated, Subscription, Triple, triple
+from rotator.secret import Secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,39 +345,7 @@ class Record:
 
     def to_vault(self) -> dict[str, Any]:
         """The KV v2 `data` object, field names as the README's "What lands in Vault" gives."""
-        return {
-            "secret": self.secret.reveal() if self.secret is not None else None,
-            "rotated_at": format_time(self.rotated_at),
-            "state": self.state,
-            "rotation_id": self.rotation_id,
-            "claimed_by": self.claimed_by,
-            "claim_ttl_seconds": self.claim_ttl_seconds,
-            "claim_expires_at": format_time(self.claim_expires_at),
-            "subscription_id": self.subscription_id,
-            "url": self.url,
-            "object_type": self.object_type,
-            "event_types": list(self.event_types),
-        } | self._swap_fields()
-
-    def _swap_fields(self) -> dict[str, Any]:
-        # Written only when set, so a record that never swapped keeps the v2 layout.
-        fields: dict[str, Any] = {
-            "swap_id": self.swap_id,
-            "swap_known_ids": list(self.swap_known_ids) or None,
-            "swap_started_at": format_time(self.swap_started_at),
-            "swap_intent_at": format_time(self.swap_intent_at),
-            "swap_failures": self.swap_failures or None,
-            "swap_start_version": self.swap_start_version,
-            "swap_start_created_time": format_time(self.swap_start_created_time),
-            "successor_id": self.successor_id,
-            "overlap_ends_at": format_time(self.overlap_ends_at),
-            "retired_at": format_time(self.retired_at),
-            "retired_secret_fingerprint": self.retired_secret_fingerprint,
-            "predecessor_id": self.predecessor_id,
-            "overlap_seconds": self.overlap_seconds,
-            "lineage": list(self.lineage) or None,
-        }
-        return {key: value for key, value in fields.items() if value is not None}
+        return record_data(self)
 
     @classmethod
     def from_vault(
@@ -508,133 +355,10 @@ class Record:
         version: int,
         created_time: datetime | None = None,
     ) -> Record:
-        """Parse a KV v2 `data` object, tolerating missing or foreign fields.
-
-        A record someone edited by hand must not crash the cycle: unparseable
-        times read as absent. A missing `state` reads as `active` (a record
-        imported by hand); a `state` this version does not know reads as
-        `stale`, because rule zero says a secret we cannot vouch for is rotated.
-        """
-        raw_secret = data.get("secret")
-        state = data.get("state")
-        events = data.get("event_types")
-        ttl = data.get("claim_ttl_seconds")
+        """Parse a KV v2 `data` object, tolerating missing or foreign fields (`record_fields`)."""
         return cls(
             subscription_id=subscription_id,
             version=version,
-            secret=Secret(raw_secret) if isinstance(raw_secret, str) and raw_secret else None,
-            rotated_at=parse_time(data.get("rotated_at")),
-            state=_state(state),
-            rotation_id=_opt_str(data.get("rotation_id")),
-            claimed_by=_opt_str(data.get("claimed_by")),
-            claim_ttl_seconds=(
-                float(ttl) if isinstance(ttl, int | float) and not isinstance(ttl, bool) else None
-            ),
-            claim_expires_at=parse_time(data.get("claim_expires_at")),
-            url=_opt_str(data.get("url")),
-            object_type=_opt_str(data.get("object_type")),
-            event_types=tuple(str(e) for e in events) if isinstance(events, list) else (),
-            swap_id=_opt_str(data.get("swap_id")),
-            swap_known_ids=_str_tuple(data.get("swap_known_ids")),
-            swap_started_at=parse_time(data.get("swap_started_at")),
-            swap_intent_at=parse_time(data.get("swap_intent_at")),
-            swap_failures=_count(data.get("swap_failures")),
-            swap_start_version=_count(data.get("swap_start_version")) or None,
-            swap_start_created_time=parse_time(data.get("swap_start_created_time")),
-            successor_id=_opt_str(data.get("successor_id")),
-            overlap_ends_at=parse_time(data.get("overlap_ends_at")),
-            retired_at=parse_time(data.get("retired_at")),
-            retired_secret_fingerprint=_opt_str(data.get("retired_secret_fingerprint")),
-            predecessor_id=_opt_str(data.get("predecessor_id")),
-            overlap_seconds=_finite(data.get("overlap_seconds")),
-            lineage=_str_tuple(data.get("lineage"))[-MAX_LINEAGE:],
             created_time=created_time,
+            **record_fields(data),
         )
-
-
-RECORD_STATES: tuple[RecordState, ...] = (
-    "active",
-    "rotating",
-    "settling",
-    "stale",
-    "swapping",
-    "retiring",
-    "deleting",
-    "retired",
-)
-
-
-def _state(value: object) -> RecordState:
-    if value is None or value == "":
-        return "active"
-    for state in RECORD_STATES:
-        if value == state:
-            return state
-    return "stale"
-
-
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _str_tuple(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        return ()
-    return tuple(item for item in value if isinstance(item, str) and item)
-
-
-def _count(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    return 0
-
-
-def _finite(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def format_time(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with a `Z`, or None."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def parse_time(value: object) -> datetime | None:
-    """Parse RFC 3339; None for anything that is not a valid timestamp."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `15m`, `12h`, `30d`, `2w`, `250ms` -> timedelta. ValueError names the format."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration; write a number and a unit, like 90s, 15m, 12h or 30d"
-        )
-    number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit])
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest exact form of a duration, for messages: 30d, 15m, 90s."""
-    seconds = value.total_seconds()
-    for unit in ("w", "d", "h", "m", "s"):
-        size = _UNIT_SECONDS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
