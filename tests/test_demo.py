@@ -116,8 +116,12 @@ def test_swap_demo_rejects_nothing_where_regenerate_does() -> None:
     }
     assert re.search(r"^  DELIVERIES\s+SWAP\s+REGENERATE$", out, re.M), out
     (swap_rejected, regenerate_rejected) = totals["rejected"]
-    assert (0, True) == (swap_rejected, regenerate_rejected > 0), totals
-    assert 0 == sum(int(n) for n in column("REJECTED", "swap"))
+    # 0 in every run measured. The one rejection a swap cannot rule out is a round
+    # landing in the milliseconds between a create's answer and the successor's
+    # commit (docs/swap.md, Q7; about 1 % of swaps here): tolerate one such, and
+    # never as many as the regenerate group's.
+    assert (True, True) == (swap_rejected <= 1, regenerate_rejected > 5 * swap_rejected), totals
+    assert swap_rejected == sum(int(n) for n in column("REJECTED", "swap"))
     # Both subscriptions of a lineage deliver each event during the overlap: one is dropped.
     assert True is (totals["duplicates dropped"][0] > 0), totals
     assert "nothing was lost" in out
