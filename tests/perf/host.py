@@ -173,10 +173,11 @@ def counts_delta(
 
 def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any]) -> None:
     # Imported here so the parent's import of this module stays light.
-    from rotator.model import Record, Secret
+    from rotator.model import Record
     from rotator.sandbox.demo import ROTATOR_POLICY_HCL
     from rotator.sandbox.monite import MoniteEmulator
     from rotator.sandbox.vault import VaultEmulator
+    from rotator.secret import Secret
 
     parent = os.getppid()
     receivers: list[_Receiver] = []
