@@ -214,8 +214,8 @@ EXPLANATIONS: Final[Mapping[Reason, str]] = {
     ),
     Reason.PREDECESSOR_RETIRING: (
         "its original is still being deleted after the swap that created it; a second swap "
-        "would race the first, so it is regenerated (the original delivers every event "
-        "meanwhile)"
+        "would race the first and a regenerate would make consumers reject, so it waits (the "
+        "original delivers every event meanwhile)"
     ),
     Reason.SWAP_FALLBACK: (
         "several swaps of this subscription ended without a successor; it is regenerated "
@@ -249,6 +249,7 @@ DECISIONS: Final = frozenset(
         Reason.RETIRED_STILL_LISTED,
         Reason.SWAP_SUCCESSOR_PENDING,
         Reason.SWAP_PREDECESSOR,
+        Reason.PREDECESSOR_RETIRING,
     }
 )
 # Decisions that rotate because the record may hold a dead secret, whatever the policy says.

@@ -247,6 +247,16 @@ def test_decide_produces_every_reason_in_reasons() -> None:
         "overlap_ended": one(sub(), replace(rec(state="retiring"), overlap_ends_at=NOW - DAY)),
         "delete_claim_expired": one(sub(), rec(state="deleting", claim_in=-DAY)),
         "retired_still_listed": one(sub(), rec(state="retired", secret=None)),
+        "predecessor_retiring": decide(
+            [sub(), sub("s2")],
+            {
+                "s1": replace(rec(state="retiring"), overlap_ends_at=NOW + DAY, successor_id="s2"),
+                "s2": replace(rec("s2", age=31 * DAY), predecessor_id="s1"),
+            },
+            POLICY,
+            NOW,
+            strategy="swap",
+        )[1],
         "swap_predecessor": decide(
             [sub(), sub("s2")],
             {"s2": replace(rec("s2"), predecessor_id="s1")},
@@ -609,16 +619,12 @@ def test_an_id_rule_that_matches_nothing_any_more_is_reported() -> None:
     assert sentence.startswith("rule 1 names subscription s0, which Monite no longer lists")
 
 
-def test_a_successor_whose_original_is_still_retiring_is_regenerated_not_swapped() -> None:
-    """A second swap must not race the first: S regenerates while O is not yet retired."""
+def test_a_successor_whose_original_is_still_retiring_waits() -> None:
+    """A second swap must not race the first, nor a regenerate make consumers reject: S waits."""
     retiring = replace(rec("s1", state="retiring"), overlap_ends_at=NOW + DAY, successor_id="s2")
     due = replace(rec("s2", age=31 * DAY), predecessor_id="s1")
     decisions = decide(
         [sub(), sub("s2")], {"s1": retiring, "s2": due}, POLICY, NOW, strategy="swap"
     )
     successor = next(d for d in decisions if d.subscription.id == "s2")
-    assert ("rotate", "regenerate", "predecessor_retiring") == (
-        successor.action,
-        successor.strategy,
-        successor.strategy_reason,
-    )
+    assert ("skip", "predecessor_retiring") == (successor.action, successor.reason)

@@ -527,17 +527,14 @@ async def test_an_original_already_gone_is_retired_and_its_recordless_successor_
     assert [successor] == list(world.monite.subscriptions)
 
 
-async def test_a_successor_whose_original_is_not_retired_is_regenerated_not_swapped() -> None:
-    """Seed 624: S's own swap while O is still retiring would race O's step 9: S regenerates."""
+async def test_a_successor_whose_original_is_not_retired_waits() -> None:
+    """Seed 624: S's own swap while O is still retiring would race O's step 9: S waits."""
     world = World()
     first = await world.swap(world.store.latest(ORIGINAL))
     assert first.successor_id is not None
     successor = world.store.latest(first.successor_id)
-    with capture_audit() as captured:
-        second = await world.swap(successor)  # its original is `retiring`
-    assert ("rotated", "predecessor_retiring") == (
-        second.kind,
-        the(captured, "swap.fallback")["why"],
-    )
+    second = await world.swap(successor)  # its original is `retiring`
+    assert ("skipped", "predecessor_retiring") == (second.kind, second.reason)
+    assert 0 == len(world.monite.subscriptions) - 2  # nothing created, nothing regenerated
     assert "retiring" == world.store.latest(ORIGINAL).state
     world.assert_rule_zero(first.successor_id)

@@ -98,7 +98,9 @@ def _with_strategy(decision: Decision, strategy: Strategy, fence: SwapFence) -> 
     elif record.swap_failures >= MAX_SWAP_FAILURES:
         why = Reason.SWAP_FALLBACK
     elif sub.id in fence.successors:
-        why = Reason.PREDECESSOR_RETIRING
+        # A second swap would race the first one's step 9, and a regenerate would
+        # make consumers reject: wait (the original still delivers every event).
+        return replace(decision, action="skip", reason=Reason.PREDECESSOR_RETIRING)
     if why is not None:
         return replace(decision, strategy_reason=why)
     return replace(decision, strategy="swap")

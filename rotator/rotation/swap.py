@@ -21,7 +21,6 @@ runs under a live claim judged on Vault's clock, as in `protocol.py`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from rotator import events
 from rotator.errors import MoniteError, VaultError
@@ -37,7 +36,6 @@ from rotator.rotation._commit import (
 from rotator.rotation._swap_base import Link
 from rotator.rotation._swap_later import _SwapLater
 from rotator.rotation._types import CommitFailed, Context, Outcome, Superseded
-from rotator.rotation.protocol import rotate
 
 
 async def swap(
@@ -82,13 +80,10 @@ class _Swap(_SwapLater):
         """Steps 1 to 6: a new swap of an `active` original."""
         if not await self.predecessor_retired():
             # A second swap would race the first one's step 9 (which may then see
-            # this subscription gone and revive its original): regenerate instead.
-            # The original still delivers every event with a valid secret.
-            self.log.info(events.SWAP_FALLBACK, why=Reason.PREDECESSOR_RETIRING)
-            fallback = replace(
-                self.decision, strategy="regenerate", strategy_reason=Reason.PREDECESSOR_RETIRING
-            )
-            return await rotate(self.ctx, fallback)
+            # this subscription gone and revive its original), and a regenerate
+            # would make consumers reject: wait. The original delivers meanwhile.
+            self.log.info(events.ROTATION_SKIPPED, reason=Reason.PREDECESSOR_RETIRING)
+            return self.outcome(OutcomeKind.SKIPPED, Reason.PREDECESSOR_RETIRING)
         moved = await self.start_moved()
         if moved is not None:
             return moved
