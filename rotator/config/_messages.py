@@ -24,7 +24,7 @@ class Problem(ValueError):
     message still name the exact key.
     """
 
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
 

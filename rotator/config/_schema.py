@@ -346,6 +346,16 @@ class Settings(Group):
                 "its create's straggler window must end inside the overlap; raise "
                 "rotation.overlap or lower rotation.claim_ttl",
             )
+        for number, rule in enumerate(self.policy.rules):
+            swaps = (rule.strategy or rotation.strategy) == "swap"
+            if swaps and rule.max_age is not None and rule.max_age <= rotation.overlap:
+                raise Problem(
+                    ("policy", "rules", number, "max_age"),
+                    f"must be longer than rotation.overlap ({format_duration(rotation.overlap)}) "
+                    "for subscriptions that swap, or a successor would be due before its "
+                    "original is gone; raise max_age, lower rotation.overlap, or set "
+                    'strategy = "regenerate" in this rule',
+                )
         if rotation.strategy == "swap" and rotation.overlap >= self.policy.max_age:
             raise Problem(
                 ("rotation", "overlap"),

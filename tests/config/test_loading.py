@@ -818,6 +818,12 @@ BAD = [
         _with("rotation", 'strategy = "swap"\noverlap = "30d"'),
     ),
     Bad(
+        "swapping rule max_age within the overlap",
+        "[[policy.rules]] #1 max_age: must be longer than rotation.overlap (15m) for "
+        "subscriptions that swap",
+        _rule('object_type = "payable"\nmax_age = "10m"\nstrategy = "swap"'),
+    ),
+    Bad(
         "strategy unknown",
         "rotation.strategy: must be one of 'regenerate' or 'swap'",
         _with("rotation", 'strategy = "rolling"'),
