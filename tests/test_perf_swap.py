@@ -16,12 +16,14 @@ from tests.perf.common import Budget, Scenario
 from tests.perf.consumers import Kind, analyse, continuity
 from tests.perf.swap import MassRun, h_expect, h_figures, j_expect, j_figures, mass_run
 
-# monite.timeout 0.5 s -> claim_ttl 2 s -> overlap 4 s (2 x claim_ttl, the least allowed);
-# a claim of 2 s leaves a loaded CI host 1 s to send the create.
+# monite.timeout 1 s -> claim_ttl 4 s -> overlap 8 s (2 x claim_ttl, the least allowed).
+# A 0.5 s timeout made row h flaky: under 4 xdist workers on 2 cores the
+# in-process emulator once took longer than that to answer a create, and the
+# swap failed with monite_error.
 FAST = {
-    "ROTATOR_MONITE__TIMEOUT": "0.5s",
-    "ROTATOR_ROTATION__CLAIM_TTL": "2s",
-    "ROTATOR_ROTATION__OVERLAP": "4s",
+    "ROTATOR_MONITE__TIMEOUT": "1s",
+    "ROTATOR_ROTATION__CLAIM_TTL": "4s",
+    "ROTATOR_ROTATION__OVERLAP": "8s",
 }
 FAST_TOML = '[monite]\ntimeout = "0.5s"\n\n[rotation]\nclaim_ttl = "2s"\noverlap = "4s"\n'
 
