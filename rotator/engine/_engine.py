@@ -15,7 +15,6 @@ import asyncio
 import random
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
@@ -24,6 +23,7 @@ from rotator import audit
 from rotator.cache import RecordCache
 from rotator.clock import Clock, SystemClock
 from rotator.config import RotationSettings
+from rotator.engine._report import CycleReport, describe_force
 from rotator.errors import (
     DependencyError,
     MoniteAuthError,
@@ -36,7 +36,6 @@ from rotator.policy import (
     Decision,
     Force,
     Policy,
-    Strategy,
     SwapFence,
     decide,
     lost_rules,
@@ -50,46 +49,6 @@ from rotator.rotation import Context, Outcome, OutcomeKind, rotate, swap
 from rotator.vault import VaultSetup
 
 log = structlog.get_logger("rotator.engine")
-
-
-@dataclass(slots=True)
-class CycleReport:
-    """The result of one cycle, for the CLI's exit code, the daemon and the demo."""
-
-    run_id: str
-    started_at: datetime
-    decisions: list[Decision] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # listed, record not readable
-    next_claim_expiry: datetime | None = None  # on Vault's clock
-    next_check_in: timedelta | None = None  # from the cycle's start: when a record falls due
-    vault_now: datetime | None = None  # the cycle's `now`, on Vault's clock
-    quarantined: list[str] = field(default_factory=list)  # left alone after protocol failures
-    lost_rules: list[str] = field(default_factory=list)  # id rules that match nothing any more
-    finished_at: datetime | None = None
-    error: str | None = None  # set when the cycle itself could not run
-    refused: bool = False  # ...because Monite or Vault refused our credentials (exit 77)
-
-    def count(self, kind: OutcomeKind) -> int:
-        return sum(1 for o in self.outcomes if o.kind == kind)
-
-    @property
-    def ok(self) -> bool:
-        """True when the cycle ran and no rotation failed."""
-        return self.error is None and self.count(OutcomeKind.FAILED) == 0
-
-    def summary(self) -> str:
-        """One line for humans: the same counts cycle.finished logs."""
-        if self.error is not None:
-            return f"cycle failed: {self.error}"
-        counts = {kind: self.count(kind) for kind in OutcomeKind}
-        return (
-            f"{counts[OutcomeKind.ROTATED]} rotated, {counts[OutcomeKind.SWAPPED]} swapped, "
-            f"{counts[OutcomeKind.RECOVERED]} recovered, "
-            f"{counts[OutcomeKind.FAILED]} failed, {counts[OutcomeKind.CONFLICT]} conflicts, "
-            f"{counts[OutcomeKind.SKIPPED]} skipped, {len(self.orphans)} orphaned"
-        )
 
 
 class Engine:
@@ -226,7 +185,7 @@ class Engine:
         started = self._clock.monotonic()
         report = CycleReport(run_id=_new_id(), started_at=self._clock.now())
         with structlog.contextvars.bound_contextvars(run_id=report.run_id):
-            log.info(audit.CYCLE_STARTED, forced=_describe_force(force))
+            log.info(audit.CYCLE_STARTED, forced=describe_force(force))
             try:
                 subscriptions = await self._monite.list_subscriptions()
                 # Quarantined records are read every cycle, to see another process rotate them.
@@ -405,32 +364,3 @@ def _seconds(value: timedelta | None) -> float | None:
 
 def _reason_of(exc: Exception) -> Reason:
     return Reason.MONITE_ERROR if isinstance(exc, MoniteError) else Reason.VAULT_ERROR
-
-
-def _describe_force(force: Force | None) -> str | list[str] | None:
-    if force is None:
-        return None
-    return "all" if force.all else sorted(force.ids)
-
-
-def force_for(
-    ids: Sequence[str] | None, everything: bool, strategy: Strategy | None = None
-) -> Force:
-    """The Force a `rotate --force [--strategy]` invocation asks for."""
-    return Force(ids=frozenset(ids or ()), all=everything, strategy=strategy)
-
-
-def subscriptions_missing(report: CycleReport, ids: Iterable[str]) -> list[str]:
-    """Forced ids that Monite did not list (mistyped or deleted)."""
-    listed = {d.subscription.id for d in report.decisions}
-    return sorted(set(ids) - listed)
-
-
-__all__ = [
-    "CycleReport",
-    "Engine",
-    "Outcome",
-    "OutcomeKind",
-    "force_for",
-    "subscriptions_missing",
-]
