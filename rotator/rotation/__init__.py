@@ -7,7 +7,9 @@
 - `protocol`: the regenerate steps, in order, top to bottom (start reading here);
 - `swap`: the swap steps, in order, and the recovery of an expired swap claim;
 - `_types`: the values passed in, between the steps and back out;
-- `_commit`: the commit write, its retries while the secret is in memory only, and its check.
+- `_commit`: the commit write, its retries while the secret is in memory only, and its check;
+- `_monite_call`: the one non-idempotent Monite call of each protocol (regenerate,
+  create), retried within the claim.
 
 The timing arithmetic the steps use (how long a rotation settles) is in
 `rotator.policy`, pure.

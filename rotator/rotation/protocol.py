@@ -36,7 +36,6 @@ from rotator.errors import (
 from rotator.model import Record, format_time
 from rotator.policy import Decision
 from rotator.reasons import OutcomeKind, Reason
-from rotator.retry import monite_backoff, retry
 from rotator.rotation._commit import (
     Committer,
     Start,
@@ -44,6 +43,7 @@ from rotator.rotation._commit import (
     read_back,
     secret_in_memory,
 )
+from rotator.rotation._monite_call import retry_monite_call
 from rotator.rotation._types import (
     CommitFailed,
     Context,
@@ -206,27 +206,15 @@ class _Rotation:
                 raise
             return Won(regenerated, doubtful)
 
-        def on_retry(retry: int, exc: BaseException, wait: float) -> None:
-            self.log.info(
-                events.MONITE_RETRY,
-                operation="regenerate_secret",
-                status=getattr(exc, "status", None),
-                attempt=retry,
-                retry_in_seconds=round(wait, 3),
-                error=str(exc),
-            )
-
         try:
             # A retry must leave a whole attempt's time before the claim ends.
-            return await retry(
+            return await retry_monite_call(
+                ctx,
+                self.log,
+                "regenerate_secret",
                 attempt,
-                backoff=monite_backoff(ctx.max_retries + 1),
                 retryable=lambda exc: isinstance(exc, MoniteError) and exc.retryable,
-                clock=ctx.clock,
-                rng=ctx.rng,
-                on_retry=on_retry,
                 deadline=self.deadline - need,
-                whole_wait=True,
             )
         except MoniteError as exc:
             if doubtful:

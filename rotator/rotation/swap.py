@@ -27,12 +27,12 @@ from rotator.errors import MoniteError, VaultError
 from rotator.model import Created, Record, Subscription, format_time
 from rotator.policy import Decision
 from rotator.reasons import OutcomeKind, Reason
-from rotator.retry import monite_backoff, retry
 from rotator.rotation._commit import (
     Committer,
     Start,
     secret_in_memory,
 )
+from rotator.rotation._monite_call import retry_monite_call
 from rotator.rotation._swap_base import Link
 from rotator.rotation._swap_later import _SwapLater
 from rotator.rotation._types import CommitFailed, Context, Outcome, Superseded
@@ -164,28 +164,16 @@ class _Swap(_SwapLater):
                 sub.url, sub.object_type, sub.event_types, send_by=self.deadline - self.need
             )
 
-        def on_retry(attempt_no: int, exc: BaseException, wait: float) -> None:
-            self.log.info(
-                events.MONITE_RETRY,
-                operation="create_subscription",
-                status=getattr(exc, "status", None),
-                attempt=attempt_no,
-                retry_in_seconds=round(wait, 3),
-                error=str(exc),
-            )
-
         try:
-            created = await retry(
+            created = await retry_monite_call(
+                ctx,
+                self.log,
+                "create_subscription",
                 attempt,
-                backoff=monite_backoff(ctx.max_retries + 1),
                 retryable=lambda exc: (
                     isinstance(exc, MoniteError) and exc.retryable and not exc.may_have_applied
                 ),
-                clock=ctx.clock,
-                rng=ctx.rng,
-                on_retry=on_retry,
                 deadline=self.deadline - self.need,
-                whole_wait=True,
             )
         except MoniteError as exc:
             if exc.may_have_applied:
