@@ -54,6 +54,22 @@ def owner_identity(hostname: str, pid: int) -> str:
     return f"{hostname}:{pid}"
 
 
+def build_hooks(settings: Settings, *, clock: Clock, observer: HookObserver | None = None) -> Hooks:
+    """The [[hooks]] of `settings`, naming records under its Vault mount and prefix."""
+    return Hooks(
+        settings.hooks,
+        vault_mount=settings.vault.mount,
+        vault_prefix=settings.vault.path_prefix,
+        clock=clock,
+        observer=observer,
+    )
+
+
+def hooks_settings(settings: Settings) -> tuple[object, ...]:
+    """What `build_hooks` builds from: equal values make equal hooks."""
+    return (settings.hooks, settings.vault.mount, settings.vault.path_prefix)
+
+
 @contextlib.asynccontextmanager
 async def open_engine(
     settings: Settings,
@@ -62,6 +78,7 @@ async def open_engine(
     clock: Clock | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     hook_observer: HookObserver | None = None,
+    hooks: Hooks | None = None,
 ) -> AsyncIterator[Engine]:
     """Wire an Engine to real clients from settings, and close them afterwards.
 
@@ -71,10 +88,12 @@ async def open_engine(
     unversioned junk. Then, with `monite.credentials_path` set, the Monite client
     id and secret are read from Vault (a VaultError if they cannot be).
 
-    On the way out, the hooks get `rotation.shutdown_timeout` to deliver the
-    notices still pending (none are left when a drain has already flushed them),
-    so a one-shot command delivers its notices before it exits.
-    `hook_observer` (the daemon's metrics) counts deliveries.
+    `hooks` given (the daemon's, which outlive its engines) are used and left
+    open. Otherwise the engine gets its own (`build_hooks`), and on the way out
+    they get `rotation.shutdown_timeout` to deliver the notices still pending
+    (none are left when a drain has already flushed them), so a one-shot
+    command delivers its notices before it exits. `hook_observer` counts
+    deliveries of hooks built here.
     """
     clock = clock or SystemClock()
     store = VaultStore(settings.vault, clock=clock.monotonic, sleep=clock.sleep)
@@ -93,13 +112,9 @@ async def open_engine(
                 monite_settings.rate_limit, burst=monite_settings.rate_burst, clock=clock
             )
             monite = MoniteClient(http, monite_settings, clock=clock, limiter=limiter)
-            hooks = Hooks(
-                settings.hooks,
-                vault_mount=settings.vault.mount,
-                vault_prefix=settings.vault.path_prefix,
-                clock=clock,
-                observer=hook_observer,
-            )
+            owned = hooks is None
+            if hooks is None:
+                hooks = build_hooks(settings, clock=clock, observer=hook_observer)
             engine = Engine(
                 monite=monite,
                 store=store,
@@ -115,7 +130,8 @@ async def open_engine(
                 yield engine
             finally:
                 try:
-                    await hooks.aclose(settings.rotation.shutdown_timeout.total_seconds())
+                    if owned:
+                        await hooks.aclose(settings.rotation.shutdown_timeout.total_seconds())
                 finally:
                     with contextlib.suppress(Exception):
                         await monite.aclose()
@@ -123,4 +139,11 @@ async def open_engine(
         store.close()
 
 
-__all__ = ["ExitCode", "dependency_exit_code", "open_engine", "owner_identity"]
+__all__ = [
+    "ExitCode",
+    "build_hooks",
+    "dependency_exit_code",
+    "hooks_settings",
+    "open_engine",
+    "owner_identity",
+]

@@ -33,7 +33,9 @@ from rotator.config import (
 from rotator.daemon import CYCLE_LIMIT_FLOOR, Daemon, ExitCode, cycle_limit
 from rotator.daemon import drain as drain_cycle
 from rotator.daemon import reload as reload_module
+from rotator.daemon.drain import Flush
 from rotator.engine import CycleReport, Engine
+from rotator.hooks import Hooks
 from rotator.policy import Force
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
@@ -211,8 +213,8 @@ async def test_hung_cycle_withholds_watchdog_and_fails_healthz(
     entered, release = asyncio.Event(), asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def factory(s: Settings) -> AsyncIterator[Engine]:
-        async with open_engine(s, owner="test:1", clock=clock) as engine:
+    async def factory(s: Settings, hooks: Hooks) -> AsyncIterator[Engine]:
+        async with open_engine(s, owner="test:1", clock=clock, hooks=hooks) as engine:
             run_cycle = engine.run_cycle
 
             async def second_cycle_hangs(force: Force | None = None) -> CycleReport:
@@ -298,7 +300,7 @@ async def test_unexpected_exception_exits_70_with_one_logged_error(
     """A bug escaping serve() logs daemon.failed and daemon.stopped with exit code 70, not 0."""
 
     @contextlib.asynccontextmanager
-    async def broken(settings: Settings) -> AsyncIterator[Engine]:
+    async def broken(settings: Settings, hooks: Hooks) -> AsyncIterator[Engine]:
         raise RuntimeError("Cannot send a request, as the client has been closed.")
         yield  # pragma: no cover
 
@@ -349,3 +351,14 @@ async def test_drain_cancels_a_cycle_still_running_after_the_grace() -> None:
         timeout=5,
     )
     assert (False, True, True) == (finished, engine.stopped, cycle.cancelled())
+
+
+async def test_drain_bounds_the_hooks_a_reload_replaced_by_the_same_grace() -> None:
+    """Replaced hooks still closing get what is left of the grace, then are cancelled."""
+    hooks = Hooks([], vault_mount="secret", vault_prefix="monite/webhooks", clock=SystemClock())
+    closing = asyncio.ensure_future(asyncio.sleep(30))  # a replaced hooks' close still busy
+    finished = await asyncio.wait_for(
+        drain_cycle(None, None, 0.05, SystemClock(), Flush(hooks, frozenset({closing}))),
+        timeout=5,
+    )
+    assert (True, True) == (finished, closing.cancelled())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,7 @@ from rotator.config import (
 from rotator.daemon import READINESS_CACHE_SECONDS, Daemon
 from rotator.daemon.schedule import CLAIM_CHECK_DELAY, CLAIM_CHECK_JOB, CYCLE_JOB
 from rotator.engine import Engine
+from rotator.hooks import Hooks
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.clocks import FakeClock
@@ -53,8 +55,8 @@ def clock() -> FakeClock:
 def daemon_on(settings: Settings, clock: FakeClock, **options: Any) -> Daemon:
     """A Daemon whose engines, probes and waits all run on `clock`."""
 
-    def factory(s: Settings) -> contextlib.AbstractAsyncContextManager[Engine]:
-        return open_engine(s, owner=OWNER, clock=clock)
+    def factory(s: Settings, hooks: Hooks) -> contextlib.AbstractAsyncContextManager[Engine]:
+        return open_engine(s, owner=OWNER, clock=clock, hooks=hooks)
 
     return Daemon(settings, owner=OWNER, environ={}, clock=clock, engine_factory=factory, **options)
 
@@ -370,6 +372,39 @@ async def test_reload_adds_then_removes_a_hook(
     ]
 
 
+async def test_a_reload_that_swaps_the_engine_keeps_the_hooks_and_their_notices(
+    tmp_path: Path,
+    clock: FakeClock,
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_token: str,
+) -> None:
+    """A notice still undelivered when a reload swaps the engine is delivered, not given up."""
+    monite.seed()
+    config = Config(tmp_path, monite, vault, vault_token)
+    config.values["health"] = {"enabled": False}
+    # A short drain budget: hooks that went with the old engine would give up after 1 s.
+    config.values["rotation"]["shutdown_timeout"] = "1s"
+    key = tmp_path / "hook_key"
+    key.write_text("hook-key-9d2b4f6a8c0e1a3b5d7f9b1c3e5a7d9f")
+    key.chmod(0o600)
+    answer = threading.Event()  # the consumer answers nothing until the reload is done
+    with Receiver(hold=answer) as consumer, capture_audit() as captured:
+        config.hooks.append({"url": consumer.url("/rotated"), "secret_file": str(key)})
+        daemon = daemon_on(file_settings(config), clock, config_path=config.path)
+        async with serving(daemon) as task:
+            await next_report(daemon, clock)
+            config.write(rotation={"claim_ttl": "9s"})  # a new engine
+            assert await reload(daemon, clock)
+            answer.set()
+            delivered = await drive(clock, lambda: consumer.received.qsize() >= 1)
+            daemon.stop()
+            assert 0 == await asyncio.wait_for(task, timeout=15)
+    assert (True, 200) == (delivered, consumer.drain()[-1].status)
+    assert [["rotation"]] == [e["changed"] for e in names(captured, events.CONFIG_RELOADED)]
+    assert [] == names(captured, events.HOOK_FAILED)
+
+
 # ---------------------------------------------------------------------------
 # A reload while the preflight check is in flight
 # ---------------------------------------------------------------------------
@@ -391,8 +426,8 @@ async def test_reload_during_preflight_check_keeps_running_then_ready(
     opened: list[Engine] = []
 
     @contextlib.asynccontextmanager
-    async def factory(settings: Settings) -> AsyncIterator[Engine]:
-        async with open_engine(settings, owner=OWNER, clock=clock) as engine:
+    async def factory(settings: Settings, hooks: Hooks) -> AsyncIterator[Engine]:
+        async with open_engine(settings, owner=OWNER, clock=clock, hooks=hooks) as engine:
             opened.append(engine)
             if len(opened) == 1:  # the first engine's check hangs until released
                 check = engine.check

@@ -32,7 +32,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rotator import __version__
-from rotator.app import ExitCode, dependency_exit_code, open_engine
+from rotator.app import ExitCode, build_hooks, dependency_exit_code, open_engine
 from rotator.audit import (
     CYCLE_FAILED,
     DAEMON_DRAIN_TIMEOUT,
@@ -45,7 +45,7 @@ from rotator.audit import (
 from rotator.clock import Clock, SystemClock
 from rotator.config import Settings
 from rotator.daemon import probes
-from rotator.daemon.drain import Stopped, drain, until_stopped
+from rotator.daemon.drain import Flush, Stopped, drain, until_stopped
 from rotator.daemon.handle import EngineFactory, EngineHandle, open_engine_stack
 from rotator.daemon.preflight import Preflight
 from rotator.daemon.probes import (
@@ -59,6 +59,7 @@ from rotator.daemon.schedule import CycleScheduler, cycle_limit, describe_schedu
 from rotator.engine import CycleReport, Engine
 from rotator.errors import ConfigError, DependencyError
 from rotator.health import CachedProbe, HealthServer, Routes, Verdict
+from rotator.hooks import Hooks
 from rotator.metrics import CONTENT_TYPE, Metrics
 from rotator.sdnotify import Notifier
 
@@ -88,11 +89,15 @@ class Daemon:
         self._config_path = config_path
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._engine_factory: EngineFactory = engine_factory or (
-            lambda s: open_engine(s, owner=owner, clock=self._clock, hook_observer=self.metrics)
+            lambda s, hooks: open_engine(s, owner=owner, clock=self._clock, hooks=hooks)
         )
         self._notifier = notifier or Notifier(self._environ)
         self._clock = clock or SystemClock()
         self.metrics = metrics or Metrics(clock=self._clock)
+        # The hooks outlive the engines a reload swaps in: a notice still being
+        # retried is not cut short because the engine changed (finding 3 of a review).
+        self._hooks = build_hooks(settings, clock=self._clock, observer=self.metrics)
+        self._hooks_closing: set[asyncio.Task[None]] = set()  # replaced by a reload
 
         self._handle: EngineHandle | None = None
         self._retired: set[EngineHandle] = set()  # swapped out, closed once unused
@@ -220,7 +225,7 @@ class Daemon:
         """The current engine (opened when there is none), acquired: the caller releases it."""
         async with self._engine_lock:
             if self._handle is None:
-                opened = await open_engine_stack(self._engine_factory, self._settings)
+                opened = await open_engine_stack(self._engine_factory, self._settings, self._hooks)
                 self._handle = EngineHandle(*opened)
                 self.metrics.attach(self._handle.engine)
             self._handle.acquire()
@@ -246,6 +251,18 @@ class Daemon:
         if closing is not None:
             await asyncio.shield(closing)
 
+    def _replace_hooks(self, hooks: Hooks) -> None:
+        """Send the notices of later commits to `hooks`; the old ones deliver what they
+        hold within `rotation.shutdown_timeout`, and a drain waits for that."""
+        old, self._hooks = self._hooks, hooks
+        if self._engine is not None:
+            self._engine.hooks = hooks
+        grace = self._settings.rotation.shutdown_timeout.total_seconds()
+        task = asyncio.ensure_future(old.aclose(grace))
+        task.set_name("hooks-close")
+        self._hooks_closing.add(task)
+        task.add_done_callback(self._hooks_closing.discard)
+
     # -- cycles -----------------------------------------------------------------
 
     async def _cycle_job(self) -> None:
@@ -270,7 +287,9 @@ class Daemon:
                 # A reload dropped the engine just as the preflight passed: open
                 # one on the current settings; the next cycle tries again if not.
                 try:
-                    opened = await open_engine_stack(self._engine_factory, self._settings)
+                    opened = await open_engine_stack(
+                        self._engine_factory, self._settings, self._hooks
+                    )
                 except DependencyError as exc:
                     log.error(CYCLE_FAILED, reason="dependency_unavailable", error=str(exc))
                     return
@@ -338,7 +357,8 @@ class Daemon:
         self._notifier.stopping(status=f"stopping; {in_flight} rotation(s) in flight")
         self._schedule.stop()
         timeout = self._settings.rotation.shutdown_timeout.total_seconds()
-        if await drain(engine, self._current, timeout, self._clock):
+        hooks = Flush(self._hooks, frozenset(self._hooks_closing))
+        if await drain(engine, self._current, timeout, self._clock, hooks):
             return ExitCode.OK
         log.error(
             DAEMON_DRAIN_TIMEOUT,
@@ -364,6 +384,11 @@ class Daemon:
         self._handle, self._retired = None, set()
         for handle in handles:
             await handle.close_now()
+        # After a drain these are closed already; after a failed start, nothing is pending.
+        for task in self._hooks_closing:
+            task.cancel()
+        await asyncio.gather(*self._hooks_closing, return_exceptions=True)
+        await self._hooks.aclose(0.0)
         self._notifier.close()
 
     def _spawn(self, work: Awaitable[Any], name: str) -> None:

@@ -5,9 +5,10 @@ stops new rotations (`engine.request_stop()`), then waits, bounded by
 `rotation.shutdown_timeout`, for those in flight to commit. Only when that
 runs out is the cycle cancelled; claims left behind are recovered after
 `claim_ttl`. The hooks then get what is left of the same budget to deliver
-their pending notices (`Hooks.aclose`): a notice never delays a commit, and a
-hook never stretches the drain past `rotation.shutdown_timeout`. Waits are
-taken on the injected clock.
+their pending notices (`Hooks.aclose`), together with hooks a reload replaced
+and that are still delivering: a notice never delays a commit, and no hook
+stretches the drain past `rotation.shutdown_timeout`. Waits are taken on the
+injected clock.
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rotator.clock import Clock
 from rotator.engine import Engine
+from rotator.hooks import Hooks
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Flush:
+    """The hooks a drain closes: the current ones, and the closing of those a reload replaced."""
+
+    hooks: Hooks
+    closing: frozenset[asyncio.Task[None]] = frozenset()
 
 
 class Stopped(Exception):
@@ -57,20 +68,30 @@ async def until_stopped(
 
 
 async def drain(
-    engine: Engine | None, cycle: asyncio.Future[Any] | None, grace: float, clock: Clock
+    engine: Engine | None,
+    cycle: asyncio.Future[Any] | None,
+    grace: float,
+    clock: Clock,
+    hooks: Flush | None = None,
 ) -> bool:
     """Start no new rotation and give the cycle in flight `grace` seconds to finish,
     then the hooks what is left of it to deliver their notices.
 
-    True when no rotation is left running; False when the time ran out, and the
-    cycle has been cancelled. Hooks never change the answer.
+    `hooks`: the daemon's; without them, the engine's own. True when no rotation
+    is left running; False when the time ran out, and the cycle has been
+    cancelled. Hooks never change the answer.
     """
     deadline = clock.monotonic() + grace
     if engine is not None:
         engine.request_stop()
     finished = await _finish(cycle, grace, clock)
-    if engine is not None and engine.hooks is not None:
-        await engine.hooks.aclose(max(0.0, deadline - clock.monotonic()))
+    if hooks is None and engine is not None and engine.hooks is not None:
+        hooks = Flush(engine.hooks)
+    if hooks is not None:
+        left = max(0.0, deadline - clock.monotonic())
+        await asyncio.gather(
+            hooks.hooks.aclose(left), *(_finish(task, left, clock) for task in hooks.closing)
+        )
     return finished
 
 

@@ -11,19 +11,21 @@ import structlog
 from rotator.audit import DAEMON_UNHEALTHY
 from rotator.config import Settings
 from rotator.engine import Engine
+from rotator.hooks import Hooks
 
 log = structlog.get_logger("rotator.daemon")
 
-EngineFactory = Callable[[Settings], contextlib.AbstractAsyncContextManager[Engine]]
+# An engine for these settings, using the daemon's hooks (which outlive it).
+EngineFactory = Callable[[Settings, Hooks], contextlib.AbstractAsyncContextManager[Engine]]
 
 
 async def open_engine_stack(
-    factory: EngineFactory, settings: Settings
+    factory: EngineFactory, settings: Settings, hooks: Hooks
 ) -> tuple[Engine, contextlib.AsyncExitStack]:
-    """An engine from `factory`, with the exit stack that closes it."""
+    """An engine from `factory`, with the exit stack that closes it (not the hooks)."""
     stack = contextlib.AsyncExitStack()
     try:
-        engine = await stack.enter_async_context(factory(settings))
+        engine = await stack.enter_async_context(factory(settings, hooks))
     except BaseException:
         await stack.aclose()
         raise

@@ -5,8 +5,10 @@
 that cannot reach Monite and Vault, leave everything as it was
 (`config.reload_failed` with the one-line reason). A valid one applies as a
 whole: policy, schedule, log level and the endpoint at once; Monite, Vault,
-rotation and [[hooks]] settings by swapping in a new engine between cycles (the
-old engine's hooks get `rotation.shutdown_timeout` to deliver what they hold).
+rotation settings by swapping in a new engine between cycles; [[hooks]] (and the
+Vault path their notices name) by new hooks, the old ones getting
+`rotation.shutdown_timeout` to deliver what they hold. An engine swapped in for
+other settings keeps the hooks, and the notices they are still retrying.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from rotator.app import build_hooks, hooks_settings
 from rotator.audit import (
     CONFIG_RELOAD_FAILED,
     CONFIG_RELOADED,
@@ -68,6 +71,9 @@ async def _apply(daemon: Daemon, new: Settings) -> bool:
     then apply it as a whole; on any failure keep everything as it was."""
     old = daemon._settings
     rebuild = connection_settings(old) != connection_settings(new)
+    hooks = daemon._hooks
+    if hooks_settings(old) != hooks_settings(new):
+        hooks = build_hooks(new, clock=daemon._clock, observer=daemon.metrics)
     new_engine: tuple[Engine, contextlib.AsyncExitStack] | None = None
     health: HealthServer | None = daemon._health
     swapped = False
@@ -75,7 +81,9 @@ async def _apply(daemon: Daemon, new: Settings) -> bool:
         if rebuild and daemon.phase == "running":
             try:
                 new_engine = await until_stopped(
-                    open_engine_stack(daemon._engine_factory, new), daemon._stop, daemon._clock
+                    open_engine_stack(daemon._engine_factory, new, hooks),
+                    daemon._stop,
+                    daemon._clock,
                 )
                 await until_stopped(
                     new_engine[0].check(),
@@ -108,6 +116,8 @@ async def _apply(daemon: Daemon, new: Settings) -> bool:
             swapped = True
         elif daemon._engine is not None:
             daemon._engine.policy = new.policy
+        if hooks is not daemon._hooks:
+            daemon._replace_hooks(hooks)
         if new.schedule != old.schedule:
             daemon._schedule.reschedule(new.schedule)
         changed = [
@@ -123,6 +133,8 @@ async def _apply(daemon: Daemon, new: Settings) -> bool:
     finally:
         if new_engine is not None and not swapped:
             await new_engine[1].aclose()
+        if hooks is not daemon._hooks:
+            await hooks.aclose(0.0)  # never used: no commit reached them
         if health is not None and health is not daemon._health:
             await health.close()
 
@@ -143,7 +155,7 @@ async def _rebind_health(daemon: Daemon, new: Settings) -> HealthServer | None:
 
 
 def connection_settings(settings: Settings) -> tuple[Any, ...]:
-    """What a running engine is built from (its clients and its hooks); the drain
-    timeout is the daemon's alone."""
+    """What a running engine is built from (its clients); the drain timeout and the
+    hooks are the daemon's."""
     rotation = settings.rotation.model_copy(update={"shutdown_timeout": timedelta(0)})
-    return (settings.monite, settings.vault, rotation, settings.hooks)
+    return (settings.monite, settings.vault, rotation)
