@@ -12,6 +12,11 @@ header (`X-Rotator-Signature`, keyed with the hook's key): `sign` returns the
 header's value, never its name, and `parse`/`verify` take the header name
 their messages should use (`name`, default `Monite-Signature`).
 
+`verify` is `parse`, then `check_timestamp` (the replay window), then
+`check_signatures`; the consumer kit calls the three itself, so that a stale
+delivery is refused before any secret is read, and every check is made here
+only. `check_tolerance` is how a configured tolerance is validated.
+
 Pure: standard library only, no I/O, no clock of its own (`now` is passed
 in). Errors never carry the secret, the body or the signature values.
 """
@@ -123,6 +128,61 @@ def parse(header: str, *, name: str = HEADER) -> ParsedSignature:
     return ParsedSignature(int(text), tuple(signatures))
 
 
+def check_tolerance(tolerance: float, *, setting: str = "tolerance") -> float:
+    """`tolerance` as float seconds, or ValueError naming `setting` and the fix.
+
+    Checked where a tolerance is configured, not per delivery: NaN compares
+    false with every drift, so a NaN tolerance must never reach a check.
+    """
+    try:
+        seconds = float(tolerance)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        # Only a number is shown: a wrong value of another type could be anything.
+        shown = repr(tolerance) if isinstance(tolerance, int | float) else type(tolerance).__name__
+        raise ValueError(
+            f"{setting} must be a finite number of seconds, at least 0 (got {shown}); "
+            f"give e.g. {DEFAULT_TOLERANCE:g}, the default"
+        )
+    return seconds
+
+
+def check_timestamp(timestamp: int, *, now: float, tolerance: float, name: str = HEADER) -> None:
+    """Raise SignatureError("expired") unless `timestamp` is within `tolerance` seconds of `now`.
+
+    The one replay check of the scheme: `verify` makes it, and the consumer kit
+    makes it before it reads any secret. `tolerance` is one `check_tolerance`
+    accepted; `name` is the header's name, for the message.
+    """
+    drift = abs(now - timestamp)
+    if not drift <= tolerance:  # written so that a NaN anywhere refuses
+        raise SignatureError(
+            "expired",
+            f"{name}: timestamp is {drift:.0f}s from this host's clock "
+            f"(tolerance {tolerance:g}s); a replayed delivery, or a clock that is off",
+        )
+
+
+def check_signatures(
+    parsed: ParsedSignature, body: bytes, secret: str, *, name: str = HEADER
+) -> None:
+    """Raise SignatureError("mismatch") unless one of `parsed`'s signatures signs `body`.
+
+    Every v1 signature is compared in constant time. The timestamp is not
+    checked here (`check_timestamp` is); `name` is the header's name.
+    """
+    if not secret:
+        # Anyone can sign with an empty key: a missing secret must never verify.
+        raise ValueError("cannot verify with an empty secret")
+    expected = compute(secret, parsed.timestamp, body)
+    matched = False
+    for candidate in parsed.signatures:  # no early exit: every candidate costs the same
+        matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("mismatch", f"{name}: no signature matches this secret and body")
+
+
 def verify(
     header: str | None,
     body: bytes,
@@ -137,29 +197,17 @@ def verify(
     `header` is the `Monite-Signature` value (None when it was missing),
     `body` the raw request body, `secret` the subscription's signing secret,
     `now` the receiver's unix time, `name` the header's name (for messages).
-    The timestamp is checked before the signature; every v1 signature is
-    compared in constant time.
+    The timestamp is checked before the signature (`check_timestamp`, then
+    `check_signatures`); a bad `tolerance` or an empty `secret` is a ValueError.
     """
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise ValueError("tolerance must be a finite number of seconds, at least 0")
+    tolerance = check_tolerance(tolerance)
     if not secret:
-        # Anyone can sign with an empty key: a missing secret must never verify.
         raise ValueError("cannot verify with an empty secret")
     if header is None:
         raise SignatureError("malformed", f"{name}: header missing")
     parsed = parse(header, name=name)
-    if abs(now - parsed.timestamp) > tolerance:
-        raise SignatureError(
-            "expired",
-            f"{name}: timestamp is {abs(now - parsed.timestamp):.0f}s from this host's clock "
-            f"(tolerance {tolerance:g}s); a replayed delivery, or a clock that is off",
-        )
-    expected = compute(secret, parsed.timestamp, body)
-    matched = False
-    for candidate in parsed.signatures:  # no early exit: every candidate costs the same
-        matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise SignatureError("mismatch", f"{name}: no signature matches this secret and body")
+    check_timestamp(parsed.timestamp, now=now, tolerance=tolerance, name=name)
+    check_signatures(parsed, body, secret, name=name)
     return parsed.timestamp
 
 

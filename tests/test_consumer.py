@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import logging
+import math
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import hvac
@@ -19,6 +22,7 @@ from rotator.consumer import (
     ACCEPTED_STATES,
     RECORD_STATES,
     CachedSource,
+    DirectorySecretSource,
     Rejected,
     SecretRecord,
     StaticSecretSource,
@@ -26,6 +30,7 @@ from rotator.consumer import (
     Verifier,
     record_from_data,
     signature_header,
+    subscription_id_file_name,
     verify_request,
 )
 from rotator.sandbox.vault import VaultEmulator
@@ -563,3 +568,186 @@ def test_a_read_in_flight_during_an_invalidate_does_not_cache_its_old_answer() -
         second.cached,
         second.record.secret if second.record else None,
     )
+
+
+# -- a directory source reads only files named like a subscription id ----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("3fa85f64-5717-4562-b3fc-2c963f66afa6", True),
+        ("3FA85F64-5717-4562-B3FC-2C963F66AFA6", True),
+        ("agent.pid", False),
+        ("secret", False),
+        (".agent-token", False),
+        ("..data", False),
+        ("3fa85f6457174562b3fc2c963f66afa6", False),
+        ("{3fa85f64-5717-4562-b3fc-2c963f66afa6}", False),
+        ("3fa85f64-5717-4562-b3fc-2c963f66afa6.tmp", False),
+        ("3fa85f64-5717-4562-b3fc-2c963f66afag", False),
+    ],
+)
+def test_only_a_uuid_shaped_name_is_a_subscription_id_file(name: str, expected: bool) -> None:
+    """A file name is a subscription's secret only in Monite's 8-4-4-4-12 hex UUID form."""
+    assert expected == subscription_id_file_name(name)
+
+
+def test_a_directory_source_never_verifies_with_an_agents_pid_file(tmp_path: Path) -> None:
+    """A delivery naming `agent.pid`, signed with that file's content, is unknown, not verified."""
+    sid, secret = sub_id(), new_secret()
+    (tmp_path / sid).write_text(secret + "\n")
+    (tmp_path / "agent.pid").write_text("4242\n")
+    (tmp_path / "secret").write_text(new_secret())
+    source = DirectorySecretSource(tmp_path)
+    verifier = Verifier(source)
+    assert 200 == verify_request(verifier, *delivery(sid, secret))[0]
+    assert (401, {"error": "unknown_subscription", "subscription_id": "agent.pid"}) == (
+        verify_request(verifier, *delivery("agent.pid", "4242"))
+    )
+    assert (None, None) == (source.get("agent.pid").record, source.get("secret").record)
+
+
+def test_a_directory_source_warns_once_naming_other_files_never_their_contents(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Non-id files present when the source is built get one WARNING with their names only."""
+    pid, rendered, token = "4242", new_secret(), new_secret()
+    (tmp_path / sub_id()).write_text(new_secret())
+    (tmp_path / "agent.pid").write_text(pid)
+    (tmp_path / "secret").write_text(rendered)
+    (tmp_path / ".agent-token").write_text(token)
+    with caplog.at_level(logging.WARNING, logger="rotator.consumer"):
+        DirectorySecretSource(tmp_path).get("agent.pid")
+    lines = [r.getMessage() for r in caplog.records if r.name == "rotator.consumer"]
+    remember_output(*lines)
+    assert (1, 1) == (len(lines), len(lines[0].splitlines()))
+    line = lines[0]
+    assert (True, True, False) == ("'agent.pid'" in line, "'secret'" in line, "token" in line)
+    assert [] == [value for value in (pid, rendered, token) if value in line]
+
+
+def test_a_directory_of_secrets_alone_is_not_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Id-named files and dot files (a Kubernetes volume's `..data`) raise no warning."""
+    (tmp_path / sub_id()).write_text(new_secret())
+    (tmp_path / "..data").mkdir()
+    with caplog.at_level(logging.WARNING, logger="rotator.consumer"):
+        DirectorySecretSource(tmp_path)
+    assert [] == [r.getMessage() for r in caplog.records if r.name == "rotator.consumer"]
+
+
+def test_the_shipped_vault_agent_writes_no_pid_file_into_the_consumers_volume() -> None:
+    """deploy/consumers/vault-agent/agent.hcl sets no pid_file under /run/monite-webhooks."""
+    agent = Path(__file__).resolve().parent.parent / "deploy/consumers/vault-agent/agent.hcl"
+    settings = [line.strip() for line in agent.read_text().splitlines()]
+    pid_files = [line for line in settings if line.startswith("pid_file")]
+    assert [] == [line for line in pid_files if "/run/monite-webhooks" in line]
+
+
+# -- a bad setting fails when built, never as a 500 on a delivery ----------------------
+
+
+@pytest.mark.parametrize("tolerance", [math.nan, math.inf, -math.inf, -1.0])
+def test_a_tolerance_that_is_not_finite_seconds_is_refused_when_the_verifier_is_built(
+    tolerance: float,
+) -> None:
+    """NaN, infinite or negative tolerance: a one-line ValueError naming it and the fix."""
+    with pytest.raises(ValueError, match=r"^tolerance must be a finite number of seconds") as e:
+        Verifier(StaticSecretSource(), tolerance=tolerance)
+    message = str(e.value)
+    assert (1, True) == (len(message.splitlines()), "give e.g. 300" in message)
+
+
+@pytest.mark.parametrize(
+    ("secrets", "empty"), [({"s1": ""}, "s1"), ({"s1": "k" * 16, "s2": ""}, "s2")]
+)
+def test_an_empty_static_secret_is_refused_when_the_source_is_built(
+    secrets: dict[str, str], empty: str
+) -> None:
+    """StaticSecretSource refuses an empty secret at once, naming its subscription."""
+    with pytest.raises(ValueError, match=r"^StaticSecretSource: the secret of") as caught:
+        StaticSecretSource(secrets)
+    message = str(caught.value)
+    assert (1, True, True) == (
+        len(message.splitlines()),
+        f"subscription {empty!r} is empty" in message,
+        "give its signing secret" in message,
+    )
+
+
+def test_setting_an_empty_static_secret_is_refused_and_keeps_the_old_one() -> None:
+    """StaticSecretSource.set with an empty secret raises and the subscription still verifies."""
+    sid, secret = sub_id(), new_secret()
+    source = StaticSecretSource({sid: secret})
+    with pytest.raises(ValueError, match="is empty"):
+        source.set(sid, "")
+    assert 200 == verify_request(Verifier(source), *delivery(sid, secret))[0]
+
+
+def test_an_empty_secret_from_a_source_of_ones_own_is_401_not_an_error() -> None:
+    """A record holding an empty Secret answers 401 no_active_secret, never raises (a 500)."""
+    sid = sub_id()
+    source = CachedSource(lambda s: SecretRecord(s, Secret(""), "active", 1), ttl=0)
+    answer = verify_request(Verifier(source), *delivery(sid, "k" * 16))
+    assert (401, {"error": "no_active_secret", "subscription_id": sid}) == answer
+
+
+# -- one timestamp check: rotator.signature's -------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [-61, -60, 60, 61])
+def test_the_verifier_judges_a_timestamp_exactly_as_signature_verify_does(offset: int) -> None:
+    """At and past the tolerance, both sides, the kit's answer and message are signature's."""
+    sid, secret = sub_id(), new_secret()
+    headers, body = delivery(sid, secret, at=1_700_000_000)
+    now = 1_700_000_000 + offset
+    verifier = Verifier(StaticSecretSource({sid: secret}), tolerance=60, clock=lambda: now)
+    header = headers[signature.HEADER]
+    try:
+        signature.verify(header, body, secret, now=now, tolerance=60)
+        expected: tuple[str, str] = ("verified", "")
+    except signature.SignatureError as exc:
+        expected = (exc.reason, str(exc))
+    try:
+        verifier.verify(headers, body)
+        actual: tuple[str, str] = ("verified", "")
+    except Rejected as exc:
+        actual = (exc.reason, str(exc))
+    assert expected == actual
+
+
+def test_the_verifier_and_signature_verify_call_the_one_timestamp_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`signature.check_timestamp` is what both run, once per delivery each."""
+    calls: list[int] = []
+    original = signature.check_timestamp
+
+    def counted(timestamp: int, **kwargs: Any) -> None:
+        calls.append(timestamp)
+        original(timestamp, **kwargs)
+
+    monkeypatch.setattr(signature, "check_timestamp", counted)
+    sid, secret = sub_id(), new_secret()
+    headers, body = delivery(sid, secret)
+    Verifier(StaticSecretSource({sid: secret})).verify(headers, body)
+    signature.verify(headers[signature.HEADER], body, secret, now=time.time())
+    stamp = signature.parse(headers[signature.HEADER]).timestamp
+    assert [stamp, stamp] == calls
+
+
+@pytest.mark.parametrize("now", [math.nan, math.inf])
+def test_the_timestamp_check_refuses_when_the_clock_is_not_a_number(now: float) -> None:
+    """A NaN or infinite `now` is expired, never accepted: the check fails closed."""
+    with pytest.raises(signature.SignatureError) as caught:
+        signature.check_timestamp(1_700_000_000, now=now, tolerance=300)
+    assert "expired" == caught.value.reason
+
+
+def test_check_tolerance_names_the_setting_it_was_given() -> None:
+    """The error names the caller's setting (say `hook_tolerance`), and a good value is a float."""
+    with pytest.raises(ValueError, match=r"^hook_tolerance must be a finite number"):
+        signature.check_tolerance(math.nan, setting="hook_tolerance")
+    assert 5.0 == signature.check_tolerance(5)

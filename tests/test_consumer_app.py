@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import math
 import os
 import queue
 import signal
@@ -29,12 +30,13 @@ import pytest
 from examples.consumer_app import make_application
 from rotator import signature
 from rotator.config import VaultSettings
-from rotator.consumer import Deduplicator, VaultSecretSource, Verifier
+from rotator.consumer import Deduplicator, StaticSecretSource, VaultSecretSource, Verifier
 from rotator.consumer.app import (
     DEFAULT_DEDUPE_TTL,
     HOOK_HEADER,
     ConsumerApp,
     _duration,
+    handle_hook_notice,
     make_server,
     read_hook_key,
 )
@@ -435,6 +437,53 @@ def test_app_module_reads_secrets_from_a_directory(tmp_path: Path) -> None:
         assert 0 == app.finish()[0]
     finally:
         app.close()
+
+
+def test_app_module_names_non_id_files_at_start_and_never_verifies_with_them(
+    tmp_path: Path,
+) -> None:
+    """--secret-dir: an agent.pid beside the secrets is one stderr warning, then never a secret."""
+    sid, secret = str(uuid.uuid4()), new_secret()
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / sid).write_text(secret)
+    (secret_dir / "agent.pid").write_text("4242\n")  # what the old agent.hcl wrote here
+    app = AppProcess(["--secret-dir", str(secret_dir)], app_env())
+    try:
+        assert 200 == post(app.url + "/webhooks", *reversed(delivery(sid, secret)))[0]
+        assert (401, {"error": "unknown_subscription", "subscription_id": "agent.pid"}) == post(
+            app.url + "/webhooks", *reversed(delivery("agent.pid", "4242"))
+        )
+        status, stderr = app.finish()
+    finally:
+        app.close()
+    warnings = [line for line in stderr.splitlines() if "DirectorySecretSource" in line]
+    assert (0, 1, False) == (status, len(warnings), "Traceback" in stderr)
+    assert (True, False) == ("'agent.pid'" in warnings[0], "4242" in warnings[0])
+
+
+@pytest.mark.parametrize("tolerance", [math.nan, math.inf, -1.0])
+def test_a_bad_hook_tolerance_is_refused_when_the_app_is_built(tolerance: float) -> None:
+    """ConsumerApp refuses a NaN, infinite or negative hook_tolerance in one line naming it."""
+    with pytest.raises(ValueError, match=r"^hook_tolerance must be a finite number") as caught:
+        ConsumerApp(Verifier(StaticSecretSource()), hook_tolerance=tolerance)
+    assert 1 == len(str(caught.value).splitlines())
+
+
+def test_a_bad_tolerance_given_to_make_server_is_refused_before_it_serves(tmp_path: Path) -> None:
+    """make_server(tolerance=nan) raises a ValueError naming `tolerance`, not a 500 later."""
+    with pytest.raises(ValueError, match=r"^tolerance must be a finite number of seconds"):
+        make_server(secret_dir=tmp_path, tolerance=math.nan)
+
+
+def test_an_empty_hook_key_is_refused_when_built_and_is_no_key_to_the_notice_handler() -> None:
+    """ConsumerApp refuses Secret(""); handle_hook_notice answers it 403, as no key, not a 500."""
+    with pytest.raises(ValueError, match=r"^hook_key is empty; give the rotator's hook key"):
+        ConsumerApp(Verifier(StaticSecretSource()), hook_key=Secret(""))
+    body, headers = notice("k" * 16, None)
+    assert (403, {"error": "no hook key configured"}) == handle_hook_notice(
+        StaticSecretSource(), Secret(""), headers, body
+    )
 
 
 def chunked_post(url: str, chunks: list[bytes], headers: dict[str, str]) -> tuple[int, Any]:

@@ -13,7 +13,8 @@ import-linter checks that.
 
 `Verifier.verify` checks, in this order, so that the cheap refusals cost no
 Vault read: the `Monite-Signature` header parses (malformed), its timestamp is
-within `tolerance` of this host's clock (expired), the body is a JSON object
+within `tolerance` of this host's clock (expired; `rotator.signature`'s own
+check, the one `signature.verify` makes), the body is a JSON object
 naming a `webhook_subscription_id` (malformed), that subscription has a record
 (unknown_subscription) holding a usable secret (no_active_secret), and one of
 the header's signatures matches it, compared in constant time (mismatch).
@@ -42,7 +43,11 @@ same event `id`: `Deduplicator(ttl)` remembers the ids of verified deliveries
 (in memory, per process, bounded) so a consumer handles each event once.
 
 No secret value ever appears in a repr, an exception or a message of this
-package: secrets are held as `rotator.secret.Secret`.
+package: secrets are held as `rotator.secret.Secret`. A bad setting fails when
+the object is built, never on a delivery: a `tolerance` that is not a finite
+number of seconds >= 0, an empty secret given to `StaticSecretSource` or an
+empty hook key is a one-line ValueError naming it. `DirectorySecretSource`
+reads only files named like a subscription id (a UUID).
 
 The package's face re-exports the kit; its private modules own the parts:
 `_sources` where secrets come from (records, sources, their cache), `_verify`
@@ -54,8 +59,8 @@ handled. `rotator.consumer.app` is a complete HTTP consumer built on it
 
 from __future__ import annotations
 
-# The names of __all__, and (imported `as` themselves) the constants and
-# `valid_subscription_id` the kit's single module had outside __all__.
+# The names of __all__, and (imported `as` themselves) the constants and the
+# id checks (`valid_subscription_id`, `subscription_id_file_name`) kept outside it.
 from rotator.consumer._dedupe import DEFAULT_MAX_ENTRIES as DEFAULT_MAX_ENTRIES
 from rotator.consumer._dedupe import Deduplicator
 from rotator.consumer._sources import ABSENT_TTL as ABSENT_TTL
@@ -73,6 +78,7 @@ from rotator.consumer._sources import (
 )
 from rotator.consumer._sources import DEFAULT_CACHE_TTL as DEFAULT_CACHE_TTL
 from rotator.consumer._sources import RECORD_STATES as RECORD_STATES
+from rotator.consumer._sources import subscription_id_file_name as subscription_id_file_name
 from rotator.consumer._sources import valid_subscription_id as valid_subscription_id
 from rotator.consumer._verify import DEFAULT_REFRESH_BURST as DEFAULT_REFRESH_BURST
 from rotator.consumer._verify import DEFAULT_REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL

@@ -69,6 +69,13 @@ class ConsumerApp:
     ) -> None:
         if poll_interval < 0:
             raise ValueError("poll_interval must be at least 0 seconds (0 = off)")
+        # Refused here, at start-up: either would otherwise fail every notice with a 500.
+        hook_tolerance = signature.check_tolerance(hook_tolerance, setting="hook_tolerance")
+        if hook_key is not None and not hook_key:
+            raise ValueError(
+                "hook_key is empty; give the rotator's hook key (the file its hook's "
+                "secret_file names), or None to answer POST /rotated 403"
+            )
         self.name = name
         self.verifier = verifier
         self.source: SecretSource = verifier.secrets
@@ -243,7 +250,7 @@ def handle_hook_notice(
     403 without a key, 401 with the signature's reason, 400 `malformed`.
     `headers`: any case-insensitive mapping, a WSGI environ, or raw ASGI pairs.
     """
-    if hook_key is None:
+    if hook_key is None or not hook_key:  # an empty key would verify anyone's notice
         return 403, {"error": "no hook key configured"}
     try:
         signature.verify(

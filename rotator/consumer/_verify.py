@@ -11,6 +11,7 @@ the HTTP status and JSON body to answer.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -95,8 +96,14 @@ class Verifier:
         `reread=False` never bypasses the cache (a consumer told of rotations by hooks
         or a timer only; also how tests show that those alone suffice).
         """
-        if tolerance < 0 or refresh_interval < 0:
-            raise ValueError("tolerance and refresh_interval must be at least 0 seconds")
+        # A NaN here would pass every timestamp, then fail every delivery with a 500.
+        tolerance = signature.check_tolerance(tolerance)
+        if not (math.isfinite(refresh_interval) and refresh_interval >= 0):
+            raise ValueError(
+                f"refresh_interval must be a finite number of seconds, at least 0 "
+                f"(got {refresh_interval!r}); give e.g. {DEFAULT_REFRESH_INTERVAL:g} "
+                "(0 = unlimited)"
+            )
         if refresh_burst < 1:
             raise ValueError("refresh_burst must be at least 1")
         self.secrets = secrets
@@ -133,13 +140,10 @@ class Verifier:
             parsed = signature.parse(header)
         except signature.SignatureError as exc:
             raise Rejected("malformed", str(exc)) from None
-        now = self._clock()
-        if abs(now - parsed.timestamp) > self.tolerance:
-            raise Rejected(
-                "expired",
-                f"{signature.HEADER}: timestamp is {abs(now - parsed.timestamp):.0f}s from this "
-                f"host's clock (tolerance {self.tolerance:g}s)",
-            )
+        try:
+            signature.check_timestamp(parsed.timestamp, now=self._clock(), tolerance=self.tolerance)
+        except signature.SignatureError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
         payload = self._payload(body)
         subscription_id = payload[SUBSCRIPTION_FIELD]
         event_id = payload.get("id")
@@ -151,14 +155,14 @@ class Verifier:
         )
 
         lookup = self.secrets.get(subscription_id)
-        failure = self._check(lookup.record, header, body, subscription_id, now)
+        failure = self._check(lookup.record, parsed, body, subscription_id)
         if failure is None:
             return delivery
         # A record read just now cannot be more outdated than a second read would be.
         if not (self._reread and lookup.cached) or not self._may_refresh(subscription_id):
             raise failure
         record = self.secrets.refresh(subscription_id)
-        failure = self._check(record, header, body, subscription_id, now)
+        failure = self._check(record, parsed, body, subscription_id)
         if failure is None:
             return delivery
         raise failure
@@ -180,19 +184,22 @@ class Verifier:
     def _check(
         self,
         record: SecretRecord | None,
-        header: str,
+        parsed: signature.ParsedSignature,
         body: bytes,
         subscription_id: str,
-        now: float,
     ) -> Rejected | None:
-        """None when the record's secret verifies the delivery, else the Rejected to raise."""
+        """None when the record's secret verifies the delivery, else the Rejected to raise.
+
+        The timestamp was checked already, before any read: only the signatures are here.
+        """
         if record is None:
             return Rejected(
                 "unknown_subscription",
                 f"no record for subscription {subscription_id}",
                 subscription_id=subscription_id,
             )
-        if record.secret is None:
+        # An empty secret (a source of one's own may hand one) verifies nothing: refused, not a 500.
+        if record.secret is None or not record.secret:
             return Rejected(
                 "no_active_secret",
                 f"the record of subscription {subscription_id} holds no usable secret "
@@ -200,9 +207,7 @@ class Verifier:
                 subscription_id=subscription_id,
             )
         try:
-            signature.verify(
-                header, body, record.secret.reveal(), now=now, tolerance=self.tolerance
-            )
+            signature.check_signatures(parsed, body, record.secret.reveal())
         except signature.SignatureError as exc:
             return Rejected(exc.reason, str(exc), subscription_id=subscription_id)
         return None

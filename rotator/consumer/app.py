@@ -2,7 +2,7 @@
 
     VAULT_ADDR=... VAULT_TOKEN=... python -m rotator.consumer.app \\
         --listen 127.0.0.1:8080 --hook-key-file /run/secrets/hook-key
-    python -m rotator.consumer.app --secret-dir /run/monite-webhooks \\
+    python -m rotator.consumer.app --secret-dir /run/monite-webhooks/secrets \\
         --pid-file /run/consumer/consumer.pid        # beside a Vault Agent
 
 Owns the command line (`make_server`, `read_hook_key`, `parse_listen`,
@@ -33,7 +33,9 @@ secret (each is read again on its next delivery) and says so in one line on
 stderr: what `deploy/consumers/vault-agent/reload.sh` sends to the pid in
 `--pid-file` (written at start, removed at exit). `--secret-dir DIR` reads the
 secrets from one file per subscription id (`DirectorySecretSource`, what a
-Vault Agent template per subscription renders) instead of Vault.
+Vault Agent template per subscription renders) instead of Vault; a file not
+named like one (a UUID) is never read, and those present at start are named
+in one warning line on stderr.
 `--poll-interval N` re-reads every known subscription's record every N
 seconds (what Vault Agent's `static_secret_render_interval` does for a
 template); 0 turns it off. For a demo or a test, `ConsumerApp` runs the same
@@ -113,7 +115,9 @@ def make_server(
     `reread=False` makes a consumer that learns of rotations only from its poll
     or its hook, like one reading a file Vault Agent renders. The hook key is
     `hook_key`, or read from `hook_key_file`. `dedupe_ttl`: seconds an event id
-    is remembered to drop its duplicates (0: no deduplication).
+    is remembered to drop its duplicates (0: no deduplication). A `tolerance`
+    that is not a finite number of seconds >= 0, or an empty `hook_key`, is a
+    ValueError here, never an error answer to a request.
     """
     source: SecretSource
     if secret_dir is not None:

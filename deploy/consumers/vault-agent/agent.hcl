@@ -13,8 +13,12 @@
 # Environment of the agent: VAULT_ADDR (or set `address` below),
 # MONITE_SUBSCRIPTION_ID (which record to render), optionally ROTATOR_KV_MOUNT
 # and ROTATOR_PATH_PREFIX (see webhook-secret.ctmpl), CONSUMER_PID_FILE (reload.sh).
-
-pid_file = "/run/monite-webhooks/agent.pid"
+#
+# No `pid_file`: nothing here signals the agent (reload.sh signals the consumer),
+# and /run/monite-webhooks is the consumer's secrets volume, where the agent's own
+# files do not belong. If you need one, give the agent a writable directory of its
+# own, e.g. pid_file = "/run/vault-agent/agent.pid" on an emptyDir mounted only
+# in the agent's container.
 
 vault {
   address = "https://vault.example.internal:8200"
