@@ -9,14 +9,21 @@ real clock and would need patching for all three.
 
 Waits are full jitter ("exponential backoff and jitter", AWS Architecture
 Blog): uniform in [0, min(cap, base * 2**n)], so callers that failed together
-do not come back together.
+do not come back together. `exponential` is that bound, the one place of the
+growth (the sandbox's delivery emulator waits it without jitter, as Monite
+does). `retry_after_seconds` reads a peer's `Retry-After`, for every HTTP
+caller alike (the Monite adapter and the URL hooks).
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TypeVar
 
 from rotator.clock import Clock
@@ -26,6 +33,10 @@ T = TypeVar("T")
 # A peer's Retry-After above this is not trusted: a misbehaving server could
 # otherwise park a rotation (and the secret it holds in memory) for hours.
 RETRY_AFTER_CAP = 60.0
+# RFC 9110's delay-seconds is 1*DIGIT; a decimal fraction is taken too (the sandbox's
+# Monite sends one for sub-second faults). ASCII digits only: float() would also take
+# other scripts' digits, "1_0", "1e3", "-5" or "inf", none of which a peer means.
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,39 @@ def monite_backoff(attempts: int) -> Backoff:
     return Backoff(attempts=attempts, base=0.25, cap=8.0)
 
 
+def exponential(retry: int, *, base: float, cap: float) -> float:
+    """min(cap, base * 2**retry): the longest wait before retry number `retry` (0-based)."""
+    # The exponent is clamped so a caller counting without bound never overflows a float.
+    return float(min(cap, base * 2 ** min(retry, 62)))
+
+
 def full_jitter(retry: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Uniform in [0, min(cap, base * 2**retry)]."""
-    return rng.uniform(0.0, min(cap, base * 2 ** min(retry, 62)))
+    """Uniform in [0, exponential(retry, base=base, cap=cap)]."""
+    return rng.uniform(0.0, exponential(retry, base=base, cap=cap))
+
+
+def retry_after_seconds(value: str | None, clock: Clock) -> float | None:
+    """A `Retry-After` header's wait in seconds: delay-seconds ("120", or "0.25") or an
+    HTTP-date (one in the past is 0); None when absent or unreadable.
+
+    Not capped here: `Backoff.wait` and the rate limiter cap what they wait.
+    The value is data from the network: nothing here raises on it.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text) is not None:
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000", or the asctime form: UTC with no zone given
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - clock.now()).total_seconds()
+    # A number of 309 digits or more is infinite as a float.
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _no_hint(exc: BaseException) -> float | None:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import random
 
+import httpx
 import pytest
 
-from rotator.retry import RETRY_AFTER_CAP, Backoff, full_jitter, monite_backoff, retry
+from rotator.monite import retry_after
+from rotator.retry import (
+    RETRY_AFTER_CAP,
+    Backoff,
+    exponential,
+    full_jitter,
+    monite_backoff,
+    retry,
+    retry_after_seconds,
+)
 from tests.clocks import FakeClock
 
 
@@ -140,3 +150,76 @@ def test_monites_backoff_starts_at_a_quarter_second_and_caps_at_eight() -> None:
         backoff.attempts,
         [0.0 <= w <= b for w, b in zip(waits, bounds, strict=True)],
     )
+
+
+def test_exponential_doubles_from_the_base_up_to_the_cap() -> None:
+    """The bound before retry n is base * 2**n up to the cap, and a huge n does not overflow."""
+    assert [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0] == [
+        exponential(n, base=0.25, cap=8.0) for n in (0, 1, 2, 3, 4, 5, 6, 10_000)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("120", 120.0), (" 7 ", 7.0), ("0", 0.0), ("0.25", 0.25)]
+)
+def test_retry_after_reads_delay_seconds(value: str, seconds: float) -> None:
+    """Delay-seconds (whole, or with a decimal fraction) is that many seconds."""
+    assert seconds == retry_after_seconds(value, FakeClock())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sat, 01 Jun 2024 00:00:30 GMT",  # IMF-fixdate
+        "Saturday, 01-Jun-24 00:00:30 GMT",  # RFC 850
+        "Sat Jun  1 00:00:30 2024",  # asctime: no zone, so UTC
+        "Sat, 01 Jun 2024 00:00:30 -0000",  # "no zone information": UTC
+        "Sat, 01 Jun 2024 02:00:30 +0200",
+    ],
+)
+def test_retry_after_reads_every_http_date_form_on_the_clock(value: str) -> None:
+    """An HTTP-date in any of its three forms is the seconds from the clock's now to it."""
+    clock = FakeClock()  # now: 2024-06-01T00:00:00Z
+    assert 30.0 == retry_after_seconds(value, clock)
+
+
+def test_a_retry_after_date_in_the_past_is_no_wait() -> None:
+    """A date already past means "now": zero, never a negative wait."""
+    assert 0.0 == retry_after_seconds("Fri, 31 May 2024 23:00:00 GMT", FakeClock())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "soon",
+        "-3",
+        "+3",
+        "1e3",
+        "inf",
+        "nan",
+        "1_000",
+        "0x10",
+        ".5",
+        "1.",
+        "3 seconds",
+        "\u0663",  # ARABIC-INDIC DIGIT THREE: a digit to str.isdigit and float, not to HTTP
+        "9" * 400,  # infinite as a float
+        "Sat, 01 Jun 99999 00:00:30 GMT",
+        "Sat, 31 Feb 2024 00:00:30 GMT",
+    ],
+)
+def test_retry_after_that_is_absent_or_unreadable_is_none(value: str | None) -> None:
+    """Absent, negative, exponent, non-ASCII, infinite or impossible-date values are None."""
+    assert None is retry_after_seconds(value, FakeClock())
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("5", 5.0), ("Sat, 01 Jun 2024 00:00:30 GMT", 30.0), ("-3", None), ("1e3", None)],
+)
+def test_monite_reads_retry_after_with_the_shared_parser(value: str, seconds: float | None) -> None:
+    """The Monite adapter's retry_after answers exactly what the shared parser does."""
+    response = httpx.Response(429, headers={"Retry-After": value})
+    assert seconds == retry_after(response, FakeClock())

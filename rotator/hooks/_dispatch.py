@@ -245,7 +245,9 @@ class Hooks:
                 now = int(self._clock.now().timestamp())
                 signature = sign(hook.secret.reveal(), body, timestamp=now)
             if hook.url is not None:
-                return await _send.post(self._client(), hook.url, body, signature, timeout)
+                return await _send.post(
+                    self._client(), hook.url, body, signature, timeout, self._clock
+                )
             if hook.command is None:  # HookSettings holds one of the two
                 raise _send.Undelivered("neither url nor command is set")
             return await _send.run(hook.command, body, signature, timeout, self._environ)

@@ -8,6 +8,9 @@ credentials, which are no business of a hook. It sees only `CHILD_ENV`:
 PATH, HOME, LANG, LC_ALL, TZ, and KUBERNETES_SERVICE_HOST and
 KUBERNETES_SERVICE_PORT (not secrets: where an in-cluster client such as
 kubectl finds the API server), plus ROTATOR_SIGNATURE when the hook has a key.
+A command runs in a session of its own: a timeout or a cancellation kills its
+process group, and no attempt ends before its command is reaped (bounded by
+`REAP_LIMIT`), so a hook leaves no zombie behind.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any, Final
 import httpx
 
 from rotator import __version__
+from rotator.clock import Clock
 from rotator.redact import redact_text
+from rotator.retry import retry_after_seconds
 from rotator.signature import HOOK_HEADER
 
 SIGNATURE_HEADER: Final = HOOK_HEADER
@@ -40,6 +45,9 @@ CHILD_ENV: Final = (
     "KUBERNETES_SERVICE_PORT",
 )
 _DEFAULT_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+# How long a killed command may take to be reaped: a SIGKILL ends a process in
+# milliseconds, unless it is stuck in the kernel (a hung NFS read, say).
+REAP_LIMIT: Final = 2.0
 
 
 class Undelivered(Exception):
@@ -58,15 +66,18 @@ class Undelivered(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isascii() and value.isdigit() else None
-
-
 async def post(
-    client: httpx.AsyncClient, url: str, body: bytes, signature: str | None, limit: float
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    signature: str | None,
+    limit: float,
+    clock: Clock,
 ) -> dict[str, Any]:
-    """POST `body`; a 2xx answer delivers it. The answer's body is never read."""
+    """POST `body`; a 2xx answer delivers it. The answer's body is never read.
+
+    A failure's `Retry-After` (seconds or an HTTP-date, read on `clock`) rides on
+    the `Undelivered` for the dispatcher's retry."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": f"monite-secret-rotator/{__version__}",
@@ -89,7 +100,8 @@ async def post(
         text = redact_text(" ".join(str(exc).split()), also=(url,)) or "no answer"
         raise Undelivered(f"{type(exc).__name__}: {text}") from None
     if not 200 <= status < 300:
-        raise Undelivered(f"HTTP {status}", retry_after=_retry_after(response))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"), clock)
+        raise Undelivered(f"HTTP {status}", retry_after=retry_after)
     return {"status": status}
 
 
@@ -100,36 +112,63 @@ def _captured(data: bytearray) -> str:
     return redact_text(text)
 
 
-def _output(stdout: bytearray, stderr: bytearray) -> dict[str, str]:
-    found = {"stdout": _captured(stdout), "stderr": _captured(stderr)}
+def _output(command: _Command) -> dict[str, str]:
+    found = {"stdout": _captured(command.stdout), "stderr": _captured(command.stderr)}
     return {name: text for name, text in found.items() if text}
 
 
-async def _collect(stream: asyncio.StreamReader | None, into: bytearray) -> None:
-    """Read to the end, keeping only the first bytes (the timeout bounds the loop)."""
-    if stream is None:
-        return
-    while chunk := await stream.read(64 * 1024):
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Command(asyncio.SubprocessProtocol):
+    """Keeps the first bytes of a command's stdout and stderr; says when it was reaped
+    (`exited`) and when its output has ended too (`finished`)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stdout, self.stderr = bytearray(), bytearray()
+        # Set once the child watcher has waited for the process: it is then no zombie.
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        into = self.stdout if fd == 1 else self.stderr
+        # Read to the end (a writer never blocks on a full pipe), keeping the first bytes.
         if len(into) <= OUTPUT_LIMIT:
-            into += chunk[: OUTPUT_LIMIT + 1 - len(into)]
+            into += data[: OUTPUT_LIMIT + 1 - len(into)]
+
+    def process_exited(self) -> None:
+        _settle(self.exited)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The transport calls this once the process has exited and every pipe is closed.
+        _settle(self.finished)
 
 
-async def _feed(stdin: asyncio.StreamWriter | None, body: bytes) -> None:
-    if stdin is None:
-        return
-    # A command that does not read its stdin is no failure: its exit status says.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.write(body)
-        await stdin.drain()
-    stdin.close()
-
-
-def _kill(process: asyncio.subprocess.Process) -> None:
-    """Kill the command and whatever it started (its own session, see `run`)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
+async def _stop(transport: asyncio.SubprocessTransport, command: _Command) -> None:
+    """Kill the command and whatever it started, and wait (at most `REAP_LIMIT`) until
+    it is reaped; the transport is closed whatever happens."""
+    try:
+        # Its own session (see `run`): the group's id is its pid.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(transport.get_pid(), signal.SIGKILL)
+        # A descendant that left the group (setsid) may hold the pipes open for as long
+        # as it lives; waiting for their end (as `Process.wait()` does) could last forever.
+        for fd in (0, 1, 2):
+            pipe = transport.get_pipe_transport(fd)
+            if pipe is not None:
+                pipe.close()
+        # Bounded: only a process stuck in the kernel outlives SIGKILL for long, and
+        # the child watcher still reaps it when it dies.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REAP_LIMIT):
+                await asyncio.shield(command.exited)
+    finally:
+        # After the exit is known this releases the pipes only; it kills only a process
+        # that outlived REAP_LIMIT.
+        transport.close()
 
 
 def child_environment(environ: Mapping[str, str], signature: str | None) -> dict[str, str]:
@@ -147,9 +186,16 @@ async def run(
     limit: float,
     environ: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Run `argv` (no shell) with `body` on stdin; exit status 0 delivers it."""
+    """Run `argv` (no shell) with `body` on stdin; exit status 0 delivers it.
+
+    Every command is reaped before this returns or raises: on success, on a
+    non-zero exit, at the timeout and when cancelled (the timeout and a
+    cancellation kill it first, and wait at most `REAP_LIMIT` more).
+    """
+    loop = asyncio.get_running_loop()
     try:
-        process = await asyncio.create_subprocess_exec(
+        transport, command = await loop.subprocess_exec(
+            _Command,
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -159,25 +205,26 @@ async def run(
         )
     except OSError as exc:
         raise Undelivered(f"cannot start {argv[0]}: {exc.strerror or type(exc).__name__}") from None
-    stdout, stderr = bytearray(), bytearray()
     try:
+        stdin = transport.get_pipe_transport(0)
+        if isinstance(stdin, asyncio.WriteTransport):
+            # Buffered, then closed once written. A command that does not read its
+            # stdin is no failure (the broken pipe is ignored): its exit status says.
+            stdin.write(body)
+            stdin.close()
         async with asyncio.timeout(limit):
-            await asyncio.gather(
-                _feed(process.stdin, body),
-                _collect(process.stdout, stdout),
-                _collect(process.stderr, stderr),
-            )
-            code = await process.wait()
+            await asyncio.shield(command.finished)
     except TimeoutError:
-        _kill(process)
-        await process.wait()
-        raise Undelivered(
-            f"timed out after {limit:g}s; killed", output=_output(stdout, stderr)
-        ) from None
-    except BaseException:  # cancelled (a shutdown): leave no child behind
-        _kill(process)
+        await _stop(transport, command)
+        raise Undelivered(f"timed out after {limit:g}s; killed", output=_output(command)) from None
+    except BaseException:  # cancelled (a shutdown): leave no child behind, not even a zombie
+        await _stop(transport, command)
         raise
+    code = transport.get_returncode()
+    transport.close()
     if code != 0:
-        reason = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        raise Undelivered(reason, output=_output(stdout, stderr))
-    return {"exit_status": 0, **_output(stdout, stderr)}
+        reason = (
+            f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        )
+        raise Undelivered(reason, output=_output(command))
+    return {"exit_status": 0, **_output(command)}

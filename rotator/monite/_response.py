@@ -8,17 +8,16 @@ a hostile value, and nothing here echoes a body.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 from collections.abc import Iterable
-from datetime import UTC
 from typing import Any
 
 import httpx
 
 from rotator.clock import Clock
 from rotator.redact import redact_text
+from rotator.retry import retry_after_seconds
 
 MAX_ERROR_TEXT = 300  # characters of Monite's error text kept in a message
 
@@ -32,24 +31,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def retry_after(response: httpx.Response, clock: Clock) -> float | None:
-    """`Retry-After` in seconds (delta or HTTP date), or None when absent or unreadable."""
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # "-0000" means UTC with no zone information
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - clock.now()).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+    """`Retry-After` in seconds (delta or HTTP date), or None when absent or unreadable
+    (`rotator.retry.retry_after_seconds`, the one parser, which the hooks use too)."""
+    return retry_after_seconds(response.headers.get("Retry-After"), clock)
 
 
 def header_number(response: httpx.Response, name: str) -> int | None:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rotator.retry import exponential
 from rotator.sandbox import ISSUED
 from rotator.sandbox.deliveries import (
     MAX_BACKOFF,
@@ -24,6 +25,7 @@ from rotator.sandbox.deliveries import (
     DeliverySnapshot,
     DeliveryStats,
     SubscriptionDeliveries,
+    _events,
     backoff_delay,
 )
 from rotator.sandbox.monite import MoniteEmulator
@@ -321,6 +323,22 @@ def test_backoff_doubles_from_the_base_up_to_the_cap() -> None:
     assert [0.5, 1.0, 2.0, 4.0, MAX_BACKOFF, MAX_BACKOFF] == [
         backoff_delay(n, 0.5) for n in range(1, 7)
     ]
+
+
+def test_the_backoff_is_the_retry_modules_growth_without_jitter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """backoff_delay(n) is rotator.retry.exponential(n - 1) under the emulator's cap: one growth."""
+    calls: list[tuple[int, float, float]] = []
+
+    def spy(retry: int, *, base: float, cap: float) -> float:
+        calls.append((retry, base, cap))
+        return exponential(retry, base=base, cap=cap)
+
+    monkeypatch.setattr(_events, "exponential", spy)
+    delays = [backoff_delay(n, 0.5) for n in (1, 2, 7)]
+    assert [(0, 0.5, MAX_BACKOFF), (1, 0.5, MAX_BACKOFF), (6, 0.5, MAX_BACKOFF)] == calls
+    assert [0.5, 1.0, MAX_BACKOFF] == delays
 
 
 def test_no_secret_appears_in_results_snapshots_reports_or_targets(

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from rotator.retry import exponential
 from rotator.sandbox.monite import DeliveryTarget
 
 API_VERSION = "2024-05-25"
@@ -38,8 +39,12 @@ def display_url(url: str) -> str:
 
 
 def backoff_delay(retry: int, backoff: float, cap: float = MAX_BACKOFF) -> float:
-    """Seconds before retry number `retry` (1, 2, ...): `backoff`, doubling, at most `cap`."""
-    return float(min(cap, backoff * 2 ** (retry - 1)))
+    """Seconds before retry number `retry` (1, 2, ...): `backoff`, doubling, at most `cap`.
+
+    The growth is `rotator.retry.exponential`'s, without its jitter: the emulator
+    retries on a fixed schedule, as Monite does, so tests can tell when a retry is due.
+    """
+    return exponential(retry - 1, base=backoff, cap=cap)
 
 
 def event_body(
