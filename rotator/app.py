@@ -4,13 +4,13 @@
 settings (reading the Monite credentials from Vault when
 `monite.credentials_path` says so) and closes them afterwards, delivering the
 hooks' pending notices first; `rotator.engine` only runs cycles on what it is given.
-`ExitCode` is the one table of exit codes the CLI and the daemon share.
+`ExitCode` and `dependency_exit_code` live in `rotator.exitcodes` (re-exported
+here), so a usage or config error exits without importing this wiring.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import AsyncIterator
 
 import httpx
@@ -18,35 +18,11 @@ import httpx
 from rotator.clock import Clock, SystemClock
 from rotator.config import Settings
 from rotator.engine import Engine
-from rotator.errors import DependencyError, MoniteAuthError, VaultAuthError, VaultConfigError
+from rotator.exitcodes import ExitCode, dependency_exit_code
 from rotator.hooks import HookObserver, Hooks
 from rotator.monite import MoniteClient
 from rotator.ratelimit import RateLimiter
 from rotator.vault import VaultStore
-
-
-class ExitCode(enum.IntEnum):
-    """What `rotator` exits with (the README lists them; sysexits.h names where one applies)."""
-
-    OK = 0
-    FAILED = 1  # some rotation failed (or a drain ran out of time)
-    USAGE = 2
-    UNAVAILABLE = 69  # EX_UNAVAILABLE: Monite or Vault unreachable
-    SOFTWARE = 70  # EX_SOFTWARE: an unexpected exception (a bug)
-    NOPERM = 77  # EX_NOPERM: Monite or Vault refused our credentials
-    CONFIG = 78  # EX_CONFIG: bad configuration
-    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
-
-
-def dependency_exit_code(exc: DependencyError) -> ExitCode:
-    """CONFIG when Vault's answer shows a setting is wrong (no such namespace or mount, not
-    KV v2), NOPERM when Monite or Vault refused our credentials or a policy denies a path
-    (waiting cannot fix either), else UNAVAILABLE."""
-    if isinstance(exc, VaultConfigError):
-        return ExitCode.CONFIG
-    if isinstance(exc, MoniteAuthError | VaultAuthError):
-        return ExitCode.NOPERM
-    return ExitCode.UNAVAILABLE
 
 
 def owner_identity(hostname: str, pid: int) -> str:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
+import rotator.app
+import rotator.daemon
 from rotator import errors
-from rotator.app import ExitCode, dependency_exit_code
 from rotator.cli import build_parser, main
 from rotator.cli.plan import display_url
+from rotator.exitcodes import ExitCode, dependency_exit_code
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.daemon_harness import run_rotator
@@ -491,6 +494,85 @@ def test_dependency_errors_map_to_one_exit_code_table(
 def test_exit_codes_are_the_documented_ones() -> None:
     """ExitCode holds exactly the codes DESIGN.md and `rotator --help` document."""
     assert [0, 1, 2, 69, 70, 77, 78, 130] == [int(code) for code in ExitCode]
+
+
+def test_exit_codes_are_still_importable_from_the_wiring_and_the_daemon() -> None:
+    """rotator.app and rotator.daemon re-export the one ExitCode table and its mapping."""
+    assert (ExitCode, ExitCode, dependency_exit_code) == (
+        rotator.app.ExitCode,
+        rotator.daemon.ExitCode,
+        rotator.app.dependency_exit_code,
+    )
+
+
+# What only a valid config needs: the HTTP and Vault clients, the engine, logging.
+CLIENT_MODULES = (
+    "httpx",
+    "hvac",
+    "requests",
+    "structlog",
+    "rotator.app",
+    "rotator.audit",
+    "rotator.engine",
+    "rotator.monite",
+    "rotator.vault",
+)
+# What only parsed arguments need: the config loader and pydantic.
+CONFIG_MODULES = ("pydantic", "rotator.config")
+
+
+def imported(result: subprocess.CompletedProcess[str]) -> set[str]:
+    """The modules a process run with PYTHONPROFILEIMPORTTIME=1 imported (from its stderr)."""
+    return {
+        line.rpartition("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+def said(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The process's stderr lines, without the import profile."""
+    return [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "stderr", "unloaded"),
+    [
+        (["--version"], 0, [], CLIENT_MODULES + CONFIG_MODULES),
+        (["rotate", "--all"], 2, ["rotator rotate: "], CLIENT_MODULES + CONFIG_MODULES),
+        (
+            ["check", "--config", "CONFIG"],
+            78,
+            ["rotator: config error: rotation.claim_ttl: must be at least 4 × monite.timeout"],
+            CLIENT_MODULES,
+        ),
+    ],
+    ids=["version", "usage error", "config error"],
+)
+def test_usage_and_config_errors_load_no_client_library(
+    tmp_path: Path, argv: list[str], code: int, stderr: list[str], unloaded: tuple[str, ...]
+) -> None:
+    """`--version`, a usage error and a config error (78) import no httpx, hvac or engine."""
+    # The config breaks only a check of the whole tree (claim_ttl against
+    # monite.timeout), so every group has been validated by then.
+    config = tmp_path / "rotator.toml"
+    addresses = {"MONITE_URL": "https://monite.invalid", "VAULT_ADDR": "https://vault.invalid"}
+    text = GOOD + '[rotation]\nclaim_ttl = "15s"\n'
+    for placeholder, address in addresses.items():
+        text = text.replace(placeholder, address)
+    config.write_text(text)
+    argv = [str(config) if arg == "CONFIG" else arg for arg in argv]
+    result = run_rotator(*argv, env={"PYTHONPROFILEIMPORTTIME": "1", "HOME": str(tmp_path)})
+    modules, lines = imported(result), said(result)
+    assert (code, stderr, True, []) == (
+        result.returncode,
+        [line[: len(start)] for line, start in zip(lines, stderr, strict=False)]
+        + lines[len(stderr) :],
+        "rotator.cli" in modules,
+        sorted(
+            m for m in modules if m in unloaded or m.startswith(tuple(f"{u}." for u in unloaded))
+        ),
+    ), "\n".join(said(result))
 
 
 def test_plan_shows_webhook_urls_without_credentials() -> None:

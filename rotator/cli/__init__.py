@@ -1,38 +1,40 @@
 """The `rotator` command line: argument parsing, exit codes, and nothing else.
 
-Exit codes (`rotator.app.ExitCode`, listed in the README): 0 all good, 1 some
+Exit codes (`rotator.exitcodes.ExitCode`, listed in the README): 0 all good, 1 some
 rotation failed, 2 usage, 69 a dependency is unreachable, 77 a dependency refused our credentials
 (Monite or Vault said 401/403: a wrong token, client secret or AppRole/
 Kubernetes login, or a Vault policy that denies a path), 78 bad configuration;
 the daemon adds 70 for an internal error (a bug), 130 is Ctrl-C. A user
 mistake gets one line on stderr and no traceback.
+
+Start-up is kept light: at import this module loads only argparse, the exit
+codes and the errors, so `--help`, `--version` and a usage error answer at
+once. The config loader is imported once arguments parse, and the engine, the
+HTTP and Vault clients and logging only once the config is valid: a config
+error (exit 78) never imports httpx, hvac or structlog.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rotator import __version__
-from rotator.app import ExitCode, dependency_exit_code, open_engine, owner_identity
-from rotator.audit import CONFIG_SECRET_FILE_EXPOSED, configure_logging, get_logger
-from rotator.cli import plan, sandbox
-from rotator.clock import SystemClock
-from rotator.config import ExposedFile, Settings, load_settings
-from rotator.engine import CycleReport, Engine, force_for, subscriptions_missing
+from rotator.cli import sandbox
 from rotator.errors import ConfigError, DependencyError
+from rotator.exitcodes import ExitCode, dependency_exit_code
 from rotator.hardening import harden_process
-from rotator.model import format_duration
-from rotator.policy import Force, Strategy
-from rotator.reasons import explain
+
+if TYPE_CHECKING:
+    from rotator.config import ExposedFile, Settings
+    from rotator.engine import CycleReport, Engine
+    from rotator.policy import Force, Strategy
 
 
 class _Parser(argparse.ArgumentParser):
@@ -196,12 +198,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.command == "sandbox":
         return sandbox.run(args, environ)
 
+    from rotator.config import load_settings  # pydantic: only once the arguments parse
+
     exposed: list[ExposedFile] = []
     try:
         settings = load_settings(args.config, environ, exposed=exposed)
     except ConfigError as exc:
         _say(f"config error: {exc}")
         return ExitCode.CONFIG
+
+    # A valid config: now the wiring (httpx, hvac, the engine) and logging (structlog).
+    import asyncio
+    import socket
+
+    from rotator.app import owner_identity
+    from rotator.audit import CONFIG_SECRET_FILE_EXPOSED, configure_logging, get_logger
 
     # plan and check print their answer on stdout, so their log goes to stderr.
     quiet = args.command in ("plan", "check")
@@ -223,7 +234,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "rotate":
             return asyncio.run(_rotate(settings, owner, args.ids, args.all, args.strategy))
         if args.command == "plan":
-            return asyncio.run(plan.plan(settings, owner, as_json=args.json))
+            from rotator.cli.plan import plan
+
+            return asyncio.run(plan(settings, owner, as_json=args.json))
         return asyncio.run(_check(settings, owner))
     except DependencyError as exc:
         _say(str(exc))
@@ -254,6 +267,9 @@ async def _cycle_until_signal(
     (None if the drain timed out) and the signal.
     """
     # Loaded here, as `run_daemon` is: plan and check need no scheduler.
+    import asyncio
+
+    from rotator.clock import SystemClock
     from rotator.daemon.drain import drain
 
     loop = asyncio.get_running_loop()
@@ -295,6 +311,8 @@ def _signal_exit(code: int, received: int | None) -> int:
 
 
 async def _run_once(settings: Settings, owner: str) -> int:
+    from rotator.app import open_engine
+
     async with open_engine(settings, owner=owner) as engine:
         report, received = await _cycle_until_signal(engine, settings)
     if report is None:
@@ -309,6 +327,11 @@ async def _rotate(
     everything: bool,
     strategy: Strategy | None = None,
 ) -> int:
+    from rotator.app import open_engine
+    from rotator.engine import force_for, subscriptions_missing
+    from rotator.model import format_duration
+    from rotator.reasons import explain
+
     force = force_for(ids, everything, strategy)
     if (strategy or settings.rotation.strategy) == "swap":
         overlap = format_duration(settings.rotation.overlap)
@@ -346,6 +369,8 @@ async def _rotate(
 async def _check(settings: Settings, owner: str) -> int:
     # open_engine verifies Vault first (namespace, login, KV v2 mount, capabilities);
     # engine.check then proves the Monite credentials and a listing of each side.
+    from rotator.app import open_engine
+
     async with open_engine(settings, owner=owner) as engine:
         await engine.check()
         setup = engine.vault_setup

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import urllib.parse
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rotator.app import ExitCode, open_engine
-from rotator.config import Settings
+from rotator.exitcodes import ExitCode
 from rotator.model import format_time
 from rotator.policy import SWAP_RECORD_STATES, Decision
 from rotator.reasons import explain
 
+if TYPE_CHECKING:
+    from rotator.config import Settings
+
 
 async def plan(settings: Settings, owner: str, *, as_json: bool) -> int:
     """`rotator plan`: what a cycle would do now, and why, as a table or JSON."""
+    from rotator.app import open_engine  # the wiring, only once the config is valid
+
     async with open_engine(settings, owner=owner) as engine:
         report = await engine.plan()
     rows = [plan_row(d, report.vault_now) for d in report.decisions]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rotator.app import ExitCode
+from rotator.exitcodes import ExitCode
 
 
 def add_parser(commands: Any) -> None:

@@ -30,7 +30,8 @@ or a huge file is a ConfigError at once, never a hang or a MemoryError.
 The package's modules each own one part: `_types` (one value's rules),
 `_connections` ([monite], [vault]), `_schema` (the `Settings` tree), `_policy`
 ([policy]), `_cron` (crontab as APScheduler triggers), `_keys` (the key
-catalogue), `_files` (bounded reads), `_toml` and `_env` (the sources),
+catalogue), `_files` (bounded reads), `_toml` and `_env` (the sources;
+`_env_source` routes ROTATOR_* names with pydantic-settings),
 `_layers` (precedence), `_secrets` (secret files and credentials), `_messages`
 (one-line errors) and `_load` (`load_settings`). Only the names below are
 public.

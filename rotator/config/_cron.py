@@ -1,13 +1,17 @@
 """Cron translation: crontab(5) expressions as APScheduler triggers, in UTC.
 
 Weekdays are numbered as crontab numbers them (Sunday = 0 and 7), not as APScheduler does.
+APScheduler (and asyncio, which it imports) loads only when a cron expression is
+checked or built: a config without one never pays for it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC
+from typing import TYPE_CHECKING
 
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 # Crontab weekday names, Sunday first as crontab(5) numbers them (0 and 7 = Sunday).
 _WEEKDAYS: tuple[str, ...] = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -20,6 +24,8 @@ def cron_trigger(expr: str, *, jitter: int | None = None) -> CronTrigger:
     that historical mismatch); crontab numbers them from Sunday = 0 (and 7).
     Numeric weekdays are translated to names, so "0 3 * * 1" means Monday.
     """
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"{len(fields)} fields instead of 5")

@@ -1,7 +1,8 @@
 """The environment as a source: Vault's own variables and ROTATOR_<GROUP>__<KEY>.
 
 Every ROTATOR_* variable must name a key (typos are refused with a
-suggestion, pasted data shown cut short); pydantic-settings routes the names.
+suggestion, pasted data shown cut short); pydantic-settings routes the names
+(`_env_source`, imported only when a ROTATOR_* setting is present).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from rotator.config._keys import GROUP_MODELS, GROUPS, HOOKS, group_keys
 from rotator.config._layers import Layer, Raw
@@ -50,46 +49,6 @@ def vault_layer(environ: Mapping[str, str]) -> Layer:
             table[key] = value
             origins[("vault", key)] = name
     return Layer(name="Vault's environment variables", data={"vault": table}, origins=origins)
-
-
-class _EnvShape(BaseSettings):
-    """The shape pydantic-settings explodes `ROTATOR_<GROUP>__<KEY>` into: raw strings per group.
-
-    Typing happens later, once, for every source alike; this only routes names.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
-    )
-
-    monite: dict[str, str] = {}
-    vault: dict[str, str] = {}
-    policy: dict[str, str] = {}
-    schedule: dict[str, str] = {}
-    rotation: dict[str, str] = {}
-    log: dict[str, str] = {}
-    health: dict[str, str] = {}
-
-
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading a given mapping instead of os.environ.
-
-    Public API only (no private method overridden): the constructor loads
-    os.environ into the source's `env_vars`, as it always does; that is replaced
-    at once, before anything reads it, by the ROTATOR_* entries of `environ`,
-    lower-cased as a case-insensitive source keys them. Calling the source then
-    explodes `ROTATOR_<GROUP>__<KEY>` into per-group tables.
-    """
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        super().__init__(
-            _EnvShape, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter="__"
-        )
-        self.env_vars = {
-            name.lower(): value
-            for name, value in environ.items()
-            if name.upper().startswith(ENV_PREFIX)
-        }
 
 
 # A part of a ROTATOR_* name that is longer than this and names no group or key
@@ -177,7 +136,9 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
     origins = _env_names(environ)
     data: Raw = {group: {} for group in GROUPS}
     if origins:
-        exploded = _MappingEnvSource(environ)()
+        from rotator.config._env_source import MappingEnvSource
+
+        exploded = MappingEnvSource(environ)()
         for group, table in exploded.items():
             if isinstance(table, Mapping):
                 data[group] = {key: table[key] for key in table if (group, key) in origins}

@@ -365,6 +365,22 @@ class Settings(Group):
             )
         return self
 
+    @model_validator(mode="after")
+    def _hook_names_differ(self) -> Self:
+        # Logs and metrics tell hooks apart by `display` alone: two hooks sharing
+        # one would merge their hook.* events and their metric series.
+        first: dict[str, int] = {}
+        for number, hook in enumerate(self.hooks):
+            earlier = first.setdefault(hook.display, number)
+            if earlier != number:
+                raise Problem(
+                    ("hooks", number, "name"),
+                    f'hooks[{earlier}] and hooks[{number}] are both called "{hook.display}" '
+                    "in logs and metrics; give one of them its own name, like "
+                    'name = "payments-consumer"',
+                )
+        return self
+
     def redacted_dict(self) -> dict[str, Any]:
         """A JSON-able view for `rotator check` and debugging: secrets show as "<secret>"."""
         return {name: _plain(getattr(self, name)) for name in type(self).model_fields}

@@ -17,7 +17,6 @@ One module per concern, each with the decisions that shape it:
 - `entry`: `run_daemon`, the loop and the signal handlers.
 """
 
-from rotator.app import ExitCode
 from rotator.daemon.core import Daemon
 from rotator.daemon.drain import drain
 from rotator.daemon.entry import run_daemon
@@ -29,6 +28,7 @@ from rotator.daemon.schedule import (
     cycle_limit,
     describe_schedule,
 )
+from rotator.exitcodes import ExitCode
 
 __all__ = [
     "CYCLE_LIMIT_FLOOR",

@@ -32,7 +32,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rotator import __version__
-from rotator.app import ExitCode, build_hooks, dependency_exit_code, open_engine
+from rotator.app import build_hooks, open_engine
 from rotator.audit import (
     CYCLE_FAILED,
     DAEMON_DRAIN_TIMEOUT,
@@ -58,6 +58,7 @@ from rotator.daemon.reload import reload
 from rotator.daemon.schedule import CycleScheduler, cycle_limit, describe_schedule
 from rotator.engine import CycleReport, Engine
 from rotator.errors import ConfigError, DependencyError
+from rotator.exitcodes import ExitCode, dependency_exit_code
 from rotator.health import CachedProbe, HealthServer, Routes, Verdict
 from rotator.hooks import Hooks
 from rotator.metrics import CONTENT_TYPE, Metrics

@@ -10,10 +10,10 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from rotator.app import ExitCode
 from rotator.config import Settings
 from rotator.daemon.core import Daemon
 from rotator.errors import ConfigError
+from rotator.exitcodes import ExitCode
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,110 @@
+"""[[hooks]] names: logs and metrics tell hooks apart by name, so two may not share one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rotator.cli import main
+from rotator.config import load_settings
+from rotator.errors import ConfigError
+
+HOOK_KEY = "hook-key-8e2d4c6a0b1f3e5d7c9a1b3d5f7e9c0a"
+ENV = {"ROTATOR_MONITE__CLIENT_SECRET": "monite-client-secret-Hn47", "VAULT_TOKEN": "hvs.n-17"}
+HEAD = """
+[monite]
+client_id = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+[vault]
+address = "https://vault.test:8200"
+"""
+FIX = 'give one of them its own name, like name = "payments-consumer"'
+
+
+def write(tmp_path: Path, hooks: str) -> Path:
+    key = tmp_path / "hook-key"
+    key.write_text(HOOK_KEY + "\n")
+    key.chmod(0o600)
+    path = tmp_path / "rotator.toml"
+    path.write_text(HEAD + hooks, encoding="utf-8")
+    return path
+
+
+def url_hook(url: str, name: str | None = None) -> str:
+    named = "" if name is None else f'name = "{name}"\n'
+    return f'[[hooks]]\nurl = "{url}"\nsecret_file = "hook-key"\n{named}'
+
+
+def command_hook(*argv: str) -> str:
+    quoted = ", ".join(f'"{arg}"' for arg in argv)
+    return f"[[hooks]]\ncommand = [{quoted}]\n"
+
+
+@pytest.mark.parametrize(
+    ("hooks", "expected"),
+    [
+        (
+            url_hook("https://a.example/rotated", "payments")
+            + url_hook("https://b.example/rotated", "payments"),
+            'hooks[1].name: hooks[0] and hooks[1] are both called "payments" in logs and '
+            f"metrics; {FIX}",
+        ),
+        (
+            url_hook("https://consumer.example/one?token=abc")
+            + command_hook("/bin/sh", "-c", "true")
+            + url_hook("https://consumer.example/two"),
+            'hooks[2].name: hooks[0] and hooks[2] are both called "https://consumer.example/…" '
+            f"in logs and metrics; {FIX}",
+        ),
+        (
+            command_hook("/bin/sh", "-c", "true") + command_hook("/bin/sh", "-c", "false"),
+            'hooks[1].name: hooks[0] and hooks[1] are both called "/bin/sh" in logs and '
+            f"metrics; {FIX}",
+        ),
+        (
+            url_hook("https://consumer.example/", "https://other.example")
+            + url_hook("https://other.example"),
+            'hooks[1].name: hooks[0] and hooks[1] are both called "https://other.example" in '
+            f"logs and metrics; {FIX}",
+        ),
+    ],
+    ids=["same name", "same url origin", "same program", "a name equal to another's origin"],
+)
+def test_two_hooks_with_one_display_name_are_refused(
+    tmp_path: Path, hooks: str, expected: str
+) -> None:
+    """Two hooks logs and metrics would call alike: one line naming both positions and the fix."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, hooks), ENV)
+    assert expected == str(caught.value)
+
+
+def test_hooks_told_apart_by_their_names_load(tmp_path: Path) -> None:
+    """Two hooks to one origin load once each has its own name; logs and metrics use the names."""
+    path = write(
+        tmp_path,
+        url_hook("https://consumer.example/one", "first")
+        + url_hook("https://consumer.example/two", "second")
+        + command_hook("/bin/sh", "-c", "true"),
+    )
+    displays = [hook.display for hook in load_settings(path, ENV).hooks]
+    assert ["first", "second", "/bin/sh"] == displays
+
+
+def test_duplicate_hook_names_exit_78_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rotator check` with two hooks sharing a name: exit 78 and that one line, no traceback."""
+    path = write(
+        tmp_path,
+        url_hook("https://a.example/rotated", "payments")
+        + url_hook("https://b.example/rotated", "payments"),
+    )
+    code = main(["check", "--config", str(path)], environ={**ENV, "HOME": str(tmp_path)})
+    assert (
+        78,
+        [
+            "rotator: config error: hooks[1].name: hooks[0] and hooks[1] are both called "
+            f'"payments" in logs and metrics; {FIX}'
+        ],
+    ) == (code, capsys.readouterr().err.strip().splitlines())
