@@ -1,11 +1,11 @@
-"""The application's wiring: settings → clients → an Engine; and its exit codes.
+"""The application's wiring: settings → clients → an Engine, and the hooks.
 
 `open_engine` builds the real Monite and Vault clients and the hooks from
 settings (reading the Monite credentials from Vault when
 `monite.credentials_path` says so) and closes them afterwards, delivering the
 hooks' pending notices first; `rotator.engine` only runs cycles on what it is given.
-`ExitCode` and `dependency_exit_code` live in `rotator.exitcodes` (re-exported
-here), so a usage or config error exits without importing this wiring.
+Exit codes are `rotator.exitcodes`'s, so a usage or config error exits without
+importing this wiring.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import httpx
 from rotator.clock import Clock, SystemClock
 from rotator.config import Settings
 from rotator.engine import Engine
-from rotator.exitcodes import ExitCode, dependency_exit_code
 from rotator.hooks import HookObserver, Hooks
 from rotator.monite import MoniteClient
 from rotator.ratelimit import RateLimiter
@@ -116,9 +115,7 @@ async def open_engine(
 
 
 __all__ = [
-    "ExitCode",
     "build_hooks",
-    "dependency_exit_code",
     "hooks_settings",
     "open_engine",
     "owner_identity",

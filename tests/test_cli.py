@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import rotator.app
-import rotator.daemon
 from rotator import errors
 from rotator.cli import build_parser, main
 from rotator.cli.plan import display_url
@@ -494,15 +492,6 @@ def test_dependency_errors_map_to_one_exit_code_table(
 def test_exit_codes_are_the_documented_ones() -> None:
     """ExitCode holds exactly the codes DESIGN.md and `rotator --help` document."""
     assert [0, 1, 2, 69, 70, 77, 78, 130] == [int(code) for code in ExitCode]
-
-
-def test_exit_codes_are_still_importable_from_the_wiring_and_the_daemon() -> None:
-    """rotator.app and rotator.daemon re-export the one ExitCode table and its mapping."""
-    assert (ExitCode, ExitCode, dependency_exit_code) == (
-        rotator.app.ExitCode,
-        rotator.daemon.ExitCode,
-        rotator.app.dependency_exit_code,
-    )
 
 
 # What only a valid config needs: the HTTP and Vault clients, the engine, logging.
