@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from rotator.cli import main
-from rotator.config import load_settings
+from rotator.config import hook_names, load_settings
 from rotator.errors import ConfigError
 
+ROOT = Path(__file__).resolve().parents[1]
 HOOK_KEY = "hook-key-8e2d4c6a0b1f3e5d7c9a1b3d5f7e9c0a"
 ENV = {"ROTATOR_MONITE__CLIENT_SECRET": "monite-client-secret-Hn47", "VAULT_TOKEN": "hvs.n-17"}
 HEAD = """
@@ -50,25 +51,22 @@ def command_hook(*argv: str) -> str:
             f"metrics; {FIX}",
         ),
         (
-            url_hook("https://consumer.example/one?token=abc")
+            url_hook("https://consumer.example/", "payments")
             + command_hook("/bin/sh", "-c", "true")
-            + url_hook("https://consumer.example/two"),
-            'hooks[2].name: hooks[0] and hooks[2] are both called "https://consumer.example/…" '
-            f"in logs and metrics; {FIX}",
-        ),
-        (
-            command_hook("/bin/sh", "-c", "true") + command_hook("/bin/sh", "-c", "false"),
-            'hooks[1].name: hooks[0] and hooks[1] are both called "/bin/sh" in logs and '
+            + command_hook("/usr/bin/true")
+            + url_hook("https://other.example", "payments"),
+            'hooks[3].name: hooks[0] and hooks[3] are both called "payments" in logs and '
             f"metrics; {FIX}",
         ),
         (
-            url_hook("https://consumer.example/", "https://other.example")
-            + url_hook("https://other.example"),
-            'hooks[1].name: hooks[0] and hooks[1] are both called "https://other.example" in '
-            f"logs and metrics; {FIX}",
+            url_hook("https://consumer.example/", "/bin/sh#1")
+            + command_hook("/bin/sh", "-c", "true")
+            + command_hook("/bin/sh", "-c", "false"),
+            'hooks[1].name: hooks[0] and hooks[1] are both called "/bin/sh#1" in logs and '
+            f"metrics; {FIX}",
         ),
     ],
-    ids=["same name", "same url origin", "same program", "a name equal to another's origin"],
+    ids=["same name", "same name apart", "a name equal to a numbered one"],
 )
 def test_two_hooks_with_one_display_name_are_refused(
     tmp_path: Path, hooks: str, expected: str
@@ -87,8 +85,29 @@ def test_hooks_told_apart_by_their_names_load(tmp_path: Path) -> None:
         + url_hook("https://consumer.example/two", "second")
         + command_hook("/bin/sh", "-c", "true"),
     )
-    displays = [hook.display for hook in load_settings(path, ENV).hooks]
-    assert ["first", "second", "/bin/sh"] == displays
+    assert ["first", "second", "/bin/sh"] == hook_names(load_settings(path, ENV).hooks)
+
+
+def test_unnamed_hooks_sharing_a_program_or_origin_are_numbered_by_position(
+    tmp_path: Path,
+) -> None:
+    """One script for two Deployments, or two URLs on one host, load; each gets "#i" after it."""
+    script = str(ROOT / "deploy" / "consumers" / "hooks" / "restart-deployment.sh")
+    path = write(
+        tmp_path,
+        command_hook(script, "webhook-consumer", "payments")
+        + url_hook("https://consumer.example/one?token=abc")
+        + command_hook(script, "webhook-consumer", "billing")
+        + url_hook("https://consumer.example/two", "two")
+        + url_hook("https://consumer.example/three"),
+    )
+    assert [
+        f"{script}#0",
+        "https://consumer.example/…#1",
+        f"{script}#2",
+        "two",
+        "https://consumer.example/…#4",
+    ] == hook_names(load_settings(path, ENV).hooks)
 
 
 def test_duplicate_hook_names_exit_78_with_one_line(

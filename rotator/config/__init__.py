@@ -52,6 +52,7 @@ from rotator.config._schema import (
     RotationSettings,
     ScheduleSettings,
     Settings,
+    hook_names,
 )
 from rotator.config._secrets import ExposedFile
 
@@ -73,5 +74,6 @@ __all__ = [
     "cron_trigger",
     "crontab_weekdays",
     "group_keys",
+    "hook_names",
     "load_settings",
 ]

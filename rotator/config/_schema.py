@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
@@ -296,6 +297,19 @@ class HookSettings(Group):
         return url_origin(self.url or "")
 
 
+def hook_names(hooks: Sequence[HookSettings]) -> list[str]:
+    """Each hook's name in logs and metrics: its `display`, and where hooks without
+    a `name` share one (two commands running one program, two URLs on one host),
+    "#i" after it, i being its position in [[hooks]]."""
+    shared = Counter(hook.display for hook in hooks if hook.name is None)
+    return [
+        hook.display
+        if hook.name is not None or shared[hook.display] == 1
+        else f"{hook.display}#{number}"
+        for number, hook in enumerate(hooks)
+    ]
+
+
 class Settings(Group):
     monite: MoniteSettings
     vault: VaultSettings
@@ -367,15 +381,15 @@ class Settings(Group):
 
     @model_validator(mode="after")
     def _hook_names_differ(self) -> Self:
-        # Logs and metrics tell hooks apart by `display` alone: two hooks sharing
-        # one would merge their hook.* events and their metric series.
+        # Logs and metrics tell hooks apart by name alone: two hooks sharing one
+        # would merge their hook.* events and their metric series.
         first: dict[str, int] = {}
-        for number, hook in enumerate(self.hooks):
-            earlier = first.setdefault(hook.display, number)
+        for number, name in enumerate(hook_names(self.hooks)):
+            earlier = first.setdefault(name, number)
             if earlier != number:
                 raise Problem(
                     ("hooks", number, "name"),
-                    f'hooks[{earlier}] and hooks[{number}] are both called "{hook.display}" '
+                    f'hooks[{earlier}] and hooks[{number}] are both called "{name}" '
                     "in logs and metrics; give one of them its own name, like "
                     'name = "payments-consumer"',
                 )

@@ -26,7 +26,7 @@ import structlog
 
 from rotator import events
 from rotator.clock import Clock, SystemClock
-from rotator.config import HookSettings
+from rotator.config import HookSettings, hook_names
 from rotator.hooks import _send
 from rotator.hooks._notice import Notice
 from rotator.model import format_time
@@ -106,7 +106,9 @@ class Hooks:
     ) -> None:
         """`transport` is for the URL hooks' HTTP client (tests); `environ` is where a
         command's `CHILD_ENV` variables come from (default: this process's)."""
-        self._workers = [_Worker(hook, hook.display) for hook in hooks]
+        self._workers = [
+            _Worker(hook, name) for hook, name in zip(hooks, hook_names(hooks), strict=True)
+        ]
         self._mount = vault_mount.strip("/")
         self._prefix = vault_prefix.strip("/")
         self._clock = clock or SystemClock()
@@ -120,8 +122,9 @@ class Hooks:
 
     @property
     def names(self) -> list[str]:
-        """Each hook's display name (`HookSettings.display`: its `name`, or argv[0], or
-        the URL's scheme://host[:port] with "/…" for a path)."""
+        """Each hook's name in logs and metrics (`rotator.config.hook_names`: its `name`,
+        or argv[0], or the URL's scheme://host[:port] with "/…" for a path, and "#i"
+        where hooks without a name share one)."""
         return [worker.name for worker in self._workers]
 
     @property
