@@ -50,7 +50,8 @@ empty hook key is a one-line ValueError naming it. `DirectorySecretSource`
 reads only files named like a subscription id (a UUID).
 
 The package's face re-exports the kit; its private modules own the parts:
-`_sources` where secrets come from (records, sources, their cache), `_verify`
+`_sources` where secrets come from (records, the Vault source, their cache),
+`_local` the sources that need no Vault (in memory, a directory), `_verify`
 how a delivery is checked and answered, `_dedupe` which events were
 handled. `rotator.consumer.app` is a complete HTTP consumer built on it
 (`python -m rotator.consumer.app`, and the one `rotator demo` runs);
@@ -63,22 +64,21 @@ from __future__ import annotations
 # id checks (`valid_subscription_id`, `subscription_id_file_name`) kept outside it.
 from rotator.consumer._dedupe import DEFAULT_MAX_ENTRIES as DEFAULT_MAX_ENTRIES
 from rotator.consumer._dedupe import Deduplicator
+from rotator.consumer._local import DirectorySecretSource, StaticSecretSource
+from rotator.consumer._local import subscription_id_file_name as subscription_id_file_name
 from rotator.consumer._sources import ABSENT_TTL as ABSENT_TTL
 from rotator.consumer._sources import (
     ACCEPTED_STATES,
     CachedSource,
-    DirectorySecretSource,
     Lookup,
     SecretRecord,
     SecretSource,
     SecretSourceError,
-    StaticSecretSource,
     VaultSecretSource,
     record_from_data,
 )
 from rotator.consumer._sources import DEFAULT_CACHE_TTL as DEFAULT_CACHE_TTL
 from rotator.consumer._sources import RECORD_STATES as RECORD_STATES
-from rotator.consumer._sources import subscription_id_file_name as subscription_id_file_name
 from rotator.consumer._sources import valid_subscription_id as valid_subscription_id
 from rotator.consumer._verify import DEFAULT_REFRESH_BURST as DEFAULT_REFRESH_BURST
 from rotator.consumer._verify import DEFAULT_REFRESH_INTERVAL as DEFAULT_REFRESH_INTERVAL
