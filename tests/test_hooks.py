@@ -6,6 +6,7 @@ stand in for consumers; Monite is the emulator, Vault the emulator and OpenBao.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sys
@@ -398,6 +399,25 @@ async def test_close_logs_each_notice_left_undelivered(receiver: Callable[..., R
     failed = named(captured, "hook.failed")
     assert [5, 6, 7] == [e["vault_version"] for e in failed]
     assert {"the daemon stopped before it was delivered"} == {e["reason"] for e in failed[:2]}
+    assert 0 == hooks.pending
+
+
+async def test_a_close_cancelled_by_the_drain_still_logs_each_notice_left(
+    receiver: Callable[..., Receiver],
+) -> None:
+    """A close cut short by cancellation logs every notice still queued as hook.failed."""
+    consumer = receiver(hold=threading.Event())  # the first notice hangs in delivery
+    clock = FakeClock(manual=True)  # the close's grace never runs out: only the cancel ends it
+    hooks = make_hooks(url_hook(consumer, timeout=timedelta(seconds=20)), clock=clock)
+    with capture_audit() as captured:
+        for version in (1, 2, 3):
+            hooks.notify(notice(version))
+        closing = asyncio.ensure_future(hooks.aclose(30.0))
+        await asyncio.sleep(0.05)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+    assert [1, 2, 3] == sorted(e["vault_version"] for e in named(captured, "hook.failed"))
     assert 0 == hooks.pending
 
 

@@ -320,24 +320,32 @@ class Hooks:
             if worker.task is not None:
                 with contextlib.suppress(asyncio.QueueFull):  # then the deadline ends it
                     worker.queue.put_nowait(None)
-        if tasks:
-            finished: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
-            timer: asyncio.Future[Any] = asyncio.ensure_future(self._clock.sleep(max(0.0, grace)))
-            try:
-                await asyncio.wait({finished, timer}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                timer.cancel()
-                for task in tasks:
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await finished
-        for worker in self._workers:
-            while not worker.queue.empty():  # bounded: nothing adds to a closed queue
-                left = worker.queue.get_nowait()
-                if left is not None:
-                    worker.pending -= 1
-                    self._missed(worker, left.notice, "the daemon stopped before it was delivered")
-        if self._http is not None:
-            with contextlib.suppress(Exception):
-                await self._http.aclose()
-            self._http = None
+        try:
+            if tasks:
+                finished: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+                timer: asyncio.Future[Any] = asyncio.ensure_future(
+                    self._clock.sleep(max(0.0, grace))
+                )
+                try:
+                    await asyncio.wait({finished, timer}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    timer.cancel()
+                    for task in tasks:
+                        task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await finished
+        finally:
+            # Also when this close is itself cancelled (a drain out of time): every
+            # notice left is logged, never dropped unseen.
+            for worker in self._workers:
+                while not worker.queue.empty():  # bounded: nothing adds to a closed queue
+                    left = worker.queue.get_nowait()
+                    if left is not None:
+                        worker.pending -= 1
+                        self._missed(
+                            worker, left.notice, "the daemon stopped before it was delivered"
+                        )
+            if self._http is not None:
+                http, self._http = self._http, None
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(http.aclose())
