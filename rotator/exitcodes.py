@@ -1,8 +1,7 @@
 """What `rotator` exits with: the one table of exit codes the CLI and the daemon share.
 
 Standard library and `rotator.errors` only, so a usage or config error can
-exit without importing the engine, HTTP or Vault libraries. `rotator.app`
-re-exports both names.
+exit without importing the engine, HTTP or Vault libraries.
 """
 
 from __future__ import annotations

@@ -405,6 +405,50 @@ async def test_a_reload_that_swaps_the_engine_keeps_the_hooks_and_their_notices(
     assert [] == names(captured, events.HOOK_FAILED)
 
 
+async def test_hooks_replaced_while_the_first_engine_opens_are_that_engines_hooks(
+    tmp_path: Path,
+    clock: FakeClock,
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_token: str,
+) -> None:
+    """A reload adding a hook while the engine is still opening: its first commit reaches it."""
+    monite.seed()
+    config = Config(tmp_path, monite, vault, vault_token)
+    config.values["health"] = {"enabled": False}
+    key = tmp_path / "hook_key"
+    key.write_text("hook-key-2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b")
+    key.chmod(0o600)
+    opening, release = asyncio.Event(), asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def factory(settings: Settings, hooks: Hooks) -> AsyncIterator[Engine]:
+        opening.set()
+        await release.wait()  # Vault slow at boot: the engine opens after the reload
+        async with open_engine(settings, owner=OWNER, clock=clock, hooks=hooks) as engine:
+            yield engine
+
+    daemon = Daemon(
+        file_settings(config),
+        owner=OWNER,
+        environ={},
+        clock=clock,
+        engine_factory=factory,
+        config_path=config.path,
+    )
+    with Receiver() as consumer, capture_audit() as captured:
+        async with serving(daemon) as task:
+            await asyncio.wait_for(opening.wait(), timeout=10)
+            config.hooks.append({"url": consumer.url("/rotated"), "secret_file": str(key)})
+            config.write()
+            assert await reload(daemon, clock)
+            release.set()
+            delivered = await drive(clock, lambda: consumer.received.qsize() == 1)
+            daemon.stop()
+            assert 0 == await asyncio.wait_for(task, timeout=15)
+    assert (True, []) == (delivered, names(captured, events.HOOK_FAILED))
+
+
 # ---------------------------------------------------------------------------
 # A reload while the preflight check is in flight
 # ---------------------------------------------------------------------------

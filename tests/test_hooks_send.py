@@ -107,8 +107,7 @@ async def test_every_command_is_reaped_whatever_its_outcome(
 async def test_a_descendant_holding_the_output_cannot_keep_a_killed_command_unreaped(
     tmp_path: Path, spawned: asyncio.Queue[int]
 ) -> None:
-    """A command past its timeout is killed and reaped even while a descendant that left its
-    process group holds its stdout open."""
+    """A timed-out command is reaped even while a descendant outside its group holds stdout."""
     script = (
         "import subprocess, sys, time\n"
         "sys.stdin.read()\n"
@@ -140,8 +139,7 @@ async def test_a_descendant_holding_the_output_cannot_keep_a_killed_command_unre
 async def test_a_command_cancelled_by_shutdown_is_reaped(
     tmp_path: Path, spawned: asyncio.Queue[int]
 ) -> None:
-    """A command still running when close's budget runs out is killed and reaped before
-    close returns, and its notice is a hook.failed."""
+    """A command outliving close's budget is reaped before close returns; its notice fails."""
     hooks = command_hooks(tmp_path, "import time\ntime.sleep(60)\n", timedelta(seconds=30))
     with capture_audit() as captured:
         hooks.notify(notice(3))
@@ -176,8 +174,7 @@ def answering(*responses: httpx.Response) -> httpx.MockTransport:
 async def test_a_url_hook_waits_out_a_retry_after_in_seconds_or_as_a_date(
     value: str, wait: float
 ) -> None:
-    """A 503's Retry-After (delay-seconds or HTTP-date) is the wait before the retry; an
-    unreadable one leaves the jittered backoff."""
+    """A 503's Retry-After (seconds or HTTP date) is the wait; an unreadable one is ignored."""
     clock = FakeClock()
     hook = HookSettings(url="http://127.0.0.1/rotated", secret=KEY)
     hooks = Hooks(

@@ -250,7 +250,7 @@ def handle_hook_notice(
     403 without a key, 401 with the signature's reason, 400 `malformed`.
     `headers`: any case-insensitive mapping, a WSGI environ, or raw ASGI pairs.
     """
-    if hook_key is None or not hook_key:  # an empty key would verify anyone's notice
+    if not hook_key:  # None, or an empty key that would verify anyone's notice
         return 403, {"error": "no hook key configured"}
     try:
         signature.verify(

@@ -96,7 +96,7 @@ class Daemon:
         self._clock = clock or SystemClock()
         self.metrics = metrics or Metrics(clock=self._clock)
         # The hooks outlive the engines a reload swaps in: a notice still being
-        # retried is not cut short because the engine changed (finding 3 of a review).
+        # retried is not cut short because the Monite, Vault or rotation settings changed.
         self._hooks = build_hooks(settings, clock=self._clock, observer=self.metrics)
         self._hooks_closing: set[asyncio.Task[None]] = set()  # replaced by a reload
 
@@ -225,32 +225,45 @@ class Daemon:
     async def _acquire_engine(self) -> EngineHandle:
         """The current engine (opened when there is none), acquired: the caller releases it."""
         async with self._engine_lock:
-            if self._handle is None:
+            handle = self._handle
+            if handle is None:
                 opened = await open_engine_stack(self._engine_factory, self._settings, self._hooks)
-                self._handle = EngineHandle(*opened)
-                self.metrics.attach(self._handle.engine)
-            self._handle.acquire()
-            return self._handle
+                handle = self._install(opened)
+            handle.acquire()
+            return handle
 
-    async def _swap_engine(self, new: tuple[Engine, contextlib.AsyncExitStack] | None) -> None:
+    def _install(self, opened: tuple[Engine, contextlib.AsyncExitStack]) -> EngineHandle:
+        """Make `opened` the engine, on the current hooks, and count it in the metrics."""
+        handle = self._handle = EngineHandle(*opened)
+        # A reload may have replaced the hooks while this engine was opening.
+        handle.engine.hooks = self._hooks
+        self.metrics.attach(handle.engine)
+        return handle
+
+    async def _swap_engine(
+        self, new: tuple[Engine, contextlib.AsyncExitStack] | None
+    ) -> asyncio.Task[None] | None:
         """Replace the engine once no cycle runs; None drops it (the preflight opens one).
 
-        The old engine is closed now if nothing uses it, else by its last user
+        Returns as soon as `new` is the engine (nothing awaited after that, so a
+        cancelled caller knows `new` is installed), with the old engine's
+        closing to await: closed now if nothing uses it, else by its last user
         (a preflight check or a readiness probe still running on it).
         """
         async with self._engine_lock:
             old = self._handle
-            self._handle = None if new is None else EngineHandle(*new)
+            if new is None:
+                self._handle = None
+                self.metrics.attach(None)
+            else:
+                self._install(new)
             self._engine_generation += 1
-            self.metrics.attach(self._engine)
         self._probe.invalidate()
         if old is None:
-            return
+            return None
         self._retired = {h for h in self._retired if not h.closed}
         self._retired.add(old)
-        closing = old.retire()
-        if closing is not None:
-            await asyncio.shield(closing)
+        return old.retire()
 
     def _replace_hooks(self, hooks: Hooks) -> None:
         """Send the notices of later commits to `hooks`; the old ones deliver what they
@@ -284,7 +297,8 @@ class Daemon:
 
     async def _run_cycle(self) -> None:
         async with self._engine_lock:
-            if self._handle is None:
+            handle = self._handle
+            if handle is None:
                 # A reload dropped the engine just as the preflight passed: open
                 # one on the current settings; the next cycle tries again if not.
                 try:
@@ -294,9 +308,8 @@ class Daemon:
                 except DependencyError as exc:
                     log.error(CYCLE_FAILED, reason="dependency_unavailable", error=str(exc))
                     return
-                self._handle = EngineHandle(*opened)
-                self.metrics.attach(self._handle.engine)
-            engine = self._handle.engine
+                handle = self._install(opened)
+            engine = handle.engine
             try:
                 report = await engine.run_cycle()
             except Exception as exc:

@@ -7,8 +7,9 @@ runs out is the cycle cancelled; claims left behind are recovered after
 `claim_ttl`. The hooks then get what is left of the same budget to deliver
 their pending notices (`Hooks.aclose`), together with hooks a reload replaced
 and that are still delivering: a notice never delays a commit, and no hook
-stretches the drain past `rotation.shutdown_timeout`. Waits are taken on the
-injected clock.
+stretches the drain past `rotation.shutdown_timeout`, but for the reaping of a
+command hook killed at the deadline (at most `REAP_LIMIT`, 2 s, within the
+systemd unit's and the Pod's stop timeouts). Waits are taken on the injected clock.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ other settings keeps the hooks, and the notices they are still retrying.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from datetime import timedelta
@@ -111,13 +112,16 @@ async def _apply(daemon: Daemon, new: Settings) -> bool:
             old_health, daemon._health = daemon._health, health
             if old_health is not None:
                 await old_health.close()
-        if rebuild:
-            await daemon._swap_engine(new_engine)
-            swapped = True
-        elif daemon._engine is not None:
-            daemon._engine.policy = new.policy
+        # The hooks first: the new engine already sends to them.
         if hooks is not daemon._hooks:
             daemon._replace_hooks(hooks)
+        if rebuild:
+            closing = await daemon._swap_engine(new_engine)
+            swapped = True  # installed: from here the daemon closes it
+            if closing is not None:
+                await asyncio.shield(closing)
+        elif daemon._engine is not None:
+            daemon._engine.policy = new.policy
         if new.schedule != old.schedule:
             daemon._schedule.reschedule(new.schedule)
         changed = [
