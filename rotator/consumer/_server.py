@@ -27,6 +27,9 @@ from rotator.secret import Secret
 
 HOOK_HEADER = signature.HOOK_HEADER  # the hook notice's signature, keyed with the hook key
 UNKNOWN = "(none)"  # the stats key of requests that named no subscription
+# How often the serving loop looks for a stop (socketserver's default is 0.5 s):
+# a SIGTERM, or a test's teardown, is answered within this.
+SHUTDOWN_POLL = 0.05
 
 
 @dataclass
@@ -105,7 +108,11 @@ class ConsumerApp:
     def start(self) -> None:
         """Serve in a background thread (and poll, when `poll_interval` is set)."""
         self._serving = True
-        serve = threading.Thread(target=self._server.serve_forever, name=f"{self.name}-http")
+        serve = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL},
+            name=f"{self.name}-http",
+        )
         serve.daemon = True
         serve.start()
         self._threads.append(serve)
@@ -123,7 +130,7 @@ class ConsumerApp:
             poll.start()
             self._threads.append(poll)
         self._serving = True
-        self._server.serve_forever()
+        self._server.serve_forever(poll_interval=SHUTDOWN_POLL)
 
     def stop(self) -> None:
         """Stop serving and polling, close the socket; waits (bounded) for the threads."""
