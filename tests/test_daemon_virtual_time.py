@@ -334,6 +334,18 @@ async def test_new_vault_token_on_reload_rebuilds_engine(
     assert (200, True) == (new_token.status_code, new_token.json()["ready"])
 
 
+def config_with_hook_key(
+    tmp_path: Path, monite: MoniteEmulator, vault: VaultEmulator, vault_token: str
+) -> tuple[Config, Path]:
+    """The daemon's config without the endpoint, and a hook key file for [[hooks]] to name."""
+    config = Config(tmp_path, monite, vault, vault_token)
+    config.values["health"] = {"enabled": False}
+    key = tmp_path / "hook_key"
+    key.write_text("hook-key-5c1e9b3d7a2f4e6c8b0d2f4a6c8e0b1d")
+    key.chmod(0o600)
+    return config, key
+
+
 async def test_reload_adds_then_removes_a_hook(
     tmp_path: Path,
     clock: FakeClock,
@@ -343,11 +355,7 @@ async def test_reload_adds_then_removes_a_hook(
 ) -> None:
     """A reload that adds a hook sends it the next commit's notice; one that removes it, none."""
     first = monite.seed()
-    config = Config(tmp_path, monite, vault, vault_token)
-    config.values["health"] = {"enabled": False}
-    key = tmp_path / "hook_key"
-    key.write_text("hook-key-5c1e9b3d7a2f4e6c8b0d2f4a6c8e0b1d")
-    key.chmod(0o600)
+    config, key = config_with_hook_key(tmp_path, monite, vault, vault_token)
     daemon = daemon_on(file_settings(config), clock, config_path=config.path)
     with Receiver() as consumer, capture_audit() as captured:
         async with serving(daemon) as task:
@@ -381,13 +389,9 @@ async def test_a_reload_that_swaps_the_engine_keeps_the_hooks_and_their_notices(
 ) -> None:
     """A notice still undelivered when a reload swaps the engine is delivered, not given up."""
     monite.seed()
-    config = Config(tmp_path, monite, vault, vault_token)
-    config.values["health"] = {"enabled": False}
+    config, key = config_with_hook_key(tmp_path, monite, vault, vault_token)
     # A short drain budget: hooks that went with the old engine would give up after 1 s.
     config.values["rotation"]["shutdown_timeout"] = "1s"
-    key = tmp_path / "hook_key"
-    key.write_text("hook-key-9d2b4f6a8c0e1a3b5d7f9b1c3e5a7d9f")
-    key.chmod(0o600)
     answer = threading.Event()  # the consumer answers nothing until the reload is done
     with Receiver(hold=answer) as consumer, capture_audit() as captured:
         config.hooks.append({"url": consumer.url("/rotated"), "secret_file": str(key)})
@@ -414,11 +418,7 @@ async def test_hooks_replaced_while_the_first_engine_opens_are_that_engines_hook
 ) -> None:
     """A reload adding a hook while the engine is still opening: its first commit reaches it."""
     monite.seed()
-    config = Config(tmp_path, monite, vault, vault_token)
-    config.values["health"] = {"enabled": False}
-    key = tmp_path / "hook_key"
-    key.write_text("hook-key-2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b")
-    key.chmod(0o600)
+    config, key = config_with_hook_key(tmp_path, monite, vault, vault_token)
     opening, release = asyncio.Event(), asyncio.Event()
 
     @contextlib.asynccontextmanager
