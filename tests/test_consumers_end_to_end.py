@@ -63,8 +63,10 @@ ROTATIONS = 3  # at least, per subscription
 MAX_AGE = "2s"  # policy.max_age: with 1 s cycles, a rotation every 2 to 3 s
 DELIVERY_EVERY = 0.2  # seconds between the sender's rounds
 HOOK_P99_LIMIT_MS = 1000.0  # the issue's acceptance figure
-ROTATE_WITHIN = 30.0  # seconds for every subscription's rotations (about 10 s expected)
-SETTLE_WITHIN = 10.0  # seconds for the deliveries after the last commit to be verified
+# Bounds, not expectations: each wait ends as soon as its condition holds, and a
+# loaded CI machine (the whole suite on two cores) runs three to four times slower.
+ROTATE_WITHIN = 60.0  # seconds for every subscription's rotations (about 10 s expected)
+SETTLE_WITHIN = 30.0  # seconds for the deliveries after the last commit to be verified
 
 CONSUMER_POLICY = """
 path "secret/data/monite/webhooks/*" {
@@ -266,6 +268,7 @@ def seed(
     return ids
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("hooks", [True, False], ids=["hooks", "reread-only"])
 def test_rotations_under_live_deliveries_reject_only_what_vault_did_not_hold(
     hooks: bool,

@@ -15,8 +15,12 @@ from tests.conftest import remember_output
 def test_demo_runs_and_vault_matches_monite_everywhere() -> None:
     """A short demo exits 0, shows audit lines and a table where every row says Vault = Monite."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+    # A cycle starts 4 s after the one before ends, and only while the demo's time
+    # lasts: cycle 2 (the fault, the forced rotation) comes only if cycle 1's work
+    # fits in the spare time. 8 s leaves it 4 s (6 s left 2 s, too little on a
+    # loaded machine) and still runs exactly two cycles.
     result = subprocess.run(
-        [sys.executable, "-m", "rotator", "demo", "--duration", "6"],
+        [sys.executable, "-m", "rotator", "demo", "--duration", "8"],
         capture_output=True,
         text=True,
         env=environ,
@@ -74,9 +78,12 @@ def test_demo_policy_grants_no_more_than_the_shipped_policy() -> None:
 def test_swap_demo_rejects_nothing_where_regenerate_does() -> None:
     """`demo --strategy swap`: the swap group rejects 0 deliveries, the regenerate group some."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-    # 14 s: the first swaps (cycle 1) outlive their 10 s overlap and retire in cycle 4.
+    # The first swaps (cycle 1) outlive their 10 s overlap and retire in cycle 4, which
+    # starts 12 s in plus the work of cycles 1 to 3 (each cycle waits 4 s after the
+    # one before ends) and only while the demo's time lasts: 20 s leaves that work
+    # 8 s, which a loaded machine needs (14 s left it 2 s).
     result = subprocess.run(
-        [sys.executable, "-m", "rotator", "demo", "--strategy", "swap", "--duration", "14"],
+        [sys.executable, "-m", "rotator", "demo", "--strategy", "swap", "--duration", "20"],
         capture_output=True,
         text=True,
         env=environ,

@@ -53,8 +53,10 @@ DELIVERY_EVERY = 0.2
 # monite.timeout 0.5 s -> claim_ttl 2 s (4 x timeout) -> overlap 4 s (2 x claim_ttl) < max_age.
 ROTATION = {"claim_ttl": "2s", "strategy": "swap", "overlap": "4s", "shutdown_timeout": "10s"}
 MAX_AGE = "5s"
-SWAP_WITHIN = 45.0  # seconds for every lineage's swaps and deletions (about 15 s expected)
-SETTLE_WITHIN = 10.0
+# Bounds, not expectations: each wait ends as soon as its condition holds, and a
+# loaded CI machine (the whole suite on two cores) runs three to four times slower.
+SWAP_WITHIN = 90.0  # seconds for every lineage's swaps and deletions (about 15 s expected)
+SETTLE_WITHIN = 30.0
 
 
 def lineage_of(successor: str, predecessors: dict[str, str]) -> str:
@@ -65,6 +67,7 @@ def lineage_of(successor: str, predecessors: dict[str, str]) -> str:
     return successor
 
 
+@pytest.mark.timeout(400)
 def test_swaps_under_live_deliveries_reject_nothing_vault_held(
     vault: VaultEmulator,
     vault_token: str,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import signal
 import urllib.request
 
+import pytest
+
 from rotator.sandbox import ISSUED
 from tests.chaos.conftest import WorldFactory
 from tests.chaos.harness import CLAIM_TTL, FIGURES, render_toml, wait_until
 from tests.conftest import leaked, remember_output
 
 
+@pytest.mark.timeout(300)
 def test_fault_paths_print_no_secret(make_world: WorldFactory) -> None:
     """Retries, malformed answers, failed commits, kill -9 and /metrics: no issued value printed."""
     world = make_world()
@@ -38,7 +41,9 @@ def test_fault_paths_print_no_secret(make_world: WorldFactory) -> None:
     world.monite.faults.latency = 0.0
     daemon = world.spawn("run", config=cfg)
     # Claims expire, the takeovers settle, one more rotation: about 3 x claim_ttl.
-    assert wait_until(world.settled, 3 * CLAIM_TTL + 20, 0.05)
+    # Bounded generously (a loaded machine starts and cycles slowly); this test is
+    # about what is printed, not how fast it recovers.
+    assert wait_until(world.settled, 3 * CLAIM_TTL + 45, 0.05)
     with urllib.request.urlopen(f"http://127.0.0.1:{world.health_port}/metrics", timeout=5) as r:
         metrics = r.read().decode()
     remember_output(metrics)

@@ -82,7 +82,7 @@ def _kill_at(world: World, trial: Trial, seconds: float) -> tuple[bool, float]:
         reached = wait_until(lambda: vault.request_count("kv_write") >= 1, 20)
         at = proc.kill9()
         # The claim write is still in Vault's hands; it lands, and Monite is never asked.
-        reached = reached and wait_until(lambda: bool(world.rotating()), 3)
+        reached = reached and wait_until(lambda: bool(world.rotating()), 20)
         reached = reached and 0 == monite.request_count("regenerate_secret")
         vault.faults.latency = 0.0
     elif trial.step == "regenerate_in_flight":
@@ -91,7 +91,7 @@ def _kill_at(world: World, trial: Trial, seconds: float) -> tuple[bool, float]:
         reached = wait_until(lambda: monite.request_count("regenerate_secret") >= 1, 20)
         at = proc.kill9()
         # Monite applies the regenerate after the hang; its answer has nobody to go to.
-        reached = reached and wait_until(lambda: sum(world.regenerations().values()) >= 1, 3)
+        reached = reached and wait_until(lambda: sum(world.regenerations().values()) >= 1, 20)
         monite.faults.hang = 0.0
         reached = reached and bool(world.mismatched())
     elif trial.step == "before_commit":
@@ -106,7 +106,7 @@ def _kill_at(world: World, trial: Trial, seconds: float) -> tuple[bool, float]:
                 sum(world.regenerations().values()) >= 1
                 and vault.request_count("kv_write") > writes
             ),
-            10,
+            30,  # the commit is retried for commit_retry_for (60s): any wait inside it will do
         )
         at = proc.kill9()
         vault.faults.fail_writes = 0

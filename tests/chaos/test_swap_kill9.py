@@ -324,7 +324,7 @@ def _kill_at(world: World, trial: Trial, cfg: Path, delay: float) -> tuple[bool,
         reached = _wait(lambda: vault.request_count("kv_write") > writes, 20)
         at = proc.kill9()
         # The claim write is still in Vault's hands: it lands, and Monite is never asked.
-        reached = reached and _wait(state_seen("swapping"), 3)
+        reached = reached and _wait(state_seen("swapping"), 20)
         reached = reached and 0 == monite.request_count("create")
     elif step == "create_applied_answer_lost":
         reached = _wait(created, 20)
@@ -334,14 +334,14 @@ def _kill_at(world: World, trial: Trial, cfg: Path, delay: float) -> tuple[bool,
         reached = _wait(lambda: monite.request_count("create") >= 1, 20)
         at = proc.kill9()
         # Monite applies the create after the hang; its answer has nobody to go to.
-        reached = reached and _wait(created, 3) and bool(_orphans(world))
+        reached = reached and _wait(created, 20) and bool(_orphans(world))
     elif step == "before_successor_commit":
         reached = _wait(lambda: monite.request_count("create") >= 1, 20)
         # The claim is in (the create follows it); from now on Vault refuses writes.
         vault.faults.fail_writes = 10**6
         writes = vault.request_count("kv_write")
         reached = reached and _wait(
-            lambda: created() and vault.request_count("kv_write") > writes, 10
+            lambda: created() and vault.request_count("kv_write") > writes, 30
         )
         at = proc.kill9()
         reached = reached and bool(_orphans(world))
