@@ -62,6 +62,7 @@ __all__ = [
     "SWAP_RETIRED",
     "SWAP_STARTED",
     "SWAP_SUCCESSOR_ADOPTED",
+    "SWAP_SUCCESSOR_DISABLED",
     "VAULT_CLIENT_CLOSE_FAILED",
     "VAULT_LOGIN",
     "VAULT_LOGIN_FAILED",
@@ -146,6 +147,8 @@ SWAP_RECOVERED: Final = "swap.recovered"
 SWAP_ORPHAN_DELETED: Final = "swap.orphan_deleted"
 SWAP_ORPHAN_AMBIGUOUS: Final = "swap.orphan_ambiguous"
 SWAP_SUCCESSOR_ADOPTED: Final = "swap.successor_adopted"
+# An operator disabled the original during the overlap: the successor is disabled too.
+SWAP_SUCCESSOR_DISABLED: Final = "swap.successor_disabled"
 SWAP_ABORTED: Final = "swap.aborted"
 SWAP_RELEASED: Final = "swap.released"
 SWAP_FAILED: Final = "swap.failed"
@@ -209,6 +212,7 @@ EVENTS: Final[frozenset[str]] = frozenset(
         SWAP_ORPHAN_DELETED,
         SWAP_ORPHAN_AMBIGUOUS,
         SWAP_SUCCESSOR_ADOPTED,
+        SWAP_SUCCESSOR_DISABLED,
         SWAP_ABORTED,
         SWAP_RELEASED,
         SWAP_FAILED,

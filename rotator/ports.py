@@ -94,6 +94,12 @@ class SubscriptionSource(Protocol):
         """True when deleted now, False when it was already gone; retried inside."""
         ...
 
+    async def disable_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> Subscription:
+        """Stop a subscription's deliveries; retried inside. MoniteNotFound when it is gone."""
+        ...
+
     async def check(self) -> None:
         """The credentials work and listing is allowed; raises MoniteError."""
         ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from rotator.errors import MoniteError, MoniteNotFound, VaultConflict, VaultUnavailable
@@ -115,6 +116,7 @@ class FakeMonite:
         self.secrets: dict[str, str] = {}
         self.refuse_create: MoniteError | None = None  # the next create fails, not applied
         self.lose_create: MoniteError | None = None  # the next create applies, answer lost
+        self.refuse_disable: MoniteError | None = None  # the next disable fails
         self._rng = random.Random(20240601)
         self._made = 0
 
@@ -182,6 +184,16 @@ class FakeMonite:
     ) -> bool:
         self.secrets.pop(subscription_id, None)
         return self.subscriptions.pop(subscription_id, None) is not None
+
+    async def disable_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> Subscription:
+        if self.refuse_disable is not None:
+            error, self.refuse_disable = self.refuse_disable, None
+            raise error
+        disabled = replace(await self.get_subscription(subscription_id), status="disabled")
+        self.subscriptions[subscription_id] = disabled
+        return disabled
 
     async def check(self) -> None:
         return None

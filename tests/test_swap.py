@@ -26,7 +26,7 @@ from rotator.vault import VaultStore
 from tests.conftest import capture_audit
 from tests.daemon_harness import run_rotator
 from tests.fixtures_engine import EngineFactory
-from tests.receiver import Receiver
+from tests.receiver import Receiver, subscription_action
 from tests.records import put_record
 
 OVERLAP = timedelta(seconds=2)
@@ -108,6 +108,33 @@ async def test_swap_commits_a_successor_then_deletes_the_original_after_the_over
 
     settled = await engine.run_cycle()
     assert [(successor, "fresh")] == [(o.subscription_id, o.reason) for o in settled.outcomes]
+
+
+async def test_an_original_disabled_during_the_overlap_leaves_its_successor_disabled(
+    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+) -> None:
+    """Q3: an operator disables O mid-overlap; O's deletion disables S too, once."""
+    original = await seed_due(monite, vault_settings)
+    engine = swap_engine(make_engine)
+    assert (await engine.run_cycle()).ok
+    (successor,) = set(monite.subscription_ids()) - {original}
+    subscription_action(monite, original, "disable")  # the operator, at Monite
+    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    with capture_audit() as captured:
+        after = await engine.run_cycle()
+    assert after.ok
+    assert [
+        "swap.overlap_ended",
+        "swap.successor_disabled",
+        "swap.deleted",
+        "swap.retired",
+    ] == names(captured)
+    assert ([successor], "disabled") == (
+        monite.subscription_ids(),
+        monite.subscription(successor)["status"],
+    )
+    assert "retired" == (await read(vault_settings, original)).state
+    assert 2 == monite.request_count("disable")  # the operator's, then the rotator's: once
 
 
 @pytest.mark.emulator_only("drops the create's answer and moves Vault's clock past the claim")

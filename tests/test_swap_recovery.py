@@ -538,3 +538,26 @@ async def test_a_successor_whose_original_is_not_retired_waits() -> None:
     assert 0 == len(world.monite.subscriptions) - 2  # nothing created, nothing regenerated
     assert "retiring" == world.store.latest(ORIGINAL).state
     world.assert_rule_zero(first.successor_id)
+
+
+async def test_a_successor_that_cannot_be_disabled_keeps_the_original_and_its_claim() -> None:
+    """Q3: O disabled mid-overlap, S's disable refused: O is not deleted, the claim waits."""
+    world = World()
+    retiring, successor = await swapped_and_due(world)
+    subscriptions = world.monite.subscriptions
+    subscriptions[ORIGINAL] = replace(subscriptions[ORIGINAL], status="disabled")
+    world.monite.refuse_disable = MoniteUnavailable("Monite disable: 503", status=503)
+    outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
+    assert ("failed", "monite_error") == (outcome.kind, outcome.reason)
+    assert (True, "enabled", "deleting") == (
+        ORIGINAL in subscriptions,
+        subscriptions[successor].status,
+        world.store.latest(ORIGINAL).state,
+    )
+    world.clock.advance(CLAIM_TTL.total_seconds() + 1)  # the claim expires: a takeover
+    again = await world.swap(world.store.latest(ORIGINAL), Reason.CLAIM_EXPIRED)
+    assert ("swapped", "disabled", "retired") == (
+        again.kind,
+        subscriptions[successor].status,
+        world.store.latest(ORIGINAL).state,
+    )

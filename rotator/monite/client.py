@@ -189,6 +189,21 @@ class MoniteClient:
             return False
         return True
 
+    async def disable_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> Subscription:
+        """Disable a subscription (`POST …/disable`); the subscription as Monite now has it.
+
+        Retried like every call but regenerate and create: disabling twice is harmless.
+        """
+        return await self._call(
+            "disable",
+            "POST",
+            f"/webhook_subscriptions/{path_id(subscription_id)}/disable",
+            parse=lambda body: parse_single(body, "disable"),
+            send_by=send_by,
+        )
+
     async def check(self) -> None:
         """Prove the credentials work and listing is allowed: a token and one small page."""
         reset = _checking.set(True)

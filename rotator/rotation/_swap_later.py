@@ -255,6 +255,22 @@ class _SwapLater(_SwapBase):
             return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=successor_id)
         if at_monite.triple != claimed.triple:
             return await self.abort(claimed, Reason.SUCCESSOR_DIVERGED, delete=None)
+        if self.sub.disabled and at_monite.enabled:
+            return await self.disable_successor(successor_id)
+        return None
+
+    async def disable_successor(self, successor_id: str) -> Outcome | None:
+        """Q3: an operator disabled O during the overlap; S, which replaces O, must not
+        keep delivering what they turned off. None when S is disabled too."""
+        try:
+            await self.ctx.monite.disable_subscription(
+                successor_id, send_by=self.deadline - self.need
+            )
+        except MoniteError as exc:
+            # The claim stays: when it expires the deletion, and this, are taken over.
+            self.log.error(events.SWAP_FAILED, stage="disable", error=str(exc))
+            return self.outcome(OutcomeKind.FAILED, Reason.MONITE_ERROR, error=str(exc))
+        self.log.warning(events.SWAP_SUCCESSOR_DISABLED, successor_id=successor_id)
         return None
 
     async def abort(self, claimed: Record, reason: Reason, *, delete: str | None) -> Outcome:

@@ -42,7 +42,7 @@ import json
 import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -543,6 +543,18 @@ class SimMonite:
             return sub
 
         return await self._simple("get", get)
+
+    async def disable_subscription(
+        self, subscription_id: str, *, send_by: float | None = None
+    ) -> Subscription:
+        def disable() -> Subscription:
+            sub = self._monite.subscriptions.get(subscription_id)
+            if sub is None:
+                raise MoniteNotFound(f"no subscription {subscription_id}", status=404)
+            disabled = self._monite.subscriptions[subscription_id] = replace(sub, status="disabled")
+            return disabled
+
+        return await self._simple("disable", disable)
 
     async def check(self) -> None:
         await self._simple("check", lambda: None)
