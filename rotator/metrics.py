@@ -234,6 +234,18 @@ class Metrics:
             "unknown until its recovery deletes them); alert if it stays above 0.",
             registry=r,
         )
+        self.swap_orphans_ambiguous = PromCounter(
+            "rotator_swap_orphans_ambiguous",
+            "Swap recoveries that found more than one subscription that may be their lost "
+            "successor and deleted none (swap.orphan_ambiguous): an operator must look.",
+            registry=r,
+        )
+        self.retired_records = Gauge(
+            "rotator_retired_records",
+            "Records kept `retired` for audit after their original was deleted, as of the "
+            "last cycle's records (they are never handed out as current).",
+            registry=r,
+        )
         self._requests = _RequestCounters()
         r.register(self._requests)
 
@@ -260,6 +272,8 @@ class Metrics:
                 self.swaps.labels(outcome.swap_step).inc()
             if outcome.overlap_seconds is not None:
                 self.swap_overlap.observe(outcome.overlap_seconds)
+            if outcome.reason == Reason.ORPHAN_AMBIGUOUS:
+                self.swap_orphans_ambiguous.inc()
         for decision in report.decisions:
             if decision.action == "rotate" and decision.strategy_reason == Reason.SWAP_FALLBACK:
                 self.swaps.labels("fallback").inc()
@@ -294,6 +308,7 @@ class Metrics:
         self.swap_orphans.set(
             sum(1 for d in report.decisions if d.reason == Reason.SWAP_SUCCESSOR_PENDING)
         )
+        self.retired_records.set(report.retired)
 
     def _observe_records(self, report: CycleReport, finished: datetime) -> None:
         renewed = {o.subscription_id for o in report.outcomes if o.kind in ("rotated", "recovered")}

@@ -471,3 +471,11 @@ async def test_the_overlap_each_original_really_had_is_measured(
     assert retired["overlap_seconds"] == round(samples["rotator_swap_overlap_seconds_sum"], 3)
     # The estimate of Vault's time is a lower bound: allow the one-second margin.
     assert OVERLAP.total_seconds() - 1 <= samples["rotator_swap_overlap_seconds_sum"] < 10
+    metrics.observe(await engine.run_cycle())  # the next cycle reads the retired record
+    retired_records = [
+        s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "rotator_retired_records"
+    ]
+    assert [1.0] == retired_records

@@ -16,8 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from rotator.engine import CycleReport
 from rotator.errors import MoniteRequestError, MoniteUnavailable
+from rotator.metrics import Metrics
 from rotator.model import Record, Subscription
 from rotator.policy import UNLISTED, Decision, Strategy
 from rotator.reasons import Reason
@@ -561,3 +564,44 @@ async def test_a_successor_that_cannot_be_disabled_keeps_the_original_and_its_cl
         subscriptions[successor].status,
         world.store.latest(ORIGINAL).state,
     )
+
+
+async def test_two_recordless_twins_after_a_lost_create_are_reported_and_kept() -> None:
+    """Two subscriptions may be the lost successor: none is deleted, O undone, the metric counts."""
+    world = World()
+    world.monite.lose_create = MoniteUnavailable(
+        "timed out after sending", may_have_applied=True, retryable=False
+    )
+    doubtful = await world.swap(world.store.latest(ORIGINAL))
+    assert "create_doubtful" == doubtful.reason
+    o = world.monite.subscriptions[ORIGINAL]
+    twin = world.monite.seed(
+        "sub-by-hand", url=o.url, object_type=o.object_type, event_types=o.event_types
+    )
+    world.clock.advance(3600)
+    with capture_audit() as captured:
+        recovered = await world.swap(world.store.latest(ORIGINAL), Reason.SWAP_CLAIM_EXPIRED)
+    (orphan,) = set(world.monite.subscriptions) - {ORIGINAL, twin}
+    assert ("failed", "orphan_ambiguous", "undone") == (
+        recovered.kind,
+        recovered.reason,
+        recovered.swap_step,
+    )
+    assert ("critical", sorted([orphan, twin])) == (
+        the(captured, "swap.orphan_ambiguous")["log_level"],
+        the(captured, "swap.orphan_ambiguous")["candidates"],
+    )
+    assert {ORIGINAL, orphan, twin} == set(world.monite.subscriptions)
+    assert ("active", 1) == (
+        world.store.latest(ORIGINAL).state,
+        world.store.latest(ORIGINAL).swap_failures,
+    )
+    metrics = Metrics()
+    metrics.observe(CycleReport("run", world.clock.now(), outcomes=[recovered]))
+    counted = [
+        s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "rotator_swap_orphans_ambiguous_total"
+    ]
+    assert [1.0] == counted

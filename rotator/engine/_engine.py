@@ -156,6 +156,7 @@ class Engine:
         # A retired record, or a swap record still at work, is no orphan.
         decided = {d.subscription.id for d in report.decisions}
         kept = {i for i, r in records.items() if r.state != "retired" and i not in decided}
+        report.retired = sum(1 for r in records.values() if r.state == "retired")
         report.orphans = orphans(subscriptions, kept | unreadable)
         report.lost_rules = lost_rules(self.policy, subscriptions, records)
         self._listing = subscriptions

@@ -29,6 +29,7 @@ class CycleReport:
     vault_now: datetime | None = None  # the cycle's `now`, on Vault's clock
     quarantined: list[str] = field(default_factory=list)  # left alone after protocol failures
     lost_rules: list[str] = field(default_factory=list)  # id rules that match nothing any more
+    retired: int = 0  # records kept `retired` after their original's deletion
     finished_at: datetime | None = None
     error: str | None = None  # set when the cycle itself could not run
     refused: bool = False  # ...because Monite or Vault refused our credentials (exit 77)
