@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rotator.engine import CycleReport
-from rotator.errors import MoniteRequestError, MoniteUnavailable
+from rotator.errors import MoniteNotFound, MoniteRequestError, MoniteUnavailable
 from rotator.metrics import Metrics
 from rotator.model import Record, Subscription
 from rotator.policy import UNLISTED, Decision, Strategy
@@ -605,3 +605,75 @@ async def test_two_recordless_twins_after_a_lost_create_are_reported_and_kept() 
         if s.name == "rotator_swap_orphans_ambiguous_total"
     ]
     assert [1.0] == counted
+
+
+def disable_original(world: World) -> None:
+    """The operator disables O at Monite (what the next cycle's listing shows)."""
+    subscriptions = world.monite.subscriptions
+    subscriptions[ORIGINAL] = replace(subscriptions[ORIGINAL], status="disabled")
+
+
+async def test_a_disable_refused_for_good_still_deletes_the_original_and_says_so() -> None:
+    """Q3: a 403 on S's disable would hold O forever: O is deleted, a critical line says why."""
+    world = World()
+    retiring, successor = await swapped_and_due(world)
+    disable_original(world)
+    world.monite.refuse_disable = MoniteRequestError("Monite disable: HTTP 403", status=403)
+    with capture_audit() as captured:
+        outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
+    failed = the(captured, "swap.failed")
+    assert ("swapped", "retired", "enabled", False) == (
+        outcome.kind,
+        world.store.latest(ORIGINAL).state,
+        world.monite.subscriptions[successor].status,
+        ORIGINAL in world.monite.subscriptions,
+    )
+    assert ("critical", "disable", successor) == (
+        failed["log_level"],
+        failed["stage"],
+        failed["successor_id"],
+    )
+    assert "permission to disable webhook subscriptions" in failed["fix"]
+
+
+async def test_a_successor_gone_at_its_disable_aborts_at_once() -> None:
+    """Q3: S answers 404 to its disable: the swap aborts now, O stays, no claim is left."""
+    world = World()
+    retiring, _ = await swapped_and_due(world)
+    disable_original(world)
+    world.monite.refuse_disable = MoniteNotFound("Monite disable: HTTP 404", status=404)
+    outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
+    assert ("failed", "successor_gone", True, "active") == (
+        outcome.kind,
+        outcome.reason,
+        ORIGINAL in world.monite.subscriptions,
+        world.store.latest(ORIGINAL).state,
+    )
+
+
+async def test_a_disable_is_not_copied_past_a_successor_swapped_in_turn() -> None:
+    """Q3: S retired and S2 delivers: disabling a leftover O leaves S2 enabled, O deleted."""
+    world = World()
+    retiring, successor = await swapped_and_due(world)
+    s_record = world.store.latest(successor)
+    world.monite.seed("sub-s2")
+    world.store.put(replace(s_record, state="retired", secret=None, successor_id="sub-s2"))
+    await world.monite.delete_subscription(successor)
+    world.store.put(
+        Record(
+            "sub-s2",
+            secret=world.monite.current("sub-s2"),
+            rotated_at=world.clock.now(),
+            url=s_record.url,
+            object_type=s_record.object_type,
+            event_types=s_record.event_types,
+            predecessor_id=successor,
+        )
+    )
+    disable_original(world)
+    outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
+    assert ("swapped", "enabled", False) == (
+        outcome.kind,
+        world.monite.subscriptions["sub-s2"].status,
+        ORIGINAL in world.monite.subscriptions,
+    )

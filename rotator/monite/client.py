@@ -9,8 +9,9 @@ connections and unparseable bodies, and re-authenticates once on 401.
 `regenerate_secret` and `create_subscription` are one attempt: each retry is a
 new regenerate (or a second subscription), and only the rotation protocol
 (`rotator.rotation`) can judge whether another may start; every failure says
-whether it may have applied. `delete_subscription` is retried: deleting twice
-is harmless, and a 404 means it is gone already.
+whether it may have applied. `delete_subscription` and `disable_subscription`
+are retried: doing either twice is harmless (for a delete, a 404 means it is
+gone already).
 """
 
 from __future__ import annotations

@@ -255,21 +255,37 @@ class _SwapLater(_SwapBase):
             return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=successor_id)
         if at_monite.triple != claimed.triple:
             return await self.abort(claimed, Reason.SUCCESSOR_DIVERGED, delete=None)
-        if self.sub.disabled and at_monite.enabled:
-            return await self.disable_successor(successor_id)
+        # Only onto O's own successor: one that S's own swap replaced was not what
+        # the operator disabled (they may have disabled a leftover O to end duplicates).
+        if self.sub.disabled and at_monite.enabled and successor_id == claimed.successor_id:
+            return await self.disable_successor(claimed, successor_id)
         return None
 
-    async def disable_successor(self, successor_id: str) -> Outcome | None:
+    async def disable_successor(self, claimed: Record, successor_id: str) -> Outcome | None:
         """Q3: an operator disabled O during the overlap; S, which replaces O, must not
-        keep delivering what they turned off. None when S is disabled too."""
+        keep delivering what they turned off. None when O may now be deleted."""
         try:
             await self.ctx.monite.disable_subscription(
                 successor_id, send_by=self.deadline - self.need
             )
+        except MoniteNotFound:
+            return await self.abort(claimed, Reason.SUCCESSOR_GONE, delete=None)
         except MoniteError as exc:
-            # The claim stays: when it expires the deletion, and this, are taken over.
-            self.log.error(events.SWAP_FAILED, stage="disable", error=str(exc))
-            return self.outcome(OutcomeKind.FAILED, Reason.MONITE_ERROR, error=str(exc))
+            if exc.retryable:
+                # The claim stays: when it expires the deletion, and this, are taken over.
+                self.log.error(events.SWAP_FAILED, stage="disable", error=str(exc))
+                return self.outcome(OutcomeKind.FAILED, Reason.MONITE_ERROR, error=str(exc))
+            # Refused for good (no permission, say): retrying would keep O forever.
+            # O is still deleted, S still delivers: say so, loudly, and how to fix it.
+            self.log.critical(
+                events.SWAP_FAILED,
+                stage="disable",
+                successor_id=successor_id,
+                error=str(exc),
+                fix="the successor is still enabled: disable it by hand, and give the Monite "
+                "client permission to disable webhook subscriptions",
+            )
+            return None
         self.log.warning(events.SWAP_SUCCESSOR_DISABLED, successor_id=successor_id)
         return None
 
