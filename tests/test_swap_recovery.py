@@ -493,19 +493,16 @@ async def swapped_and_due(world: World) -> tuple[Record, str]:
     return world.store.latest(ORIGINAL), outcome.successor_id
 
 
-async def test_step_9_follows_a_successor_that_was_swapped_in_turn() -> None:
-    """Seed 227: S swapped and retired before O's deletion; O is deleted, not revived."""
-    world = World()
-    retiring, successor = await swapped_and_due(world)
-    # Another replica swapped S meanwhile and finished: S is retired, S2 delivers.
+async def swapped_in_turn(world: World, successor: str, newest: str) -> None:
+    """Another replica swapped S and finished: S is retired and deleted, `newest` delivers."""
     s_record = world.store.latest(successor)
-    world.monite.seed("sub-s2")
-    world.store.put(replace(s_record, state="retired", secret=None, successor_id="sub-s2"))
+    world.monite.seed(newest)
+    world.store.put(replace(s_record, state="retired", secret=None, successor_id=newest))
     await world.monite.delete_subscription(successor)
     world.store.put(
         Record(
-            "sub-s2",
-            secret=world.monite.current("sub-s2"),
+            newest,
+            secret=world.monite.current(newest),
             rotated_at=world.clock.now(),
             url=s_record.url,
             object_type=s_record.object_type,
@@ -513,6 +510,13 @@ async def test_step_9_follows_a_successor_that_was_swapped_in_turn() -> None:
             predecessor_id=successor,
         )
     )
+
+
+async def test_step_9_follows_a_successor_that_was_swapped_in_turn() -> None:
+    """Seed 227: S swapped and retired before O's deletion; O is deleted, not revived."""
+    world = World()
+    retiring, successor = await swapped_and_due(world)
+    await swapped_in_turn(world, successor, "sub-s2")
     outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
     assert ("swapped", True) == (outcome.kind, outcome.retired)
     assert ORIGINAL not in world.monite.subscriptions
@@ -655,21 +659,7 @@ async def test_a_disable_is_not_copied_past_a_successor_swapped_in_turn() -> Non
     """Q3: S retired and S2 delivers: disabling a leftover O leaves S2 enabled, O deleted."""
     world = World()
     retiring, successor = await swapped_and_due(world)
-    s_record = world.store.latest(successor)
-    world.monite.seed("sub-s2")
-    world.store.put(replace(s_record, state="retired", secret=None, successor_id="sub-s2"))
-    await world.monite.delete_subscription(successor)
-    world.store.put(
-        Record(
-            "sub-s2",
-            secret=world.monite.current("sub-s2"),
-            rotated_at=world.clock.now(),
-            url=s_record.url,
-            object_type=s_record.object_type,
-            event_types=s_record.event_types,
-            predecessor_id=successor,
-        )
-    )
+    await swapped_in_turn(world, successor, "sub-s2")
     disable_original(world)
     outcome = await world.swap(retiring, Reason.OVERLAP_ENDED)
     assert ("swapped", "enabled", False) == (
