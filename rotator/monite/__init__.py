@@ -2,7 +2,8 @@
 
 `MoniteClient` owns every exchange with Monite. Inside the package:
 
-- `client`: the requests, their retries (`rotator.retry`) and rate-limit following;
+- `client`: the operations, and which of them may be retried;
+- `_transport`: one logical request: its token, retries (`rotator.retry`) and rate limit;
 - `_token`: the OAuth access token, shared, refreshed and dropped;
 - `_parse`: the shapes of Monite's successful answers;
 - `_response`: headers and error bodies (Retry-After, RateLimit-*, x-request-id);
