@@ -28,7 +28,7 @@ only up to a cap (CONFIG_FILE_LIMIT, SECRET_FILE_LIMIT), so a FIFO, a device
 or a huge file is a ConfigError at once, never a hang or a MemoryError.
 
 The package's modules each own one part: `_types` (one value's rules),
-`_connections` ([monite], [vault]), `_schema` (the `Settings` tree), `_policy`
+`_connections` ([monite], [vault]), `_schema` (the `Settings` tree), `_hooks` ([[hooks]]), `_policy`
 ([policy]), `_cron` (crontab as APScheduler triggers), `_keys` (the key
 catalogue), `_files` (bounded reads), `_toml` and `_env` (the sources;
 `_env_source` routes ROTATOR_* names with pydantic-settings),
@@ -42,17 +42,16 @@ from __future__ import annotations
 from rotator.config._connections import MoniteSettings, VaultSettings
 from rotator.config._cron import cron_trigger, crontab_weekdays
 from rotator.config._files import CONFIG_FILE_LIMIT, SECRET_FILE_LIMIT
+from rotator.config._hooks import HookSettings, hook_names
 from rotator.config._keys import GROUPS, HOOK_KEYS, group_keys
 from rotator.config._load import load_settings
 from rotator.config._schema import (
     DEFAULT_POLICY,
     HealthSettings,
-    HookSettings,
     LogSettings,
     RotationSettings,
     ScheduleSettings,
     Settings,
-    hook_names,
 )
 from rotator.config._secrets import ExposedFile
 
