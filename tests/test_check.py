@@ -7,6 +7,11 @@ setting and the fix, with the exit code of DESIGN.md (69 unreachable, 77 a
 credential or permission refused, 78 a setting is wrong), no traceback, and
 nothing changed in Vault. `run` (once, or the daemon) refuses to start on the
 same findings, before it reads or writes a record.
+
+The commands run in process (`invoke_rotator`: what they find, print and exit
+with); the daemons are real processes. tests/test_cli.py keeps a real
+`python -m rotator` per command, and tests/test_cli_runner.py holds the two
+ways of running to the same output.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import requests
 from rotator import errors
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from tests.daemon_harness import DaemonProcess, free_port, run_rotator, toml
+from tests.daemon_harness import DaemonProcess, free_port, invoke_rotator, toml
 from tests.fixtures_vault import ROTATOR_POLICY
 from tests.openbao import OpenBaoVault
 
@@ -83,7 +88,7 @@ ONE_LINE_FIX = {
 
 
 class Rig:
-    """A Monite emulator, a Vault, and `rotator` run against them as a user would."""
+    """A Monite emulator, a Vault, and `rotator` run against them (in process, as a user's)."""
 
     def __init__(self, directory: Path, monite: MoniteEmulator, vault: VaultEmulator) -> None:
         self.directory = directory
@@ -135,7 +140,8 @@ class Rig:
         return path
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return run_rotator(*argv, "--config", str(self.config()))
+        """`rotator ARGV --config <this config>`, through `invoke_rotator`."""
+        return invoke_rotator(*argv, "--config", str(self.config()))
 
     def daemon(self) -> DaemonProcess:
         return DaemonProcess(self.config())

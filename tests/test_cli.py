@@ -1,4 +1,11 @@
-"""The `rotator` command line as users run it: exit codes, output, and config errors."""
+"""The `rotator` command line as users run it: exit codes, output, and config errors.
+
+Most tests run the command in process (`invoke_rotator`, faithful to a real
+process: tests/test_cli_runner.py). A real `python -m rotator` (`run_rotator`)
+stays where the process is the point (what it imports) and for one test of
+each command, so the console entry point itself stays covered: check, plan,
+run --once, rotate, and a usage and a config error.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from rotator import errors
-from rotator.cli import build_parser, main
+from rotator.cli import build_parser
 from rotator.cli.plan import display_url
 from rotator.exitcodes import ExitCode, dependency_exit_code
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from tests.daemon_harness import run_rotator
+from tests.daemon_harness import invoke_rotator, run_rotator
 
 PREFIX = "monite/webhooks"
 
@@ -88,8 +95,8 @@ def test_rotate_force_single_id(
 ) -> None:
     """`rotator rotate --force --id ID` rotates that id again though it is fresh."""
     target, other = monite.seed(), monite.seed()
-    assert 0 == run_rotator("run", "--once", "--config", str(config_file)).returncode
-    result = run_rotator("rotate", "--force", "--id", target, "--config", str(config_file))
+    assert 0 == invoke_rotator("run", "--once", "--config", str(config_file)).returncode
+    result = invoke_rotator("rotate", "--force", "--id", target, "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert 2 == monite.regenerate_count(target)
     assert 1 == monite.regenerate_count(other)
@@ -108,7 +115,7 @@ def test_rotate_unknown_id_fails(config_file: Path, monite: MoniteEmulator) -> N
     """Forcing an id Monite does not list exits 1 and says which id."""
     monite.seed()
     missing = "00000000-0000-4000-8000-000000000000"
-    result = run_rotator("rotate", "--force", "--id", missing, "--config", str(config_file))
+    result = invoke_rotator("rotate", "--force", "--id", missing, "--config", str(config_file))
     assert 1 == result.returncode
     assert f"subscription {missing} is not listed by Monite" in result.stderr
 
@@ -118,7 +125,7 @@ def test_plan_json_changes_nothing(
 ) -> None:
     """`rotator plan --json` says what would rotate and why, and writes nothing."""
     sid = monite.seed(object_type="payable")
-    result = run_rotator("plan", "--json", "--config", str(config_file))
+    result = invoke_rotator("plan", "--json", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     plan = json.loads(result.stdout)
     assert [(sid, "rotate", "unmanaged")] == [
@@ -143,7 +150,7 @@ def test_plan_json_shows_a_settling_record_and_why_it_waits(
             "rotated_at": "2026-01-01T00:00:00Z",
         },
     )
-    result = run_rotator("plan", "--json", "--config", str(config_file))
+    result = invoke_rotator("plan", "--json", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     [row] = json.loads(result.stdout)["decisions"]
     assert ("skip", "settling", "settling") == (row["action"], row["reason"], row["record_state"])
@@ -162,8 +169,8 @@ def test_plan_survives_a_subscription_url_with_an_invalid_port(
 ) -> None:
     """A listed URL with port 99999 is shown as listed (query hidden); plan does not crash."""
     sid = monite.seed(url="https://hooks.example:99999/monite?token=abc")
-    table = run_rotator("plan", "--config", str(config_file))
-    result = run_rotator("plan", "--json", "--config", str(config_file))
+    table = invoke_rotator("plan", "--config", str(config_file))
+    result = invoke_rotator("plan", "--json", "--config", str(config_file))
     [row] = json.loads(result.stdout)["decisions"] if result.returncode == 0 else [{}]
     assert (0, 0, sid, "https://hooks.example:99999/monite?…", False) == (
         table.returncode,
@@ -180,7 +187,7 @@ def test_check_warns_about_a_world_readable_secret_file(
     """A 0644 client secret file: one config.secret_file_exposed warning naming it; check passes."""
     secret_file = tmp_path / "client_secret"
     secret_file.chmod(0o644)
-    result = run_rotator("check", "--config", str(config_file))
+    result = invoke_rotator("check", "--config", str(config_file))
     warnings = [
         json.loads(line)
         for line in result.stderr.splitlines()
@@ -207,7 +214,7 @@ def test_check_passes(config_file: Path) -> None:
 def test_check_vault_sealed_exits_69(config_file: Path, vault: VaultEmulator) -> None:
     """`rotator check` exits 69 with one line when Vault is sealed."""
     vault.seal()
-    result = run_rotator("check", "--config", str(config_file))
+    result = invoke_rotator("check", "--config", str(config_file))
     assert 69 == result.returncode
     assert 1 == len(result.stderr.strip().splitlines())
     assert "sealed" in result.stderr
@@ -218,7 +225,7 @@ def test_run_once_monite_down_exits_69(config_file: Path, monite: MoniteEmulator
     monite.faults.error_rate = 1.0
     # One retry still takes the retry path; the default five would only wait longer.
     env = {"ROTATOR_MONITE__MAX_RETRIES": "1"}
-    result = run_rotator("run", "--once", "--config", str(config_file), env=env)
+    result = invoke_rotator("run", "--once", "--config", str(config_file), env=env)
     assert 69 == result.returncode
     assert "Traceback" not in result.stderr
 
@@ -261,7 +268,7 @@ def test_refused_credentials_exit_77(
             "ROTATOR_VAULT__SECRET_ID": "00000000-0000-4000-8000-000000000000",
         }
     argv = ["run", "--once"] if command == "run" else ["check"]
-    result = run_rotator(*argv, "--config", str(config_file), env=env)
+    result = invoke_rotator(*argv, "--config", str(config_file), env=env)
     lines = result.stderr.strip().splitlines()
     assert (77, True, False) == (
         result.returncode,
@@ -287,7 +294,7 @@ def test_refused_kubernetes_login_exits_77(
         "ROTATOR_VAULT__ROLE": "rotator",
         "ROTATOR_VAULT__JWT_FILE": str(jwt_file),
     }
-    result = run_rotator("run", "--once", "--config", str(config_file), env=env)
+    result = invoke_rotator("run", "--once", "--config", str(config_file), env=env)
     lines = result.stderr.strip().splitlines()
     assert (77, True, False) == (
         result.returncode,
@@ -296,15 +303,13 @@ def test_refused_kubernetes_login_exits_77(
     ), result.stderr
 
 
-def test_demo_duration_must_be_1_to_3600_as_its_message_says(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_demo_duration_must_be_1_to_3600_as_its_message_says() -> None:
     """`demo --duration` 0.5 (or 0, 3600.5, nan, inf) exits 2 with one line; 1 and 3600 parse."""
     bad = ["0.5", "0", "3600.5", "nan", "inf"]
     results = []
     for duration in bad:
-        code = main(["demo", "--duration", duration])
-        results.append((code, capsys.readouterr().err.strip().splitlines()))
+        result = invoke_rotator("demo", "--duration", duration)
+        results.append((result.returncode, result.stderr.strip().splitlines()))
     parser = build_parser()
     bounds = [parser.parse_args(["demo", "--duration", d]).duration for d in ("1", "3600")]
     expected = [
@@ -328,7 +333,7 @@ def test_usage_errors_exit_2() -> None:
         ["rotate", "--force", "--id", "nope"],
         [],
     ):
-        result = run_rotator(*argv)
+        result = invoke_rotator(*argv)
         assert 2 == result.returncode, argv
         assert "Traceback" not in result.stderr
         assert 1 == len(result.stderr.strip().splitlines()), result.stderr
@@ -393,15 +398,15 @@ def test_bad_config_exits_78_with_one_line(
     tmp_path: Path,
     monite: MoniteEmulator,
     vault: VaultEmulator,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Each bad config gives exit 78, one line naming the problem, and no request to anything."""
     path = tmp_path / "bad.toml"
     path.write_text(
         text.replace("MONITE_URL", monite.base_url).replace("VAULT_ADDR", vault.address)
     )
-    code = main(["run", "--once", "--config", str(path)], environ={"HOME": str(tmp_path)})
-    err = capsys.readouterr().err
+    # HOME: no ~/.vault-token of the machine's user may stand in for the missing token.
+    result = invoke_rotator("run", "--once", "--config", str(path), env={"HOME": str(tmp_path)})
+    code, err = result.returncode, result.stderr
     assert 78 == code
     lines = err.strip().splitlines()
     assert 1 == len(lines), err
@@ -411,28 +416,27 @@ def test_bad_config_exits_78_with_one_line(
     assert 0 == vault.request_count()
 
 
-def test_missing_config_file_exits_78(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_file_exits_78(tmp_path: Path) -> None:
     """A --config path that does not exist says so and how to fix it, exit 78."""
-    code = main(["check", "--config", str(tmp_path / "nope.toml")], environ={})
-    err = capsys.readouterr().err
+    result = invoke_rotator("check", "--config", str(tmp_path / "nope.toml"))
+    code, err = result.returncode, result.stderr
     assert 78 == code
     assert "does not exist" in err
 
 
-def test_bad_env_value_exits_78(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_env_value_exits_78(config_file: Path) -> None:
     """A bad environment override is a config error too, naming the variable's key."""
-    code = main(
-        ["run", "--once", "--config", str(config_file)],
-        environ={"ROTATOR_ROTATION__CONCURRENCY": "lots"},
+    result = invoke_rotator(
+        "run", "--once", "--config", str(config_file), env={"ROTATOR_ROTATION__CONCURRENCY": "lots"}
     )
-    err = capsys.readouterr().err
+    code, err = result.returncode, result.stderr
     assert 78 == code
     assert "concurrency" in err
 
 
 def test_help_lists_commands_and_exit_codes() -> None:
     """`rotator --help` names every command and the exit codes."""
-    result = run_rotator("--help")
+    result = invoke_rotator("--help")
     assert 0 == result.returncode
     for word in ("run", "rotate", "plan", "check", "demo", "78"):
         assert word in result.stdout
@@ -440,7 +444,7 @@ def test_help_lists_commands_and_exit_codes() -> None:
 
 def test_help_says_refused_credentials_exit_77() -> None:
     """`rotator --help` tells 69 (unreachable) from 77 (credentials refused)."""
-    result = run_rotator("--help")
+    result = invoke_rotator("--help")
     text = " ".join(result.stdout.split())
     assert (True, True) == (
         "69 Monite or Vault unreachable" in text,
@@ -464,7 +468,7 @@ def test_rotate_force_of_a_claimed_id_fails_and_says_why(
             "rotated_at": "2026-01-01T00:00:00Z",
         },
     )
-    result = run_rotator("rotate", "--force", "--id", sid, "--config", str(config_file))
+    result = invoke_rotator("rotate", "--force", "--id", sid, "--config", str(config_file))
     assert 1 == result.returncode
     assert f"subscription {sid} was not rotated: another rotation holds a live claim" in (
         result.stderr
