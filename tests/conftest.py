@@ -34,6 +34,32 @@ pytest_plugins = [
     "tests.fixtures_vault",
 ]
 
+# The files whose tests wait in real time (5 to 30 s each), longest first. xdist
+# hands tests out in collection order, so these start at once on every worker
+# while the many short tests fill the gaps; collected in file order, the demo
+# and end-to-end tests came last and ran alone at the end of the run.
+REAL_TIME_FIRST = (
+    "tests/chaos/",
+    "tests/test_demo.py",
+    "tests/sim/test_sim.py",
+    "tests/test_swap_end_to_end.py",
+    "tests/test_consumers_end_to_end.py",
+    "tests/test_perf_swap.py",
+    "tests/test_openbao_live.py",
+    "tests/test_swap.py",
+)
+
+
+def _real_time_rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    ranks = (n for n, prefix in enumerate(REAL_TIME_FIRST) if path.startswith(prefix))
+    return next(ranks, len(REAL_TIME_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_real_time_rank)  # stable: each file keeps its own order
+
+
 CAPTURED: list[str] = []
 WHERE: list[str] = []  # the test each CAPTURED text came from
 _current_test = ["(collection)"]

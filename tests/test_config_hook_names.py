@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cli import main
 from rotator.config import hook_names, load_settings
 from rotator.errors import ConfigError
+from tests.daemon_harness import invoke_rotator
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK_KEY = "hook-key-8e2d4c6a0b1f3e5d7c9a1b3d5f7e9c0a"
@@ -110,20 +110,18 @@ def test_unnamed_hooks_sharing_a_program_or_origin_are_numbered_by_position(
     ] == hook_names(load_settings(path, ENV).hooks)
 
 
-def test_duplicate_hook_names_exit_78_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_duplicate_hook_names_exit_78_with_one_line(tmp_path: Path) -> None:
     """`rotator check` with two hooks sharing a name: exit 78 and that one line, no traceback."""
     path = write(
         tmp_path,
         url_hook("https://a.example/rotated", "payments")
         + url_hook("https://b.example/rotated", "payments"),
     )
-    code = main(["check", "--config", str(path)], environ={**ENV, "HOME": str(tmp_path)})
+    result = invoke_rotator("check", "--config", str(path), env={**ENV, "HOME": str(tmp_path)})
     assert (
         78,
         [
             "rotator: config error: hooks[1].name: hooks[0] and hooks[1] are both called "
             f'"payments" in logs and metrics; {FIX}'
         ],
-    ) == (code, capsys.readouterr().err.strip().splitlines())
+    ) == (result.returncode, result.stderr.strip().splitlines())

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
 
-from rotator.cli import main
 from rotator.config import load_settings
 from rotator.sandbox.deliveries import DeliverySender
 from rotator.sandbox.monite import MoniteEmulator
@@ -33,6 +32,7 @@ from rotator.sandbox.standalone import (
 from rotator.sandbox.vault import parse_policy
 from rotator.signature import HEADER, SignatureError, compute, parse, sign, verify
 from tests.conftest import leaked, remember_output
+from tests.daemon_harness import invoke_rotator
 from tests.receiver import Delivery, Receiver, subscription_action
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,14 +262,14 @@ def test_a_signal_stops_it_with_exit_0_and_removes_its_files(signum: int, tmp_pa
     assert [] == leaked(secrets, [running.output()])
 
 
-def test_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_port_in_use_is_one_line_and_exit_2() -> None:
     """A busy --monite-port is refused in one line naming the flag, with no traceback."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = main(["sandbox", "--monite-port", str(port)], environ={})
-    err = capsys.readouterr().err
+        result = invoke_rotator("sandbox", "--monite-port", str(port))
+    code, err = result.returncode, result.stderr
     assert 2 == code
     expected = (
         f"rotator sandbox: --monite-port {port}: address already in use; "
@@ -287,26 +287,22 @@ def test_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
         (["--vault-port", "70000"], "is not a TCP port"),
     ],
 )
-def test_bad_flags_are_one_line_and_exit_2(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_flags_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     """Each bad flag gets exit 2 and a single line on stderr that says what is wrong."""
-    code = main(["sandbox", *args], environ={})
-    err = capsys.readouterr().err
+    result = invoke_rotator("sandbox", *args)
+    code, err = result.returncode, result.stderr
     assert 2 == code
     assert 1 == len(err.splitlines())
     assert message in err
 
 
-def test_an_existing_config_out_is_never_overwritten(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_existing_config_out_is_never_overwritten(tmp_path: Path) -> None:
     """--config-out naming an existing file: exit 2, the file untouched."""
     existing = tmp_path / "mine.toml"
     existing.write_text("# mine\n")
-    code = main(["sandbox", "--config-out", str(existing)], environ={})
-    assert 2 == code
-    assert "file exists" in capsys.readouterr().err
+    result = invoke_rotator("sandbox", "--config-out", str(existing))
+    assert 2 == result.returncode
+    assert "file exists" in result.stderr
     assert "# mine\n" == existing.read_text()
 
 

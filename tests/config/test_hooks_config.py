@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cli import main
 from rotator.config import ExposedFile, HookSettings, load_settings
 from rotator.errors import ConfigError
 from rotator.secret import Secret
+from tests.daemon_harness import invoke_rotator
 
 HOOK_KEY = "hook-key-3b7e9a1c5d2f4e6a8c0b2d4f6a8c0e1f"
 ENV = {"ROTATOR_MONITE__CLIENT_SECRET": "monite-client-secret-Zq81", "VAULT_TOKEN": "hvs.x-42"}
@@ -262,15 +262,13 @@ def test_a_hook_key_others_can_read_is_reported(tmp_path: Path) -> None:
     assert ["hooks[0].secret_file"] == [e.setting for e in exposed]
 
 
-def test_check_with_a_bad_hook_exits_78_with_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_with_a_bad_hook_exits_78_with_one_line(tmp_path: Path) -> None:
     """`rotator check` validates hooks like every other key: exit 78, one line, no traceback."""
     path = write(
         tmp_path, '[[hooks]]\nurl = "http://consumer.example/r"\nsecret_file = "hook-key"\n'
     )
-    code = main(["check", "--config", str(path)], environ=ENV)
-    err = capsys.readouterr().err
+    result = invoke_rotator("check", "--config", str(path), env=ENV)
+    code, err = result.returncode, result.stderr
     assert 78 == code
     assert [err.strip()] == err.strip().splitlines()
     assert err.startswith("rotator: config error: hooks[0].url: must be https")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rotator.cli import main
 from rotator.config import cron_trigger, crontab_weekdays, load_settings
 from rotator.errors import ConfigError
 from rotator.secret import Secret
+from tests.daemon_harness import invoke_rotator
 
 CLIENT_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 CLIENT_SECRET = "monite-client-secret-Rv27"
@@ -176,12 +176,10 @@ def test_missing_key_with_config_file_has_no_file_hint(tmp_path: Path) -> None:
     assert NO_FILE_HINT not in message
 
 
-def test_cli_without_config_reports_missing_key_with_hint_and_exits_78(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_cli_without_config_reports_missing_key_with_hint_and_exits_78() -> None:
     """`rotator check` with an empty environment: exit 78 and one stderr line with the hint."""
-    code = main(["check"], environ={})
-    out, err = capsys.readouterr()
+    result = invoke_rotator("check")
+    code, out, err = result.returncode, result.stdout, result.stderr
     assert 78 == code
     assert "" == out
     assert 1 == len(err.strip().splitlines())
