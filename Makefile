@@ -32,11 +32,15 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-# CI has two cores; each xdist worker starts its own OpenBao dev server.
-PYTEST_WORKERS ?= 2
+# CI has two cores. Many tests wait in real time (chaos, end to end, demo), so
+# four workers keep both cores busy; each starts its own OpenBao dev server.
+# --maxschedchunk 1 hands tests out one at a time: xdist otherwise gives each
+# worker a quarter of its share in one consecutive block, and the real-time
+# tests, collected first (tests/conftest.py), all went to the first worker.
+PYTEST_WORKERS ?= 4
 
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	CHAOS_PROFILE=full $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
