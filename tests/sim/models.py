@@ -16,10 +16,11 @@ Server side (one of each per scenario):
   removes one, after `before_delete` has seen the world as it was.
 
 Client side (one of each per replica incarnation), implementing the ports:
-- `SimVaultStore` (`rotator.ports.RecordStore`) builds records with
-  `Record.from_vault` and writes `record.to_vault()`, so the real
-  serialisation runs; learns Vault's time with `rotator.clock.ServerClock`
-  from `created_time` and a whole-second `Date` observation.
+- `SimVaultStore` (`rotator.ports.RecordStore`) writes `record.to_vault()`
+  and reads records built with `Record.from_vault` (once per version, by
+  `VaultModel`), so the real serialisation runs; learns Vault's time with
+  `rotator.clock.ServerClock` from `created_time` and a whole-second `Date`
+  observation.
 - `SimMonite` (`rotator.ports.SubscriptionSource`): one attempt per call.
   Create and delete meet the same fates as a regenerate (applied before a
   timeout, never, as a straggler within claim_ttl, applied with the answer
@@ -168,6 +169,11 @@ def _deliver(fut: asyncio.Future[Any], result: Any, error: BaseException | None)
 class _Version:
     data: dict[str, Any]
     created_time: datetime
+    # This version as a Record, parsed on its first read: a version never
+    # changes, Record.from_vault is a pure function of it, and a Record is
+    # immutable, so every later read (a replica's, or the invariants' after
+    # every change anywhere) can share it instead of parsing it again.
+    parsed: Record | None = None
 
 
 @dataclass(slots=True)
@@ -196,9 +202,8 @@ class VaultModel:
     def true_now(self) -> datetime:
         return EPOCH + timedelta(seconds=self._loop.time() + self.offset)
 
-    def read(
-        self, key: str, version: int | None = None
-    ) -> tuple[dict[str, Any], int, datetime] | None:
+    def read(self, key: str, version: int | None = None) -> Record | None:
+        """A version of `key` (the latest by default) as a Record, or None."""
         entry = self._entries.get(key)
         if entry is None or entry.current == 0:
             return None
@@ -206,7 +211,9 @@ class VaultModel:
         found = entry.versions.get(number)
         if found is None:
             return None
-        return json.loads(json.dumps(found.data)), number, found.created_time
+        if found.parsed is None:
+            found.parsed = Record.from_vault(key, found.data, number, found.created_time)
+        return found.parsed
 
     def write(self, key: str, data: dict[str, Any], cas: int) -> tuple[int, datetime]:
         entry = self._entries.get(key)
@@ -235,11 +242,7 @@ class VaultModel:
 
     def record(self, key: str) -> Record | None:
         """The latest version as a Record, for the invariant checks (no I/O, no faults)."""
-        got = self.read(key)
-        if got is None:
-            return None
-        data, version, created = got
-        return Record.from_vault(key, data, version, created)
+        return self.read(key)
 
 
 class SimVaultStore:
@@ -309,10 +312,7 @@ class SimVaultStore:
 
     async def read(self, subscription_id: str, *, version: int | None = None) -> Record:
         got = await self._call("read", lambda: self._vault.read(subscription_id, version))
-        if got is None:
-            return Record(subscription_id=subscription_id)
-        data, version, created = got
-        return Record.from_vault(subscription_id, data, version, created)
+        return Record(subscription_id=subscription_id) if got is None else got
 
     async def write(self, record: Record, *, cas: int) -> Record:
         data = record.to_vault()

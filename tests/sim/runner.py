@@ -13,7 +13,7 @@ from tests.sim.scenario import Result, Scenario, generate, run, shrink, strategy
 PROFILES = {"quick": 1_000, "full": 100_000}
 # What `make test` runs of the quick profile, per strategy: every regenerate
 # seed, and as many swap seeds as keep the wall time within +50% (a swap
-# scenario costs about 1.8 regenerate ones in CPU time: 54 ms against 31 ms).
+# scenario costs about 1.6 regenerate ones in CPU time: 35 ms against 22 ms).
 QUICK = {"regenerate": PROFILES["quick"], "swap": 250}
 # Faults after which a claim or a record's change may be invisible to every
 # live replica until its cache refresh: a one-shot forced rotation that left a
@@ -197,7 +197,10 @@ def run_seeds(
     else:
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) as pool:
-            chunk = max(1, min(200, len(jobs) // (workers * 8) or 1))
+            # Small chunks: scenarios differ in cost fiftyfold, and the last chunk
+            # runs while the other workers idle (chunks of a sixteenth of the quick
+            # profile cost it about half a second of wall time).
+            chunk = max(1, min(200, len(jobs) // (workers * 32) or 1))
             for summary in pool.imap(_one, jobs, chunksize=chunk):
                 figures.add(summary)
     figures.wall_seconds = time.perf_counter() - started

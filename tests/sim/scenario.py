@@ -56,6 +56,7 @@ import collections
 import contextlib
 import hashlib
 import json
+import logging
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -373,19 +374,35 @@ _DRAIN_LIMIT = 4 * 3600.0
 
 
 class _Counting:
-    """A structlog processor: count events by name, then drop them (no output, little cost)."""
+    """Counts the run's structlog events by name (no output)."""
 
     def __init__(self) -> None:
         self.events: collections.Counter[str] = collections.Counter()
         # Candidates a swap recovery could not tell apart (`swap.orphan_ambiguous`).
         self.ambiguous: set[str] = set()
 
-    def __call__(self, logger: Any, method: str, event_dict: Any) -> Any:
+    def count(self, event_dict: dict[str, Any]) -> None:
         event = str(event_dict.get("event"))
         self.events[event] += 1
         if event == "swap.orphan_ambiguous":
             self.ambiguous.update(str(c) for c in event_dict.get("candidates") or ())
-        raise structlog.DropEvent
+
+
+class _CountingLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):  # type: ignore[misc]
+    """A bound logger that hands each event dict to the `_Counting` it wraps.
+
+    The dict is the one a processor chain would start from (context, keywords,
+    event); going around the chain, and the DropEvent that ended it, matters
+    because a scenario logs hundreds of events. Every level counts, whatever
+    level the process was configured with.
+    """
+
+    def _proxy_to_logger(self, method_name: str, event: str | None = None, **event_kw: Any) -> None:
+        event_dict = self._context.copy()
+        event_dict.update(event_kw)
+        if event is not None:
+            event_dict["event"] = event
+        self._logger.count(event_dict)
 
 
 @contextlib.contextmanager
@@ -393,7 +410,13 @@ def _quiet_logs() -> Iterator[_Counting]:
     """Route every structlog event of the run to a counter, and restore the config after."""
     saved = structlog.get_config()
     counting = _Counting()
-    structlog.configure(processors=[counting], cache_logger_on_first_use=False)
+    structlog.configure(
+        processors=[],
+        wrapper_class=_CountingLogger,
+        logger_factory=lambda *_: counting,
+        context_class=dict,
+        cache_logger_on_first_use=False,
+    )
     try:
         yield counting
     finally:
