@@ -124,13 +124,14 @@ def spawn_mode() -> str:
 
 
 def fork_server_env() -> dict[str, str]:
-    """The fork server's own env: this process's, as `World.env` passes it on."""
+    """The env every rotator process starts from (`World.env` adds HOME and more):
+    this process's, less what would configure the rotator behind a test's back."""
     environ = {
         k: v
         for k, v in os.environ.items()
         if not k.upper().startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
     }
-    environ["PYTHONUNBUFFERED"] = "1"
+    environ["PYTHONUNBUFFERED"] = "1"  # audit lines survive kill -9
     return environ
 
 
@@ -392,13 +393,8 @@ class World:
     # -- processes ----------------------------------------------------------
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        environ = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.upper().startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
-        }
+        environ = fork_server_env()
         environ["HOME"] = str(self.workdir)  # no ~/.vault-token from the host
-        environ["PYTHONUNBUFFERED"] = "1"  # audit lines survive kill -9
         environ.update(extra or {})
         return environ
 
