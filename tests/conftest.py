@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from rotator.sandbox import ISSUED
+from tests.forkserver import FORK_SERVER
 
 # The suite starts several hundred `python -m rotator` processes. Where the
 # environment sets PYTHONDONTWRITEBYTECODE (some images do), every one of them,
@@ -147,6 +148,13 @@ def _hygiene_message() -> str:
         f"SECRET HYGIENE: {len(hits)} issued secret(s)/token(s) appeared in captured "
         "output (values not shown), in: " + ", ".join(leaking_tests(set(hits)))
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_fork_server() -> Iterator[None]:
+    """Stop this worker's fork server (if one started) when the session ends: no stray process."""
+    yield
+    FORK_SERVER.close()
 
 
 _WORKER_FINDINGS: list[str] = []  # on the xdist controller: what each worker found

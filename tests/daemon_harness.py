@@ -1,9 +1,10 @@
 """The harness for tests that run `python -m rotator run` as a real process.
 
 This module owns what those tests share: the TOML config written for the
-emulators (`Config`, `toml`), the subprocess whose JSON audit log is parsed as
-it arrives (`DaemonProcess`), a free local port, a bounded `poll`, and a
-datagram socket standing in for systemd's notify socket. Every line a process
+emulators (`Config`, `toml`), the process (forked from tests/forkserver.py, or
+exec'd) whose JSON audit log is parsed as it arrives (`DaemonProcess`), a free
+local port, a bounded `poll`, and a datagram socket standing in for systemd's
+notify socket. Every line a process
 prints goes to the suite's secret hygiene scan (`remember_output`). For the
 tests that build a `Daemon` in process instead, `serving` runs it as a task.
 
@@ -48,6 +49,7 @@ from rotator.daemon import Daemon
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
+from tests.forkserver import start_process
 
 
 def rotator_environ(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -265,9 +267,16 @@ class Config:
 
 
 class DaemonProcess:
-    """A `rotator run` subprocess whose JSON audit log is parsed as it arrives."""
+    """A `rotator run` process whose JSON audit log is parsed as it arrives.
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    Forked from the fork server (tests/forkserver.py) unless `how="exec"` (or
+    `TEST_SPAWN=exec`): a test about how the process is started (its group, its
+    inherited limits) execs it, as systemd would.
+    """
+
+    def __init__(
+        self, config: Path, env: dict[str, str] | None = None, how: str | None = None
+    ) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
         environ.pop("NOTIFY_SOCKET", None)
         environ.update(env or {})
@@ -275,35 +284,42 @@ class DaemonProcess:
         self._new: queue.Queue[Event] = queue.Queue()
         self._stdout: list[str] = []
         self._stderr: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rotator", "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environ,
-        )
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            argv = ["run", "--config", str(config)]
+            self.proc, self.how = start_process(
+                argv, environ, os.getcwd(), out_write, err_write, how=how
+            )
+        except BaseException:
+            os.close(out_read)
+            os.close(err_read)
+            raise
+        finally:
+            os.close(out_write)  # the child holds its own copies: EOF when it ends
+            os.close(err_write)
         self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, args=(out_read,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(err_read,), daemon=True),
         ]
         for reader in self._readers:
             reader.start()
 
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._stdout.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            self.events.append(event)
-            self._new.put(event)
+    def _read_stdout(self, fd: int) -> None:
+        with open(fd, encoding="utf-8", errors="replace") as stdout:
+            for line in stdout:
+                self._stdout.append(line)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                self.events.append(event)
+                self._new.put(event)
 
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
+    def _read_stderr(self, fd: int) -> None:
+        with open(fd, encoding="utf-8", errors="replace") as stderr:
+            for line in stderr:
+                self._stderr.append(line)
 
     def wait_for(
         self, name: str, timeout: float = 15, where: Callable[[Event], bool] = lambda e: True
@@ -354,7 +370,7 @@ class DaemonProcess:
     def close(self) -> None:
         """Kills the process if still running; its output joins the hygiene scan."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
         for reader in self._readers:
             reader.join(timeout=5)

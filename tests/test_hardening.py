@@ -64,7 +64,7 @@ def test_daemon_is_not_dumpable_and_sigabrt_leaves_no_core(
     monkeypatch.setattr(subprocess, "Popen", functools.partial(real_popen, group=NOGROUP))
     resource.setrlimit(resource.RLIMIT_CORE, (allowed, hard))
     try:
-        daemon = DaemonProcess(config.path)
+        daemon = DaemonProcess(config.path, how="exec")  # Popen's group, the limit inherited
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
         monkeypatch.setattr(subprocess, "Popen", real_popen)

@@ -1,7 +1,7 @@
 """Fixtures of the chaos suite: worlds that are torn down (processes killed) after each test.
 
-Rotator processes are forked from a pre-imported fork server (tests/chaos/forkserver.py),
-stopped when the session ends; `CHAOS_SPAWN=exec` starts them as fresh interpreters instead.
+Rotator processes are forked from a pre-imported fork server (tests/forkserver.py);
+`TEST_SPAWN=exec` starts them as fresh interpreters instead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import FIGURES, FORK_SERVER, World
+from tests.chaos.harness import FIGURES, World
 
 WorldFactory = Callable[..., World]
 
@@ -48,10 +48,3 @@ def _write_figures() -> Iterator[None]:
     path = FIGURES.write()
     if path is not None:
         print(f"\nchaos figures: {path}")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_fork_server() -> Iterator[None]:
-    """Stop this worker's fork server (if one started) when the session ends: no stray process."""
-    yield
-    FORK_SERVER.close()

@@ -15,16 +15,16 @@ Every process writes its stdout and stderr to files (so a `kill -9` cannot
 block on a pipe); `World.close()` kills what is still running and passes all
 output to `remember_output`, so the suite-wide secret hygiene scan covers it.
 
-Processes are forked from a pre-imported fork server (`tests/chaos/forkserver.py`):
+Processes are forked from a pre-imported fork server (`tests/forkserver.py`):
 a start costs a fork instead of a fresh interpreter's ~0.35 s of imports, and the
 child is still a separate process in its own session running `python -m
 rotator`'s real entry point with exactly the env, cwd, argv, stdio files and
 signal dispositions an exec'd one gets; its exit code reads as `Popen`'s (-9 for
-kill -9). `CHAOS_SPAWN=exec` starts every process the old way, `subprocess.Popen`
+kill -9). `TEST_SPAWN=exec` starts every process the old way, `subprocess.Popen`
 of `python -m rotator` (to compare, or to rule the fork server out); a process
 whose env differs from the server's in a variable read only at interpreter
 start-up or import (`PYTHON*`, locale, ...) is exec'd anyway. The fork server is
-stopped at the end of the session (tests/chaos/conftest.py).
+stopped at the end of the session (tests/conftest.py).
 
 `CHAOS_PROFILE=quick` (default) keeps trials few; `CHAOS_PROFILE=full` runs many.
 Figures go to `bench-results/chaos-<profile>.json` through `Figures`.
@@ -32,7 +32,6 @@ Figures go to `bench-results/chaos-<profile>.json` through `Figures`.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -40,7 +39,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,8 +50,8 @@ from typing import Any, TypeVar
 
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
-from tests.chaos.forkserver import ForkedProcess, ForkServer, baked_env_differs
 from tests.conftest import remember_output
+from tests.forkserver import ForkedProcess, fork_server_env, start_process
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -110,36 +108,12 @@ def parallel(fn: Callable[[T], R], items: Sequence[T], workers: int = 4) -> list
 # ---------------------------------------------------------------------------
 # Processes
 
-# One fork server per pytest worker, started by the first Proc that forks.
-FORK_SERVER = ForkServer()
-atexit.register(FORK_SERVER.close)  # the conftest fixture closes it first
-
-
-def spawn_mode() -> str:
-    """`fork` (default: from the fork server) or `exec` (`CHAOS_SPAWN=exec`: Popen)."""
-    mode = os.environ.get("CHAOS_SPAWN", "fork").strip().lower() or "fork"
-    if mode not in ("fork", "exec"):
-        raise ValueError(f"CHAOS_SPAWN must be fork or exec, not {mode!r}")
-    return mode
-
-
-def fork_server_env() -> dict[str, str]:
-    """The env every rotator process starts from (`World.env` adds HOME and more):
-    this process's, less what would configure the rotator behind a test's back."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
-    }
-    environ["PYTHONUNBUFFERED"] = "1"  # audit lines survive kill -9
-    return environ
-
 
 class Proc:
     """One `python -m rotator ...` process (`module`: another module) with its output in files.
 
-    Forked from `FORK_SERVER` by default, exec'd with Popen under
-    `CHAOS_SPAWN=exec` (`how`, "fork" or "exec", overrides it and says which
+    Forked from the fork server by default, exec'd with Popen under
+    `TEST_SPAWN=exec` (`how`, "fork" or "exec", overrides it and says which
     was used); the interface is the same.
     """
 
@@ -163,25 +137,9 @@ class Proc:
         self.ended: float | None = None
         self._remembered = False
         self.popen: subprocess.Popen[bytes] | ForkedProcess
-        self.how = how or spawn_mode()
-        if self.how == "fork":
-            FORK_SERVER.ensure_running(fork_server_env())
-            if baked_env_differs(FORK_SERVER.env, env):
-                self.how = "exec"
-        if self.how == "fork":
-            self.popen = FORK_SERVER.spawn(
-                self.args, env, workdir, self._out.fileno(), self._err.fileno(), module
-            )
-        else:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", module, *self.args],
-                stdin=subprocess.DEVNULL,
-                stdout=self._out,
-                stderr=self._err,
-                env=dict(env),
-                cwd=workdir,
-                start_new_session=True,
-            )
+        self.popen, self.how = start_process(
+            self.args, env, workdir, self._out.fileno(), self._err.fileno(), module, how
+        )
 
     @property
     def pid(self) -> int:

@@ -1,7 +1,7 @@
 """The fork server starts processes the chaos tests cannot tell from exec'd ones.
 
 Each test starts the same process both ways, forked from the fork server
-(tests/chaos/forkserver.py) and exec'd with Popen (`CHAOS_SPAWN=exec`), and
+(tests/forkserver.py) and exec'd with Popen (`TEST_SPAWN=exec`), and
 compares what the chaos tests depend on: exit codes, output files, env, cwd,
 argv, session, signal dispositions and what a signal does to a running daemon.
 A probe module (written to the work directory, found there through `sys.path[0]`
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.forkserver import ForkServer
-from tests.chaos.harness import Proc, World, fork_server_env, wait_until
+from tests.chaos.harness import Proc, World, wait_until
+from tests.forkserver import ForkServer, fork_server_env
 
 HOW = ("exec", "fork")
 

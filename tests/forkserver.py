@@ -1,6 +1,7 @@
-"""A fork server for the chaos suite: `python -m rotator ...` without paying its imports each time.
+"""A fork server for the tests: `python -m rotator ...` without paying its imports each time.
 
-The chaos suite starts several hundred rotator processes; each fresh interpreter
+The chaos suite starts several hundred rotator processes, and the daemon tests
+(`tests/daemon_harness.py::DaemonProcess`) some sixty more; each fresh interpreter
 spent about 0.35 s of CPU importing httpx, hvac/requests, pydantic, structlog,
 apscheduler and the rotator modules before it did anything. The fork server is
 one interpreter, started once per pytest worker, that has imported all of that
@@ -49,6 +50,13 @@ How the child is made faithful (what exec would have given a fresh process):
   the child and sends `os.waitstatus_to_exitcode` of its status: -9 for kill -9,
   an exit code as itself, as `Popen.returncode` reads.
 
+`start_process` is the one way the harnesses start such a process: forked from
+this worker's `FORK_SERVER`, or exec'd with `subprocess.Popen` when
+`TEST_SPAWN=exec` is set (to compare, or to rule the fork server out), when the
+caller asks for it (a test about how the process was started), or when the env
+differs from the server's in a variable read only at start-up. The server is
+stopped when the pytest session ends (tests/conftest.py).
+
 The server is started with `python forkserver.py FD` (stdlib only, no package
 import) by `ForkServer.ensure_running`, in its own session, and talks to the
 pytest worker over a SOCK_SEQPACKET socketpair: each request carries a fresh
@@ -60,6 +68,7 @@ kills any child still running first, so it never leaves a process behind.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
@@ -279,6 +288,63 @@ class ForkServer:
                 self._popen.kill()
                 self._popen.wait()
             self._popen = None
+
+
+# One fork server per pytest worker, started by the first process that forks.
+FORK_SERVER = ForkServer()
+atexit.register(FORK_SERVER.close)  # the session fixture closes it first
+
+
+def spawn_mode() -> str:
+    """`fork` (default: from the fork server) or `exec` (`TEST_SPAWN=exec`: Popen)."""
+    mode = os.environ.get("TEST_SPAWN", "fork").strip().lower() or "fork"
+    if mode not in ("fork", "exec"):
+        raise ValueError(f"TEST_SPAWN must be fork or exec, not {mode!r}")
+    return mode
+
+
+def fork_server_env() -> dict[str, str]:
+    """The env the fork server runs with, and every chaos process starts from: this
+    process's, less what would configure the rotator behind a test's back."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
+    }
+    environ["PYTHONUNBUFFERED"] = "1"  # audit lines survive kill -9
+    return environ
+
+
+def start_process(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str],
+    stdout: int,
+    stderr: int,
+    module: str = "rotator",
+    how: str | None = None,
+) -> tuple[subprocess.Popen[bytes] | ForkedProcess, str]:
+    """`python -m MODULE ARGS` with exactly `env` and `cwd`, stdin from /dev/null,
+    stdout and stderr on the given fds, in a session of its own; and how it was
+    started ("fork" or "exec"). `how` overrides `TEST_SPAWN`; a fork becomes an
+    exec when `env` differs from the server's in a variable read at start-up."""
+    how = how or spawn_mode()
+    if how == "fork":
+        FORK_SERVER.ensure_running(fork_server_env())
+        if baked_env_differs(FORK_SERVER.env, env):
+            how = "exec"
+    if how == "fork":
+        return FORK_SERVER.spawn(args, env, cwd, stdout, stderr, module), how
+    popen = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return popen, how
 
 
 def _read_signed(conn: socket.socket) -> int | None:
