@@ -214,6 +214,7 @@ async def test_transient_vault_failure_at_commit_is_retried_in_memory(
     """Vault fails the commit twice; the secret held in memory is committed on a later try."""
     sid = monite.seed()
     monite.faults.latency = 0.3
+    clock = FakeClock(start=datetime.now(UTC))  # the commit's retries back off in virtual time
 
     async def break_commit_after_claim() -> None:
         for _ in range(200):
@@ -223,7 +224,9 @@ async def test_transient_vault_failure_at_commit_is_retried_in_memory(
             await asyncio.sleep(0.005)
 
     with capture_audit() as captured:
-        _, report = await asyncio.gather(break_commit_after_claim(), make_engine().run_cycle())
+        _, report = await asyncio.gather(
+            break_commit_after_claim(), make_engine(clock=clock).run_cycle()
+        )
     assert report.ok
     assert 1 == monite.regenerate_count(sid)
     assert monite.current_secret(sid) == vault_secret(vault, sid)
@@ -254,6 +257,7 @@ async def test_vault_down_through_commit_is_recovered_after_claim_expiry(
         _, first = await asyncio.gather(seal_after_claim(), engine.run_cycle())
     finally:
         vault.unseal()
+    monite.faults.latency = 0.0  # it only held the regenerate open for the seal
     assert [("failed", "commit_failed")] == [(o.kind, o.reason) for o in first.outcomes]
     assert monite.current_secret(sid) != vault_secret(vault, sid)
 
@@ -301,10 +305,12 @@ async def test_monite_unreachable_fails_the_cycle_cleanly(
     """A listing that keeps failing ends the cycle with an error report, not an exception."""
     monite.seed()
     monite.faults.error_rate = 1.0
-    report = await make_engine().run_cycle()
+    clock = FakeClock(start=datetime.now(UTC))  # the listing's retries back off in virtual time
+    report = await make_engine(clock=clock).run_cycle()
     assert report.error is not None
     assert not report.ok
     assert [] == report.outcomes
+    assert [] != clock.sleeps
 
 
 async def test_orphaned_records_are_reported(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hvac
@@ -23,9 +23,11 @@ from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from rotator.secret import Secret
 from rotator.vault import VaultStore
+from tests.clocks import FakeClock
 from tests.conftest import capture_audit
 from tests.daemon_harness import run_rotator
 from tests.fixtures_engine import EngineFactory
+from tests.openbao import OpenBaoVault
 from tests.receiver import Receiver, subscription_action
 from tests.records import put_record
 
@@ -36,6 +38,21 @@ URL = "https://consumer.example/hooks/monite"
 
 def swap_engine(make_engine: EngineFactory, **rotation: Any) -> Any:
     return make_engine(strategy="swap", overlap=rotation.pop("overlap", OVERLAP), **rotation)
+
+
+async def pass_the_overlap(vault: VaultEmulator, clock: FakeClock) -> None:
+    """Let OVERLAP pass on Vault's clock and the engine's `clock` (really only on OpenBao).
+
+    The engine's estimate of Vault's time is the lower of the last `created_time` and
+    the last `Date` (whole seconds), each carried on its monotonic clock: both clocks
+    must move, and a second more, before the overlap has ended in the engine's eyes.
+    """
+    seconds = OVERLAP.total_seconds() + 1.1
+    if isinstance(vault, OpenBaoVault):
+        await asyncio.sleep(seconds)  # OpenBao's clock is real
+    else:
+        vault.advance_time(seconds)
+    clock.advance(seconds)
 
 
 async def read(vault_settings: VaultSettings, subscription_id: str) -> Any:
@@ -57,12 +74,16 @@ async def seed_due(monite: MoniteEmulator, vault_settings: VaultSettings, url: s
 
 
 async def test_swap_commits_a_successor_then_deletes_the_original_after_the_overlap(
-    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
 ) -> None:
     """Swap: S created with O's triple and committed; O keeps its secret until the overlap ends."""
     original = await seed_due(monite, vault_settings)
     old_secret = monite.current_secret(original)
-    engine = swap_engine(make_engine)
+    clock = FakeClock(start=datetime.now(UTC))
+    engine = swap_engine(make_engine, clock=clock)
 
     with capture_audit() as captured:
         first = await engine.run_cycle()
@@ -95,7 +116,7 @@ async def test_swap_commits_a_successor_then_deletes_the_original_after_the_over
     assert {original: "overlap", successor: "fresh"} == {
         o.subscription_id: o.reason for o in during.outcomes
     }
-    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    await pass_the_overlap(vault, clock)
     with capture_audit() as captured:
         after = await engine.run_cycle()
     assert after.ok
@@ -111,15 +132,19 @@ async def test_swap_commits_a_successor_then_deletes_the_original_after_the_over
 
 
 async def test_an_original_disabled_during_the_overlap_leaves_its_successor_disabled(
-    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
 ) -> None:
     """Q3: an operator disables O mid-overlap; O's deletion disables S too, once."""
     original = await seed_due(monite, vault_settings)
-    engine = swap_engine(make_engine)
+    clock = FakeClock(start=datetime.now(UTC))
+    engine = swap_engine(make_engine, clock=clock)
     assert (await engine.run_cycle()).ok
     (successor,) = set(monite.subscription_ids()) - {original}
     subscription_action(monite, original, "disable")  # the operator, at Monite
-    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    await pass_the_overlap(vault, clock)
     with capture_audit() as captured:
         after = await engine.run_cycle()
     assert after.ok
@@ -349,7 +374,10 @@ async def test_an_original_whose_record_was_lost_mid_swap_is_deleted_not_adopted
 
 
 async def test_hooks_hear_of_the_successor_and_of_the_retired_original(
-    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
 ) -> None:
     """swap.committed names S (path, version, predecessor, deadline); swap.retired names O."""
     original = await seed_due(monite, vault_settings)
@@ -360,9 +388,10 @@ async def test_hooks_hear_of_the_successor_and_of_the_retired_original(
             vault_mount="secret",
             vault_prefix=PREFIX,
         )
-        engine = swap_engine(make_engine, hooks=hooks)
+        clock = FakeClock(start=datetime.now(UTC))
+        engine = swap_engine(make_engine, hooks=hooks, clock=clock)
         await engine.run_cycle()
-        await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+        await pass_the_overlap(vault, clock)
         await engine.run_cycle()
         await hooks.idle()
         await hooks.aclose(1)
@@ -385,13 +414,17 @@ async def test_hooks_hear_of_the_successor_and_of_the_retired_original(
 
 
 async def test_a_delete_whose_answer_was_lost_still_retires_the_original(
-    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
 ) -> None:
     """The delete landed, its answer did not: the retried DELETE's 404 means gone; retire."""
     original = await seed_due(monite, vault_settings)
-    engine = swap_engine(make_engine)
+    clock = FakeClock(start=datetime.now(UTC))
+    engine = swap_engine(make_engine, clock=clock)
     await engine.run_cycle()
-    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    await pass_the_overlap(vault, clock)
     monite.faults.drop_after_delete = 1
     with capture_audit() as captured:
         report = await engine.run_cycle()
@@ -450,14 +483,18 @@ async def test_twins_due_together_swap_one_at_a_time(
 
 
 async def test_the_overlap_each_original_really_had_is_measured(
-    monite: MoniteEmulator, vault_settings: VaultSettings, make_engine: EngineFactory
+    monite: MoniteEmulator,
+    vault: VaultEmulator,
+    vault_settings: VaultSettings,
+    make_engine: EngineFactory,
 ) -> None:
     """rotator_swap_overlap_seconds: successor commit to original deleted, at least the overlap."""
     await seed_due(monite, vault_settings)
-    engine = swap_engine(make_engine)
+    clock = FakeClock(start=datetime.now(UTC))
+    engine = swap_engine(make_engine, clock=clock)
     metrics = Metrics()
     metrics.observe(await engine.run_cycle())
-    await asyncio.sleep(OVERLAP.total_seconds() + 1.1)
+    await pass_the_overlap(vault, clock)
     with capture_audit() as captured:
         metrics.observe(await engine.run_cycle())
     samples = {

@@ -146,6 +146,14 @@ class EmulatorHost:
         """How many subscriptions Monite has now (scenario h: one per original, afterwards)."""
         return int(self.call("live"))
 
+    def vault_now(self) -> datetime:
+        """The Vault emulator's clock: real time plus what `advance_vault` moved it by."""
+        return datetime.fromtimestamp(float(self.call("vault_now")), UTC)
+
+    def advance_vault(self, seconds: float) -> None:
+        """Move the Vault emulator's clock on (`VaultEmulator.advance_time`), sleeping nothing."""
+        self.call("advance_vault", seconds=seconds)
+
     def receiver(self) -> str:
         """Start (once) a loopback HTTP receiver in the emulator process; its URL.
 
@@ -245,6 +253,12 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
         def rss() -> int:
             return _own_rss_kib()
 
+        def vault_now() -> float:
+            return vault.now()
+
+        def advance_vault(seconds: float) -> None:
+            vault.advance_time(seconds)
+
         def receiver() -> str:
             if not receivers:
                 receivers.append(_Receiver())
@@ -260,6 +274,8 @@ def _serve(conn: multiprocessing.connection.Connection, options: dict[str, Any])
             "live": live,
             "latency": latency,
             "rss": rss,
+            "vault_now": vault_now,
+            "advance_vault": advance_vault,
             "receiver": receiver,
             "received": received,
         }

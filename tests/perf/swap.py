@@ -26,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rotator.app import open_engine
 from rotator.config import load_settings
 from rotator.engine import CycleReport
 from rotator.reasons import OutcomeKind
+from tests.clocks import FakeClock
 from tests.perf.common import (
     MONITE_LATENCY,
     RATE_LIMIT,
@@ -113,20 +114,47 @@ def _add(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> No
 
 
 def mass_run(
-    count: int, strategy: str, budget: Budget, settings_env: Mapping[str, str] = H_SETTINGS
+    count: int,
+    strategy: str,
+    budget: Budget,
+    settings_env: Mapping[str, str] = H_SETTINGS,
+    *,
+    virtual_overlap: bool = False,
 ) -> MassRun:
-    """Fresh emulators, `count` subscriptions with old records; swap (or regenerate) them all."""
+    """Fresh emulators, `count` subscriptions with old records; swap (or regenerate) them all.
+
+    With `virtual_overlap` (the suite's miniature of row h) the overlap passes on the
+    Vault emulator's clock and on the engine's (a FakeClock whose sleeps are real)
+    instead of in real time; its seconds still count in `overlap_wait` and `wall`.
+    """
     run = MassRun(strategy=strategy, subscriptions=count)
     env_overrides = {**settings_env, "ROTATOR_ROTATION__STRATEGY": strategy}
+    clock = FakeClock(start=datetime.now(UTC), real_sleep=True) if virtual_overlap else None
     with emulators_for_rotation() as host:
         host.seed(count, "stored", age_days=OLD_DAYS)
         settings = load_settings(None, {**host.env, **env_overrides})
         successors: list[str] = []
 
+        def vault_now() -> datetime:
+            return host.vault_now() if clock is not None else datetime.now(UTC)
+
+        async def wait_until(end: datetime) -> float:
+            """Let Vault's clock reach `end` (within the budget); the seconds that took."""
+            wait = max(0.0, min((end - vault_now()).total_seconds(), budget.remaining()))
+            if clock is None:
+                waited = time.perf_counter()
+                await asyncio.sleep(wait)
+                return time.perf_counter() - waited
+            # The engine judges Vault's time by Vault's answers carried on its own
+            # monotonic clock: both clocks move, as both would in a real wait.
+            host.advance_vault(wait)
+            clock.advance(wait)
+            return wait
+
         async def main() -> None:
             async with (
                 asyncio.timeout(budget.remaining()),
-                open_engine(settings, owner="bench") as engine,
+                open_engine(settings, owner="bench", clock=clock) as engine,
             ):
                 before = host.counts()
                 await engine.plan()  # the record cache is loaded, as after a first cycle
@@ -137,26 +165,26 @@ def mass_run(
                 run.link_wall = time.perf_counter() - started
                 after = host.counts()
                 run.link_counts = counts_delta(after, at)
-                ends = _tally(run, report, successors, linking=True)
+                ends = _tally(run, report, successors, vault_now, linking=True)
                 if strategy != "swap":
                     run.wall = run.link_wall
                     return
                 # (the 429 count of a regenerate run is scenario a's figure)
+                virtual = 0.0  # seconds of the overlap passed without perf_counter seeing them
                 for _ in range(MAX_FINISH_CYCLES):
                     if run.retired >= run.linked or not ends:
                         break
-                    wait = max(ends).timestamp() + OVERLAP_MARGIN - datetime.now(UTC).timestamp()
-                    waited = time.perf_counter()
-                    await asyncio.sleep(max(0.0, min(wait, budget.remaining())))
-                    run.overlap_wait += time.perf_counter() - waited
+                    waited = await wait_until(max(ends) + timedelta(seconds=OVERLAP_MARGIN))
+                    run.overlap_wait += waited
+                    virtual += waited if clock is not None else 0.0
                     at = host.counts()
                     cycle_started = time.perf_counter()
                     report = await engine.run_cycle()
                     run.finish_wall += time.perf_counter() - cycle_started
                     run.finish_cycles += 1
                     _add(run.finish_counts, counts_delta(host.counts(), at))
-                    ends = _tally(run, report, successors, linking=False)
-                run.wall = time.perf_counter() - started
+                    ends = _tally(run, report, successors, vault_now, linking=False)
+                run.wall = time.perf_counter() - started + virtual
                 run.answers_429 = sum(
                     n for (_, status), n in engine.monite.requests.items() if status == 429
                 )
@@ -169,7 +197,12 @@ def mass_run(
 
 
 def _tally(
-    run: MassRun, report: CycleReport, successors: list[str], *, linking: bool
+    run: MassRun,
+    report: CycleReport,
+    successors: list[str],
+    vault_now: Callable[[], datetime],
+    *,
+    linking: bool,
 ) -> list[datetime]:
     """Count a cycle's outcomes into `run`; the overlap ends still to wait for."""
     if report.error is not None:
@@ -192,7 +225,7 @@ def _tally(
             run.other.append(f"{outcome.kind}: {outcome.reason}")
     if not linking and run.retired < run.linked:
         # Some originals still in their overlap: wait for the latest end we know of.
-        ends = [datetime.now(UTC)]
+        ends = [vault_now()]
     return ends
 
 
