@@ -14,6 +14,7 @@ import pytest
 from rotator.config import MoniteSettings
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.secret import Secret
+from tests.sandbox import SSL_CONTEXT
 
 
 @pytest.fixture
@@ -50,5 +51,5 @@ def monite_settings(monite: MoniteEmulator, monite_credentials: tuple[str, str])
 @pytest.fixture
 async def monite_http() -> AsyncIterator[httpx.AsyncClient]:
     """A plain httpx.AsyncClient, closed after the test."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=SSL_CONTEXT) as client:
         yield client

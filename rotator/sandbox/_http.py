@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import selectors
 import socket
 import sys
 import threading
@@ -106,7 +107,6 @@ class LoopbackServer:
             return
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
             name=f"sandbox-{self.port}",
             daemon=True,
         )
@@ -139,7 +139,63 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._stop_requested = False
+        self._stopped = threading.Event()
         super().__init__(address, handler)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until `shutdown()`; `poll_interval` is ignored: this loop never polls.
+
+        The stock loop wakes every `poll_interval` to look for a shutdown, so
+        `shutdown()` waited out most of an interval (each request restarts it)
+        and an idle server kept waking. Here `shutdown()` wakes the loop itself.
+        """
+        self._stopped.clear()
+        try:
+            with _Selector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stop_requested:
+                    ready = selector.select()
+                    if self._stop_requested:
+                        break
+                    if any(key.fileobj is self for key, _ in ready):
+                        self._accept_one()
+                    self.service_actions()
+        finally:
+            self._stop_requested = False
+            self._stopped.set()
+
+    def _accept_one(self) -> None:
+        # What socketserver's private _handle_request_noblock does, in public calls.
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        if not self.verify_request(request, client_address):
+            self.shutdown_request(request)
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
+
+    def shutdown(self) -> None:
+        """Stop `serve_forever()` and wait until it has returned (call it from another thread)."""
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -164,6 +220,12 @@ class _Server(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             return
         super().handle_error(request, client_address)
+
+
+# What socketserver's own loop uses: poll(2) where there is one.
+_Selector: type[selectors.BaseSelector] = getattr(
+    selectors, "PollSelector", selectors.SelectSelector
+)
 
 
 def _make_handler_class(owner: LoopbackServer) -> type[BaseHTTPRequestHandler]:

@@ -33,6 +33,7 @@ from rotator.secret import Secret
 from rotator.signature import SignatureError, verify
 from tests.conftest import leaked, remember_output
 from tests.receiver import Delivery, Receiver, subscription_action
+from tests.sandbox import SSL_CONTEXT
 
 T = 1_700_000_000  # the senders' fixed clock, so signatures are checked at a known time
 BODY_FIELDS = ("id", "webhook_subscription_id", "object_type", "action", "object")
@@ -269,7 +270,10 @@ def test_disabled_subscriptions_receive_nothing(monite: MoniteEmulator) -> None:
 def test_the_admin_route_triggers_a_round_and_reads_the_counters(monite: MoniteEmulator) -> None:
     """POST /_sandbox/deliveries sends a round now; GET answers the per-subscription counters."""
     origin = monite.origin
-    with httpx.Client(base_url=origin, trust_env=False) as http, Receiver() as receiver:
+    with (
+        httpx.Client(base_url=origin, trust_env=False, verify=SSL_CONTEXT) as http,
+        Receiver() as receiver,
+    ):
         a = monite.seed(url=receiver.url("/a"))
         b = monite.seed(url=receiver.url("/b"))
         assert 404 == http.post("/_sandbox/deliveries").status_code  # no sender attached yet

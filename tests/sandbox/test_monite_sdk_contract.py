@@ -47,6 +47,7 @@ from monite.types.webhook_subscription_status import WebhookSubscriptionStatus
 
 from rotator.sandbox import ISSUED
 from rotator.sandbox.monite import MoniteEmulator
+from tests.sandbox import SSL_CONTEXT
 
 VERSION = "2024-05-25"
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -110,10 +111,10 @@ class Sdk:
         self._async_http: httpx.AsyncClient | None = None
         self.client: Monite | AsyncMonite
         if kind == "sync":
-            self._sync_http = httpx.Client(timeout=5.0)
+            self._sync_http = httpx.Client(timeout=5.0, verify=SSL_CONTEXT)
             self.client = Monite(**options, httpx_client=self._sync_http)
         else:
-            self._async_http = httpx.AsyncClient(timeout=5.0)
+            self._async_http = httpx.AsyncClient(timeout=5.0, verify=SSL_CONTEXT)
             self.client = AsyncMonite(**options, httpx_client=self._async_http)
 
     async def run(self, call: Call) -> Any:

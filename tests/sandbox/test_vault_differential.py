@@ -25,6 +25,7 @@ import pytest
 from rotator.sandbox.vault import VaultEmulator
 from tests.fixtures_vault import ROTATOR_POLICY
 from tests.openbao import OpenBaoVault
+from tests.sandbox import SSL_CONTEXT
 
 Backend = VaultEmulator | OpenBaoVault
 PREFIX = "secret/data/monite/webhooks"
@@ -984,7 +985,7 @@ def _run(backend: Backend, case: Case, ns: str) -> list[Answer]:
     if case.setup is not None:
         case.setup(backend, ctx)
     answers: list[Answer] = []
-    with httpx.Client(base_url=backend.address + "/v1/", timeout=10) as client:
+    with httpx.Client(base_url=backend.address + "/v1/", timeout=10, verify=SSL_CONTEXT) as client:
         for step in case.steps:
             headers = dict(step.headers)
             if step.token != "none":

@@ -23,6 +23,7 @@ from rotator.sandbox.vault import (
     VaultEmulator,
     parse_policy,
 )
+from tests.sandbox import SSL_CONTEXT
 
 PREFIX = "monite/webhooks"
 ROTATOR_POLICY_FOR_TESTS = (
@@ -66,7 +67,9 @@ def root(vault: VaultEmulator) -> Iterator[hvac.Client]:
 @pytest.fixture
 def raw(vault: VaultEmulator) -> Iterator[httpx.Client]:
     with httpx.Client(
-        base_url=vault.address + "/v1", headers={"X-Vault-Token": vault.root_token}
+        base_url=vault.address + "/v1",
+        headers={"X-Vault-Token": vault.root_token},
+        verify=SSL_CONTEXT,
     ) as c:
         yield c
 
@@ -463,7 +466,11 @@ def test_sealed_vault_answers_503_vault_is_sealed(
 def test_missing_or_unknown_token_is_403(vault: VaultEmulator) -> None:
     """No token or an unknown one answers 403 "permission denied" (hvac: Forbidden)."""
     for token in ("", "hvs.unknown"):
-        response = httpx.get(vault.address + "/v1/secret/data/k", headers={"X-Vault-Token": token})
+        response = httpx.get(
+            vault.address + "/v1/secret/data/k",
+            headers={"X-Vault-Token": token},
+            verify=SSL_CONTEXT,
+        )
         assert (403, {"errors": ["permission denied"]}) == (response.status_code, response.json())
     with pytest.raises(hvac.exceptions.Forbidden):
         read(client(vault, "hvs.unknown"), "k")
@@ -476,7 +483,9 @@ def test_bearer_header_works_like_the_token_header(vault: VaultEmulator) -> None
     for namespace in (None, "team-a"):
         if namespace:
             headers["X-Vault-Namespace"] = namespace
-        response = httpx.get(vault.address + "/v1/auth/token/lookup-self", headers=headers)
+        response = httpx.get(
+            vault.address + "/v1/auth/token/lookup-self", headers=headers, verify=SSL_CONTEXT
+        )
         assert 200 == response.status_code
 
 
@@ -488,6 +497,7 @@ def test_namespaces_seen_records_every_namespace_header(vault: VaultEmulator) ->
         httpx.get(
             vault.address + "/v1/secret/data/k",
             headers={"X-Vault-Token": vault.root_token, "X-Vault-Namespace": namespace},
+            verify=SSL_CONTEXT,
         )
     assert {"team-a", "nope"} == vault.namespaces_seen()
 
@@ -498,6 +508,7 @@ def test_unknown_namespace_is_404(vault: VaultEmulator) -> None:
         response = httpx.get(
             vault.address + "/v1/secret/data/k",
             headers={"X-Vault-Token": token, "X-Vault-Namespace": "never-created"},
+            verify=SSL_CONTEXT,
         )
         assert (404, {"errors": ["namespace not found"]}) == (
             response.status_code,
@@ -508,7 +519,11 @@ def test_unknown_namespace_is_404(vault: VaultEmulator) -> None:
 def test_health_inside_a_namespace_is_400(vault: VaultEmulator) -> None:
     """sys/health exists only in the root namespace: 400 inside any other."""
     vault.namespace("team-a")
-    response = httpx.get(vault.address + "/v1/sys/health", headers={"X-Vault-Namespace": "team-a"})
+    response = httpx.get(
+        vault.address + "/v1/sys/health",
+        headers={"X-Vault-Namespace": "team-a"},
+        verify=SSL_CONTEXT,
+    )
     assert (400, {"errors": ["operation unavailable in namespaces"]}) == (
         response.status_code,
         response.json(),
@@ -642,7 +657,9 @@ def test_lookup_self_and_renew_self(vault: VaultEmulator) -> None:
     assert 3590 <= c.auth.token.lookup_self()["data"]["ttl"] <= 3600
     # The default policy grants lookup-self as "read": a POST (update) is refused.
     post = httpx.post(
-        vault.address + "/v1/auth/token/lookup-self", headers={"X-Vault-Token": token}
+        vault.address + "/v1/auth/token/lookup-self",
+        headers={"X-Vault-Token": token},
+        verify=SSL_CONTEXT,
     )
     assert (403, {"errors": [PERMISSION_DENIED]}) == (post.status_code, post.json())
 
@@ -791,7 +808,7 @@ def test_refuse_then_accept_connections(vault: VaultEmulator, root: hvac.Client)
     with pytest.raises(requests.exceptions.ConnectionError):
         read(root, "k")
     with pytest.raises(httpx.ConnectError):
-        httpx.get(vault.address + "/v1/sys/health")
+        httpx.get(vault.address + "/v1/sys/health", verify=SSL_CONTEXT)
     vault.accept_connections()
     assert {"v": 1} == read(root, "k")["data"]["data"]
 
@@ -809,7 +826,7 @@ def test_content_type_is_exactly_application_json(vault: VaultEmulator, raw: htt
         raw.get("/secret/data/k"),
         raw.get("/secret/data/missing"),
         raw.post("/secret/data/k", json={"data": {}, "options": {"cas": 0}}),
-        httpx.get(vault.address + "/v1/secret/data/k"),
+        httpx.get(vault.address + "/v1/secret/data/k", verify=SSL_CONTEXT),
         raw.get("/sys/health"),
     ]
     assert [500, 200, 404, 400, 403, 200] == [r.status_code for r in responses]
@@ -836,7 +853,7 @@ def test_date_header_follows_the_emulators_clock(vault: VaultEmulator, raw: http
     ]
     vault.refuse_connections()
     vault.accept_connections()
-    with httpx.Client() as fresh:
+    with httpx.Client(verify=SSL_CONTEXT) as fresh:
         responses.append(fresh.get(vault.address + "/v1/sys/health"))
     assert [200, 404, 204, 200, 200] == [r.status_code for r in responses]
     for response in responses:
@@ -948,6 +965,7 @@ def test_ui_mounts_tells_the_kv_version(vault: VaultEmulator, vault_token: str) 
         response = httpx.get(
             f"{vault.address}/v1/sys/internal/ui/mounts/{path}",
             headers={"X-Vault-Token": token},
+            verify=SSL_CONTEXT,
         )
         data = response.json()["data"]
         answers[path] = (response.status_code, data["type"], data["options"], data["path"])
@@ -987,7 +1005,7 @@ def test_approle_login_missing_ids(vault: VaultEmulator) -> None:
     """A login without role_id answers 500 "missing role_id"; without secret_id 400."""
     role_id, _ = vault.add_approle("r", policies=["default"])
     answers = [
-        httpx.post(f"{vault.address}/v1/auth/approle/login", json=body)
+        httpx.post(f"{vault.address}/v1/auth/approle/login", json=body, verify=SSL_CONTEXT)
         for body in ({"secret_id": "x"}, {"role_id": role_id})
     ]
     assert [

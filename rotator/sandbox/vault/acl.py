@@ -8,6 +8,7 @@ denies everything. `Acl.has_mount_access` is the check behind
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -231,6 +232,14 @@ class _HclParser:
 
 def parse_policy(hcl: str) -> list[Rule]:
     """Parse the HCL subset into rules; raises ValueError the way `vault policy write` refuses."""
+    return list(_parse_policy(hcl))
+
+
+# Every emulator and every namespace parses the same "default" policy, and tests
+# write the same few policies over and over. Rules are immutable; a refused
+# policy raises and is not cached.
+@functools.lru_cache(maxsize=256)
+def _parse_policy(hcl: str) -> tuple[Rule, ...]:
     merged: dict[str, set[str]] = {}
     for key, label, value in _HclParser(hcl).statements(None):
         if key != "path":
@@ -251,7 +260,7 @@ def parse_policy(hcl: str) -> list[Rule]:
         if unknown:
             raise ValueError(f"policy: path {label!r}: invalid capabilities {sorted(unknown)}")
         merged.setdefault(label, set()).update(capabilities)
-    return [Rule(pattern, frozenset(caps)) for pattern, caps in merged.items()]
+    return tuple(Rule(pattern, frozenset(caps)) for pattern, caps in merged.items())
 
 
 class Acl:
