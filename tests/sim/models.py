@@ -130,24 +130,20 @@ class Faults:
     injected: collections.Counter[str] = field(default_factory=collections.Counter)
     enabled: bool = True
 
-    def _active(self, windows: list[Window], t: float) -> list[Window]:
-        if not self.enabled:
-            return []
-        return [w for w in windows if w.covers(t)]
+    def _mode(self, windows: list[Window], t: float) -> str | None:
+        if self.enabled:
+            for w in windows:
+                if w.covers(t) and (w.mode == "outage" or self.rng.random() < w.rate):
+                    return w.mode
+        return None
 
     def monite_mode(self, t: float) -> str | None:
         """The fault mode hitting a Monite call sent at `t`, or None."""
-        for w in self._active(self.monite, t):
-            if w.mode == "outage" or self.rng.random() < w.rate:
-                return w.mode
-        return None
+        return self._mode(self.monite, t)
 
     def vault_mode(self, t: float) -> str | None:
         """The fault mode hitting a Vault call at `t`, or None."""
-        for w in self._active(self.vault, t):
-            if w.mode == "outage" or self.rng.random() < w.rate:
-                return w.mode
-        return None
+        return self._mode(self.vault, t)
 
     def count(self, kind: str) -> None:
         self.injected[kind] += 1
@@ -163,6 +159,30 @@ def _deliver(fut: asyncio.Future[Any], result: Any, error: BaseException | None)
 
 
 # -- Vault ------------------------------------------------------------------------------
+
+
+def _stored(data: dict[str, Any]) -> dict[str, Any]:
+    """What Vault keeps of a written `data` object: its JSON, read back.
+
+    A record's data is flat (strings, numbers, None, lists of strings), which
+    the JSON round trip gives back equal: that shape is copied as it is, any
+    other takes the round trip.
+    """
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = type(value)
+        if type(key) is not str:
+            break
+        if kind is str or kind is float or kind is int or value is None:
+            kept[key] = value
+        elif kind is list and all(type(item) is str for item in value):
+            kept[key] = list(value)
+        else:
+            break
+    else:
+        return kept
+    copied: dict[str, Any] = json.loads(json.dumps(data))
+    return copied
 
 
 @dataclass(slots=True)
@@ -227,7 +247,7 @@ class VaultModel:
             entry = self._entries[key] = _Entry()
         created = self.true_now()
         entry.current += 1
-        entry.versions[entry.current] = _Version(json.loads(json.dumps(data)), created)
+        entry.versions[entry.current] = _Version(_stored(data), created)
         self._trace(f"vault.write {key} v{entry.current} {data.get('state')}")
         self._on_change(key)
         return entry.current, created

@@ -54,10 +54,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import random
+import sys
+import types
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -381,28 +384,44 @@ class _Counting:
         # Candidates a swap recovery could not tell apart (`swap.orphan_ambiguous`).
         self.ambiguous: set[str] = set()
 
-    def count(self, event_dict: dict[str, Any]) -> None:
-        event = str(event_dict.get("event"))
+    def count(self, event: str, context: dict[str, Any], event_kw: dict[str, Any]) -> None:
+        event = str(event)
         self.events[event] += 1
         if event == "swap.orphan_ambiguous":
-            self.ambiguous.update(str(c) for c in event_dict.get("candidates") or ())
+            candidates = (
+                event_kw["candidates"] if "candidates" in event_kw else context.get("candidates")
+            )
+            self.ambiguous.update(str(c) for c in candidates or ())
 
 
 class _CountingLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):  # type: ignore[misc]
-    """A bound logger that hands each event dict to the `_Counting` it wraps.
+    """A bound logger that hands each event, its context and keywords to the `_Counting` it wraps.
 
-    The dict is the one a processor chain would start from (context, keywords,
-    event); going around the chain, and the DropEvent that ended it, matters
-    because a scenario logs hundreds of events. Every level counts, whatever
-    level the process was configured with.
+    It goes around the processor chain, and the DropEvent that ended it, and
+    builds no event dict: a scenario logs hundreds of events. Every level
+    counts, whatever level the process was configured with.
     """
 
     def _proxy_to_logger(self, method_name: str, event: str | None = None, **event_kw: Any) -> None:
-        event_dict = self._context.copy()
-        event_dict.update(event_kw)
-        if event is not None:
-            event_dict["event"] = event
-        self._logger.count(event_dict)
+        self._logger.count(event, self._context, event_kw)
+
+    def info(self, event: str, *args: Any, **event_kw: Any) -> None:
+        if args:  # %-style arguments: structlog's own path interpolates them
+            self.log(logging.INFO, event, *args, **event_kw)
+            return
+        self._logger.count(event, self._context, event_kw)
+
+    debug = warning = warn = error = critical = fatal = msg = info
+
+
+# The class of the lazy proxy `structlog.get_logger()` returns (structlog does not export it).
+_LAZY_LOGGER = type(structlog.get_logger())
+
+
+@functools.lru_cache(maxsize=1)
+def _product_modules(loaded: int) -> tuple[types.ModuleType, ...]:
+    """The product's modules among the `loaded` ones: scanned again only when imports change."""
+    return tuple(m for name, m in list(sys.modules.items()) if name.startswith("rotator."))
 
 
 @contextlib.contextmanager
@@ -417,9 +436,18 @@ def _quiet_logs() -> Iterator[_Counting]:
         context_class=dict,
         cache_logger_on_first_use=False,
     )
+    # The product logs through module-level lazy proxies (`log = structlog.get_logger()`),
+    # which build a logger anew at every call: for the run, each module logs
+    # through the logger its proxy builds under this configuration, built once.
+    namespaces = [vars(module) for module in _product_modules(len(sys.modules))]
+    proxies = [(ns, ns["log"]) for ns in namespaces if isinstance(ns.get("log"), _LAZY_LOGGER)]
+    for ns, proxy in proxies:
+        ns["log"] = proxy.bind()
     try:
         yield counting
     finally:
+        for ns, proxy in proxies:
+            ns["log"] = proxy
         structlog.configure(**saved)
 
 
