@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import io
 import json
+import locale
 import logging
 import os
 import queue
@@ -66,23 +67,36 @@ def rotator_environ(env: dict[str, str] | None = None) -> dict[str, str]:
 def run_rotator(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m rotator ARGS` in a real subprocess, as a user runs it; output joins the scan.
+    """`python -m rotator ARGS` in a separate process, as a user runs it; output joins the scan.
 
-    The caller's ROTATOR_*, VAULT_* and BAO_* variables are dropped so the test
-    decides the configuration; `env` adds to what is left.
+    The process is forked from the fork server (tests/forkserver.py; exec'd under
+    `TEST_SPAWN=exec` or when `env` sets a start-up variable such as
+    PYTHONPROFILEIMPORTTIME). The caller's ROTATOR_*, VAULT_* and BAO_* variables
+    are dropped so the test decides the configuration; `env` adds to what is left.
+    Output reads as `subprocess.run(..., text=True)` reads it.
     """
     environ = rotator_environ(env)
-    result = subprocess.run(
-        [sys.executable, "-m", "rotator", *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=cwd,
-        timeout=60,
-        check=False,
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process, _ = start_process(args, environ, cwd or os.getcwd(), out.fileno(), err.fileno())
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            raise
+        stdout, stderr = (_text(stream) for stream in (out, err))
+    result = subprocess.CompletedProcess(
+        [sys.executable, "-m", "rotator", *args], code, stdout, stderr
     )
     remember_output(result.stdout, result.stderr)
     return result
+
+
+def _text(stream: Any) -> str:
+    """A finished process's output file as `subprocess.run(..., text=True)` decodes it."""
+    stream.seek(0)
+    data = stream.read().decode(locale.getpreferredencoding(False))
+    return str(data.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 # hvac reads these once, when it is imported (in this process: at collection, from
