@@ -55,10 +55,12 @@ from tests.forkserver import start_process
 
 def rotator_environ(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a `rotator` run by the tests gets: this process's, less the
-    caller's ROTATOR_*, VAULT_* and BAO_* variables (the test decides the
-    configuration), plus `env`."""
+    caller's ROTATOR_*, VAULT_*, BAO_* and CREDENTIALS_DIRECTORY variables (the
+    test decides the configuration), plus `env`."""
     environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_", "BAO_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ROTATOR_", "VAULT_", "BAO_")) and k != "CREDENTIALS_DIRECTORY"
     }
     environ.update(env or {})
     return environ
@@ -84,7 +86,7 @@ def run_rotator(
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             raise
-        stdout, stderr = (_text(stream) for stream in (out, err))
+        stdout, stderr = (text_of(stream) for stream in (out, err))
     result = subprocess.CompletedProcess(
         [sys.executable, "-m", "rotator", *args], code, stdout, stderr
     )
@@ -92,7 +94,7 @@ def run_rotator(
     return result
 
 
-def _text(stream: Any) -> str:
+def text_of(stream: Any) -> str:
     """A finished process's output file as `subprocess.run(..., text=True)` decodes it."""
     stream.seek(0)
     data = stream.read().decode(locale.getpreferredencoding(False))

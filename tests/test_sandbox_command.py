@@ -6,16 +6,18 @@ import contextlib
 import hashlib
 import hmac
 import json
+import locale
 import os
 import signal
 import socket
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 import httpx
 import pytest
@@ -32,7 +34,8 @@ from rotator.sandbox.standalone import (
 from rotator.sandbox.vault import parse_policy
 from rotator.signature import HEADER, SignatureError, compute, parse, sign, verify
 from tests.conftest import leaked, remember_output
-from tests.daemon_harness import invoke_rotator
+from tests.daemon_harness import invoke_rotator, rotator_environ, run_rotator, text_of
+from tests.forkserver import ForkedProcess, start_process
 from tests.receiver import Delivery, Receiver, subscription_action
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,20 +44,13 @@ MAX_BANNER_LINES = 200
 OPEN_SUBSCRIPTIONS = 7  # of the default 8 seeded, one is disabled and gets no deliveries
 
 
-def _environ() -> dict[str, str]:
-    """This environment without anything that would override the sandbox's config file."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
-    }
-
-
 @dataclass
 class Running:
-    """A `rotator sandbox` subprocess and what its banner said."""
+    """A `rotator sandbox` process (forked: tests/forkserver.py) and what its banner said."""
 
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes] | ForkedProcess
+    stdout: TextIO  # the pipe: the banner is read as it comes, the rest at the end
+    stderr_file: BinaryIO
     lines: list[str] = field(default_factory=list)
     rest: str = ""  # output after the banner, read once the process ended
     stderr: str = ""
@@ -99,10 +95,14 @@ class Running:
         """Send `signum`, wait for the exit, collect the remaining output; the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signum)
-        rest, self.stderr = self.process.communicate(timeout=15)
-        self.rest += rest
-        remember_output("\n".join(self.lines), self.rest, self.stderr)
-        return self.process.returncode
+        if not self.stdout.closed:
+            self.rest += self.stdout.read()  # to the end: the process has exited
+            self.stdout.close()
+            self.process.wait(timeout=15)
+            self.stderr = text_of(self.stderr_file)
+            self.stderr_file.close()
+            remember_output("\n".join(self.lines), self.rest, self.stderr)
+        return int(self.process.wait(timeout=15))
 
     def output(self) -> str:
         return "\n".join(self.lines) + "\n" + self.rest + self.stderr
@@ -111,18 +111,23 @@ class Running:
 @contextlib.contextmanager
 def sandbox(*args: str) -> Iterator[Running]:
     """Start `python -m rotator sandbox ARGS`, wait for its banner; SIGTERM it afterwards."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rotator", "sandbox", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_environ(),
-    )
-    running = Running(process)
+    out_read, out_write = os.pipe()
+    stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by Running.stop)
     try:
-        assert process.stdout is not None
+        process, _ = start_process(
+            ["sandbox", *args], rotator_environ(), os.getcwd(), out_write, stderr_file.fileno()
+        )
+    except BaseException:
+        os.close(out_read)
+        stderr_file.close()
+        raise
+    finally:
+        os.close(out_write)  # the child holds its own copy: EOF when it ends
+    stdout = open(out_read, encoding=locale.getpreferredencoding(False))  # noqa: SIM115
+    running = Running(process, stdout, stderr_file)
+    try:
         for _ in range(MAX_BANNER_LINES):
-            line = process.stdout.readline()
+            line = stdout.readline()
             if not line:
                 break
             running.lines.append(line.rstrip("\n"))
@@ -137,25 +142,8 @@ def sandbox(*args: str) -> Iterator[Running]:
 
 def rotator(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
     """Run `rotator COMMAND...` for each command, all at once; their results in order."""
-    started = [
-        (
-            command,
-            subprocess.Popen(
-                [sys.executable, "-m", "rotator", *command],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=_environ(),
-            ),
-        )
-        for command in commands
-    ]
-    results = []
-    for command, process in started:
-        out, err = process.communicate(timeout=30)
-        remember_output(out, err)
-        results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
-    return results
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda command: run_rotator(*command), commands))
 
 
 def vault_record(running: Running, subscription_id: str) -> dict[str, Any]:
