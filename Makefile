@@ -41,7 +41,7 @@ layers: $(STAMP)
 PYTEST_WORKERS ?= 8
 
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --maxschedchunk 1 -rf $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	CHAOS_PROFILE=full $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
