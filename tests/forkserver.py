@@ -39,10 +39,12 @@ How the child is made faithful (what exec would have given a fresh process):
   CPU); they live as long as the process in an exec'd one too;
 - fresh randomness: `random` reseeds itself at fork (and is reseeded again);
   nothing else in the preloaded modules seeds a generator at import;
-- signal dispositions reset to those the server itself had when its
-  interpreter started: it was exec'd by the same Popen call the exec path
-  uses, so they are a fresh `python -m rotator`'s (SIGINT raising
-  KeyboardInterrupt, SIGPIPE and SIGXFSZ ignored, SIGCHLD default);
+- signal dispositions as exec would leave them and a fresh interpreter then
+  sets them: what the pytest worker ignores when it asks for the child stays
+  ignored (Popen resets only SIGPIPE and SIGXFSZ), everything else is
+  default, then SIGINT raises KeyboardInterrupt unless ignored, and SIGPIPE
+  and SIGXFSZ are ignored (CPython's start-up). They are taken at each
+  request, not from the server's own start: the worker's state can differ;
 - the exit is the interpreter's own: the child's SystemExit (or exception)
   leaves this module's frames and the interpreter ends the process as it ends
   any other (non-daemon threads joined, atexit, stdio flushed, 120 if that
@@ -256,7 +258,13 @@ class ForkServer:
         """Fork a child running `python -m MODULE ARGS` with exactly `env` and `cwd`,
         its stdout and stderr on the given fds. The server must run (`ensure_running`)."""
         request = json.dumps(
-            {"module": module, "args": list(args), "env": dict(env), "cwd": os.fspath(cwd)}
+            {
+                "module": module,
+                "args": list(args),
+                "env": dict(env),
+                "cwd": os.fspath(cwd),
+                "ignored": ignored_signals(),
+            }
         ).encode()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -370,15 +378,13 @@ class _Child:
         self.args: list[str] = list(request["args"])
         self.env: dict[str, str] = dict(request["env"])
         self.cwd: str = request["cwd"]
+        self.ignored: list[int] = list(request["ignored"])
         self.stdout = stdout
         self.stderr = stderr
 
 
 def _serve(control_fd: int, preload: Sequence[str]) -> _Child | None:
     """The server loop; returns only in a forked child (its request) or at shutdown (None)."""
-    # A fresh interpreter's dispositions (this one was exec'd as the exec path's
-    # children are): the child gets these back.
-    fresh = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
     for name in preload:
         with contextlib.suppress(ImportError):
             __import__(name)
@@ -465,7 +471,7 @@ def _serve(control_fd: int, preload: Sequence[str]) -> _Child | None:
                 other.close()
             os.close(wake_r)
             os.close(wake_w)
-            _restore_signals(fresh)
+            _set_signals(child.ignored)
             return child
         os.close(fds[1])
         os.close(fds[2])
@@ -475,12 +481,31 @@ def _serve(control_fd: int, preload: Sequence[str]) -> _Child | None:
         reap()  # a child that died before its entry went in
 
 
-def _restore_signals(fresh: Mapping[signal.Signals, Any]) -> None:
-    for signum, handler in fresh.items():
-        if handler is None or signal.getsignal(signum) == handler:
-            continue  # None: a handler not set from Python; nothing to restore
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(signum, handler)
+# Ignored by Popen's child until exec (restore_signals resets them), then by CPython's start-up.
+_RESET_BY_POPEN = frozenset({signal.SIGPIPE, signal.SIGXFSZ})
+
+
+def ignored_signals() -> list[int]:
+    """The signals this process ignores that an exec'd child of Popen would inherit ignored."""
+    return sorted(
+        int(signum)
+        for signum in signal.valid_signals()
+        if signum not in _RESET_BY_POPEN and signal.getsignal(signum) == signal.SIG_IGN
+    )
+
+
+def _set_signals(ignored: Sequence[int]) -> None:
+    """The dispositions `python -m` started by Popen from a process ignoring `ignored` has."""
+    for signum in signal.valid_signals():
+        if signum in ignored or signum in _RESET_BY_POPEN:
+            handler: Any = signal.SIG_IGN
+        elif signum == signal.SIGINT:
+            handler = signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        if signal.getsignal(signum) != handler:
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL, SIGSTOP
+                signal.signal(signum, handler)
 
 
 def _stdio(fd: int, write: bool, name: str, like: Any, unbuffered: bool) -> io.TextIOWrapper:

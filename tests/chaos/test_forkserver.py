@@ -123,6 +123,23 @@ def test_probe_sees_what_exec_gives(tmp_path: Path, procs: list[Proc]) -> None:
     assert seen["exec"] == seen["fork"]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGUSR1])
+def test_a_signal_the_worker_ignores_is_ignored_as_exec_leaves_it(
+    tmp_path: Path, procs: list[Proc], signum: signal.Signals
+) -> None:
+    """Dispositions follow the worker at each start, not the server's: an ignored one stays so."""
+    env = fork_server_env() | {"HOME": str(tmp_path)}
+    saved = signal.signal(signum, signal.SIG_IGN)
+    try:
+        seen = {how: report(procs, tmp_path / how, how, env)["signals"] for how in HOW}
+    finally:
+        signal.signal(signum, saved)
+    assert (str(signal.SIG_IGN), seen["exec"]) == (seen["fork"][str(signum)], seen["fork"])
+    after = report(procs, tmp_path / "after", "fork", env)["signals"]
+    fresh = "<built-in function default_int_handler>" if signum == signal.SIGINT else "0"
+    assert fresh == after[str(int(signum))]
+
+
 def test_two_children_draw_different_random_numbers(tmp_path: Path, procs: list[Proc]) -> None:
     """Two forked children do not share the server's random state."""
     env = fork_server_env() | {"HOME": str(tmp_path)}
