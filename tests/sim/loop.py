@@ -61,13 +61,24 @@ class _Handle(Handle):
         loop: VirtualLoop,
         context: contextvars.Context | None,
     ) -> None:
-        self._context = contextvars.copy_context() if context is None else context
-        self._loop = loop
-        self._callback = callback
-        self._args = args
-        self._cancelled = False
-        self._repr = None
-        self._source_traceback = None
+        _fill(self, callback, args, loop, context)
+
+
+def _fill(
+    handle: Handle,
+    callback: Callable[..., object],
+    args: tuple[Any, ...],
+    loop: VirtualLoop,
+    context: contextvars.Context | None,
+) -> None:
+    """What `Handle.__init__` sets, less its look at the loop's debug flag."""
+    handle._context = contextvars.copy_context() if context is None else context  # type: ignore[attr-defined]
+    handle._loop = loop  # type: ignore[attr-defined]
+    handle._callback = callback  # type: ignore[attr-defined]
+    handle._args = args
+    handle._cancelled = False
+    handle._repr = None  # type: ignore[attr-defined]
+    handle._source_traceback = None  # type: ignore[attr-defined]
 
 
 class _Timer(TimerHandle):
@@ -86,13 +97,7 @@ class _Timer(TimerHandle):
         loop: VirtualLoop,
         context: contextvars.Context | None,
     ) -> None:
-        self._context = contextvars.copy_context() if context is None else context
-        self._loop = loop
-        self._callback = callback
-        self._args = args
-        self._cancelled = False
-        self._repr = None
-        self._source_traceback = None
+        _fill(self, callback, args, loop, context)
         self._when = when
         self._scheduled = False
 
