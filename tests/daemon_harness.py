@@ -67,19 +67,22 @@ def rotator_environ(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_rotator(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, how: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`python -m rotator ARGS` in a separate process, as a user runs it; output joins the scan.
 
     The process is forked from the fork server (tests/forkserver.py; exec'd under
     `TEST_SPAWN=exec` or when `env` sets a start-up variable such as
-    PYTHONPROFILEIMPORTTIME). The caller's ROTATOR_*, VAULT_* and BAO_* variables
+    PYTHONPROFILEIMPORTTIME, or with `how="exec"`: a test of what a fresh
+    interpreter does, imports included). The caller's ROTATOR_*, VAULT_* and BAO_* variables
     are dropped so the test decides the configuration; `env` adds to what is left.
     Output reads as `subprocess.run(..., text=True)` reads it.
     """
     environ = rotator_environ(env)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process, _ = start_process(args, environ, cwd or os.getcwd(), out.fileno(), err.fileno())
+        process, _ = start_process(
+            args, environ, cwd or os.getcwd(), out.fileno(), err.fileno(), how=how
+        )
         try:
             code = process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -385,12 +388,14 @@ class DaemonProcess:
 
     def close(self) -> None:
         """Kills the process if still running; its output joins the hygiene scan."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        for reader in self._readers:
-            reader.join(timeout=5)
-        remember_output("".join(self._stdout), self.stderr)
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            for reader in self._readers:
+                reader.join(timeout=5)
+        finally:
+            remember_output("".join(self._stdout), self.stderr)
 
 
 def poll(check: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:

@@ -14,6 +14,7 @@ core-dump settings.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -57,8 +58,15 @@ def _lines(text: str) -> list[Any]:
 
 
 def both(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> list[Outcome]:
-    """The outcome of the same invocation through `run_rotator`, then `invoke_rotator`."""
-    return [normalised(runner(*args, env=env, cwd=cwd)) for runner in (run_rotator, invoke_rotator)]
+    """The outcome of the same invocation through `run_rotator`, then `invoke_rotator`.
+
+    `run_rotator` execs a fresh interpreter here (not the pre-imported fork server):
+    whatever the CLI does at import time is part of what the two must agree on.
+    """
+    return [
+        normalised(runner(*args, env=env, cwd=cwd))
+        for runner in (functools.partial(run_rotator, how="exec"), invoke_rotator)
+    ]
 
 
 # COLUMNS: argparse wraps --help to the terminal's width, and under `pytest -s`

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,8 +53,10 @@ class Running:
     stdout: TextIO  # the pipe: the banner is read as it comes, the rest at the end
     stderr_file: BinaryIO
     lines: list[str] = field(default_factory=list)
-    rest: str = ""  # output after the banner, read once the process ended
+    rest: str = ""  # output after the banner, complete once the process ended
     stderr: str = ""
+    _drain: threading.Thread | None = None
+    _scanned: bool = False
 
     def value(self, label: str) -> str:
         """The text after `label` on the first banner line that starts with it."""
@@ -91,18 +94,31 @@ class Running:
             self.client_secret_file.read_text().strip(),
         }
 
+    def start_draining(self) -> None:
+        """Read the rest of stdout as it comes: the process never blocks on a full pipe."""
+        if self._drain is None:
+            self._drain = threading.Thread(target=self._read_rest, daemon=True)
+            self._drain.start()
+
+    def _read_rest(self) -> None:
+        with self.stdout:
+            self.rest += self.stdout.read()  # to the end: the process has exited
+
     def stop(self, signum: int = signal.SIGTERM) -> int:
         """Send `signum`, wait for the exit, collect the remaining output; the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signum)
-        if not self.stdout.closed:
-            self.rest += self.stdout.read()  # to the end: the process has exited
-            self.stdout.close()
-            self.process.wait(timeout=15)
-            self.stderr = text_of(self.stderr_file)
-            self.stderr_file.close()
-            remember_output("\n".join(self.lines), self.rest, self.stderr)
-        return int(self.process.wait(timeout=15))
+        self.start_draining()
+        try:
+            return int(self.process.wait(timeout=15))
+        finally:
+            if not self._scanned:  # once, whatever the wait did
+                self._scanned = True
+                assert self._drain is not None
+                self._drain.join(timeout=5)
+                self.stderr = text_of(self.stderr_file)
+                self.stderr_file.close()
+                remember_output("\n".join(self.lines), self.rest, self.stderr)
 
     def output(self) -> str:
         return "\n".join(self.lines) + "\n" + self.rest + self.stderr
@@ -135,6 +151,7 @@ def sandbox(*args: str) -> Iterator[Running]:
                 break
         assert running.lines, "the sandbox printed nothing"
         assert running.lines[-1].startswith("Ctrl-C"), running.lines
+        running.start_draining()
         yield running
     finally:
         running.stop()

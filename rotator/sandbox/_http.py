@@ -164,6 +164,11 @@ class _Server(ThreadingHTTPServer):
                         self._accept_one()
                     self.service_actions()
         finally:
+            # Drained, so a later serve_forever() (socketserver allows one) does not spin.
+            self._wake_reader.setblocking(False)
+            with contextlib.suppress(OSError):
+                while self._wake_reader.recv(64):
+                    pass
             self._stop_requested = False
             self._stopped.set()
 
