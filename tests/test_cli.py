@@ -1,10 +1,11 @@
 """The `rotator` command line as users run it: exit codes, output, and config errors.
 
 Most tests run the command in process (`invoke_rotator`, faithful to a real
-process: tests/test_cli_runner.py). A real `python -m rotator` (`run_rotator`)
-stays where the process is the point (what it imports) and for one test of
-each command, so the console entry point itself stays covered: check, plan,
-run --once, rotate, and a usage and a config error.
+process: tests/test_cli_runner.py, which execs its real processes). A real
+`python -m rotator` (`run_rotator`) stays where the process is the point (what
+it imports: exec'd) and for one test of each command, so the console entry
+point itself stays covered: check, plan, run --once, rotate, and a usage and a
+config error.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def test_run_once_rotates_and_logs_json(
 ) -> None:
     """`rotator run --once` rotates unmanaged subscriptions, exits 0, audit log is JSON lines."""
     ids = [monite.seed() for _ in range(3)]
-    result = run_rotator("run", "--once", "--config", str(config_file), how="exec")
+    result = run_rotator("run", "--once", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     for sid in ids:
         assert monite.current_secret(sid) == vault_secret(vault, sid)
@@ -106,7 +107,7 @@ def test_rotate_force_single_id(
 def test_rotate_force_all(config_file: Path, monite: MoniteEmulator, vault: VaultEmulator) -> None:
     """`rotator rotate --force --all` rotates every subscription."""
     ids = [monite.seed() for _ in range(3)]
-    result = run_rotator("rotate", "--force", "--all", "--config", str(config_file), how="exec")
+    result = run_rotator("rotate", "--force", "--all", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert [1, 1, 1] == [monite.regenerate_count(sid) for sid in ids]
 
@@ -159,7 +160,7 @@ def test_plan_json_shows_a_settling_record_and_why_it_waits(
 def test_plan_table_for_humans(config_file: Path, monite: MoniteEmulator) -> None:
     """`rotator plan` prints a table with the reason in words."""
     monite.seed()
-    result = run_rotator("plan", "--config", str(config_file), how="exec")
+    result = run_rotator("plan", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert "1 of 1 subscriptions would be rotated now." in result.stdout
 
@@ -206,7 +207,7 @@ def test_check_warns_about_a_world_readable_secret_file(
 
 def test_check_passes(config_file: Path) -> None:
     """`rotator check` exits 0 when config, Monite and Vault are all good."""
-    result = run_rotator("check", "--config", str(config_file), how="exec")
+    result = run_rotator("check", "--config", str(config_file))
     assert 0 == result.returncode, result.stderr
     assert result.stdout.startswith("ok:")
 
