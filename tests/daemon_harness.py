@@ -50,20 +50,13 @@ from rotator.daemon import Daemon
 from rotator.sandbox.monite import MoniteEmulator
 from rotator.sandbox.vault import VaultEmulator
 from tests.conftest import remember_output
-from tests.forkserver import start_process
+from tests.forkserver import start_process, without_configuration
 
 
 def rotator_environ(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a `rotator` run by the tests gets: this process's, less the
-    caller's ROTATOR_*, VAULT_*, BAO_* and CREDENTIALS_DIRECTORY variables (the
-    test decides the configuration), plus `env`."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ROTATOR_", "VAULT_", "BAO_")) and k != "CREDENTIALS_DIRECTORY"
-    }
-    environ.update(env or {})
-    return environ
+    """The environment a `rotator` run by the tests gets: this process's, less what
+    would configure it behind the test's back (`without_configuration`), plus `env`."""
+    return without_configuration(os.environ) | (env or {})
 
 
 def run_rotator(
@@ -296,8 +289,8 @@ class DaemonProcess:
     def __init__(
         self, config: Path, env: dict[str, str] | None = None, how: str | None = None
     ) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
-        environ.pop("NOTIFY_SOCKET", None)
+        environ = rotator_environ()
+        environ.pop("NOTIFY_SOCKET", None)  # only a test that asks for one gets one
         environ.update(env or {})
         self.events: list[Event] = []
         self._new: queue.Queue[Event] = queue.Queue()

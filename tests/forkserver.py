@@ -311,14 +311,20 @@ def spawn_mode() -> str:
     return mode
 
 
-def fork_server_env() -> dict[str, str]:
-    """The env the fork server runs with, and every chaos process starts from: this
-    process's, less what would configure the rotator behind a test's back."""
-    environ = {
+def without_configuration(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` less what would configure the rotator behind a test's back: ROTATOR_*,
+    VAULT_* and BAO_* in any case (settings read names case-insensitively) and
+    CREDENTIALS_DIRECTORY."""
+    return {
         k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith(("ROTATOR_", "VAULT_")) and k != "CREDENTIALS_DIRECTORY"
+        for k, v in environ.items()
+        if not k.upper().startswith(("ROTATOR_", "VAULT_", "BAO_")) and k != "CREDENTIALS_DIRECTORY"
     }
+
+
+def fork_server_env() -> dict[str, str]:
+    """The env the fork server runs with, and every chaos process starts from."""
+    environ = without_configuration(os.environ)
     environ["PYTHONUNBUFFERED"] = "1"  # audit lines survive kill -9
     return environ
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,11 +9,12 @@ from pathlib import Path
 
 from rotator.sandbox.demo import ROTATOR_POLICY_HCL
 from tests.conftest import remember_output
+from tests.daemon_harness import rotator_environ
 
 
 def test_demo_runs_and_vault_matches_monite_everywhere() -> None:
     """A short demo exits 0, shows audit lines and a table where every row says Vault = Monite."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+    environ = rotator_environ()
     # A cycle starts 4 s after the one before ends, and only while the demo's time
     # lasts: cycle 2 (the fault, the forced rotation) comes only if cycle 1's work
     # fits in the spare time. 8 s leaves it 4 s (6 s left 2 s, too little on a
@@ -77,7 +77,7 @@ def test_demo_policy_grants_no_more_than_the_shipped_policy() -> None:
 
 def test_swap_demo_rejects_nothing_where_regenerate_does() -> None:
     """`demo --strategy swap`: the swap group rejects 0 deliveries, the regenerate group some."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ROTATOR_", "VAULT_"))}
+    environ = rotator_environ()
     # The first swaps (cycle 1) outlive their 10 s overlap and retire in cycle 4, which
     # starts 12 s in plus the work of cycles 1 to 3 (each cycle waits 4 s after the
     # one before ends) and only while the demo's time lasts: 20 s leaves that work
